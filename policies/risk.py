@@ -1,0 +1,239 @@
+"""Risk policy: deterministic crisis-cue detection and the risk protocol.
+
+:func:`scan` is the first layer of risk control: lexical patterns that catch
+explicit crisis statements even when the model is weak, while figures of
+speech ("this traffic is killing me") are not flagged. Each cue says whether it
+is negated, historical, about a third person or inside a quotation, so the LLM
+layer and the protocol can weigh it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+__all__ = [
+    "RISK_LEVELS",
+    "RiskCue",
+    "RiskProtocol",
+    "Step",
+    "level_rank",
+    "scan",
+]
+
+Category = Literal["self_harm", "harm_to_others", "abuse"]
+RISK_LEVELS: tuple[str, ...] = ("none", "low", "moderate", "high", "imminent")
+CRISIS_CLASSES: tuple[str, ...] = (
+    "none",
+    "imminent_harm_to_self",
+    "imminent_harm_to_others",
+    "severe_psychological_decompensation",
+)
+RESPONSE_ACTIONS: tuple[str, ...] = (
+    "assess_risk",
+    "de_escalate",
+    "safety_plan",
+    "recommend_emergency_services",
+    "request_human_consultation",
+)
+
+
+def level_rank(level: str) -> int:
+    return RISK_LEVELS.index(level) if level in RISK_LEVELS else 0
+
+
+@dataclass(frozen=True, slots=True)
+class RiskCue:
+    """One crisis cue found in a text: category, the quoted span and qualifiers."""
+
+    category: Category
+    span: str
+    start: int
+    end: int
+    pattern: str
+    negated: bool = False
+    past: bool = False
+    third_person: bool = False
+    quoted: bool = False
+
+    @property
+    def active(self) -> bool:
+        """A present, first-person, unquoted, non-negated statement."""
+        return not (self.negated or self.past or self.third_person or self.quoted)
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["active"] = self.active
+        return d
+
+
+_OBJ = r"(?:him|her|them|you|someone|somebody|everyone|everybody|people|my (?:\w+ ){0,2}?(?:boss|wife|husband|partner|dad|father|mom|mother|mum|brother|sister|son|daughter|kids?|children|neighbou?r|ex|teacher|roommate|friend|coworkers?|colleagues?))"
+_REFLEX = r"(?:myself|himself|herself|themselves|themself|yourself)"
+
+_PATTERNS: list[tuple[Category, str]] = [
+    # self-harm and suicide: explicit
+    ("self_harm", rf"\b(?:kill|killing|killed|hurt|hurting|hurted|harm|harming|harmed|cut|cutting|hang|hanging|hanged|shoot|shooting|drown|drowning|poison|poisoning|burn|burning|starve|starving) {_REFLEX}\b"),
+    ("self_harm", r"\bsuicid(?:e|al|ality)\b(?! (?:squad|mission|doors?|squeeze|run|note(?:s)? (?:in|from) (?:the|a) (?:song|film|movie|book)))"),
+    ("self_harm", r"\b(?:end|ending|ended|take|taking|took) (?:my|his|her|their) (?:own )?life\b"),
+    ("self_harm", r"\b(?:want|wanted|wants|wanting|going|need|plan|planning|ready) to die\b"),
+    ("self_harm", r"\bwanna die\b"),
+    ("self_harm", r"\bwish(?:ed)? (?:i|he|she|they) (?:was|were|had|could be) (?:dead|never born|gone)\b"),
+    ("self_harm", r"\bbetter off (?:dead|without me|if i (?:was|were) gone)\b"),
+    ("self_harm", r"\b(?:no|nothing) (?:reason|point) (?:to|in) (?:live|living|going on|being alive)\b"),
+    ("self_harm", r"\b(?:don'?t|do not|never) want to (?:live|be alive|wake up|exist|be here)\b"),
+    ("self_harm", r"\bnot (?:want|wanting) to (?:live|be alive|wake up|exist)\b"),
+    ("self_harm", r"\b(?:can'?t|cannot) (?:go on|keep going|do this anymore|take it anymore)\b"),
+    ("self_harm", r"\bend it all\b"),
+    ("self_harm", r"\b(?:not|won'?t) be (?:here|around) (?:anymore|much longer|for long|next week)\b"),
+    ("self_harm", r"\bself[- ]?harm(?:ing)?\b"),
+    ("self_harm", r"\boverdos(?:e|ed|ing)\b"),
+    ("self_harm", r"\b(?:took|take|taking|swallow(?:ed)?|saving up|stockpil\w+|hoard\w*) (?:all )?(?:my |the |a bottle of |a bunch of )?(?:pills|tablets|meds|medication)\b"),
+    ("self_harm", r"\bjump(?:ing|ed)? (?:off|from|in front of) (?:a |the )?(?:bridge|roof|building|train|ledge|balcony)\b"),
+    ("self_harm", r"\b(?:wrote|writing|written) (?:a |my )?(?:suicide |goodbye )note\b"),
+    ("self_harm", r"\b(?:bought|got|have|keep) (?:a |the )?(?:rope|gun|noose|razor blades?)\b(?= (?:for|to|so|in case|ready)\b| ready\b)"),
+    ("self_harm", r"\b(?:gave|giving) away (?:all )?my (?:things|stuff|belongings)\b"),
+    # harm to others
+    ("harm_to_others", rf"\b(?:kill|killing|murder|murdering|stab|stabbing|shoot|shooting|strangle|strangling|hurt|hurting|beat up|attack|attacking) {_OBJ}\b(?! (?:for|with) (?:a|some|the) (?:coffee|pizza|chocolate|beer|nap|holiday|vacation)\b)"),
+    ("harm_to_others", r"\bmake (?:him|her|them|everyone|you) (?:pay|suffer)\b"),
+    ("harm_to_others", r"\b(?:bring|bringing|take|taking) (?:a |my )?(?:gun|knife|weapon) to (?:work|school|the office|their house|his house|her house)\b"),
+    ("harm_to_others", r"\bthoughts? (?:of|about) (?:killing|hurting|harming) (?:others|people|someone|him|her|them)\b"),
+    # abuse and neglect
+    ("abuse", r"\b(?:he|she|they|my \w+) (?:hits|hit|beats|beat|kicks|kicked|chokes|choked|slaps|slapped|punches|punched|burns|burned|rapes?d?|molest(?:s|ed)?|touches|touched) (?:me|us|my (?:kids?|children|son|daughter|mum|mom|mother|sister|brother))\b"),
+    ("abuse", r"\b(?:threatens?|threatened) to (?:kill|hurt|hit|beat) (?:me|us|the kids|my \w+)\b"),
+    ("abuse", r"\b(?:he|she|they)(?:'d| will| would| said (?:he|she|they)(?:'d| would| will)) kill me\b(?! if)"),
+    ("abuse", r"\b(?:afraid|scared|terrified) to go home\b"),
+    ("abuse", r"\b(?:locks?|locked) me (?:in|out|up)\b"),
+    ("abuse", r"\b(?:sexually |physically |emotionally )?abus(?:e|es|ed|ing|ive)\b(?! (?:of|the) (?:system|power|process|drugs|alcohol))"),
+    ("abuse", r"\b(?:doesn'?t|does not|don'?t|never) (?:feed|feeds) (?:me|us|the kids)\b"),
+]
+_COMPILED = [(cat, re.compile(p, re.IGNORECASE)) for cat, p in _PATTERNS]
+
+_NEGATORS = re.compile(
+    r"\b(?:not|never|no|n't|dont|don't|didn't|won't|wouldn't|isn't|aren't|wasn't|nor|no longer have|stopped having)\b(?:\W+\w+){0,4}\W*$",
+    re.IGNORECASE,
+)
+# "no longer want to live" and "never want to wake up" stay positive: those live inside patterns.
+_PAST = re.compile(
+    r"\b(?:tried|attempted|attempt|used to|years? ago|months? ago|last (?:year|month|spring|summer|winter|fall|autumn)|when i was (?:a |\d)|in the past|back in|history of|survived|recovered|back then|as a (?:kid|child|teen(?:ager)?)|at \d\d?)\b",
+    re.IGNORECASE,
+)
+_THIRD = re.compile(
+    r"(?:\b(?:he|she|they|his|her|their|my (?:\w+ ){0,2}?(?:friend|brother|sister|mum|mom|mother|dad|father|son|daughter|cousin|partner|wife|husband|colleague|coworker|roommate|patient|client|neighbou?r))\b(?:\W+\w+){0,6}\W*$)",
+    re.IGNORECASE,
+)
+_FIRST = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my ?self)\b(?:\W+\w+){0,6}\W*$", re.IGNORECASE)
+_FIGURES = re.compile(
+    r"\b(?:killing me|kill me (?:with|if)|would kill me if|dying to|to die for|die (?:of|from) (?:laughter|embarrassment|boredom)|kill for|killed it|killing it|dead tired|dead on my feet|bored to death|scared to death|suicide (?:squad|mission|doors?))\b",
+    re.IGNORECASE,
+)
+
+
+def _in_quotes(text: str, start: int) -> bool:
+    before = text[:start]
+    return before.count('"') % 2 == 1 or (before.count("“") > before.count("”"))
+
+
+def _clause_before(text: str, start: int) -> str:
+    seg = text[:start]
+    cut = max(seg.rfind(c) for c in ".!?;\n")
+    return seg[cut + 1 :]
+
+
+def scan(text: str) -> list[RiskCue]:
+    """Find crisis cues in ``text``; an empty list when there are none.
+
+    Cues carry qualifiers (negated, past, third_person, quoted); ``cue.active``
+    is true for a present first-person statement.
+    """
+    if not text:
+        return []
+    cues: list[RiskCue] = []
+    taken: list[tuple[int, int]] = []
+    for cat, rx in _COMPILED:
+        for m in rx.finditer(text):
+            s, e = m.span()
+            if any(s < te and e > ts for ts, te in taken):
+                continue
+            # A figure of speech overlapping the match is not a cue.
+            if any(f.start() <= s < f.end() or s <= f.start() < e for f in _FIGURES.finditer(text)):
+                continue
+            clause = _clause_before(text, s)
+            span = m.group(0)
+            lower = span.lower()
+            sentence_end = len(text)
+            for c in ".!?\n":
+                idx = text.find(c, e)
+                if idx != -1:
+                    sentence_end = min(sentence_end, idx)
+            sentence = clause + text[s:sentence_end]
+            third = bool(re.search(r"\b(?:himself|herself|themselves|themself|his own life|her own life|their own life|his life|her life|their life)\b", lower))
+            if not third and cat == "self_harm":
+                th, fi = _THIRD.search(clause), _FIRST.search(clause)
+                if th and (not fi or th.start() > fi.start()):
+                    third = True
+            negated = bool(_NEGATORS.search(clause)) and not re.match(r"(?:don'?t|do not|never|not) ", lower)
+            cues.append(
+                RiskCue(
+                    category=cat,
+                    span=span,
+                    start=s,
+                    end=e,
+                    pattern=rx.pattern[:40],
+                    negated=negated,
+                    past=bool(_PAST.search(sentence)),
+                    third_person=third,
+                    quoted=_in_quotes(text, s),
+                )
+            )
+            taken.append((s, e))
+    cues.sort(key=lambda c: c.start)
+    return cues
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    action: str
+    guidance: str
+
+
+class RiskProtocol:
+    """What the counselor must do at each risk level: always compassionate, never
+    an abrupt refusal (Compassionate Completion Standard: empathic
+    acknowledgement, transparent boundary, graded transition, guided redirection)."""
+
+    def __init__(self, steps: dict[str, list[Step]] | None = None, handoff_levels: tuple[str, ...] = ("imminent",)) -> None:
+        self.steps = steps or {
+            "none": [],
+            "low": [Step("assess_risk", "Gently check in about safety if it feels natural.")],
+            "moderate": [
+                Step("assess_risk", "Ask directly and kindly about thoughts of harm, their frequency and any plan."),
+                Step("de_escalate", "Reflect the pain you hear and slow the pace."),
+            ],
+            "high": [
+                Step("assess_risk", "Ask directly about intent, plan, means and timing, with warmth."),
+                Step("de_escalate", "Acknowledge the pain; stay with the client; no lecturing."),
+                Step("safety_plan", "Build a short safety plan together: warning signs, coping steps, people to call, making means safer."),
+                Step("recommend_emergency_services", "Share crisis line and emergency numbers as an offer of support."),
+            ],
+            "imminent": [
+                Step("de_escalate", "Acknowledge the pain with empathy; say you are glad they told you."),
+                Step("recommend_emergency_services", "Urge contact with emergency services or a crisis line now; explain why, kindly."),
+                Step("request_human_consultation", "Say a human clinician is being brought in; stay present while that happens."),
+            ],
+        }
+        self.handoff_levels = handoff_levels
+
+    def steps_for(self, level: str) -> list[Step]:
+        return list(self.steps.get(level, []))
+
+    def directive(self, level: str) -> str:
+        steps = self.steps_for(level)
+        if not steps:
+            return ""
+        lines = [f"RISK PROTOCOL (level {level}): respond with compassion, never an abrupt refusal."]
+        lines += [f"- {s.action}: {s.guidance}" for s in steps]
+        return "\n".join(lines)
+
+    def requires_handoff(self, level: str) -> bool:
+        return level in self.handoff_levels
