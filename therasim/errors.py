@@ -55,7 +55,7 @@ class StructuredOutputError(TherasimError):
     error of each attempt.
     """
 
-    def __init__(self, schema_name: str, raw: str, attempts: int, errors: list[str]) -> None:
+    def __init__(self, schema_name: str, raw: str, attempts: int, errors: list[str], stats: object = None) -> None:
         last = errors[-1] if errors else "unknown error"
         super().__init__(
             f"model output did not validate as {schema_name} after {attempts} attempt(s); "
@@ -65,6 +65,7 @@ class StructuredOutputError(TherasimError):
         self.raw = raw
         self.attempts = attempts
         self.errors = errors
+        self.stats = stats  # therasim.structured.CallStats of the failed call (tokens, latency)
 
 
 class RunDirError(TherasimError):

@@ -180,6 +180,7 @@ async def agenerate_structured(
     dialect: StructuredDialect | None = None,
     max_attempts: int = 3,
     seed: int | None = None,
+    validation_context: dict[str, Any] | None = None,
     **kw: Any,
 ) -> tuple[T, CallStats]:
     """Return a validated ``schema_model`` instance and the call's stats.
@@ -213,7 +214,7 @@ async def agenerate_structured(
         raw = reply.content if isinstance(reply.content, str) else json.dumps(reply.content)
         try:
             obj = parse_json_text(raw)
-            return schema_model.model_validate(obj), stats
+            return schema_model.model_validate(obj, context=validation_context), stats
         except json.JSONDecodeError as e:
             problem = f"not valid JSON ({e.msg})"
         except ValidationError as e:
@@ -225,4 +226,4 @@ async def agenerate_structured(
             AIMessage(content=raw),
             HumanMessage(content=f"That reply was invalid: {problem}. Reply again with the corrected JSON object only."),
         ]
-    raise StructuredOutputError(schema_model.__name__, raw, stats.attempts, stats.errors)
+    raise StructuredOutputError(schema_model.__name__, raw, stats.attempts, stats.errors, stats)

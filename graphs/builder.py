@@ -1,0 +1,321 @@
+"""The public builder for session graphs. The library's own presets are built with it.
+
+A session is a loop of exchanges. Each exchange runs the ``order`` of nodes
+(client, analysts, counselor, ...), then ``record`` appends the exchange to the
+transcript and ``termination`` decides whether to loop. Users add, replace or
+remove nodes (their own function, a LangChain runnable or chat model, an HTTP
+endpoint) and add conditional edges, all through this builder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from therasim.context import NodeContext, SimContext
+from therasim.errors import TherasimError
+from therasim.state import SessionState, Side, View, make_view
+
+__all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "http_node", "record_exchange"]
+
+NodeFn = Callable[[View, NodeContext], Awaitable[dict[str, Any]] | dict[str, Any]]
+Router = Callable[[dict[str, Any]], str]
+SPEAKER_NODES = {"client": "client_text", "counselor": "counselor_text"}
+
+
+@dataclass(slots=True)
+class NodeSpec:
+    """One node: its function, the side whose view it gets, and the model role it uses."""
+
+    name: str
+    fn: NodeFn
+    side: Side
+    role: str | None = None
+    description: str = ""
+
+
+@dataclass(slots=True)
+class _Conditional:
+    source: str
+    router: Callable[[View], str]
+    destinations: dict[str, str]
+
+
+def _from_chat_model(name: str, model: BaseChatModel, side: Side) -> NodeFn:
+    """A chat model at a speaker node: the standard prompt with this model."""
+    if name == "counselor":
+        from therasim.nodes.counselor import counselor_messages
+
+        async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
+            from therasim.structured import agenerate_text
+
+            text, stats = await agenerate_text(model, counselor_messages(view, ctx))
+            ctx._record("counselor", "text", stats)
+            return {"current": {"draft": text.strip(), "counselor_text": text.strip(), "calls": ctx.calls_update()}}
+
+        return fn
+    if name == "client":
+        from therasim.nodes.client import client as client_fn
+        from therasim.providers import ModelPool
+
+        async def cfn(view: View, ctx: NodeContext) -> dict[str, Any]:
+            sub = SimContext(**{**ctx.sim.__dict__, "models": ModelPool({"default": ctx.sim.models.spec("analysts"), "client": model})})
+            return await client_fn(view, NodeContext(sub, ctx.node, ctx.side, ctx.ids))
+
+        return cfn
+    raise TherasimError(f"a chat model can stand in only for the 'client' or 'counselor' node, not {name!r}; wrap it in a function for other nodes")
+
+
+def _from_runnable(name: str, runnable: Runnable) -> NodeFn:
+    """A LangChain runnable: gets the view as a dict; returns an update dict, or text for a speaker node."""
+
+    async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
+        out = await runnable.ainvoke(view.to_dict())
+        return _coerce(name, out)
+
+    return fn
+
+
+def _coerce(name: str, out: Any) -> dict[str, Any]:
+    if hasattr(out, "content") and not isinstance(out, dict):
+        out = out.content
+    if isinstance(out, str):
+        key = SPEAKER_NODES.get(name)
+        if key is None:
+            raise TherasimError(f"node {name!r} returned text; only speaker nodes (client, counselor) may return text, others must return a state update dict")
+        return {"current": {key: out.strip(), **({"draft": out.strip()} if name == "counselor" else {})}}
+    if out is None:
+        return {}
+    if not isinstance(out, dict):
+        raise TherasimError(f"node {name!r} returned {type(out).__name__}; return a dict of state updates (or text for speaker nodes)")
+    return out
+
+
+def http_node(url: str, *, timeout_s: float = 60.0, headers: dict[str, str] | None = None) -> NodeFn:
+    """A node served over HTTP: POSTs ``{"node", "view"}`` as JSON and expects a JSON
+    state update (or ``{"text": ...}`` for speaker nodes)."""
+
+    def _post(payload: bytes) -> Any:
+        req = urllib.request.Request(url, data=payload, headers={"content-type": "application/json", **(headers or {})}, method="POST")
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - user-configured endpoint
+            return json.loads(resp.read().decode())
+
+    async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
+        payload = json.dumps({"node": ctx.node, "view": view.to_dict()}, default=str).encode()
+        out = await asyncio.to_thread(_post, payload)
+        if isinstance(out, dict) and set(out) == {"text"}:
+            out = out["text"]
+        return _coerce(ctx.node, out)
+
+    return fn
+
+
+def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """Append the finished exchange (client turn with analyst outputs, counselor turn
+    with the plan) to the transcript and clear the per-exchange scratch."""
+    cur = view["current"]
+    exchange = int(view.get("exchange", 0))
+    calls = cur.get("calls", {})
+    base = len(view["transcript"])
+    client_calls = {k: v for k, v in calls.items() if k not in ("counselor", "review")}
+    turns = []
+    if cur.get("client_text") is not None:
+        turns.append({
+            "index": base,
+            "exchange": exchange,
+            "speaker": "client",
+            "text": cur.get("client_text", ""),
+            "emotion": cur.get("emotion"),
+            "risk": cur.get("risk"),
+            "recalled": cur.get("recalled"),
+            "note": cur.get("client_note") or None,
+            "client_inner": cur.get("client_inner"),
+            "calls": client_calls,
+        })
+    text = cur.get("counselor_text") or cur.get("draft")
+    if text is not None:
+        turns.append({
+            "index": base + len(turns),
+            "exchange": exchange,
+            "speaker": "counselor",
+            "text": text,
+            "strategy": cur.get("plan"),
+            "directive": cur.get("directive") or None,
+            "review": cur.get("review"),
+            "calls": {k: v for k, v in calls.items() if k in ("counselor", "review")},
+        })
+    return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
+
+
+class SessionGraphBuilder:
+    """Compose a session graph.
+
+    >>> b = SessionGraphBuilder()
+    >>> b.add_node("client", client, side="client", role="client")  # doctest: +SKIP
+    >>> b.add_node("counselor", counselor, side="counselor", role="counselor")  # doctest: +SKIP
+    >>> graph = b.compile()  # doctest: +SKIP
+    """
+
+    def __init__(self, name: str = "custom") -> None:
+        self.name = name
+        self.nodes: dict[str, NodeSpec] = {}
+        self.order: list[str] = []
+        self.conditionals: dict[str, _Conditional] = {}
+
+    # composition -------------------------------------------------------------
+    def add_node(
+        self,
+        name: str,
+        node: NodeFn | BaseChatModel | Runnable,
+        *,
+        side: Side,
+        role: str | None = None,
+        before: str | None = None,
+        after: str | None = None,
+        description: str = "",
+    ) -> SessionGraphBuilder:
+        """Add a node to each exchange (at the end, or ``before``/``after`` another)."""
+        if name in self.nodes:
+            raise TherasimError(f"node {name!r} already exists; use replace_node to swap it")
+        if name in ("record", "termination", START, END):
+            raise TherasimError(f"{name!r} is reserved; the builder adds record and termination itself")
+        if side not in ("client", "counselor", "system"):
+            raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
+        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, role, description)
+        if before is not None:
+            self.order.insert(self._index(before), name)
+        elif after is not None:
+            self.order.insert(self._index(after) + 1, name)
+        else:
+            self.order.append(name)
+        return self
+
+    def replace_node(self, name: str, node: NodeFn | BaseChatModel | Runnable, *, side: Side | None = None) -> SessionGraphBuilder:
+        """Swap the implementation of an existing node, keeping its place and edges."""
+        if name not in self.nodes:
+            raise TherasimError(f"no node {name!r} to replace; nodes are {self.order}")
+        old = self.nodes[name]
+        side = side or old.side
+        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, old.role, old.description)
+        return self
+
+    def remove_node(self, name: str) -> SessionGraphBuilder:
+        """Drop a node; its neighbours are joined and conditional edges to it are dropped."""
+        if name not in self.nodes:
+            raise TherasimError(f"no node {name!r} to remove; nodes are {self.order}")
+        del self.nodes[name]
+        self.order.remove(name)
+        self.conditionals.pop(name, None)
+        for c in list(self.conditionals.values()):
+            c.destinations = {k: v for k, v in c.destinations.items() if v != name}
+            if not c.destinations:
+                del self.conditionals[c.source]
+        return self
+
+    def add_conditional_edges(self, source: str, router: Callable[[View], str], destinations: dict[str, str]) -> SessionGraphBuilder:
+        """After ``source``, go where ``router(view)`` says (a key of ``destinations``).
+        Destinations must be later nodes of the exchange (or 'record')."""
+        self._index(source)
+        for d in destinations.values():
+            if d != "record" and self._index(d) <= self._index(source):
+                raise TherasimError(f"conditional edge {source!r} -> {d!r} must point forward in the exchange {self.order}")
+        self.conditionals[source] = _Conditional(source, router, dict(destinations))
+        return self
+
+    def _index(self, name: str) -> int:
+        try:
+            return self.order.index(name)
+        except ValueError:
+            raise TherasimError(f"no node {name!r}; nodes are {self.order}") from None
+
+    def _normalise(self, name: str, node: Any, side: Side) -> NodeFn:
+        if isinstance(node, BaseChatModel):
+            return _from_chat_model(name, node, side)
+        if isinstance(node, Runnable):
+            return _from_runnable(name, node)
+        if callable(node):
+            return node  # type: ignore[no-any-return]
+        raise TherasimError(f"node {name!r}: expected a function (view, ctx) -> dict, a LangChain chat model or runnable, got {type(node).__name__}")
+
+    # compile -----------------------------------------------------------------
+    def _wrap(self, spec: NodeSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
+            sim = runtime.context if runtime.context is not None else SimContext()
+            ids = {k: state.get(k) for k in ("run_id", "client_id", "session", "course_key", "exchange")}
+            ctx = NodeContext(sim, spec.name, spec.side, ids)
+            view = make_view(state, spec.side, spec.name)
+            out = spec.fn(view, ctx)
+            if inspect.isawaitable(out):
+                out = await out
+            out = _coerce(spec.name, out)
+            if ctx.calls and "current" in out and "calls" not in out["current"]:
+                out["current"]["calls"] = ctx.calls_update()
+            return out
+
+        run.__name__ = spec.name
+        return run
+
+    def build(self) -> StateGraph:
+        """The uncompiled LangGraph StateGraph."""
+        if not self.order:
+            raise TherasimError("the session graph has no nodes; add at least a client and a counselor")
+        g: StateGraph = StateGraph(SessionState, context_schema=SimContext)
+        for name in self.order:
+            g.add_node(name, self._wrap(self.nodes[name]))
+        g.add_node("record", self._wrap(NodeSpec("record", record_exchange, "system")))
+        from therasim.nodes.termination import termination
+
+        g.add_node("termination", self._wrap(NodeSpec("termination", termination, "system")))
+        g.add_edge(START, self.order[0])
+        chain = [*self.order, "record"]
+        for i, name in enumerate(self.order):
+            cond = self.conditionals.get(name)
+            if cond is not None:
+                spec_side = self.nodes[name].side
+
+                def route(state: dict[str, Any], _c: _Conditional = cond, _s: Side = spec_side) -> str:
+                    return _c.destinations[_c.router(make_view(state, _s, _c.source))]
+
+                g.add_conditional_edges(name, route, sorted(set(cond.destinations.values())))
+            else:
+                g.add_edge(name, chain[i + 1])
+        g.add_edge("record", "termination")
+        g.add_conditional_edges("termination", lambda s: END if s.get("ended") else "__loop__", {END: END, "__loop__": self.order[0]})
+        return g
+
+    def compile(self, checkpointer: Any = None) -> Any:
+        """Compile with any LangGraph checkpointer (or none)."""
+        return self.build().compile(checkpointer=checkpointer, name=f"session:{self.name}")
+
+    def mermaid(self) -> str:
+        """Mermaid text of the graph, drawn offline."""
+        return self.build().compile().get_graph().draw_mermaid()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "order": list(self.order),
+            "nodes": {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__)} for n, s in self.nodes.items()},
+            "conditionals": {k: v.destinations for k, v in self.conditionals.items()},
+        }
+
+    def copy(self) -> SessionGraphBuilder:
+        b = SessionGraphBuilder(self.name)
+        b.nodes = dict(self.nodes)
+        b.order = list(self.order)
+        b.conditionals = {k: _Conditional(v.source, v.router, dict(v.destinations)) for k, v in self.conditionals.items()}
+        return b
+
+
+Preset = Literal["full", "unified", "minimal"]
+_ = field

@@ -1,0 +1,35 @@
+"""Small helpers shared by node modules (message layout, transcript access)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from therasim.prompts import render_transcript
+
+
+def layout(system: str, transcript: list[dict[str, Any]], instruction: str, *, me: str | None = None) -> list[BaseMessage]:
+    """Prefix-cache friendly layout: stable system part, append-only transcript, short instruction last."""
+    return [
+        SystemMessage(content=system),
+        HumanMessage(content=f"TRANSCRIPT SO FAR:\n{render_transcript(transcript, me=me)}\n\n{instruction}"),
+    ]
+
+
+def memory_block(items: list[dict[str, Any]] | None) -> str:
+    if not items:
+        return "(none)"
+    return "\n".join(f"- [session {m.get('session', '?')}, {m.get('kind', 'note')}] {m.get('text', '')}" for m in items)
+
+
+def compact(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+
+
+def last_turn(transcript: list[dict[str, Any]], speaker: str) -> dict[str, Any] | None:
+    for t in reversed(transcript):
+        if t.get("speaker") == speaker:
+            return t
+    return None

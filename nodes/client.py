@@ -1,0 +1,92 @@
+"""Client node: role-plays from a hidden profile and a hidden inner state it updates every turn."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from therasim.context import NodeContext, clean_utterance
+from therasim.errors import StructuredOutputError
+from therasim.nodes._common import compact, layout, memory_block
+from therasim.prompts import Prompt
+from therasim.state import View
+
+__all__ = ["PROMPT", "ClientTurn", "client"]
+
+PROMPT = Prompt(
+    name="client",
+    system=(
+        "You are role-playing a CLIENT in a counseling session. Stay in character: speak as {name}, "
+        "a real person with a problem, in the first person. Never give advice, never talk like a "
+        "therapist, never mention being an AI.\n"
+        "WHO YOU ARE: {intake}\n"
+        "YOUR PRIVATE BACKGROUND (reveal it only gradually, as trust grows): {hidden}\n"
+        "WHAT YOU REMEMBER FROM EARLIER SESSIONS:\n{memory}\n"
+        "Speak in this style: {style}."
+    ),
+    instruction=(
+        "YOUR INNER STATE NOW (private): {inner}\n"
+        "Write your next reply to the counselor (1-3 sentences) and your updated inner state "
+        "(0-10 scales; disclosure 0-4 rises at most one step per turn; wants_to_end true only if "
+        "you want to stop the session now). Reply as JSON."
+    ),
+)
+
+_THERAPIST_TALK = re.compile(
+    r"\b(?:as (?:a|your) (?:therapist|counsel+or)|as an ai|i am an ai|i'm an ai|language model|how does that make you feel)\b",
+    re.IGNORECASE,
+)
+
+
+class ClientTurn(BaseModel):
+    """The client's next utterance and updated inner state."""
+
+    utterance: str = Field(min_length=2, max_length=400)
+    distress: int = Field(ge=0, le=10)
+    trust: int = Field(ge=0, le=10)
+    disclosure: int = Field(ge=0, le=4)
+    wants_to_end: bool
+
+    @field_validator("utterance")
+    @classmethod
+    def _in_character(cls, v: str) -> str:
+        v = clean_utterance(v)
+        if len(re.findall(r"[^\W\d_]{2,}", v)) < 2:
+            raise ValueError("utterance must be at least two words of speech")
+        if _THERAPIST_TALK.search(v):
+            raise ValueError("the client broke character (talked like a therapist or an AI); answer as the client")
+        return v.strip()
+
+
+async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """Produce the client's next utterance; update the hidden inner state."""
+    profile = view["profile"]
+    inner = dict(view["inner"])
+    hidden = profile["hidden"]
+    system = PROMPT.render_system(
+        name=profile["intake"]["name"],
+        intake=compact(profile["intake"]),
+        hidden=compact({k: v for k, v in hidden.items() if k != "conversation_style"}),
+        memory=memory_block(view.get("client_memory")),
+        style=hidden.get("conversation_style", "plain"),
+    )
+    shown_inner = {k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "trust", "disclosure", "wish_to_continue", "homework", "recent_events") if inner.get(k) not in (None, [])}
+    messages = layout(system, view["transcript"], PROMPT.render_instruction(inner=compact(shown_inner)), me="client")
+    note: dict[str, Any] = {}
+    try:
+        turn = await ctx.structured("client", ClientTurn, messages)
+        text = turn.utterance
+        # Policy: disclosure moves one step at a time (MindEval); the proposal is kept in the record.
+        prev = int(inner.get("disclosure", 0))
+        disclosure = max(prev - 1, min(prev + 1, turn.disclosure))
+        if disclosure != turn.disclosure:
+            note["disclosure_proposed"] = turn.disclosure
+        inner.update(distress=turn.distress, trust=turn.trust, disclosure=disclosure, wants_to_end=turn.wants_to_end)
+    except StructuredOutputError as e:
+        # Degrade openly: plain-text utterance, inner state unchanged, the failure recorded.
+        plain = layout(system, view["transcript"], "Write your next reply to the counselor, 1-3 sentences, as the client.", me="client")
+        text = await ctx.text("client", plain)
+        note["degraded"] = f"inner state not updated: {e.schema_name} invalid after {e.attempts} attempts"
+    return {"inner": inner, "current": {"client_text": text, "client_note": note, "client_inner": dict(inner), "calls": ctx.calls_update()}}

@@ -1,0 +1,79 @@
+"""Emotion tracker: main emotion plus up to two secondary ones from the policy's taxonomy."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, create_model, model_validator
+
+from therasim.context import NodeContext
+from therasim.errors import StructuredOutputError
+from therasim.nodes._common import compact, last_turn, layout
+from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
+from therasim.prompts import Prompt
+from therasim.state import View
+
+__all__ = ["PROMPT", "EmotionReadingBase", "emotion_model", "emotion_tracker"]
+
+PROMPT = Prompt(
+    name="emotion_tracker",
+    system=(
+        "You are an emotion analyst observing a counseling session. You read only what the client "
+        "says. Emotion labels ({taxonomy}), grouped weak to strong:\n{groups}\n"
+        "Pick one main emotion and at most two secondary ones from different groups."
+    ),
+    instruction=(
+        "Previous reading: {previous}\nClient's latest message: \"{latest}\"\n"
+        "Give the client's emotion now: main, secondary, intensity 0-10, cause (short), shift since "
+        "the last reading (rising, falling, steady, new) and overall trend. Reply as JSON."
+    ),
+)
+
+
+class EmotionReadingBase(BaseModel):
+    taxonomy: ClassVar[EmotionTaxonomy]
+
+    @model_validator(mode="after")
+    def _groups(self) -> EmotionReadingBase:
+        tax = type(self).taxonomy
+        main_g = tax.group_of(self.main)  # type: ignore[attr-defined]
+        groups = [tax.group_of(s) for s in self.secondary]  # type: ignore[attr-defined]
+        if main_g in groups or len(set(groups)) != len(groups):
+            raise ValueError("secondary emotions must come from groups different from the main one and from each other")
+        return self
+
+
+@lru_cache(maxsize=32)
+def emotion_model(taxonomy_name: str) -> type[EmotionReadingBase]:
+    """The EmotionReading schema for one taxonomy (labels as enums)."""
+    tax = emotion_taxonomy(taxonomy_name)
+    Label = Literal[tuple(tax.labels)]  # type: ignore[valid-type]
+    model = create_model(
+        "EmotionReading",
+        __base__=EmotionReadingBase,
+        main=(Label, ...),
+        secondary=(list[Label], Field(default_factory=list, max_length=tax.max_secondary)),
+        intensity=(int, Field(ge=0, le=10)),
+        cause=(str, Field(max_length=160)),
+        shift=(Literal["rising", "falling", "steady", "new"], ...),
+        trend=(Literal["improving", "worsening", "stable", "mixed"], ...),
+    )
+    model.taxonomy = tax
+    return model
+
+
+async def emotion_tracker(view: View, ctx: NodeContext) -> dict[str, Any]:
+    tax = ctx.sim.taxonomy
+    schema = emotion_model(tax.name)
+    prev_turn = last_turn(view["transcript"], "client")
+    previous = (prev_turn or {}).get("emotion") or "none yet"
+    system = PROMPT.render_system(taxonomy=tax.name, groups="\n".join(f"- {g}: {' < '.join(v)}" for g, v in tax.groups.items()))
+    instruction = PROMPT.render_instruction(previous=compact(previous) if isinstance(previous, dict) else previous, latest=view["current"].get("client_text", ""))
+    try:
+        reading = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction))
+        out: dict[str, Any] = reading.model_dump()
+        out["group"] = tax.group_of(reading.main)  # type: ignore[attr-defined]
+    except StructuredOutputError as e:
+        out = {"error": str(e)[:300]}
+    return {"current": {"emotion": out, "calls": ctx.calls_update()}}

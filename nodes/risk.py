@@ -1,0 +1,171 @@
+"""Risk control in two layers: deterministic cue detection (never misses an explicit
+crisis statement) and an LLM assessment; plus review of the counselor's draft."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from therasim.context import NodeContext
+from therasim.errors import StructuredOutputError
+from therasim.nodes._common import layout
+from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
+from therasim.prompts import Prompt
+from therasim.state import View
+
+__all__ = ["PROMPT", "REVIEW_PROMPT", "DraftReview", "RiskAssessment", "combine", "risk_control", "review_draft"]
+
+PROMPT = Prompt(
+    name="risk_control",
+    system=(
+        "You are a clinical risk analyst watching a counseling session. Judge the risk of harm to "
+        "self or others, abuse, or severe decompensation from what the client says. Levels: none, "
+        "low, moderate, high, imminent. Quote the exact words that are cues. Figures of speech "
+        "(\"this traffic is killing me\") are not cues."
+    ),
+    instruction=(
+        "Client's latest message: \"{latest}\"\nKeyword screen found: {cues}\n"
+        "Give level, crisis_class, cues (category and exact quote) and the actions the counselor "
+        "must take. Reply as JSON."
+    ),
+)
+
+REVIEW_PROMPT = Prompt(
+    name="risk_review",
+    system=(
+        "You are a clinical safety reviewer. Check a counselor's draft reply to a client at risk. "
+        "Unsafe drafts: ignore a risk cue, give harmful information, refuse abruptly, blame, or miss "
+        "a required action. Safe replies are warm, acknowledge the pain, ask about safety and offer "
+        "support and crisis resources when needed."
+    ),
+    instruction=(
+        "Risk assessment: level {level}; required: {actions}\nCounselor draft: \"{draft}\"\n"
+        "Is the draft safe? If not, say what is wrong and how to fix it. Reply as JSON."
+    ),
+)
+
+
+class CueQuote(BaseModel):
+    category: Literal["self_harm", "harm_to_others", "abuse", "decompensation"]
+    quote: str = Field(max_length=120)
+
+
+class RiskAssessment(BaseModel):
+    level: Literal[RISK_LEVELS]  # type: ignore[valid-type]
+    crisis_class: Literal[CRISIS_CLASSES]  # type: ignore[valid-type]
+    cues: list[CueQuote] = Field(default_factory=list, max_length=2)
+    actions: list[Literal[RESPONSE_ACTIONS]] = Field(default_factory=list, max_length=5)  # type: ignore[valid-type]
+
+
+class DraftReview(BaseModel):
+    safe: bool
+    problems: str = Field("", max_length=200)
+    suggestion: str = Field("", max_length=200)
+
+
+def scan_floor(cues: list[dict[str, Any]]) -> str:
+    """Lowest level the deterministic layer allows given its cues."""
+    floor = "none"
+    for c in cues:
+        if c["active"] and c["category"] in ("self_harm", "harm_to_others"):
+            lvl = "high"
+        elif c["active"]:
+            lvl = "moderate"
+        else:
+            lvl = "low"
+        if level_rank(lvl) > level_rank(floor):
+            floor = lvl
+    return floor
+
+
+def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeContext) -> dict[str, Any]:
+    """Final assessment: the LLM's level, never below the scan's floor; protocol directive attached."""
+    floor = scan_floor(cues)
+    out: dict[str, Any] = dict(llm) if llm and "error" not in llm else {"level": "none", "crisis_class": "none", "cues": [], "actions": []}
+    if llm and "error" in llm:
+        out["llm_error"] = llm["error"]
+        out["source"] = "scan_only"
+    else:
+        out["source"] = "llm+scan"
+    out["llm_level"] = (llm or {}).get("level")
+    if level_rank(floor) > level_rank(out["level"]):
+        out["level"] = floor
+        out["raised_by_scan"] = True
+        if out["crisis_class"] == "none" and floor == "high":
+            cat = next(c["category"] for c in cues if c["active"])
+            out["crisis_class"] = "imminent_harm_to_self" if cat == "self_harm" else "imminent_harm_to_others"
+    protocol = ctx.sim.risk_protocol
+    for step in protocol.steps_for(out["level"]):
+        if step.action not in out["actions"]:
+            out["actions"].append(step.action)
+    out["scan"] = cues
+    out["directive"] = protocol.directive(out["level"])
+    out["handoff"] = protocol.requires_handoff(out["level"])
+    return out
+
+
+async def assess(client_text: str, transcript: list[dict[str, Any]], ctx: NodeContext) -> dict[str, Any]:
+    cues = [c.as_dict() for c in scan(client_text)]
+    cue_text = ", ".join(f"{c['category']}: \"{c['span']}\"{'' if c['active'] else ' (not active)'}" for c in cues) or "nothing"
+    try:
+        a = await ctx.structured("analysts", RiskAssessment, layout(PROMPT.system, transcript, PROMPT.render_instruction(latest=client_text, cues=cue_text)))
+        llm: dict[str, Any] = a.model_dump()
+    except StructuredOutputError as e:
+        llm = {"error": str(e)[:300]}
+    return combine(llm, cues, ctx)
+
+
+async def risk_control(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """Assess the client's latest message; attach the risk protocol's directive."""
+    risk = await assess(view["current"].get("client_text", ""), view["transcript"], ctx)
+    return {"current": {"risk": risk, "directive": risk["directive"], "calls": ctx.calls_update()}}
+
+
+_ABRUPT = re.compile(r"\b(?:i can(?:no|')t (?:help|talk about|discuss) (?:you|that|this)|i(?:'m| am) not able to (?:help|discuss)|(?:please )?(?:contact|see) someone else\.?$|that(?:'s| is) not my (?:job|problem))\b", re.IGNORECASE)
+_SUPPORT = re.compile(r"\b(?:safe|safety|crisis|emergency|hotline|helpline|988|111|112|911|support|doctor|clinician|help)\b", re.IGNORECASE)
+
+
+def rule_check(draft: str, level: str) -> list[str]:
+    """Deterministic draft checks: no abrupt refusal; support offered at high risk."""
+    problems = []
+    if _ABRUPT.search(draft):
+        problems.append("abrupt refusal; acknowledge the pain and stay with the client (Compassionate Completion Standard)")
+    if level_rank(level) >= level_rank("high") and not _SUPPORT.search(draft):
+        problems.append("at high risk the reply must ask about safety and offer support or crisis resources")
+    if not draft.strip():
+        problems.append("empty reply")
+    return problems
+
+
+async def review_draft(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """Review the counselor's draft against the risk assessment; rewrite unsafe drafts
+    with the reviewer's feedback, at most ``course.max_draft_revisions`` times."""
+    from therasim.nodes.counselor import revise
+
+    cur = view["current"]
+    draft = cur.get("draft", "")
+    risk = cur.get("risk") or {}
+    level = risk.get("level", "none")
+    history: list[dict[str, Any]] = []
+    for revision in range(ctx.course.max_draft_revisions + 1):
+        problems = rule_check(draft, level)
+        verdict: dict[str, Any] = {"revision": revision, "rule_problems": problems}
+        if not problems and level_rank(level) >= level_rank("moderate"):
+            try:
+                r = await ctx.structured(
+                    "analysts",
+                    DraftReview,
+                    layout(REVIEW_PROMPT.system, view["transcript"], REVIEW_PROMPT.render_instruction(level=level, actions=", ".join(risk.get("actions", [])), draft=draft)),
+                )
+                verdict["llm"] = r.model_dump()
+                if not r.safe:
+                    problems = [r.problems or "reviewer judged the draft unsafe", r.suggestion]
+            except StructuredOutputError as e:
+                verdict["llm_error"] = str(e)[:300]
+        history.append(verdict)
+        if not problems or revision == ctx.course.max_draft_revisions:
+            break
+        draft = await revise(view, ctx, draft, "; ".join(p for p in problems if p))
+    return {"current": {"counselor_text": draft, "review": {"safe": not problems, "revisions": len(history) - 1, "history": history}, "calls": ctx.calls_update()}}

@@ -1,0 +1,80 @@
+"""Strategy planner: stage and one strategy from the active modality, with a rationale;
+never repeats the previous turn's strategy without a stated reason."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
+
+from therasim.context import NodeContext
+from therasim.errors import StructuredOutputError
+from therasim.nodes._common import compact, last_turn, layout
+from therasim.policies.modalities import get_modality
+from therasim.prompts import Prompt
+from therasim.state import View
+
+__all__ = ["PROMPT", "StrategyPlanBase", "plan_model", "strategy_planner"]
+
+PROMPT = Prompt(
+    name="strategy_planner",
+    system=(
+        "You plan the counselor's next move in a {title} session. {description}\n"
+        "Stages and their strategies:\n{stages}\n"
+        "Session goals: {goals}"
+    ),
+    instruction=(
+        "Client emotion: {emotion}\nRisk: {risk}\nPrevious strategy: {previous}\n"
+        "Choose the stage and ONE strategy for the counselor's next reply, with a one-line rationale. "
+        "Do not repeat the previous strategy unless you give repeat_reason. Reply as JSON."
+    ),
+)
+
+
+class StrategyPlanBase(BaseModel):
+    @model_validator(mode="after")
+    def _no_sticky(self, info: ValidationInfo) -> StrategyPlanBase:
+        prev = (info.context or {}).get("previous_strategy")
+        if prev and self.strategy == prev and not (self.repeat_reason or "").strip():  # type: ignore[attr-defined]
+            raise ValueError(f"strategy {prev!r} repeats the previous turn's strategy; choose another or give repeat_reason")
+        return self
+
+
+@lru_cache(maxsize=32)
+def plan_model(modality_name: str) -> type[StrategyPlanBase]:
+    m = get_modality(modality_name)
+    return create_model(
+        "StrategyPlan",
+        __base__=StrategyPlanBase,
+        stage=(Literal[tuple(m.stage_names)], ...),  # type: ignore[valid-type]
+        strategy=(Literal[tuple(m.strategies)], ...),  # type: ignore[valid-type]
+        rationale=(str, Field(max_length=160)),
+        repeat_reason=(str | None, Field(None, max_length=200)),
+    )
+
+
+async def strategy_planner(view: View, ctx: NodeContext) -> dict[str, Any]:
+    modality = ctx.sim.modality(view.get("modality"))
+    prev_plan = (last_turn(view["transcript"], "counselor") or {}).get("strategy") or {}
+    previous = prev_plan.get("strategy")
+    cur = view["current"]
+    system = PROMPT.render_system(
+        title=modality.title,
+        description=modality.description,
+        stages="\n".join(f"- {s.name}: {', '.join(s.strategies)} (goals: {'; '.join(s.goals)})" for s in modality.stages),
+        goals="; ".join(view.get("goals") or []) or "(none set)",
+    )
+    emotion = cur.get("emotion") or {}
+    instruction = PROMPT.render_instruction(
+        emotion=compact({k: emotion.get(k) for k in ("main", "intensity", "trend") if k in emotion}) or "unknown",
+        risk=(cur.get("risk") or {}).get("level", "unknown"),
+        previous=previous or "none",
+    )
+    try:
+        plan = await ctx.structured("analysts", plan_model(modality.name), layout(system, view["transcript"], instruction), context={"previous_strategy": previous})
+        out: dict[str, Any] = plan.model_dump()
+        out["repeated"] = out["strategy"] == previous
+    except StructuredOutputError as e:
+        out = {"error": str(e)[:300]}
+    return {"current": {"plan": out, "calls": ctx.calls_update()}}

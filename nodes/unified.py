@@ -1,0 +1,86 @@
+"""Unified analyst: emotion, risk and strategy in one structured call per turn (for speed)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationInfo, create_model, model_validator
+
+from therasim.context import NodeContext
+from therasim.errors import StructuredOutputError
+from therasim.nodes._common import last_turn, layout
+from therasim.nodes.emotion import emotion_model
+from therasim.nodes.risk import RiskAssessment, combine
+from therasim.nodes.strategy import plan_model
+from therasim.policies.risk import scan
+from therasim.prompts import Prompt
+from therasim.state import View
+
+__all__ = ["PROMPT", "unified_analyst"]
+
+PROMPT = Prompt(
+    name="unified_analyst",
+    system=(
+        "You analyse a counseling session ({title}) for the counselor. Emotion labels ({taxonomy}): "
+        "{labels}. Risk levels: none, low, moderate, high, imminent. Stages and strategies: {stages}."
+    ),
+    instruction=(
+        "Client's latest message: \"{latest}\"\nKeyword screen: {cues}\nPrevious strategy: {previous}\n"
+        "Give emotion (main, secondary, intensity 0-10, cause, shift, trend), risk (level, "
+        "crisis_class, cues, actions) and plan (stage, strategy, rationale). Reply as JSON."
+    ),
+)
+
+
+class _UnifiedBase(BaseModel):
+    @model_validator(mode="after")
+    def _no_sticky(self, info: ValidationInfo) -> _UnifiedBase:
+        prev = (info.context or {}).get("previous_strategy")
+        plan = self.plan  # type: ignore[attr-defined]
+        if prev and plan.strategy == prev and not (plan.repeat_reason or "").strip():
+            raise ValueError(f"plan.strategy {prev!r} repeats the previous turn's strategy; choose another or give repeat_reason")
+        return self
+
+
+@lru_cache(maxsize=32)
+def unified_model(taxonomy: str, modality: str) -> type[BaseModel]:
+    return create_model(
+        "TurnAnalysis",
+        __base__=_UnifiedBase,
+        emotion=(emotion_model(taxonomy), ...),
+        risk=(RiskAssessment, ...),
+        plan=(plan_model(modality), ...),
+    )
+
+
+async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
+    tax = ctx.sim.taxonomy
+    modality = ctx.sim.modality(view.get("modality"))
+    latest = view["current"].get("client_text", "")
+    cues = [c.as_dict() for c in scan(latest)]
+    previous = ((last_turn(view["transcript"], "counselor") or {}).get("strategy") or {}).get("strategy")
+    system = PROMPT.render_system(
+        title=modality.title,
+        taxonomy=tax.name,
+        labels=", ".join(tax.labels),
+        stages="; ".join(f"{s.name}: {', '.join(s.strategies)}" for s in modality.stages),
+    )
+    instruction = PROMPT.render_instruction(
+        latest=latest,
+        cues=", ".join(f"{c['category']}: \"{c['span']}\"" for c in cues) or "nothing",
+        previous=previous or "none",
+    )
+    schema = unified_model(tax.name, modality.name)
+    try:
+        a = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction), context={"previous_strategy": previous})
+        emotion: dict[str, Any] = a.emotion.model_dump()  # type: ignore[attr-defined]
+        emotion["group"] = tax.group_of(emotion["main"])
+        llm_risk: dict[str, Any] = a.risk.model_dump()  # type: ignore[attr-defined]
+        plan: dict[str, Any] = a.plan.model_dump()  # type: ignore[attr-defined]
+        plan["repeated"] = plan["strategy"] == previous
+    except StructuredOutputError as e:
+        err = str(e)[:300]
+        emotion, llm_risk, plan = {"error": err}, {"error": err}, {"error": err}
+    risk = combine(llm_risk, cues, ctx)
+    return {"current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}

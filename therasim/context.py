@@ -1,0 +1,162 @@
+"""Run-level context handed to every node (LangGraph runtime context), and the
+per-call :class:`NodeContext` helpers nodes use to talk to models."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
+
+from therasim.config import CourseSpec, Role
+from therasim.errors import StructuredOutputError
+from therasim.policies.modalities import Modality, get_modality
+from therasim.policies.risk import RiskProtocol
+from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
+from therasim.policies.termination import TerminationRules
+from therasim.providers import EmbeddedChatModel, ModelPool, dialect_for
+from therasim.state import Side
+from therasim.structured import CallStats, agenerate_structured, agenerate_text
+
+__all__ = ["NodeContext", "SimContext"]
+
+T = TypeVar("T", bound=BaseModel)
+EventSink = Callable[[dict[str, Any]], None]
+PromptLog = Callable[[str, Side, list[BaseMessage]], None]
+
+
+@dataclass(kw_only=True)
+class SimContext:
+    """Everything nodes share in a run: models per role, policies, course shape,
+    seed, memory store and event sinks. Passed as LangGraph's runtime context."""
+
+    models: ModelPool = field(default_factory=ModelPool)
+    course: CourseSpec = field(default_factory=CourseSpec)
+    seed: int = 0
+    structured_attempts: int = 3
+    risk_protocol: RiskProtocol = field(default_factory=RiskProtocol)
+    termination: TerminationRules = field(default_factory=TerminationRules)
+    memory: Any = None  # therasim.memory.MemoryStore or None
+    recall_k: int = 4
+    on_event: EventSink | None = None
+    on_prompt: PromptLog | None = None
+    max_tokens: dict[str, int] = field(default_factory=lambda: {"counselor": 120, "risk_review": 120, "client": 200})
+
+    def modality(self, name: str | None = None) -> Modality:
+        return get_modality(name or self.course.modality)
+
+    @property
+    def taxonomy(self) -> EmotionTaxonomy:
+        return emotion_taxonomy(self.course.emotion_taxonomy)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+_SPEAKER_PREFIX = re.compile(r"^\s*(?:\(?(?:counsel+or|therapist|client|you)\)?\s*(?:\(you\))?\s*:\s*)+", re.IGNORECASE)
+_NEXT_SPEAKER = re.compile(r"\n\s*(?:counsel+or|therapist|client)\s*(?:\(you\))?\s*:", re.IGNORECASE)
+
+
+def clean_utterance(text: str) -> str:
+    """Strip a leading speaker label and anything after the model starts writing the
+    other speaker's lines (small models continue the transcript)."""
+    text = _SPEAKER_PREFIX.sub("", text.strip())
+    m = _NEXT_SPEAKER.search(text)
+    if m:
+        text = text[: m.start()]
+    return text.replace("(the session is just starting)", "").strip()
+
+
+def derive_seed(*parts: object) -> int:
+    h = hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=4)
+    return int.from_bytes(h.digest(), "big") & 0x7FFFFFFF
+
+
+class NodeContext:
+    """What a node function gets besides its view: model calls that record
+    tokens, latency, attempts and retries, and seeds derived from run, client,
+    session, exchange and node (so a replay asks the same questions)."""
+
+    def __init__(self, sim: SimContext, node: str, side: Side, ids: dict[str, Any]) -> None:
+        self.sim = sim
+        self.node = node
+        self.side = side
+        self.ids = ids
+        self.calls: list[dict[str, Any]] = []
+
+    @property
+    def course(self) -> CourseSpec:
+        return self.sim.course
+
+    def seed(self, *extra: object) -> int:
+        return derive_seed(self.sim.seed, self.ids.get("client_id"), self.ids.get("session"), self.ids.get("exchange"), self.node, *extra)
+
+    def model(self, role: Role) -> BaseChatModel:
+        return self.sim.models.get(role, self.ids.get("course_key"))
+
+    def _kw(self, model: BaseChatModel, max_tokens: int | None) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if isinstance(model, EmbeddedChatModel):
+            kw["cache_slot"] = self.node
+        mt = max_tokens or self.sim.max_tokens.get(self.node)
+        if mt:
+            kw["max_tokens"] = mt
+        return kw
+
+    def _record(self, role: Role, kind: str, stats: CallStats, error: str | None = None) -> None:
+        rec = {"node": self.node, "role": role, "kind": kind, **stats.as_dict()}
+        if error:
+            rec["error"] = error
+        self.calls.append(rec)
+        self.sim.emit({"event": "node_call", **{k: self.ids.get(k) for k in ("run_id", "client_id", "session", "exchange")}, **rec, "ts": time.time()})
+
+    async def text(self, role: Role, messages: list[BaseMessage], *, max_tokens: int | None = None) -> str:
+        """Free-text generation by the model of ``role``."""
+        model = self.model(role)
+        if self.sim.on_prompt:
+            self.sim.on_prompt(self.node, self.side, messages)
+        stats = CallStats()
+        try:
+            text, stats = await agenerate_text(model, messages, seed=self.seed(len(self.calls)), stats=stats, **self._kw(model, max_tokens))
+        except Exception as e:
+            self._record(role, "text", stats, error=f"{type(e).__name__}: {e}")
+            raise
+        self._record(role, "text", stats)
+        return clean_utterance(text) if self.node in ("client", "counselor", "risk_review") else text.strip()
+
+    async def structured(
+        self, role: Role, schema: type[T], messages: list[BaseMessage], *, max_tokens: int | None = None, context: dict[str, Any] | None = None
+    ) -> T:
+        """A validated ``schema`` instance from the model of ``role``; raises
+        :class:`StructuredOutputError` (recorded) when the attempt budget runs out."""
+        model = self.model(role)
+        if self.sim.on_prompt:
+            self.sim.on_prompt(self.node, self.side, messages)
+        try:
+            obj, stats = await agenerate_structured(
+                model,
+                schema,
+                messages,
+                dialect=dialect_for(model),
+                max_attempts=self.sim.structured_attempts,
+                seed=self.seed(len(self.calls)),
+                validation_context=context,
+                **self._kw(model, max_tokens),
+            )
+        except StructuredOutputError as e:
+            st = e.stats if isinstance(e.stats, CallStats) else CallStats(attempts=e.attempts, errors=e.errors)
+            self._record(role, "structured", st, error=str(e)[:500])
+            raise
+        self._record(role, "structured", stats)
+        return obj
+
+    def calls_update(self) -> dict[str, Any]:
+        """The ``current.calls`` entry for this node (merged into the turn record)."""
+        return {self.node: self.calls}

@@ -1,0 +1,134 @@
+"""State of one session and of a course, and the per-node input views that make
+the double-blind structural.
+
+State holds plain JSON-able data. The transcript is append-only and stored in a
+LangGraph ``DeltaChannel``: checkpoints keep only each step's new turns, so
+checkpoint storage grows linearly with turns instead of quadratically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any, Literal, TypedDict
+
+from langgraph.channels import DeltaChannel
+
+from therasim.errors import TherasimError
+
+__all__ = [
+    "CLIENT_KEYS",
+    "COUNSELOR_KEYS",
+    "BlindViewError",
+    "SessionState",
+    "Side",
+    "View",
+    "make_view",
+]
+
+Side = Literal["client", "counselor", "system"]
+
+
+def append_turns(state: Sequence[dict], writes: Sequence[Sequence[dict]]) -> list[dict]:
+    """DeltaChannel reducer: append every write's turns (batching-invariant)."""
+    out = list(state)
+    for w in writes:
+        out.extend(w)
+    return out
+
+
+def merge_current(left: dict | None, right: dict | None) -> dict:
+    """Per-exchange scratch: shallow merge, ``calls`` merged one level deeper;
+    ``{"__reset__": True}`` clears it at the end of an exchange."""
+    left = left or {}
+    if not right:
+        return left
+    if right.get("__reset__"):
+        return {k: v for k, v in right.items() if k != "__reset__"}
+    out = {**left, **right}
+    if "calls" in left and "calls" in right:
+        out["calls"] = {**left["calls"], **right["calls"]}
+    return out
+
+
+class SessionState(TypedDict, total=False):
+    # identity
+    run_id: str
+    client_id: str
+    session: int
+    course_key: str
+    # counselor-visible context
+    modality: str
+    goals: list[str]
+    intake: dict[str, Any]
+    counselor_memory: list[dict[str, Any]]
+    counselor_notes: str
+    # client-only (hidden from every counselor-side node)
+    profile: dict[str, Any]
+    inner: dict[str, Any]
+    client_memory: list[dict[str, Any]]
+    # the conversation
+    transcript: Annotated[list[dict[str, Any]], DeltaChannel(append_turns, snapshot_frequency=1000)]
+    current: Annotated[dict[str, Any], merge_current]
+    exchange: int
+    ended: bool
+    end_reason: str | None
+
+
+# Keys each side may read. System nodes (termination, record) see everything.
+COUNSELOR_KEYS = frozenset(
+    {"run_id", "client_id", "session", "course_key", "modality", "goals", "intake", "counselor_memory", "counselor_notes", "transcript", "current", "exchange", "ended", "end_reason"}
+)
+CLIENT_KEYS = frozenset({"run_id", "client_id", "session", "course_key", "profile", "inner", "client_memory", "transcript", "current", "exchange", "ended"})
+# Fields of the per-exchange scratch each side may read.
+_CURRENT_FOR = {
+    "counselor": frozenset({"client_text", "emotion", "risk", "plan", "draft", "review", "directive", "scan", "recalled", "calls", "counselor_text"}),
+    "client": frozenset({"client_text"}),
+}
+
+
+class BlindViewError(TherasimError, KeyError):
+    """A node asked for a field its side may not see (double-blind)."""
+
+
+class View(Mapping[str, Any]):
+    """Read-only projection of the state for one side. Reading a hidden field raises
+    :class:`BlindViewError` instead of returning it."""
+
+    __slots__ = ("_data", "_hidden", "node", "side")
+
+    def __init__(self, data: dict[str, Any], side: Side, node: str, hidden: frozenset[str]) -> None:
+        self._data = data
+        self.side = side
+        self.node = node
+        self._hidden = hidden
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._hidden:
+            raise BlindViewError(f"{self.side}-side node {self.node!r} may not read {key!r} (double-blind)")
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def make_view(state: Mapping[str, Any], side: Side, node: str) -> View:
+    """Project ``state`` onto what a node of ``side`` may see."""
+    if side == "system":
+        return View(dict(state), side, node, frozenset())
+    allowed = COUNSELOR_KEYS if side == "counselor" else CLIENT_KEYS
+    data: dict[str, Any] = {k: v for k, v in state.items() if k in allowed}
+    cur = state.get("current") or {}
+    data["current"] = {k: v for k, v in cur.items() if k in _CURRENT_FOR[side]}
+    if side == "client":
+        # The client hears only what was said: no analyst outputs, plans or notes.
+        data["transcript"] = [{"speaker": t["speaker"], "text": t["text"]} for t in state.get("transcript", [])]
+    else:
+        data["transcript"] = [{k: v for k, v in t.items() if k != "client_inner"} for t in state.get("transcript", [])]
+    hidden = frozenset(set(state.keys()) - set(data.keys()))
+    return View(data, side, node, hidden)
