@@ -40,6 +40,9 @@ _THERAPIST_TALK = re.compile(
 )
 
 
+_META_TALK = re.compile(r"\b(?:value error|json|schema|utterance|inner state|wants_to_end)\b", re.IGNORECASE)
+
+
 class ClientTurn(BaseModel):
     """The client's next utterance and updated inner state."""
 
@@ -55,6 +58,8 @@ class ClientTurn(BaseModel):
         v = clean_utterance(v)
         if len(re.findall(r"[^\W\d_]{2,}", v)) < 2:
             raise ValueError("utterance must be at least two words of speech")
+        if _META_TALK.search(v):
+            raise ValueError("utterance must be the client's speech, not notes about the format")
         if _THERAPIST_TALK.search(v):
             raise ValueError("the client broke character (talked like a therapist or an AI); answer as the client")
         return v.strip()

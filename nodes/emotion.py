@@ -63,6 +63,27 @@ def emotion_model(taxonomy_name: str) -> type[EmotionReadingBase]:
     return model
 
 
+def repair_secondary(tax: EmotionTaxonomy):
+    """Drop secondary labels that share a group with the main one or with each other
+    (a rule grammars cannot express); each drop is recorded."""
+
+    def fix(obj: Any) -> tuple[Any, list[str]]:
+        if not isinstance(obj, dict) or not isinstance(obj.get("secondary"), list):
+            return obj, []
+        seen = {tax.group_of(str(obj.get("main")))}
+        kept, notes = [], []
+        for s in obj["secondary"]:
+            g = tax.group_of(str(s))
+            if g in seen:
+                notes.append(f"dropped secondary {s!r}: group {g!r} already used")
+                continue
+            seen.add(g)
+            kept.append(s)
+        return {**obj, "secondary": kept}, notes
+
+    return fix
+
+
 async def emotion_tracker(view: View, ctx: NodeContext) -> dict[str, Any]:
     tax = ctx.sim.taxonomy
     schema = emotion_model(tax.name)
@@ -71,8 +92,10 @@ async def emotion_tracker(view: View, ctx: NodeContext) -> dict[str, Any]:
     system = PROMPT.render_system(taxonomy=tax.name, groups="\n".join(f"- {g}: {' < '.join(v)}" for g, v in tax.groups.items()))
     instruction = PROMPT.render_instruction(previous=compact(previous) if isinstance(previous, dict) else previous, latest=view["current"].get("client_text", ""))
     try:
-        reading = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction))
+        reading = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction), repair=repair_secondary(tax))
         out: dict[str, Any] = reading.model_dump()
+        if ctx.last_repairs:
+            out["repairs"] = ctx.last_repairs
         out["group"] = tax.group_of(reading.main)  # type: ignore[attr-defined]
     except StructuredOutputError as e:
         out = {"error": str(e)[:300]}

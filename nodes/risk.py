@@ -22,8 +22,8 @@ PROMPT = Prompt(
     system=(
         "You are a clinical risk analyst watching a counseling session. Judge the risk of harm to "
         "self or others, abuse, or severe decompensation from what the client says. Levels: none, "
-        "low, moderate, high, imminent. Quote the exact words that are cues. Figures of speech "
-        "(\"this traffic is killing me\") are not cues."
+        "low, moderate, high, imminent. Quote the client's exact words that are cues; everyday "
+        "figures of speech are not cues."
     ),
     instruction=(
         "Client's latest message: \"{latest}\"\nKeyword screen found: {cues}\n"
@@ -80,10 +80,25 @@ def scan_floor(cues: list[dict[str, Any]]) -> str:
     return floor
 
 
-def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeContext) -> dict[str, Any]:
-    """Final assessment: the LLM's level, never below the scan's floor; protocol directive attached."""
+def _norm(s: str) -> str:
+    return re.sub(r"\W+", " ", s.lower()).strip()
+
+
+def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeContext, client_text: str = "") -> dict[str, Any]:
+    """Final assessment: the LLM's level, never below the scan's floor; protocol directive
+    attached. LLM cues whose quote is not in the client's words are dropped as ungrounded,
+    and a high/imminent LLM level with no grounded cue at all is capped at moderate."""
     floor = scan_floor(cues)
     out: dict[str, Any] = dict(llm) if llm and "error" not in llm else {"level": "none", "crisis_class": "none", "cues": [], "actions": []}
+    if llm and "error" not in llm and client_text:
+        said = _norm(client_text)
+        grounded = [c for c in out.get("cues", []) if _norm(c.get("quote", "")) and _norm(c["quote"]) in said]
+        if len(grounded) != len(out.get("cues", [])):
+            out["dropped_ungrounded_cues"] = [c for c in out["cues"] if c not in grounded]
+            out["cues"] = grounded
+        if level_rank(out["level"]) > level_rank("moderate") and not grounded and not any(c["active"] for c in cues):
+            out["capped_ungrounded"] = out["level"]
+            out["level"] = "moderate"
     if llm and "error" in llm:
         out["llm_error"] = llm["error"]
         out["source"] = "scan_only"
@@ -114,7 +129,7 @@ async def assess(client_text: str, transcript: list[dict[str, Any]], ctx: NodeCo
         llm: dict[str, Any] = a.model_dump()
     except StructuredOutputError as e:
         llm = {"error": str(e)[:300]}
-    return combine(llm, cues, ctx)
+    return combine(llm, cues, ctx, client_text)
 
 
 async def risk_control(view: View, ctx: NodeContext) -> dict[str, Any]:

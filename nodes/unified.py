@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationInfo, create_model, model_validator
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn, layout
-from therasim.nodes.emotion import emotion_model
+from therasim.nodes.emotion import emotion_model, repair_secondary
 from therasim.nodes.risk import RiskAssessment, combine
 from therasim.nodes.strategy import plan_model
 from therasim.policies.risk import scan
@@ -73,7 +73,15 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     )
     schema = unified_model(tax.name, modality.name)
     try:
-        a = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction), context={"previous_strategy": previous})
+        fix = repair_secondary(tax)
+
+        def repair(obj: Any) -> tuple[Any, list[str]]:
+            if isinstance(obj, dict) and isinstance(obj.get("emotion"), dict):
+                emo, notes = fix(obj["emotion"])
+                return {**obj, "emotion": emo}, notes
+            return obj, []
+
+        a = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction), context={"previous_strategy": previous}, repair=repair)
         emotion: dict[str, Any] = a.emotion.model_dump()  # type: ignore[attr-defined]
         emotion["group"] = tax.group_of(emotion["main"])
         llm_risk: dict[str, Any] = a.risk.model_dump()  # type: ignore[attr-defined]
@@ -82,5 +90,5 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     except StructuredOutputError as e:
         err = str(e)[:300]
         emotion, llm_risk, plan = {"error": err}, {"error": err}, {"error": err}
-    risk = combine(llm_risk, cues, ctx)
+    risk = combine(llm_risk, cues, ctx, latest)
     return {"current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}

@@ -64,9 +64,14 @@ _SPEAKER_PREFIX = re.compile(r"^\s*(?:\(?(?:counsel+or|therapist|client|you)\)?\
 _NEXT_SPEAKER = re.compile(r"\n\s*(?:counsel+or|therapist|client)\s*(?:\(you\))?\s*:", re.IGNORECASE)
 
 
+_HEADER_LINE = re.compile(r"^\s*(?:[A-Z][A-Z '/-]{3,}(?:\([^)]*\))?\s*:.*|- [a-z_]+: .*)$")
+
+
 def clean_utterance(text: str) -> str:
-    """Strip a leading speaker label and anything after the model starts writing the
-    other speaker's lines (small models continue the transcript)."""
+    """Strip a leading speaker label, echoed prompt headers (``RISK PROTOCOL ...:``) and
+    anything after the model starts writing the other speaker's lines (small models
+    continue the transcript)."""
+    text = "\n".join(line for line in text.strip().splitlines() if not _HEADER_LINE.match(line))
     text = _SPEAKER_PREFIX.sub("", text.strip())
     m = _NEXT_SPEAKER.search(text)
     if m:
@@ -90,6 +95,7 @@ class NodeContext:
         self.side = side
         self.ids = ids
         self.calls: list[dict[str, Any]] = []
+        self.last_repairs: list[str] = []
 
     @property
     def course(self) -> CourseSpec:
@@ -123,16 +129,30 @@ class NodeContext:
         if self.sim.on_prompt:
             self.sim.on_prompt(self.node, self.side, messages)
         stats = CallStats()
+        speech = self.node in ("client", "counselor", "risk_review")
+        text = ""
         try:
-            text, stats = await agenerate_text(model, messages, seed=self.seed(len(self.calls)), stats=stats, **self._kw(model, max_tokens))
+            for attempt in range(self.sim.structured_attempts):
+                raw, stats = await agenerate_text(model, messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))
+                text = clean_utterance(raw) if speech else raw.strip()
+                if not speech or len(re.findall(r"[^\W\d_]{2,}", text)) >= 2:
+                    break
+                stats.errors.append(f"no usable speech in reply: {raw[:80]!r}")
         except Exception as e:
             self._record(role, "text", stats, error=f"{type(e).__name__}: {e}")
             raise
         self._record(role, "text", stats)
-        return clean_utterance(text) if self.node in ("client", "counselor", "risk_review") else text.strip()
+        return text
 
     async def structured(
-        self, role: Role, schema: type[T], messages: list[BaseMessage], *, max_tokens: int | None = None, context: dict[str, Any] | None = None
+        self,
+        role: Role,
+        schema: type[T],
+        messages: list[BaseMessage],
+        *,
+        max_tokens: int | None = None,
+        context: dict[str, Any] | None = None,
+        repair: Any = None,
     ) -> T:
         """A validated ``schema`` instance from the model of ``role``; raises
         :class:`StructuredOutputError` (recorded) when the attempt budget runs out."""
@@ -148,6 +168,7 @@ class NodeContext:
                 max_attempts=self.sim.structured_attempts,
                 seed=self.seed(len(self.calls)),
                 validation_context=context,
+                repair=repair,
                 **self._kw(model, max_tokens),
             )
         except StructuredOutputError as e:
@@ -155,6 +176,7 @@ class NodeContext:
             self._record(role, "structured", st, error=str(e)[:500])
             raise
         self._record(role, "structured", stats)
+        self.last_repairs = list(stats.repairs)
         return obj
 
     def calls_update(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import copy
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -48,6 +49,7 @@ class CallStats:
     output_tokens: int = 0
     latency_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
 
     @property
     def retries(self) -> int:
@@ -66,6 +68,7 @@ class CallStats:
             "output_tokens": self.output_tokens,
             "latency_s": round(self.latency_s, 4),
             "errors": list(self.errors),
+            "repairs": list(self.repairs),
         }
 
 
@@ -130,18 +133,18 @@ def parse_json_text(text: str) -> Any:
     """Parse JSON from model text: plain, fenced in ```json, or the outermost {...}."""
     t = text.strip()
     try:
-        return json.loads(t)
+        return json.loads(t, strict=False)
     except json.JSONDecodeError:
         pass
     m = _FENCE.search(t)
     if m:
         try:
-            return json.loads(m.group(1))
+            return json.loads(m.group(1), strict=False)
         except json.JSONDecodeError:
             pass
     start, end = t.find("{"), t.rfind("}")
     if start != -1 and end > start:
-        return json.loads(t[start : end + 1])
+        return json.loads(t[start : end + 1], strict=False)
     raise json.JSONDecodeError("no JSON object found", t, 0)
 
 
@@ -181,9 +184,15 @@ async def agenerate_structured(
     max_attempts: int = 3,
     seed: int | None = None,
     validation_context: dict[str, Any] | None = None,
+    repair: Callable[[Any], tuple[Any, list[str]]] | None = None,
     **kw: Any,
 ) -> tuple[T, CallStats]:
     """Return a validated ``schema_model`` instance and the call's stats.
+
+    ``repair`` may fix a parsed object deterministically before validation (for rules
+    a grammar cannot express); what it changed is recorded in ``stats.repairs``.
+    Invalid outputs are retried: first by resampling, then with the validation
+    error fed back to the model.
 
     Raises :class:`StructuredOutputError` after ``max_attempts`` invalid outputs.
     """
@@ -214,16 +223,21 @@ async def agenerate_structured(
         raw = reply.content if isinstance(reply.content, str) else json.dumps(reply.content)
         try:
             obj = parse_json_text(raw)
+            if repair is not None:
+                obj, notes = repair(obj)
+                stats.repairs.extend(notes)
             return schema_model.model_validate(obj, context=validation_context), stats
         except json.JSONDecodeError as e:
             problem = f"not valid JSON ({e.msg})"
         except ValidationError as e:
             problem = _short_errors(e)
         stats.errors.append(problem)
-        # Repair turn: show the model its output and what was wrong with it.
-        msgs = [
-            *msgs,
-            AIMessage(content=raw),
-            HumanMessage(content=f"That reply was invalid: {problem}. Reply again with the corrected JSON object only."),
-        ]
+        if attempt % 2 == 1:
+            # Repair turn: show the model its output and what was wrong with it. Small models
+            # tend to echo feedback, so the first retry only resamples (new seed).
+            msgs = [
+                *msgs,
+                AIMessage(content=raw),
+                HumanMessage(content=f"That reply was invalid: {problem}. Reply again with the corrected JSON object only."),
+            ]
     raise StructuredOutputError(schema_model.__name__, raw, stats.attempts, stats.errors, stats)
