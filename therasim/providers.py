@@ -33,6 +33,7 @@ from therasim.errors import MissingExtraError, TherasimError
 __all__ = [
     "EmbeddedChatModel",
     "ModelPool",
+    "OpenAICompatChatModel",
     "choose_replica",
     "default_gguf_path",
     "dialect_for",
@@ -226,31 +227,75 @@ def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None =
             therasim_dialect=spec.dialect,
         )
     # openai and vllm: vLLM's server speaks the OpenAI protocol.
-    import openai
-    from langchain_openai import ChatOpenAI
+    return OpenAICompatChatModel(spec=spec, base_url=choose_replica(spec.base_urls, course_key), therasim_dialect=spec.dialect)
 
-    url = choose_replica(spec.base_urls, course_key)
-    kwargs: dict[str, Any] = {}
-    try:
-        kwargs["http_async_client"] = openai.DefaultAioHttpClient(timeout=spec.timeout_s)
-    except Exception:  # the aiohttp extra is missing: fall back to the SDK default transport
-        pass
-    model = ChatOpenAI(
-        model=spec.model or "",
-        base_url=url,
-        api_key=_api_key(spec),  # type: ignore[arg-type]
-        timeout=spec.timeout_s,
-        max_retries=spec.max_retries,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        max_tokens=s.max_tokens,  # type: ignore[call-arg]
-        seed=s.seed,
-        use_responses_api=False,
-        stream_usage=True,
-        **kwargs,
-    )
-    model.__dict__["therasim_dialect"] = spec.dialect
-    return model
+
+class OpenAICompatChatModel(BaseChatModel):
+    """langchain-openai's ChatOpenAI over the openai SDK's aiohttp transport, one
+    client per event loop (an aiohttp session belongs to the loop that made it, so a
+    model reused across ``asyncio.run`` calls, notebooks or threads stays valid)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    spec: ModelSpec
+    base_url: str
+    therasim_dialect: str = "json_schema"
+    _per_loop: Any = PrivateAttr(default=None)
+    _sync: Any = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "therasim-openai-compatible"
+
+    @property
+    def _identifying_params(self) -> Mapping[str, Any]:
+        return {"model": self.spec.model, "base_url": self.base_url}
+
+    def _build(self, aio: bool) -> Any:
+        import openai
+        from langchain_openai import ChatOpenAI
+
+        s, spec = self.spec.sampling, self.spec
+        kwargs: dict[str, Any] = {}
+        if aio:
+            try:
+                kwargs["http_async_client"] = openai.DefaultAioHttpClient(timeout=spec.timeout_s)
+            except Exception:  # the aiohttp extra is missing: the SDK's default transport
+                pass
+        return ChatOpenAI(
+            model=spec.model or "",
+            base_url=self.base_url,
+            api_key=_api_key(spec),  # type: ignore[arg-type]
+            timeout=spec.timeout_s,
+            max_retries=spec.max_retries,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,  # type: ignore[call-arg]
+            seed=s.seed,
+            use_responses_api=False,
+            **kwargs,
+        )
+
+    def _for_loop(self) -> Any:
+        import weakref
+
+        loop = asyncio.get_running_loop()
+        if self._per_loop is None:
+            self._per_loop = weakref.WeakKeyDictionary()
+        model = self._per_loop.get(loop)
+        if model is None:
+            model = self._per_loop[loop] = self._build(aio=True)
+        return model
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        if self._sync is None:
+            self._sync = self._build(aio=False)
+        return self._sync._generate(messages, stop=stop, **kwargs)
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
+    ) -> ChatResult:
+        return await self._for_loop()._agenerate(messages, stop=stop, **kwargs)
 
 
 def dialect_for(model: BaseChatModel) -> StructuredDialect:
@@ -258,7 +303,7 @@ def dialect_for(model: BaseChatModel) -> StructuredDialect:
     d = getattr(model, "therasim_dialect", None) or model.__dict__.get("therasim_dialect")
     if d in ("json_schema", "json_object_schema", "json_object", "prompt"):
         return d  # type: ignore[return-value]
-    if type(model).__name__ in ("ChatOpenAI", "AzureChatOpenAI"):
+    if type(model).__name__ in ("ChatOpenAI", "AzureChatOpenAI", "OpenAICompatChatModel"):
         return "json_schema"
     return "prompt"
 
