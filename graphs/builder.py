@@ -127,7 +127,10 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
     exchange = int(view.get("exchange", 0))
     calls = cur.get("calls", {})
     base = len(view["transcript"])
-    client_calls = {k: v for k, v in calls.items() if k not in ("counselor", "review")}
+    # Calls that read the client's utterance go with the client turn; the rest (planner,
+    # counselor, review, custom nodes) with the counselor turn.
+    client_side = {"client", "emotion_tracker", "risk_control", "analyst"}
+    client_calls = {k: v for k, v in calls.items() if k in client_side}
     turns = []
     if cur.get("client_text") is not None:
         turns.append({
@@ -152,7 +155,7 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
             "strategy": cur.get("plan"),
             "directive": cur.get("directive") or None,
             "review": cur.get("review"),
-            "calls": {k: v for k, v in calls.items() if k in ("counselor", "review")},
+            "calls": {k: v for k, v in calls.items() if k not in client_side},
         })
     return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
 

@@ -160,7 +160,7 @@ async def review_draft(view: View, ctx: NodeContext) -> dict[str, Any]:
     from therasim.nodes.counselor import revise
 
     cur = view["current"]
-    draft = cur.get("draft", "")
+    draft = cur.get("counselor_text") or cur.get("draft") or ""
     risk = cur.get("risk") or {}
     level = risk.get("level", "none")
     history: list[dict[str, Any]] = []

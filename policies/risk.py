@@ -88,7 +88,8 @@ _PATTERNS: list[tuple[Category, str]] = [
     ("self_harm", r"\b(?:not|won'?t) be (?:here|around) (?:anymore|much longer|for long|next week)\b"),
     ("self_harm", r"\bself[- ]?harm(?:ing)?\b"),
     ("self_harm", r"\boverdos(?:e|ed|ing)\b"),
-    ("self_harm", r"\b(?:took|take|taking|swallow(?:ed)?|saving up|stockpil\w+|hoard\w*) (?:all )?(?:my |the |a bottle of |a bunch of )?(?:pills|tablets|meds|medication)\b"),
+    ("self_harm", r"\b(?:took|take|taking|swallow(?:ed)?|swallowing) (?:all (?:of )?(?:my |the )?|a (?:whole )?bottle of |a handful of |too many |every one of my )(?:pills|tablets|meds|medication|sleeping pills)\b"),
+    ("self_harm", r"\b(?:saving up|stockpil\w+|hoard\w*|collecting) (?:my |the )?(?:pills|tablets|meds|medication|sleeping pills)\b"),
     ("self_harm", r"\bjump(?:ing|ed)? (?:off|from|in front of) (?:a |the )?(?:bridge|roof|building|train|ledge|balcony)\b"),
     ("self_harm", r"\b(?:wrote|writing|written) (?:a |my )?(?:suicide |goodbye )note\b"),
     ("self_harm", r"\b(?:bought|got|have|keep) (?:a |the )?(?:rope|gun|noose|razor blades?)\b(?= (?:for|to|so|in case|ready)\b| ready\b)"),
@@ -124,7 +125,7 @@ _THIRD = re.compile(
 )
 _FIRST = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my ?self)\b(?:\W+\w+){0,6}\W*$", re.IGNORECASE)
 _FIGURES = re.compile(
-    r"\b(?:killing me|kill me (?:with|if)|would kill me if|dying to|to die for|die (?:of|from) (?:laughter|embarrassment|boredom)|kill for|killed it|killing it|dead tired|dead on my feet|bored to death|scared to death|suicide (?:squad|mission|doors?))\b",
+    r"\b(?:killing me|kill me with|would kill me if|dying to|to die for|die (?:of|from) (?:laughter|embarrassment|boredom)|kill for|killed it|killing it|dead tired|dead on my feet|bored to death|scared to death|suicide (?:squad|mission|doors?))\b",
     re.IGNORECASE,
 )
 

@@ -1,0 +1,230 @@
+"""Session graph: nodes and routes on deterministic doubles, the builder, double-blind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableLambda
+from langgraph.checkpoint.memory import InMemorySaver
+
+from therasim.config import CourseSpec
+from therasim.context import SimContext
+from therasim.errors import TherasimError
+from therasim.graphs import SessionGraphBuilder, preset
+from therasim.graphs.session import initial_session_state, run_session
+from therasim.profiles import example_profiles
+from therasim.providers import ModelPool
+from therasim.state import BlindViewError, make_view
+from therasim.testing import FunctionChatModel, SchemaFakeChatModel
+
+CANARY = "CANARY-7f3e-HIDDEN"
+
+
+def _profile(canary: bool = True):
+    p = example_profiles()[0]
+    if canary:
+        p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"undisclosed": f"secret {CANARY}", "backstory": f"{p.hidden.backstory} {CANARY}"})})
+    return p
+
+
+def _run(builder: SessionGraphBuilder, models: Any, turns: int = 3, **ctxkw: Any) -> dict[str, Any]:
+    ctx = SimContext(models=ModelPool({"default": models}) if not isinstance(models, ModelPool) else models, course=CourseSpec(max_turns=turns), **ctxkw)
+    return asyncio.run(run_session(builder.compile(), initial_session_state(_profile()), ctx))
+
+
+class Scripted:
+    """Replies per node, chosen from the system prompt; records prompts by node."""
+
+    def __init__(self, client_text: str = "I have been sleeping badly and I feel low.", level: str = "none") -> None:
+        self.client_text = client_text
+        self.level = level
+
+    def __call__(self, messages: list[BaseMessage], kw: dict[str, Any]) -> str:
+        system = str(messages[0].content)
+        if "role-playing a CLIENT" in system:
+            return json.dumps({"utterance": self.client_text, "distress": 6, "trust": 5, "disclosure": 4, "wants_to_end": False})
+        if "emotion analyst" in system:
+            return json.dumps({"main": "sad", "secondary": ["worry"], "intensity": 6, "cause": "sleep", "shift": "new", "trend": "stable"})
+        if "risk analyst" in system:
+            return json.dumps({"level": self.level, "crisis_class": "none", "cues": [], "actions": []})
+        if "plan the counselor" in system:
+            n = sum(1 for m in messages if "Previous strategy: open_question" in str(m.content))
+            return json.dumps({"stage": "exploration", "strategy": "reflection_of_feelings" if n else "open_question", "rationale": "build alliance", "repeat_reason": None})
+        if "safety reviewer" in system:
+            return json.dumps({"safe": True, "problems": "", "suggestion": ""})
+        return "That sounds hard. What has helped you feel a bit safer this week?"
+
+
+def test_full_preset_runs_and_records_turns() -> None:
+    model = FunctionChatModel(fn=Scripted())
+    st = _run(preset("full"), model, turns=3)
+    assert st["end_reason"] == "max_turns" and st["exchange"] == 3
+    tr = st["transcript"]
+    assert [t["speaker"] for t in tr] == ["client", "counselor"] * 3
+    assert [t["index"] for t in tr] == list(range(6))
+    c0 = tr[0]
+    assert c0["emotion"]["main"] == "sad" and c0["emotion"]["group"] == "sadness"
+    assert c0["risk"]["level"] == "none" and c0["risk"]["source"] == "llm+scan"
+    assert set(c0["calls"]) == {"client", "emotion_tracker", "risk_control"}
+    assert all(call["attempts"] >= 1 and call["latency_s"] >= 0 for calls in c0["calls"].values() for call in calls)
+    assert tr[1]["strategy"]["strategy"] == "open_question"
+    assert tr[3]["strategy"]["strategy"] == "reflection_of_feelings"  # no sticky repeat
+    # Disclosure rises one step at a time even when the model jumps to 4.
+    assert tr[0]["client_inner"]["disclosure"] == 2 and tr[0]["note"]["disclosure_proposed"] == 4
+    assert tr[2]["client_inner"]["disclosure"] == 3
+
+
+def test_crisis_route_skips_planner_and_applies_protocol() -> None:
+    model = FunctionChatModel(fn=Scripted(client_text="I want to kill myself tonight, I have the pills ready."))
+    st = _run(preset("full"), model, turns=3)
+    c0, k0 = st["transcript"][0], st["transcript"][1]
+    assert c0["risk"]["level"] == "high" and c0["risk"]["raised_by_scan"]  # the LLM said none
+    assert "strategy_planner" not in c0["calls"] and k0["strategy"] is None
+    assert "safety_plan" in c0["risk"]["actions"]
+    assert "RISK PROTOCOL" in k0["directive"]
+    counselor_prompt = [c for c in model.calls if "warm, skilled counselor" in str(c["messages"][0].content)][0].prompt_text
+    assert "safety plan" in counselor_prompt.lower()
+
+
+def test_imminent_risk_hands_off() -> None:
+    model = FunctionChatModel(fn=Scripted(client_text="I am going to jump off the bridge now.", level="imminent"))
+    st = _run(preset("full"), model, turns=5)
+    assert st["end_reason"] == "risk_handoff" and st["exchange"] == 1
+    assert "request_human_consultation" in st["transcript"][0]["risk"]["actions"]
+
+
+def test_unsafe_draft_is_rewritten_with_feedback() -> None:
+    drafts = iter(["I can't help you with that.", "I hear how much pain you are in. Are you safe right now? We can call a crisis line together."])
+
+    def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
+        if "warm, skilled counselor" in str(messages[0].content):
+            return next(drafts, "I am here with you. Are you safe right now?")
+        return Scripted(client_text="I want to die.")(messages, kw)
+
+    st = _run(preset("full"), FunctionChatModel(fn=fn), turns=1)
+    k0 = st["transcript"][1]
+    assert k0["review"]["revisions"] == 1 and k0["review"]["safe"]
+    assert "abrupt refusal" in k0["review"]["history"][0]["rule_problems"][0]
+    assert k0["text"].startswith("I hear how much pain")
+
+
+def test_invalid_analyst_output_is_recorded_not_defaulted() -> None:
+    def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
+        if "emotion analyst" in str(messages[0].content):
+            return '{"main": "sad", "intensity": 99}'
+        return Scripted()(messages, kw)
+
+    st = _run(preset("full"), FunctionChatModel(fn=fn), turns=1)
+    emo = st["transcript"][0]["emotion"]
+    assert "error" in emo and "EmotionReading" in emo["error"] and "main" not in emo
+    calls = st["transcript"][0]["calls"]["emotion_tracker"]
+    assert calls[0]["attempts"] == 3 and calls[0]["retries"] == 2 and "error" in calls[0]
+
+
+@pytest.mark.parametrize("name", ["full", "unified", "minimal"])
+def test_presets_on_schema_double(name: str) -> None:
+    st = _run(preset(name), SchemaFakeChatModel(seed=3), turns=2)
+    assert st["ended"] and st["end_reason"] in ("max_turns", "client_wish", "risk_handoff")
+    assert len(st["transcript"]) == 2 * st["exchange"]
+
+
+@pytest.mark.parametrize("name", ["full", "unified", "minimal"])
+def test_double_blind_canary(name: str) -> None:
+    model = SchemaFakeChatModel(seed=1)
+    prompts: list[tuple[str, str, str]] = []
+    _run(preset(name), model, turns=3, on_prompt=lambda node, side, msgs: prompts.append((node, side, "\n".join(str(m.content) for m in msgs))))
+    counselor_side = [p for p in prompts if p[1] == "counselor"]
+    client_side = [p for p in prompts if p[1] == "client"]
+    assert counselor_side and client_side
+    assert all(CANARY not in text for _, _, text in counselor_side)
+    assert any(CANARY in text for _, _, text in client_side)  # the canary really was planted
+    # And through the model's own record of every call:
+    for call in model.calls:
+        text = call.prompt_text
+        if "role-playing a CLIENT" not in text:
+            assert CANARY not in text
+
+
+def test_views_are_structural() -> None:
+    state = initial_session_state(_profile())
+    v = make_view(state, "counselor", "counselor")
+    with pytest.raises(BlindViewError, match="may not read 'profile'"):
+        v["profile"]
+    with pytest.raises(BlindViewError):
+        v["inner"]
+    assert "profile" not in dict(v) and v["intake"]["name"] == "Maria"
+    state["transcript"] = [{"speaker": "client", "text": "hi", "emotion": {"main": "sad"}, "client_inner": {"distress": 9}}]
+    cv = make_view(state, "client", "client")
+    assert cv["transcript"] == [{"speaker": "client", "text": "hi"}]  # no analyst outputs
+    assert "client_inner" not in make_view(state, "counselor", "x")["transcript"][0]
+    with pytest.raises(BlindViewError):
+        cv["intake"]
+
+
+def test_custom_counselor_function_and_builder_ops() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def my_counselor(view, ctx):  # a user's own counselor, rest unchanged
+        seen.append(view.to_dict())
+        return {"current": {"counselor_text": f"[mine] I hear you ({view['current']['emotion'].get('main')})."}}
+
+    b = preset("full").replace_node("counselor", my_counselor)
+    st = _run(b, FunctionChatModel(fn=Scripted()), turns=2)
+    assert all(t["text"].startswith("[mine]") for t in st["transcript"] if t["speaker"] == "counselor")
+    assert "profile" not in seen[0] and "inner" not in seen[0]
+
+    b = preset("full").remove_node("strategy_planner")
+    assert "strategy_planner" not in b.order and "risk_control" not in b.conditionals
+    st = _run(b, FunctionChatModel(fn=Scripted()), turns=1)
+    assert "strategy_planner" not in st["transcript"][0]["calls"]
+
+    b = preset("minimal").add_node("echo", RunnableLambda(lambda view: {"current": {"plan": {"strategy": "custom"}}}), side="counselor", before="counselor")
+    st = _run(b, FunctionChatModel(fn=Scripted()), turns=1)
+    assert st["transcript"][1]["strategy"] == {"strategy": "custom"}
+
+    b = preset("minimal").replace_node("counselor", FunctionChatModel(fn=lambda m, k: "A chat model as counselor."))
+    st = _run(b, FunctionChatModel(fn=Scripted()), turns=1)
+    assert st["transcript"][1]["text"] == "A chat model as counselor."
+
+    with pytest.raises(TherasimError, match="already exists"):
+        preset("full").add_node("client", my_counselor, side="counselor")
+    with pytest.raises(TherasimError, match="no node 'nope'"):
+        preset("full").remove_node("nope")
+    with pytest.raises(TherasimError, match="reserved"):
+        preset("full").add_node("record", my_counselor, side="system")
+    with pytest.raises(TherasimError, match="unknown preset"):
+        preset("fancy")
+
+
+def test_compiles_with_checkpointer_and_draws_mermaid() -> None:
+    saver = InMemorySaver()
+    g = preset("full").compile(checkpointer=saver)
+    ctx = SimContext(models=ModelPool({"default": SchemaFakeChatModel()}), course=CourseSpec(max_turns=2))
+    asyncio.run(run_session(g, initial_session_state(_profile()), ctx, thread_id="t1"))
+    history = list(g.get_state_history({"configurable": {"thread_id": "t1"}}))
+    assert len(history) > 5
+    m = preset("full").mermaid()
+    for node in ("client", "emotion_tracker", "risk_control", "strategy_planner", "counselor", "risk_review", "record", "termination"):
+        assert node in m
+
+
+def test_termination_reasons() -> None:
+    def wants_end(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
+        if "role-playing a CLIENT" in str(messages[0].content):
+            return json.dumps({"utterance": "I think I'd like to stop here for today.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": True})
+        return Scripted()(messages, kw)
+
+    st = _run(preset("minimal"), FunctionChatModel(fn=wants_end), turns=5)
+    assert st["end_reason"] == "client_wish" and st["exchange"] == 1
+
+    def closing(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
+        if "role-playing a CLIENT" in str(messages[0].content):
+            return json.dumps({"utterance": "Thanks, see you next week.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": False})
+        return "Take care, see you next week."
+
+    st = _run(preset("minimal"), FunctionChatModel(fn=closing), turns=6)
+    assert st["end_reason"] == "closing_exchange" and st["exchange"] == 2
