@@ -216,12 +216,17 @@ class SessionGraphBuilder:
         """Drop a node; its neighbours are joined and conditional edges to it are dropped."""
         if name not in self.nodes:
             raise TherasimError(f"no node {name!r} to remove; nodes are {self.order}")
+        i = self.order.index(name)
+        successor = self.order[i + 1] if i + 1 < len(self.order) else "record"
         del self.nodes[name]
         self.order.remove(name)
         self.conditionals.pop(name, None)
         for c in list(self.conditionals.values()):
-            c.destinations = {k: v for k, v in c.destinations.items() if v != name}
-            if not c.destinations:
+            # Routes into the removed node go to its successor instead.
+            c.destinations = {k: (successor if v == name else v) for k, v in c.destinations.items()}
+            j = self.order.index(c.source)
+            natural = self.order[j + 1] if j + 1 < len(self.order) else "record"
+            if set(c.destinations.values()) == {natural}:
                 del self.conditionals[c.source]
         return self
 
