@@ -22,7 +22,9 @@ err = Console(stderr=True)
 
 
 def _fail(e: Exception, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -164,7 +166,7 @@ def main() -> None:
     try:
         app()
     except TherasimError as e:
-        err.print(f"error: {e}", highlight=False)
+        err.print(f"error: {e}", highlight=False, markup=False)
         sys.exit(2)
 
 
