@@ -12,8 +12,9 @@ import hashlib
 import threading
 from typing import Any
 
-from therasim.errors import TherasimError
 from therasim.memory.base import MEMORY_KINDS, MemoryRole
+
+from therasim.errors import TherasimError
 
 __all__ = ["ChromaMemoryStore"]
 
@@ -91,7 +92,7 @@ class ChromaMemoryStore:
             return []
         res = col.query(query_texts=[query], n_results=min(k, n), where=_where(where))
         out = []
-        for mid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0]):
+        for mid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
             out.append({"id": mid, "text": doc, **(meta or {}), "score": round(1.0 - float(dist), 4)})
         return out
 
@@ -100,7 +101,7 @@ class ChromaMemoryStore:
         if col is None:
             return []
         res = col.get(where=_where(where))
-        return [{"id": i, "text": d, **(m or {})} for i, d, m in zip(res["ids"], res["documents"], res["metadatas"])]
+        return [{"id": i, "text": d, **(m or {})} for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)]
 
     def delete_client(self, client_id: str) -> None:
         for role in ("counselor", "client"):

@@ -62,11 +62,11 @@ class MiniLMEmbedding:
             _MODELS["minilm"] = SentenceTransformer(str(minilm_path()), device="cpu")
         return _MODELS["minilm"]
 
-    def __call__(self, input: list[str]) -> list[Any]:  # noqa: A002 - Chroma's protocol
+    def __call__(self, input: list[str]) -> list[Any]:
         vecs = self._model().encode(list(input), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False)
         return [v.astype("float32") for v in vecs]
 
-    def embed_query(self, input: list[str]) -> list[Any]:  # noqa: A002
+    def embed_query(self, input: list[str]) -> list[Any]:
         return self(input)
 
 
@@ -88,7 +88,7 @@ class OpenAIEmbedding(MiniLMEmbedding):
     def build_from_config(config: dict[str, Any]) -> OpenAIEmbedding:
         return OpenAIEmbedding(**config)
 
-    def __call__(self, input: list[str]) -> list[Any]:  # noqa: A002
+    def __call__(self, input: list[str]) -> list[Any]:
         import numpy as np
         import openai
 

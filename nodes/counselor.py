@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from therasim.context import NodeContext
 from therasim.nodes._common import compact, layout, memory_block
+
+from therasim.context import NodeContext
 from therasim.prompts import Prompt
 from therasim.state import View
 
@@ -53,7 +54,7 @@ def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[An
         plan=compact({k: plan[k] for k in ("stage", "strategy", "rationale") if k in plan}) or "n/a",
         directive=cur.get("directive") or "",
     )
-    transcript = list(view["transcript"]) + [{"speaker": "client", "text": cur.get("client_text", "")}]
+    transcript = [*list(view["transcript"]), {"speaker": "client", "text": cur.get("client_text", "")}]
     msgs = layout(system, transcript, instruction + extra, me="counselor")
     return msgs
 

@@ -6,11 +6,11 @@ from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, create_model, model_validator
+from therasim.nodes._common import compact, last_turn, layout
+from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, last_turn, layout
-from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.prompts import Prompt
 from therasim.state import View
 
@@ -49,15 +49,15 @@ def emotion_model(taxonomy_name: str) -> type[EmotionReadingBase]:
     """The EmotionReading schema for one taxonomy (labels as enums)."""
     tax = emotion_taxonomy(taxonomy_name)
     Label = Literal[tuple(tax.labels)]  # type: ignore[valid-type]
-    model = create_model(
+    model = create_model(  # type: ignore[call-overload]
         "EmotionReading",
         __base__=EmotionReadingBase,
-        main=(Label, ...),
+        main=(Label, ...),  # type: ignore[arg-type]
         secondary=(list[Label], Field(default_factory=list, max_length=tax.max_secondary)),
         intensity=(int, Field(ge=0, le=10)),
         cause=(str, Field(max_length=160)),
-        shift=(Literal["rising", "falling", "steady", "new"], ...),
-        trend=(Literal["improving", "worsening", "stable", "mixed"], ...),
+        shift=(Literal["rising", "falling", "steady", "new"], ...),  # type: ignore[arg-type]
+        trend=(Literal["improving", "worsening", "stable", "mixed"], ...),  # type: ignore[arg-type]
     )
     model.taxonomy = tax
     return model

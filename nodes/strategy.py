@@ -7,11 +7,11 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
+from therasim.nodes._common import compact, last_turn, layout
+from therasim.policies.modalities import get_modality
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, last_turn, layout
-from therasim.policies.modalities import get_modality
 from therasim.prompts import Prompt
 from therasim.state import View
 
@@ -44,11 +44,11 @@ class StrategyPlanBase(BaseModel):
 @lru_cache(maxsize=32)
 def plan_model(modality_name: str) -> type[StrategyPlanBase]:
     m = get_modality(modality_name)
-    return create_model(
+    return create_model(  # type: ignore[call-overload]
         "StrategyPlan",
         __base__=StrategyPlanBase,
-        stage=(Literal[tuple(m.stage_names)], ...),  # type: ignore[valid-type]
-        strategy=(Literal[tuple(m.strategies)], ...),  # type: ignore[valid-type]
+        stage=(Literal[tuple(m.stage_names)], ...),  # type: ignore[valid-type,arg-type]
+        strategy=(Literal[tuple(m.strategies)], ...),  # type: ignore[valid-type,arg-type]
         rationale=(str, Field(max_length=160)),
         repeat_reason=(str | None, Field(None, max_length=200)),
     )

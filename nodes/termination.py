@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from therasim.context import NodeContext
 from therasim.nodes._common import last_turn
+
+from therasim.context import NodeContext
 from therasim.state import View
 
 __all__ = ["termination"]

@@ -1,9 +1,21 @@
 """therasim.policies: modalities, taxonomies, risk protocol and termination rules, as data."""
 
 from therasim.policies import risk
-from therasim.policies.modalities import MODALITIES, Modality, Stage, get_modality, load_modalities, register_modality
+from therasim.policies.modalities import (
+    MODALITIES,
+    Modality,
+    Stage,
+    get_modality,
+    load_modalities,
+    register_modality,
+)
 from therasim.policies.risk import RiskCue, RiskProtocol, scan
-from therasim.policies.taxonomies import EMOTION_TAXONOMIES, EmotionTaxonomy, emotion_taxonomy, register_emotion_taxonomy
+from therasim.policies.taxonomies import (
+    EMOTION_TAXONOMIES,
+    EmotionTaxonomy,
+    emotion_taxonomy,
+    register_emotion_taxonomy,
+)
 from therasim.policies.termination import TerminationRules
 
 __all__ = [

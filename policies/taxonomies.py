@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "EMOTION_TAXONOMIES",
-    "EmotionTaxonomy",
     "STRATEGY_SETS",
+    "EmotionTaxonomy",
     "emotion_taxonomy",
     "register_emotion_taxonomy",
 ]

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, wait_port
 from therasim.memory import ChromaMemoryStore, MemoryStore, MiniLMEmbedding
 

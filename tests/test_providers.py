@@ -27,7 +27,7 @@ class _Capture(BaseHTTPRequestHandler):
     bodies: list[dict[str, Any]] = []
     reply = '{"mood": "low", "intensity": 3}'
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         type(self).bodies.append({"path": self.path, "auth": self.headers.get("authorization"), **body})
         out = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from therasim.policies.risk import scan
 
 # (text, expected category or None, expected qualifier: active|negated|past|third|quoted|None)

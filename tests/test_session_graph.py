@@ -10,12 +10,12 @@ import pytest
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.memory import InMemorySaver
+from therasim.graphs import SessionGraphBuilder, preset
+from therasim.graphs.session import initial_session_state, run_session
 
 from therasim.config import CourseSpec
 from therasim.context import SimContext
 from therasim.errors import TherasimError
-from therasim.graphs import SessionGraphBuilder, preset
-from therasim.graphs.session import initial_session_state, run_session
 from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
 from therasim.state import BlindViewError, make_view
@@ -86,7 +86,7 @@ def test_crisis_route_skips_planner_and_applies_protocol() -> None:
     assert "strategy_planner" not in c0["calls"] and k0["strategy"] is None
     assert "safety_plan" in c0["risk"]["actions"]
     assert "RISK PROTOCOL" in k0["directive"]
-    counselor_prompt = [c for c in model.calls if "warm, skilled counselor" in str(c["messages"][0].content)][0].prompt_text
+    counselor_prompt = next(c for c in model.calls if "warm, skilled counselor" in str(c["messages"][0].content)).prompt_text
     assert "safety plan" in counselor_prompt.lower()
 
 

@@ -11,15 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
-
-from therasim.errors import StructuredOutputError
 from therasim.nodes.client import ClientTurn
 from therasim.nodes.emotion import emotion_model
 from therasim.nodes.risk import DraftReview, RiskAssessment
 from therasim.nodes.strategy import plan_model
 from therasim.nodes.unified import unified_model
+
+from therasim.errors import StructuredOutputError
 from therasim.schema_sampling import instance_from_schema
-from therasim.structured import agenerate_structured, grammar_schema, parse_json_text, response_format_for
+from therasim.structured import (
+    agenerate_structured,
+    grammar_schema,
+    parse_json_text,
+    response_format_for,
+)
 from therasim.testing import FunctionChatModel
 
 SCHEMAS = [RiskAssessment, DraftReview, emotion_model("plutchik"), emotion_model("basic8"), plan_model("cbt"), plan_model("mi"), plan_model("person_centred"), unified_model("plutchik", "cbt")]

@@ -74,9 +74,9 @@ def _check_memory(cfg: RunConfig) -> Check:
     if cfg.memory.backend == "none" or not cfg.course.memory:
         return Check("memory", True, "disabled in config")
     try:
-        from therasim.memory import open_store
-
         import tempfile
+
+        from therasim.memory import open_store
 
         with tempfile.TemporaryDirectory() as d:
             store = open_store(cfg.memory, default_path=d)

@@ -13,6 +13,7 @@ unchanged, so users can put their own model at any role.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import os
 import threading
@@ -62,6 +63,21 @@ def default_gguf_path() -> Path:
 # lock: a llama.cpp context is not re-entrant, so concurrent callers queue.
 _LLAMAS: dict[tuple[str, int, int, str], tuple[Any, threading.Lock]] = {}
 _LLAMAS_LOCK = threading.Lock()
+
+
+def _close_llamas() -> None:
+    # Free llama.cpp contexts before interpreter teardown, when llama_cpp's own
+    # finalisers can no longer call into the unloaded library.
+    with _LLAMAS_LOCK:
+        for llama, _ in _LLAMAS.values():
+            try:
+                llama.close()
+            except Exception:
+                pass
+        _LLAMAS.clear()
+
+
+atexit.register(_close_llamas)
 
 
 def _load_llama(path: str, n_ctx: int, n_threads: int, slot: str = "default") -> tuple[Any, threading.Lock]:

@@ -47,9 +47,9 @@ def _gen(s: dict[str, Any], rng: random.Random, depth: int) -> Any:
         hi = int(s.get("maximum", lo + 10))
         return rng.randint(lo, max(lo, hi))
     if t == "number":
-        lo = float(s.get("minimum", 0.0))
-        hi = float(s.get("maximum", lo + 1.0))
-        return round(rng.uniform(lo, hi), 3)
+        flo = float(s.get("minimum", 0.0))
+        fhi = float(s.get("maximum", flo + 1.0))
+        return round(rng.uniform(flo, fhi), 3)
     if t == "boolean":
         return rng.random() < 0.3
     if t == "null":
@@ -57,7 +57,7 @@ def _gen(s: dict[str, Any], rng: random.Random, depth: int) -> Any:
     # string (or untyped)
     lo = int(s.get("minLength", 1))
     hi = int(s.get("maxLength", 60))
-    words = []
+    words: list[str] = []
     while len(" ".join(words)) < max(lo, min(hi, 24)):
         words.append(rng.choice(_WORDS))
     text = " ".join(words)

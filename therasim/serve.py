@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from therasim.errors import MissingExtraError, TherasimError
 
-__all__ = ["vllm_command", "serve"]
+__all__ = ["serve", "vllm_command"]
 
 
 def vllm_command(model: str, host: str, port: int, extra: Sequence[str] = ()) -> list[str]:
@@ -33,7 +33,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> N
         if proc.poll() is not None:
             raise TherasimError(f"vllm exited with code {proc.returncode} before it became healthy; see its output above")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback health check
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, OSError):
