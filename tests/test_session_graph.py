@@ -228,3 +228,35 @@ def test_termination_reasons() -> None:
 
     st = _run(preset("minimal"), FunctionChatModel(fn=closing), turns=6)
     assert st["end_reason"] == "closing_exchange" and st["exchange"] == 2
+
+
+def test_http_endpoint_as_counselor_node() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            received.append(body)
+            data = json.dumps({"text": "Served over HTTP: tell me more."}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    from therasim.graphs import http_node
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        b = preset("minimal").replace_node("counselor", http_node(f"http://127.0.0.1:{srv.server_address[1]}/reply"))
+        st = _run(b, FunctionChatModel(fn=Scripted()), turns=2)
+    finally:
+        srv.shutdown()
+    assert [t["text"] for t in st["transcript"] if t["speaker"] == "counselor"] == ["Served over HTTP: tell me more."] * 2
+    assert received[0]["node"] == "counselor" and "profile" not in received[0]["view"] and CANARY not in json.dumps(received)
