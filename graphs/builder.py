@@ -66,7 +66,6 @@ def _from_chat_model(name: str, model: BaseChatModel, side: Side) -> NodeFn:
         return fn
     if name == "client":
         from therasim.nodes.client import client as client_fn
-
         from therasim.providers import ModelPool
 
         async def cfn(view: View, ctx: NodeContext) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from therasim.errors import TherasimError
 from therasim.graphs.builder import SessionGraphBuilder
 from therasim.nodes.client import client
 from therasim.nodes.counselor import counselor
@@ -12,8 +13,6 @@ from therasim.nodes.risk import review_draft, risk_control
 from therasim.nodes.strategy import strategy_planner
 from therasim.nodes.unified import unified_analyst
 from therasim.policies.risk import level_rank
-
-from therasim.errors import TherasimError
 from therasim.state import View
 
 __all__ = ["PRESETS", "full", "minimal", "preset", "register_preset", "unified"]

@@ -12,9 +12,8 @@ import hashlib
 import threading
 from typing import Any
 
-from therasim.memory.base import MEMORY_KINDS, MemoryRole
-
 from therasim.errors import TherasimError
+from therasim.memory.base import MEMORY_KINDS, MemoryRole
 
 __all__ = ["ChromaMemoryStore"]
 

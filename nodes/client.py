@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
-from therasim.nodes._common import compact, layout, memory_block
 
 from therasim.context import NodeContext, clean_utterance
 from therasim.errors import StructuredOutputError
+from therasim.nodes._common import compact, layout, memory_block
 from therasim.prompts import Prompt
 from therasim.state import View
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from therasim.nodes._common import compact, layout, memory_block
-
 from therasim.context import NodeContext
+from therasim.nodes._common import compact, layout, memory_block
 from therasim.prompts import Prompt
 from therasim.state import View
 

@@ -6,11 +6,11 @@ from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, create_model, model_validator
-from therasim.nodes._common import compact, last_turn, layout
-from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
+from therasim.nodes._common import compact, last_turn, layout
+from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.prompts import Prompt
 from therasim.state import View
 

@@ -7,11 +7,11 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from therasim.nodes._common import layout
-from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
+from therasim.nodes._common import layout
+from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
 from therasim.prompts import Prompt
 from therasim.state import View
 

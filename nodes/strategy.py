@@ -7,11 +7,11 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
-from therasim.nodes._common import compact, last_turn, layout
-from therasim.policies.modalities import get_modality
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
+from therasim.nodes._common import compact, last_turn, layout
+from therasim.policies.modalities import get_modality
 from therasim.prompts import Prompt
 from therasim.state import View
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from therasim.nodes._common import last_turn
-
 from therasim.context import NodeContext
+from therasim.nodes._common import last_turn
 from therasim.state import View
 
 __all__ = ["termination"]

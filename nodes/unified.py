@@ -6,14 +6,14 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationInfo, create_model, model_validator
+
+from therasim.context import NodeContext
+from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn, layout
 from therasim.nodes.emotion import emotion_model, repair_secondary
 from therasim.nodes.risk import RiskAssessment, combine
 from therasim.nodes.strategy import plan_model
 from therasim.policies.risk import scan
-
-from therasim.context import NodeContext
-from therasim.errors import StructuredOutputError
 from therasim.prompts import Prompt
 from therasim.state import View
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from therasim.graphs import preset
-from therasim.graphs.session import initial_session_state, run_session
 
 from therasim.config import CourseSpec, ModelSpec
 from therasim.context import SimContext
+from therasim.graphs import preset
+from therasim.graphs.session import initial_session_state, run_session
 from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
 

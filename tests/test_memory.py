@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, wait_port
+
 from therasim.memory import ChromaMemoryStore, MemoryStore, MiniLMEmbedding
 
 pytestmark = pytest.mark.embedded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from therasim.policies.risk import scan
 
 # (text, expected category or None, expected qualifier: active|negated|past|third|quoted|None)

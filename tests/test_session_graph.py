@@ -10,12 +10,12 @@ import pytest
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.memory import InMemorySaver
-from therasim.graphs import SessionGraphBuilder, preset
-from therasim.graphs.session import initial_session_state, run_session
 
 from therasim.config import CourseSpec
 from therasim.context import SimContext
 from therasim.errors import TherasimError
+from therasim.graphs import SessionGraphBuilder, preset
+from therasim.graphs.session import initial_session_state, run_session
 from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
 from therasim.state import BlindViewError, make_view

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
+
+from therasim.errors import StructuredOutputError
 from therasim.nodes.client import ClientTurn
 from therasim.nodes.emotion import emotion_model
 from therasim.nodes.risk import DraftReview, RiskAssessment
 from therasim.nodes.strategy import plan_model
 from therasim.nodes.unified import unified_model
-
-from therasim.errors import StructuredOutputError
 from therasim.schema_sampling import instance_from_schema
 from therasim.structured import (
     agenerate_structured,

@@ -1,0 +1,47 @@
+"""Checkpoint storage grows linearly with turns (append-only transcript in a DeltaChannel)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from therasim.config import CourseSpec
+from therasim.context import SimContext
+from therasim.graphs import preset
+from therasim.graphs.session import initial_session_state, run_session
+from therasim.profiles import example_profiles
+from therasim.providers import ModelPool
+from therasim.testing import FunctionChatModel
+
+
+def _reply(msgs, kw):  # type: ignore[no-untyped-def]
+    if "CLIENT" in str(msgs[0].content):
+        return json.dumps({"utterance": "I have been sleeping badly and worrying about work and family.", "distress": 5, "trust": 5, "disclosure": 1, "wants_to_end": False})
+    return "That sounds hard; tell me more about how the nights have been this week."
+
+
+async def _bytes(path: Path, turns: int) -> tuple[int, int]:
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        g = preset("minimal").compile(checkpointer=saver)
+        ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=_reply)}), course=CourseSpec(max_turns=turns))
+        st = await run_session(g, initial_session_state(example_profiles()[0]), ctx, thread_id="t")
+        snap = await g.aget_state({"configurable": {"thread_id": "t"}})
+        assert snap.values["transcript"] == st["transcript"] and len(st["transcript"]) == 2 * turns
+    con = sqlite3.connect(path)
+    total = con.execute("select coalesce(sum(length(checkpoint)) + sum(length(metadata)), 0) from checkpoints").fetchone()[0]
+    total += con.execute("select coalesce(sum(length(value)), 0) from writes").fetchone()[0]
+    con.close()
+    return st["exchange"], int(total)
+
+
+def test_bytes_per_turn_flat_between_10_and_40(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    n10, b10 = asyncio.run(_bytes(tmp_path / "a.sqlite", 10))
+    n40, b40 = asyncio.run(_bytes(tmp_path / "b.sqlite", 40))
+    per10, per40 = b10 / n10, b40 / n40
+    with capsys.disabled():
+        print(f"\n[checkpoints] bytes per exchange: {per10:.0f} at 10, {per40:.0f} at 40 (ratio {per40 / per10:.2f})")
+    assert per40 <= 1.25 * per10  # a message list in state would make this ~4x
