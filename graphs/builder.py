@@ -14,8 +14,8 @@ import inspect
 import json
 import urllib.request
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
@@ -324,6 +324,3 @@ class SessionGraphBuilder:
         b.conditionals = {k: _Conditional(v.source, v.router, dict(v.destinations)) for k, v in self.conditionals.items()}
         return b
 
-
-Preset = Literal["full", "unified", "minimal"]
-_ = field

@@ -15,7 +15,7 @@ from therasim.policies.modalities import get_modality
 from therasim.prompts import Prompt
 from therasim.state import View
 
-__all__ = ["PROMPT", "StrategyPlanBase", "plan_model", "strategy_planner"]
+__all__ = ["PROMPT", "StrategyPlanBase", "check_not_sticky", "plan_model", "strategy_planner"]
 
 PROMPT = Prompt(
     name="strategy_planner",
@@ -32,12 +32,18 @@ PROMPT = Prompt(
 )
 
 
+def check_not_sticky(plan: BaseModel, info: ValidationInfo, label: str = "strategy") -> None:
+    """Reject a plan that repeats the previous turn's strategy (``info.context``'s
+    ``previous_strategy``) without a ``repeat_reason``."""
+    prev = (info.context or {}).get("previous_strategy")
+    if prev and plan.strategy == prev and not (plan.repeat_reason or "").strip():  # type: ignore[attr-defined]
+        raise ValueError(f"{label} {prev!r} repeats the previous turn's strategy; choose another or give repeat_reason")
+
+
 class StrategyPlanBase(BaseModel):
     @model_validator(mode="after")
     def _no_sticky(self, info: ValidationInfo) -> StrategyPlanBase:
-        prev = (info.context or {}).get("previous_strategy")
-        if prev and self.strategy == prev and not (self.repeat_reason or "").strip():  # type: ignore[attr-defined]
-            raise ValueError(f"strategy {prev!r} repeats the previous turn's strategy; choose another or give repeat_reason")
+        check_not_sticky(self, info)
         return self
 
 

@@ -12,7 +12,7 @@ from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn, layout
 from therasim.nodes.emotion import emotion_model, repair_secondary
 from therasim.nodes.risk import RiskAssessment, combine
-from therasim.nodes.strategy import plan_model
+from therasim.nodes.strategy import check_not_sticky, plan_model
 from therasim.policies.risk import scan
 from therasim.prompts import Prompt
 from therasim.state import View
@@ -36,10 +36,7 @@ PROMPT = Prompt(
 class _UnifiedBase(BaseModel):
     @model_validator(mode="after")
     def _no_sticky(self, info: ValidationInfo) -> _UnifiedBase:
-        prev = (info.context or {}).get("previous_strategy")
-        plan = self.plan  # type: ignore[attr-defined]
-        if prev and plan.strategy == prev and not (plan.repeat_reason or "").strip():
-            raise ValueError(f"plan.strategy {prev!r} repeats the previous turn's strategy; choose another or give repeat_reason")
+        check_not_sticky(self.plan, info, label="plan.strategy")  # type: ignore[attr-defined]
         return self
 
 
