@@ -26,7 +26,7 @@ from therasim.context import NodeContext, SimContext
 from therasim.errors import TherasimError
 from therasim.state import SessionState, Side, View, make_view
 
-__all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "http_node", "record_exchange"]
+__all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "http_node", "record_exchange", "wrap_node"]
 
 NodeFn = Callable[[View, NodeContext], Awaitable[dict[str, Any]] | dict[str, Any]]
 Router = Callable[[dict[str, Any]], str]
@@ -160,6 +160,26 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
     return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
 
 
+def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], View]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A LangGraph node that hands ``spec.fn`` its side's view and a NodeContext."""
+
+    async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
+        sim = runtime.context if runtime.context is not None else SimContext()
+        ids = {k: state.get(k) for k in ("run_id", "client_id", "session", "course_key", "exchange")}
+        ctx = NodeContext(sim, spec.name, spec.side, ids)
+        view = view_fn(state, spec.side, spec.name)
+        out = spec.fn(view, ctx)
+        if inspect.isawaitable(out):
+            out = await out
+        out = _coerce(spec.name, out)
+        if ctx.calls and "current" in out and "calls" not in out["current"]:
+            out["current"]["calls"] = ctx.calls_update()
+        return out
+
+    run.__name__ = spec.name
+    return run
+
+
 class SessionGraphBuilder:
     """Compose a session graph.
 
@@ -257,21 +277,7 @@ class SessionGraphBuilder:
 
     # compile -----------------------------------------------------------------
     def _wrap(self, spec: NodeSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
-        async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
-            sim = runtime.context if runtime.context is not None else SimContext()
-            ids = {k: state.get(k) for k in ("run_id", "client_id", "session", "course_key", "exchange")}
-            ctx = NodeContext(sim, spec.name, spec.side, ids)
-            view = make_view(state, spec.side, spec.name)
-            out = spec.fn(view, ctx)
-            if inspect.isawaitable(out):
-                out = await out
-            out = _coerce(spec.name, out)
-            if ctx.calls and "current" in out and "calls" not in out["current"]:
-                out["current"]["calls"] = ctx.calls_update()
-            return out
-
-        run.__name__ = spec.name
-        return run
+        return wrap_node(spec, make_view)
 
     def build(self) -> StateGraph:
         """The uncompiled LangGraph StateGraph."""

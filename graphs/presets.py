@@ -9,6 +9,7 @@ from therasim.graphs.builder import SessionGraphBuilder
 from therasim.nodes.client import client
 from therasim.nodes.counselor import counselor
 from therasim.nodes.emotion import emotion_tracker
+from therasim.nodes.recall import memory_recall
 from therasim.nodes.risk import review_draft, risk_control
 from therasim.nodes.strategy import strategy_planner
 from therasim.nodes.unified import unified_analyst
@@ -28,6 +29,7 @@ def full() -> SessionGraphBuilder:
     """All five roles, with draft review and a crisis route past the planner."""
     b = SessionGraphBuilder("full")
     b.add_node("client", client, side="client", role="client", description="client role-play from a hidden profile")
+    b.add_node("memory_recall", memory_recall, side="counselor", description="counselor memories relevant to the client's words")
     b.add_node("emotion_tracker", emotion_tracker, side="counselor", role="analysts")
     b.add_node("risk_control", risk_control, side="counselor", role="analysts")
     b.add_node("strategy_planner", strategy_planner, side="counselor", role="analysts")
@@ -41,6 +43,7 @@ def unified() -> SessionGraphBuilder:
     """The three analysts folded into one structured call per turn."""
     b = SessionGraphBuilder("unified")
     b.add_node("client", client, side="client", role="client")
+    b.add_node("memory_recall", memory_recall, side="counselor")
     b.add_node("analyst", unified_analyst, side="counselor", role="analysts")
     b.add_node("counselor", counselor, side="counselor", role="counselor")
     b.add_node("risk_review", review_draft, side="counselor", role="analysts")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -33,3 +34,20 @@ def last_turn(transcript: list[dict[str, Any]], speaker: str) -> dict[str, Any] 
         if t.get("speaker") == speaker:
             return t
     return None
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def wordy(v: str) -> str:
+    """Validator for free-text fields: stripped, and at least one real word (grammar
+    decoding lets small models emit whitespace or braces as 'text')."""
+    v = v.strip()
+    if not _WORD.search(v):
+        raise ValueError("must be words, not empty or symbols")
+    return v
+
+
+def wordy_or_empty(v: str) -> str:
+    v = v.strip()
+    return wordy(v) if v else v

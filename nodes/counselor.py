@@ -24,7 +24,7 @@ PROMPT = Prompt(
         "Reply in 1-3 sentences, speak to the client directly, one question at most."
     ),
     instruction=(
-        "Analyst notes for this turn: emotion {emotion}; risk {risk}; plan {plan}.\n{directive}\n"
+        "Analyst notes for this turn: emotion {emotion}; risk {risk}; plan {plan}.\n{recalled}{directive}\n"
         "Write your next reply to the client."
     ),
 )
@@ -52,6 +52,7 @@ def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[An
         risk=risk.get("level", "n/a"),
         plan=compact({k: plan[k] for k in ("stage", "strategy", "rationale") if k in plan}) or "n/a",
         directive=cur.get("directive") or "",
+        recalled=f"Related notes from earlier sessions:\n{memory_block(cur['recalled'])}\n" if cur.get("recalled") else "",
     )
     transcript = [*list(view["transcript"]), {"speaker": "client", "text": cur.get("client_text", "")}]
     msgs = layout(system, transcript, instruction + extra, me="counselor")

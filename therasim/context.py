@@ -46,6 +46,7 @@ class SimContext:
     recall_k: int = 4
     on_event: EventSink | None = None
     on_prompt: PromptLog | None = None
+    on_record: Callable[[dict[str, Any]], None] | None = None  # finished session records (the runner writes them)
     max_tokens: dict[str, int] = field(default_factory=lambda: {"counselor": 120, "risk_review": 120, "client": 200})
 
     def modality(self, name: str | None = None) -> Modality:

@@ -18,10 +18,14 @@ from therasim.errors import TherasimError
 __all__ = [
     "CLIENT_KEYS",
     "COUNSELOR_KEYS",
+    "COURSE_CLIENT_KEYS",
+    "COURSE_COUNSELOR_KEYS",
     "BlindViewError",
+    "CourseState",
     "SessionState",
     "Side",
     "View",
+    "make_course_view",
     "make_view",
 ]
 
@@ -129,6 +133,75 @@ def make_view(state: Mapping[str, Any], side: Side, node: str) -> View:
         # The client hears only what was said: no analyst outputs, plans or notes.
         data["transcript"] = [{"speaker": t["speaker"], "text": t["text"]} for t in state.get("transcript", [])]
     else:
-        data["transcript"] = [{k: v for k, v in t.items() if k != "client_inner"} for t in state.get("transcript", [])]
+        data["transcript"] = [{k: v for k, v in t.items() if k not in ("client_inner", "note")} for t in state.get("transcript", [])]
+    hidden = frozenset(set(state.keys()) - set(data.keys()))
+    return View(data, side, node, hidden)
+
+
+def _append(state: Sequence[dict], writes: Sequence[Sequence[dict]]) -> list[dict]:
+    return append_turns(state, writes)
+
+
+class CourseState(TypedDict, total=False):
+    """State of one course (the cross-session loop). Histories are append-only
+    DeltaChannels so course checkpoints also grow linearly with sessions."""
+
+    # identity and schedule
+    run_id: str
+    client_id: str
+    course_key: str
+    session: int  # the session being prepared or run (1-based)
+    sessions_planned: int
+    done: bool
+    # counselor-visible
+    modality: str
+    goals: list[str]
+    intake: dict[str, Any]
+    counselor_notes: str
+    counselor_memory: list[dict[str, Any]]
+    measures: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
+    summaries: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
+    plans: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
+    # client-only
+    profile: dict[str, Any]
+    inner: dict[str, Any]
+    client_memory: list[dict[str, Any]]
+    recollections: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
+    events: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
+    # the session just run (both sides' data; views project it)
+    last: dict[str, Any]
+    # system: scratch for the session being assembled, and finished session records
+    pending: Annotated[dict[str, Any], merge_current]
+    records: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
+
+
+COURSE_COUNSELOR_KEYS = frozenset(
+    {"run_id", "client_id", "course_key", "session", "sessions_planned", "done", "modality", "goals", "intake", "counselor_notes", "counselor_memory", "measures", "summaries", "plans", "last"}
+)
+COURSE_CLIENT_KEYS = frozenset(
+    {"run_id", "client_id", "course_key", "session", "sessions_planned", "done", "profile", "inner", "client_memory", "recollections", "events", "measures", "last"}
+)
+
+
+def make_course_view(state: Mapping[str, Any], side: Side, node: str) -> View:
+    """Project course state onto one side. ``last`` (the session just run) is cut
+    down the same way as the session view: the counselor side loses the client's
+    inner state per turn, the client side keeps only who said what."""
+    if side == "system":
+        return View(dict(state), side, node, frozenset())
+    allowed = COURSE_COUNSELOR_KEYS if side == "counselor" else COURSE_CLIENT_KEYS
+    data: dict[str, Any] = {k: v for k, v in state.items() if k in allowed}
+    last = state.get("last") or {}
+    turns = last.get("transcript") or []
+    if side == "client":
+        data["last"] = {"session": last.get("session"), "transcript": [{"speaker": t["speaker"], "text": t["text"]} for t in turns]}
+    else:
+        data["last"] = {
+            "session": last.get("session"),
+            "end_reason": last.get("end_reason"),
+            "modality": last.get("modality"),
+            "goals": last.get("goals"),
+            "transcript": [{k: v for k, v in t.items() if k not in ("client_inner", "note")} for t in turns],
+        }
     hidden = frozenset(set(state.keys()) - set(data.keys()))
     return View(data, side, node, hidden)

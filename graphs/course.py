@@ -1,0 +1,330 @@
+"""The course graph: N sessions of a session graph (any preset or custom one) with
+the cross-session steps between them, carrying the client's state over.
+
+Each course iteration runs the steps in ``order`` (by default: between-session
+events, outcome measures, memory recall, the session, the two summarisers, the
+memory writer, the course planner, closing measures after the last session),
+then ``finish`` files the session record and loops. Steps are added, replaced
+or removed like session nodes, so ablations are one line::
+
+    course = CourseGraphBuilder(preset("unified")).without("memory", "events")
+
+The session graph runs detached from the course graph with its own checkpoint
+thread ``RUN/CLIENT/sN``, so any turn of any session can be inspected, replayed
+or forked by thread id, and an interrupted session resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from therasim.config import CourseSpec
+from therasim.context import NodeContext, SimContext
+from therasim.errors import TherasimError
+from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, wrap_node
+from therasim.graphs.presets import preset
+from therasim.nodes.events import between_session_events
+from therasim.nodes.measures import measures
+from therasim.nodes.planner import course_planner
+from therasim.nodes.recall import recall, remember
+from therasim.nodes.summary import summarise_client, summarise_counselor
+from therasim.profiles import ClientProfile
+from therasim.state import CourseState, Side, View, make_course_view
+
+__all__ = ["STEP_GROUPS", "CourseGraphBuilder", "course_builder", "initial_course_state", "run_course", "session_thread_id"]
+
+# One-word ablations: each names the steps it removes.
+STEP_GROUPS: dict[str, tuple[str, ...]] = {
+    "events": ("events",),
+    "measures": ("measures", "closing_measures"),
+    "memory": ("recall", "remember"),
+    "summaries": ("summarise_counselor", "summarise_client"),
+    "planner": ("planner",),
+}
+
+
+def session_thread_id(course_key: str, session: int, branch: str | None = None) -> str:
+    """Checkpoint thread of one session: ``RUN/CLIENT/sN`` (``...@BRANCH`` for forks)."""
+    return f"{course_key}/s{session}" + (f"@{branch}" if branch else "")
+
+
+async def _closing_measures(view: View, ctx: NodeContext) -> dict[str, Any]:
+    if int(view["session"]) < int(view.get("sessions_planned") or 0):
+        return {}
+    out = await measures(View({**view.to_dict(), "done": True}, view.side, view.node, frozenset()), ctx)
+    return out
+
+
+def _session_input(state: dict[str, Any]) -> dict[str, Any]:
+    """Initial session state from the course state (both sides; the session graph's
+    own views keep them apart)."""
+    n = int(state["session"])
+    return {
+        "run_id": state["run_id"],
+        "client_id": state["client_id"],
+        "session": n,
+        "course_key": state["course_key"],
+        "modality": state.get("modality"),
+        "goals": list(state.get("goals") or []),
+        "intake": state.get("intake") or {},
+        "counselor_memory": list(state.get("counselor_memory") or []),
+        "counselor_notes": state.get("counselor_notes") or "",
+        "profile": state.get("profile") or {},
+        "inner": dict(state.get("inner") or {}),
+        "client_memory": list(state.get("client_memory") or []),
+        "current": {},
+        "exchange": 0,
+        "ended": False,
+        "end_reason": None,
+    }
+
+
+async def _detached(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run outside the course graph's runnable context, so the session graph is a
+    top-level run on its own checkpoint thread (not a nested namespace)."""
+    ctx = contextvars.copy_context()
+    ctx.run(var_child_runnable_config.set, None)
+    return await asyncio.get_running_loop().create_task(coro_fn(), context=ctx)
+
+
+def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def session(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
+        sim = runtime.context if runtime.context is not None else SimContext()
+        n = int(state["session"])
+        tid = session_thread_id(state["course_key"], n, branch)
+        cfg: dict[str, Any] = {"recursion_limit": 20 * (sim.course.max_turns + 2) + 50, "configurable": {"thread_id": tid}}
+
+        async def go() -> dict[str, Any]:
+            if session_graph.checkpointer is not None:
+                snap = await session_graph.aget_state(cfg)
+                if snap.values and snap.next:  # interrupted: continue from the checkpoint
+                    sim.emit({"event": "session_resumed", "thread_id": tid, "exchange": snap.values.get("exchange")})
+                    return await session_graph.ainvoke(None, config=cfg, context=sim)  # type: ignore[no-any-return]
+                if snap.values and snap.values.get("ended"):  # finished before a crash
+                    return dict(snap.values)
+            return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim)  # type: ignore[no-any-return]
+
+        final = await _detached(go)
+        last = {
+            "session": n,
+            "thread_id": tid,
+            "transcript": list(final.get("transcript") or []),
+            "end_reason": final.get("end_reason"),
+            "exchanges": final.get("exchange", 0),
+            "modality": final.get("modality"),
+            "goals": list(final.get("goals") or []),
+        }
+        return {"inner": final.get("inner") or state.get("inner"), "last": last}
+
+    return session
+
+
+def _finish(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """File the session record (both sides, for the run's outputs) and advance."""
+    n = int(view["session"])
+    last = view.get("last") or {}
+    pick = lambda key, field="session": [x for x in (view.get(key) or []) if x.get(field) == n]  # noqa: E731
+    summary = (pick("summaries") or [None])[-1]
+    pre = [m for m in pick("measures") if m.get("when") != "post-course"]
+    post = [m for m in pick("measures") if m.get("when") == "post-course"]
+    pending = view.get("pending") or {}
+    record = {
+        "run_id": view["run_id"],
+        "client_id": view["client_id"],
+        "course_key": view["course_key"],
+        "session": n,
+        "thread_id": last.get("thread_id"),
+        "modality": last.get("modality"),
+        "goals": list(last.get("goals") or []),
+        "end_reason": last.get("end_reason"),
+        "turns": last.get("transcript") or [],
+        "measures": pre[-1] if pre else None,
+        "measures_after": post[-1] if post else None,
+        "event_before": (pick("events") or [None])[-1],
+        "summary": summary,
+        "recollection": (pick("recollections") or [None])[-1],
+        "plan": (pick("plans", "after_session") or [None])[-1],
+        "recall": pending.get("recall"),
+        "memory_written": pending.get("memory_written"),
+    }
+    ctx.sim.emit({"event": "session_done", "run_id": view["run_id"], "client_id": view["client_id"], "session": n})
+    if ctx.sim.on_record is not None:
+        ctx.sim.on_record(record)
+    done = n >= int(view.get("sessions_planned") or n)
+    notes = ""
+    if summary and not summary.get("error"):
+        notes = f"Session {n}: {summary['progress']} Homework: {summary.get('homework') or 'none'}. Plan: {summary['plan']}"
+    out: dict[str, Any] = {"records": [record], "pending": {"__reset__": True}, "counselor_notes": notes, "done": done}
+    if not done:
+        out["session"] = n + 1
+    return out
+
+
+class CourseGraphBuilder:
+    """Compose a course: a session graph plus the steps around each session."""
+
+    def __init__(self, session: SessionGraphBuilder | str = "full", name: str = "course") -> None:
+        self.session = preset(session) if isinstance(session, str) else session
+        self.name = name
+        self.steps: dict[str, NodeSpec] = {}
+        self.order: list[str] = []
+        self.branch: str | None = None
+        for step, fn, side, role in (
+            ("events", between_session_events, "client", None),
+            ("measures", measures, "client", "client"),
+            ("recall", recall, "system", None),
+            ("session", None, "system", None),
+            ("summarise_counselor", summarise_counselor, "counselor", "analysts"),
+            ("summarise_client", summarise_client, "client", "client"),
+            ("remember", remember, "system", None),
+            ("planner", course_planner, "counselor", "analysts"),
+            ("closing_measures", _closing_measures, "client", "client"),
+        ):
+            self.order.append(step)
+            if fn is not None:
+                self.steps[step] = NodeSpec(step, fn, side, role)  # type: ignore[arg-type]
+
+    def add_step(self, name: str, fn: NodeFn, *, side: Side, role: str | None = None, before: str | None = None, after: str | None = None) -> CourseGraphBuilder:
+        """Add a step (a function ``(view, ctx) -> update``) to every course iteration."""
+        if name in self.order or name in ("finish", START, END):
+            raise TherasimError(f"course step {name!r} already exists or is reserved; use replace_step to swap it")
+        if side not in ("client", "counselor", "system"):
+            raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
+        if not callable(fn):
+            raise TherasimError(f"course step {name!r}: expected a function (view, ctx) -> dict, got {type(fn).__name__}")
+        self.steps[name] = NodeSpec(name, fn, side, role)
+        if before is not None:
+            self.order.insert(self._index(before), name)
+        elif after is not None:
+            self.order.insert(self._index(after) + 1, name)
+        else:
+            self.order.insert(self._index("closing_measures") if "closing_measures" in self.order else len(self.order), name)
+        return self
+
+    def replace_step(self, name: str, fn: NodeFn, *, side: Side | None = None) -> CourseGraphBuilder:
+        if name == "session":
+            raise TherasimError("the session step runs the session graph; change it through CourseGraphBuilder(session=...) or .session")
+        if name not in self.steps:
+            raise TherasimError(f"no course step {name!r} to replace; steps are {self.order}")
+        old = self.steps[name]
+        self.steps[name] = NodeSpec(name, fn, side or old.side, old.role)
+        return self
+
+    def remove_step(self, name: str) -> CourseGraphBuilder:
+        if name == "session":
+            raise TherasimError("the session step cannot be removed; a course without sessions is not a course")
+        if name not in self.order:
+            raise TherasimError(f"no course step {name!r}; steps are {self.order}")
+        self.order.remove(name)
+        self.steps.pop(name, None)
+        return self
+
+    def without(self, *groups: str) -> CourseGraphBuilder:
+        """Ablations: drop ``events``, ``measures``, ``memory``, ``summaries`` or
+        ``planner`` (or any single step name)."""
+        for g in groups:
+            names = STEP_GROUPS.get(g, (g,))
+            if not any(n in self.order for n in names) and g not in STEP_GROUPS:
+                raise TherasimError(f"unknown course step or group {g!r}; groups are {sorted(STEP_GROUPS)}, steps are {self.order}")
+            for n in names:
+                if n in self.order:
+                    self.remove_step(n)
+        return self
+
+    def _index(self, name: str) -> int:
+        try:
+            return self.order.index(name)
+        except ValueError:
+            raise TherasimError(f"no course step {name!r}; steps are {self.order}") from None
+
+    def build(self, checkpointer: Any = None) -> StateGraph:
+        session_graph = self.session.compile(checkpointer=checkpointer)
+        g: StateGraph = StateGraph(CourseState, context_schema=SimContext)  # type: ignore[arg-type]
+        for name in self.order:
+            if name == "session":
+                g.add_node("session", _session_step(session_graph, self.branch))
+            else:
+                g.add_node(name, wrap_node(self.steps[name], make_course_view))
+        g.add_node("finish", wrap_node(NodeSpec("finish", _finish, "system"), make_course_view))
+        chain = [*self.order, "finish"]
+        g.add_edge(START, chain[0])
+        for a, b in itertools.pairwise(chain):
+            g.add_edge(a, b)
+        g.add_conditional_edges("finish", lambda s: END if s.get("done") else "__next__", {END: END, "__next__": chain[0]})
+        return g
+
+    def compile(self, checkpointer: Any = None) -> Any:
+        """Compile the course graph and its session graph with one checkpointer."""
+        return self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")
+
+    def mermaid(self) -> str:
+        return self.build().compile().get_graph().draw_mermaid()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "order": list(self.order),
+            "steps": {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__)} for n, s in self.steps.items()},
+            "session": self.session.describe(),
+        }
+
+    def copy(self) -> CourseGraphBuilder:
+        c = CourseGraphBuilder(self.session.copy(), self.name)
+        c.steps, c.order, c.branch = dict(self.steps), list(self.order), self.branch
+        return c
+
+
+def course_builder(spec: CourseSpec, session: SessionGraphBuilder | None = None) -> CourseGraphBuilder:
+    """The course a :class:`CourseSpec` describes (its preset and on/off switches)."""
+    b = CourseGraphBuilder(session if session is not None else preset(spec.preset), name=spec.preset)
+    off = [g for g, on in (("events", spec.events), ("measures", spec.measures), ("planner", spec.planner), ("memory", spec.memory)) if not on]
+    return b.without(*off) if off else b
+
+
+def initial_course_state(profile: ClientProfile, *, run_id: str = "adhoc", sessions: int = 3, modality: str = "cbt", goals: list[str] | None = None) -> dict[str, Any]:
+    """Course state before session 1."""
+    return {
+        "run_id": run_id,
+        "client_id": profile.id,
+        "course_key": f"{run_id}/{profile.id}",
+        "session": 1,
+        "sessions_planned": sessions,
+        "done": False,
+        "modality": modality,
+        "goals": goals if goals is not None else list(profile.intake.goals),
+        "intake": profile.intake.model_dump(),
+        "counselor_notes": "",
+        "counselor_memory": [],
+        "profile": {"intake": profile.intake.model_dump(), "hidden": profile.hidden.model_dump()},
+        "inner": profile.initial_state.model_dump(),
+        "client_memory": [],
+        "pending": {},
+    }
+
+
+async def run_course(graph: Any, state: dict[str, Any] | None, context: SimContext, *, thread_id: str | None = None) -> dict[str, Any]:
+    """Run a compiled course graph to its end. With a checkpointer and a thread that
+    already has checkpoints, continue it (``state`` is then ignored); a finished
+    course returns its final state without running anything."""
+    n = int((state or {}).get("sessions_planned") or context.course.sessions)
+    config: dict[str, Any] = {"recursion_limit": (len(graph.get_graph().nodes) + 2) * (n + 1) + 50}
+    if thread_id is not None:
+        config["configurable"] = {"thread_id": thread_id}
+        if graph.checkpointer is not None:
+            snap = await graph.aget_state(config)
+            if snap.values:
+                if not snap.next:
+                    return dict(snap.values)
+                context.emit({"event": "course_resumed", "thread_id": thread_id, "session": snap.values.get("session")})
+                return await graph.ainvoke(None, config=config, context=context)  # type: ignore[no-any-return]
+    if state is None:
+        raise TherasimError("run_course needs an initial state (initial_course_state) for a new course")
+    return await graph.ainvoke(state, config=config, context=context)  # type: ignore[no-any-return]

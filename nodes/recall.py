@@ -1,0 +1,123 @@
+"""Memory nodes: recall at session start (both sides, each from its own store),
+per-turn recall for the counselor, and the memory writer after a session.
+
+The last session's notes reach the counselor verbatim (``counselor_notes``);
+session-start recall ranks older sessions' memories by relevance to the goals,
+the presenting problem and that plan. Retrieved items and their scores are kept
+in the trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from therasim.context import NodeContext
+from therasim.state import View
+
+__all__ = ["memory_recall", "recall", "remember", "salient_quotes"]
+
+_KEEP = ("id", "text", "session", "kind", "score")
+
+
+def _slim(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: it[k] for k in _KEEP if k in it} for it in items]
+
+
+async def recall(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """System step before a session: counselor recall from counselor memories only,
+    client recall from client memories only (separate collections)."""
+    store = ctx.sim.memory
+    session = int(view["session"])
+    if store is None or session <= 1:
+        return {"counselor_memory": [], "client_memory": [], "pending": {"recall": None}}
+    client_id = view["client_id"]
+    intake = view.get("intake") or {}
+    k = ctx.sim.recall_k
+    c_query = " ".join([*(view.get("goals") or []), str(intake.get("presenting_problem", "")), view.get("counselor_notes") or ""]).strip()
+    c_where = {"session": {"$lt": session - 1}} if session > 2 else None
+    counselor_items: list[dict[str, Any]] = []
+    if c_where is not None:
+        counselor_items = await asyncio.to_thread(store.search, client_id, "counselor", c_query, k, c_where)
+    inner = view.get("inner") or {}
+    cl_query = " ".join([str(intake.get("presenting_problem", "")), *(inner.get("recent_events") or [])]).strip()
+    client_items = await asyncio.to_thread(store.search, client_id, "client", cl_query, k, None)
+    trace = {
+        "counselor": {"query": c_query, "where": c_where, "items": _slim(counselor_items)},
+        "client": {"query": cl_query, "where": None, "items": _slim(client_items)},
+    }
+    return {"counselor_memory": _slim(counselor_items), "client_memory": _slim(client_items), "pending": {"recall": trace}}
+
+
+async def memory_recall(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """Session node (counselor side): memories from earlier sessions relevant to what
+    the client just said, with scores, for the counselor's instruction."""
+    store = ctx.sim.memory
+    session = int(view.get("session", 1))
+    text = (view["current"].get("client_text") or "").strip()
+    if store is None or session <= 1 or not text:
+        return {}
+    shown = {m.get("id") for m in view.get("counselor_memory") or []}
+    items = await asyncio.to_thread(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, {"session": {"$lt": session}})
+    fresh = [it for it in _slim(items) if it.get("id") not in shown]
+    return {"current": {"recalled": fresh}}
+
+
+def salient_quotes(turns: list[dict[str, Any]], n: int = 3) -> list[str]:
+    """Up to ``n`` client utterances of five words or more: the most intense emotion
+    first, then the longest; returned in the order they were said."""
+    cands = [(i, t) for i, t in enumerate(turns) if t.get("speaker") == "client" and len(str(t.get("text", "")).split()) >= 5]
+    ranked = sorted(cands, key=lambda it: (-int((it[1].get("emotion") or {}).get("intensity") or 0), -len(it[1]["text"])))[:n]
+    return [t["text"].strip()[:300] for _, t in sorted(ranked, key=lambda it: it[0])]
+
+
+def _mid(course_key: str, role: str, session: int, kind: str, i: int) -> str:
+    # Ids from position, not text: a step re-run after a resume overwrites, never duplicates.
+    return hashlib.sha1(f"{course_key}|{role}|{session}|{kind}|{i}".encode()).hexdigest()[:24]
+
+
+async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """System step after a session: write the counselor's notes to counselor memory and
+    the client's recollection (and between-session events) to client memory."""
+    store = ctx.sim.memory
+    if store is None:
+        return {"pending": {"memory_written": None}}
+    session = int(view["session"])
+    ck = view["course_key"]
+    client_id = view["client_id"]
+    summaries = [s for s in view.get("summaries") or [] if s.get("session") == session]
+    recollections = [r for r in view.get("recollections") or [] if r.get("session") == session]
+    c_items: list[dict[str, Any]] = []
+    for s in summaries:
+        if s.get("error"):
+            continue
+        c_items.append({"text": f"Session {session}: themes {', '.join(s['themes'])}. {s['progress']}", "kind": "summary"})
+        c_items += [{"text": f, "kind": "fact"} for f in s.get("facts") or [] if f.strip()]
+        if s.get("homework", "").strip():
+            c_items.append({"text": f"Homework set in session {session}: {s['homework']}", "kind": "homework"})
+        c_items.append({"text": f"Risk in session {session} (peak {s.get('risk_peak', 'none')}): {s['risk']}", "kind": "risk"})
+        c_items.append({"text": f"Plan after session {session}: {s['plan']}", "kind": "plan"})
+    # What the client said, in their words: kept even when a summary is invalid, and
+    # found again by relevance when the client returns to a theme.
+    c_items += [{"text": f'Client in session {session}: "{q}"', "kind": "fact"} for q in salient_quotes((view.get("last") or {}).get("transcript") or [])]
+    cl_items: list[dict[str, Any]] = []
+    for r in recollections:
+        if r.get("error"):
+            continue
+        cl_items.append({"text": f"Session {session}: {r['remembers']}", "kind": "summary"})
+        cl_items.append({"text": f"How I felt after session {session}: {r['feels']}", "kind": "fact"})
+        if r.get("homework", "").strip():
+            cl_items.append({"text": f"My homework from session {session}: {r['homework']}", "kind": "homework"})
+    cl_items += list((view.get("pending") or {}).get("client_memory_writes") or [])
+    written: dict[str, list[str]] = {}
+    for role, items in (("counselor", c_items), ("client", cl_items)):
+        counts: dict[str, int] = {}
+        for it in items:
+            it.setdefault("session", session)
+            it["course"] = ck
+            i = counts.get(it["kind"], 0)
+            counts[it["kind"]] = i + 1
+            it["id"] = _mid(ck, role, int(it["session"]), it["kind"], i)
+        written[role] = await asyncio.to_thread(store.add, client_id, role, items) if items else []
+    return {"pending": {"memory_written": written}}

@@ -1,0 +1,121 @@
+"""Session summarisers, one per side.
+
+Counselor side: themes, progress, homework, risk and plan, plus facts worth
+remembering (from the counselor's view of the transcript: no hidden profile).
+Client side: what the client remembers of the session and how they feel about it
+(from who-said-what only, plus its own hidden state).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import AfterValidator, BaseModel, Field
+
+from therasim.context import NodeContext
+from therasim.errors import StructuredOutputError
+from therasim.nodes._common import compact, wordy, wordy_or_empty
+from therasim.policies.risk import level_rank
+from therasim.prompts import Prompt, render_transcript
+from therasim.state import View
+
+__all__ = ["ClientRecollection", "SessionSummary", "summarise_client", "summarise_counselor"]
+
+
+Text = Annotated[str, AfterValidator(wordy)]
+OptText = Annotated[str, AfterValidator(wordy_or_empty)]
+
+
+class SessionSummary(BaseModel):
+    """The counselor's notes on one session."""
+
+    themes: list[Annotated[Text, Field(min_length=2, max_length=40)]] = Field(min_length=1, max_length=3, description="main themes, a few words each")
+    progress: Text = Field(min_length=2, max_length=200, description="what moved in this session")
+    homework: OptText = Field(max_length=120, description="homework agreed, or empty if none")
+    risk: Text = Field(min_length=2, max_length=120, description="risk observed and what was done")
+    plan: Text = Field(min_length=2, max_length=160, description="plan for the next session")
+    facts: list[Annotated[Text, Field(min_length=3, max_length=120)]] = Field(max_length=3, description="facts about the client worth remembering")
+
+
+class ClientRecollection(BaseModel):
+    """What the client takes away from a session."""
+
+    remembers: Text = Field(min_length=2, max_length=240, description="what you remember of the session")
+    feels: Text = Field(min_length=2, max_length=160, description="how you feel about the session and the counselor")
+    homework: OptText = Field(max_length=120, description="what you were asked to do before next time, or empty")
+
+
+COUNSELOR_PROMPT = Prompt(
+    name="summarise_counselor",
+    system=(
+        "You are a counselor practising {modality} writing your private notes after session {session} with a client.\n"
+        "CLIENT INTAKE FORM: {intake}\nGOALS FOR THIS SESSION: {goals}\n"
+        "Risk peak this session: {risk_peak}. Session ended because: {end_reason}."
+    ),
+    instruction="SESSION TRANSCRIPT:\n{transcript}\n\nWrite your session notes as JSON.",
+)
+CLIENT_PROMPT = Prompt(
+    name="summarise_client",
+    system=(
+        "You are role-playing a CLIENT, {name}, thinking back on counseling session {session} the same evening. "
+        "WHO YOU ARE: {intake}\nYOUR PRIVATE BACKGROUND: {hidden}\nHOW YOU FEEL NOW (0-10): {inner}"
+    ),
+    instruction="THE SESSION:\n{transcript}\n\nIn the first person, write what you remember, how you feel about it, and any homework, as JSON.",
+)
+
+
+def _risk_peak(turns: list[dict[str, Any]]) -> str:
+    levels = [(t.get("risk") or {}).get("level", "none") for t in turns if t.get("speaker") == "client"]
+    return max(levels, key=level_rank) if levels else "none"
+
+
+async def summarise_counselor(view: View, ctx: NodeContext) -> dict[str, Any]:
+    last = view["last"]
+    turns = last.get("transcript") or []
+    session = int(last.get("session") or view["session"])
+    system = COUNSELOR_PROMPT.render_system(
+        modality=ctx.sim.modality(view.get("modality")).title,
+        session=session,
+        intake=compact(view.get("intake") or {}),
+        goals="; ".join(view.get("goals") or []) or "(none set)",
+        risk_peak=_risk_peak(turns),
+        end_reason=last.get("end_reason") or "n/a",
+    )
+    msgs = [SystemMessage(content=system), HumanMessage(content=COUNSELOR_PROMPT.render_instruction(transcript=render_transcript(turns, me="counselor")))]
+    rec: dict[str, Any] = {"session": session, "risk_peak": _risk_peak(turns)}
+    try:
+        s = await ctx.structured("analysts", SessionSummary, msgs, max_tokens=420)
+        rec.update(s.model_dump())
+    except StructuredOutputError as e:
+        rec["error"] = f"{e.schema_name} invalid after {e.attempts} attempts"
+    rec["calls"] = ctx.calls
+    return {"summaries": [rec]}
+
+
+async def summarise_client(view: View, ctx: NodeContext) -> dict[str, Any]:
+    last = view["last"]
+    turns = last.get("transcript") or []
+    session = int(last.get("session") or view["session"])
+    profile = view["profile"]
+    inner = view["inner"]
+    system = CLIENT_PROMPT.render_system(
+        name=profile["intake"]["name"],
+        session=session,
+        intake=compact(profile["intake"]),
+        hidden=compact({k: profile["hidden"].get(k) for k in ("backstory", "core_beliefs", "personality")}),
+        inner=compact({k: inner.get(k) for k in ("distress", "hopelessness", "trust", "self_efficacy") if k in inner}),
+    )
+    msgs = [SystemMessage(content=system), HumanMessage(content=CLIENT_PROMPT.render_instruction(transcript=render_transcript(turns, me="client")))]
+    rec: dict[str, Any] = {"session": session}
+    out: dict[str, Any] = {}
+    try:
+        r = await ctx.structured("client", ClientRecollection, msgs, max_tokens=300)
+        rec.update(r.model_dump())
+        if r.homework.strip():
+            out["inner"] = {**inner, "homework": r.homework.strip()}
+    except StructuredOutputError as e:
+        rec["error"] = f"{e.schema_name} invalid after {e.attempts} attempts"
+    rec["calls"] = ctx.calls
+    out["recollections"] = [rec]
+    return out
