@@ -4,6 +4,14 @@
 One collection per (client, role): recall never filters a global index (a
 metadata-filtered query over one index measured ~94 ms at 1e5 vectors), and
 role separation is structural, not a filter someone can forget.
+
+Chroma is the durable store. Recall is served from a read-through mirror of each
+(client, role) collection in process memory (a client has ~100 memories: a
+384 x 100 matrix), loaded with one ``get`` on first use and updated after every
+successful write, so a recall is a matrix-vector product instead of a Chroma
+query (~1-3 ms each, more with a ``where`` filter). The mirror is LRU-bounded.
+A course runs in one process, so its client's memory is written only there; if
+several processes write the same client's memory, pass ``cache=False``.
 """
 
 from __future__ import annotations
@@ -25,25 +33,27 @@ def _collection_name(client_id: str, role: str) -> str:
 class ChromaMemoryStore:
     """:class:`MemoryStore` over Chroma with an explicit embedding function."""
 
-    def __init__(self, client: Any, embedding: Any) -> None:
+    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024) -> None:
         self.client = client
         self.embedding = embedding
+        self.cache = cache
+        self._mirror: _Mirror = _Mirror(cache_size)
         self._cols: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def persistent(cls, path: str, embedding: Any) -> ChromaMemoryStore:
+    def persistent(cls, path: str, embedding: Any, **kw: Any) -> ChromaMemoryStore:
         import chromadb
         from chromadb.config import Settings
 
-        return cls(chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False, allow_reset=False)), embedding)
+        return cls(chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False, allow_reset=False)), embedding, **kw)
 
     @classmethod
-    def http(cls, host: str, port: int, embedding: Any) -> ChromaMemoryStore:
+    def http(cls, host: str, port: int, embedding: Any, **kw: Any) -> ChromaMemoryStore:
         import chromadb
         from chromadb.config import Settings
 
-        return cls(chromadb.HttpClient(host=host, port=port, settings=Settings(anonymized_telemetry=False)), embedding)
+        return cls(chromadb.HttpClient(host=host, port=port, settings=Settings(anonymized_telemetry=False)), embedding, **kw)
 
     def _col(self, client_id: str, role: str, create: bool = True) -> Any:
         if role not in ("counselor", "client"):
@@ -62,7 +72,8 @@ class ChromaMemoryStore:
                 self._cols[name] = col
             return col
 
-    def add(self, client_id: str, role: MemoryRole, items: list[dict[str, Any]]) -> list[str]:
+    def add(self, client_id: str, role: MemoryRole, items: list[dict[str, Any]], embeddings: list[Any] | None = None) -> list[str]:
+        """Store items; ``embeddings`` (one vector per item) skips the embedding function."""
         if not items:
             return []
         ids, docs, metas = [], [], []
@@ -79,17 +90,54 @@ class ChromaMemoryStore:
             ids.append(str(mid))
             docs.append(text)
             metas.append(meta)
-        self._col(client_id, role).upsert(ids=ids, documents=docs, metadatas=metas)
+        if embeddings is not None and len(embeddings) != len(items):
+            raise TherasimError(f"memory add: {len(embeddings)} embeddings for {len(items)} items")
+        if embeddings is None and self.cache:
+            embeddings = self._embed(docs)
+        self._col(client_id, role).upsert(ids=ids, documents=docs, metadatas=metas, embeddings=embeddings)
+        if self.cache:
+            self._mirror.upsert(_collection_name(client_id, role), ids, docs, metas, embeddings)
         return ids
 
-    def search(self, client_id: str, role: MemoryRole, query: str, k: int = 4, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def _embed(self, texts: list[str]) -> Any:
+        if self.embedding is None:
+            raise TherasimError("this memory store has no embedding function; pass embeddings (or embedding=) explicitly")
+        import numpy as np
+
+        return np.asarray(self.embedding(texts), dtype="float32")
+
+    def _load(self, client_id: str, role: str) -> _Entry | None:
+        name = _collection_name(client_id, role)
+        entry = self._mirror.get(name)
+        if entry is not None:
+            return entry
+        col = self._col(client_id, role, create=False)
+        if col is None:
+            return None
+        res = col.get(include=["embeddings", "documents", "metadatas"])
+        return self._mirror.put(name, res["ids"], res["documents"], res["metadatas"], res["embeddings"])
+
+    def search(
+        self, client_id: str, role: MemoryRole, query: str, k: int = 4, where: dict[str, Any] | None = None, embedding: Any = None
+    ) -> list[dict[str, Any]]:
+        """The ``k`` most relevant items (cosine ``score``); ``embedding`` skips
+        embedding ``query``."""
+        if self.cache and _supported(where):
+            entry = self._load(client_id, role)
+            if entry is None or not entry.ids:
+                return []
+            q = embedding if embedding is not None else self._embed([query])[0]
+            return entry.search(q, k, where)
         col = self._col(client_id, role, create=False)
         if col is None:
             return []
         n = col.count()
         if n == 0:
             return []
-        res = col.query(query_texts=[query], n_results=min(k, n), where=_where(where))
+        if embedding is not None:
+            res = col.query(query_embeddings=[embedding], n_results=min(k, n), where=_where(where))
+        else:
+            res = col.query(query_texts=[query], n_results=min(k, n), where=_where(where))
         out = []
         for mid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
             out.append({"id": mid, "text": doc, **(meta or {}), "score": round(1.0 - float(dist), 4)})
@@ -107,6 +155,7 @@ class ChromaMemoryStore:
             name = _collection_name(client_id, role)
             with self._lock:
                 self._cols.pop(name, None)
+            self._mirror.drop(name)
             try:
                 self.client.delete_collection(name)
             except Exception:  # not there: nothing to delete
@@ -119,3 +168,145 @@ def _where(where: dict[str, Any] | None) -> dict[str, Any] | None:
     if len(where) == 1:
         return where
     return {"$and": [{k: v} for k, v in where.items()]}
+
+
+_OPS = {
+    "$eq": lambda a, b: a == b,
+    "$ne": lambda a, b: a != b,
+    "$lt": lambda a, b: a is not None and a < b,
+    "$lte": lambda a, b: a is not None and a <= b,
+    "$gt": lambda a, b: a is not None and a > b,
+    "$gte": lambda a, b: a is not None and a >= b,
+    "$in": lambda a, b: a in b,
+    "$nin": lambda a, b: a not in b,
+}
+
+
+def _supported(where: dict[str, Any] | None) -> bool:
+    if not where:
+        return True
+    for k, v in where.items():
+        if k in ("$and", "$or"):
+            if not all(_supported(w) for w in v):
+                return False
+        elif k.startswith("$"):
+            return False
+        elif isinstance(v, dict) and not all(op in _OPS for op in v):
+            return False
+    return True
+
+
+def _match(meta: dict[str, Any], where: dict[str, Any] | None) -> bool:
+    """Chroma's metadata filter semantics for the operators above."""
+    if not where:
+        return True
+    for k, v in where.items():
+        if k == "$and":
+            if not all(_match(meta, w) for w in v):
+                return False
+        elif k == "$or":
+            if not any(_match(meta, w) for w in v):
+                return False
+        elif isinstance(v, dict):
+            if k not in meta or not all(_OPS[op](meta.get(k), arg) for op, arg in v.items()):
+                return False
+        elif meta.get(k) != v:
+            return False
+    return True
+
+
+class _Entry:
+    __slots__ = ("docs", "ids", "lock", "mat", "metas")
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.lock = threading.Lock()
+        self.ids: list[str] = []
+        self.docs: list[str] = []
+        self.metas: list[dict[str, Any]] = []
+        self.mat = np.zeros((0, 0), dtype="float32")
+
+    def upsert(self, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: Any) -> None:
+        import numpy as np
+
+        v = np.asarray(vecs, dtype="float32").reshape(len(ids), -1)
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        with self.lock:
+            self._upsert(ids, docs, metas, v)
+
+    def _upsert(self, ids: list[str], docs: list[str], metas: list[dict[str, Any]], v: Any) -> None:
+        import numpy as np
+
+        pos = {m: i for i, m in enumerate(self.ids)}
+        new = []
+        for j, mid in enumerate(ids):
+            i = pos.get(mid)
+            if i is None:
+                new.append(j)
+                continue
+            self.docs[i], self.metas[i] = docs[j], metas[j]
+            self.mat[i] = v[j]
+        if new:
+            self.ids += [ids[j] for j in new]
+            self.docs += [docs[j] for j in new]
+            self.metas += [metas[j] for j in new]
+            self.mat = v[new] if self.mat.size == 0 else np.vstack([self.mat, v[new]])
+
+    def search(self, q: Any, k: int, where: dict[str, Any] | None) -> list[dict[str, Any]]:
+        import numpy as np
+
+        qv = np.asarray(q, dtype="float32").reshape(-1)
+        qv = qv / max(float(np.linalg.norm(qv)), 1e-12)
+        with self.lock:
+            ids, docs, metas, mat = list(self.ids), list(self.docs), list(self.metas), self.mat
+        sims = mat @ qv
+        if where:
+            mask = np.fromiter((_match(m, where) for m in metas), dtype=bool, count=len(metas))
+            sims = np.where(mask, sims, -np.inf)
+        n = min(k, int(np.isfinite(sims).sum()))
+        if n <= 0:
+            return []
+        top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
+        top = top[np.argsort(-sims[top], kind="stable")][:n]
+        return [{"id": ids[i], "text": docs[i], **metas[i], "score": round(float(sims[i]), 4)} for i in top]
+
+
+class _Mirror:
+    """LRU map of collection name -> in-memory copy (ids, documents, metadata, unit vectors)."""
+
+    def __init__(self, size: int) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self._d: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> _Entry | None:
+        with self._lock:
+            e = self._d.get(name)
+            if e is not None:
+                self._d.move_to_end(name)
+            return e
+
+    def put(self, name: str, ids: list[str], docs: list[str], metas: list[Any], vecs: Any) -> _Entry:
+        e = _Entry()
+        if ids:
+            e.upsert(list(ids), list(docs), [dict(m or {}) for m in metas], vecs)
+        with self._lock:
+            self._d[name] = e
+            self._d.move_to_end(name)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+        return e
+
+    def upsert(self, name: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: Any) -> None:
+        # Only collections already mirrored are updated; others load in full on first search.
+        with self._lock:
+            e = self._d.get(name)
+            if e is not None:
+                e.upsert(ids, docs, metas, vecs)
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self._d.pop(name, None)

@@ -26,51 +26,9 @@ from therasim.nodes.events import draw_event
 from therasim.nodes.planner import measured_trend
 from therasim.profiles import example_profiles, sample_profiles
 from therasim.providers import ModelPool
-from therasim.testing import FunctionChatModel, SchemaFakeChatModel
+from therasim.testing import FunctionChatModel, HashEmbedding, SchemaFakeChatModel
 
 CANARY = "CANARY-51c2-CLIENTSIDE"
-
-
-class HashEmbedding:
-    """A tiny deterministic bag-of-words embedding for fast Chroma tests (the real
-    MiniLM path is covered by the embedded tests)."""
-
-    @staticmethod
-    def name() -> str:
-        return "test-hash"
-
-    def is_legacy(self) -> bool:
-        return False
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> HashEmbedding:
-        return HashEmbedding()
-
-    def default_space(self) -> str:
-        return "cosine"
-
-    def supported_spaces(self) -> list[str]:
-        return ["cosine"]
-
-    def __call__(self, input: list[str]) -> list[Any]:
-        import hashlib
-
-        import numpy as np
-
-        out = []
-        for text in input:
-            v = np.zeros(64, dtype="float32")
-            for w in text.lower().split():
-                v[int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
-            n = float(np.linalg.norm(v)) or 1.0
-            out.append(v / n)
-        return out
-
-    def embed_query(self, input: list[str]) -> list[Any]:
-        return self(input)
 
 
 @pytest.fixture
