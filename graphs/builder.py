@@ -157,6 +157,7 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
             "review": cur.get("review"),
             "calls": {k: v for k, v in calls.items() if k not in client_side},
         })
+    ctx.sim.emit({"event": "exchange", **{k: ctx.ids.get(k) for k in ("run_id", "client_id", "session")}, "exchange": exchange})
     return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
 
 

@@ -16,7 +16,7 @@ from therasim.nodes.unified import unified_analyst
 from therasim.policies.risk import level_rank
 from therasim.state import View
 
-__all__ = ["PRESETS", "full", "minimal", "preset", "register_preset", "unified"]
+__all__ = ["PRESETS", "full", "lean", "minimal", "preset", "register_preset", "unified"]
 
 
 def crisis_route(view: View) -> str:
@@ -50,6 +50,13 @@ def unified() -> SessionGraphBuilder:
     return b
 
 
+def lean() -> SessionGraphBuilder:
+    """Unified analysis without the draft review: three calls per turn (the demo's preset)."""
+    b = unified()
+    b.name = "lean"
+    return b.remove_node("risk_review")
+
+
 def minimal() -> SessionGraphBuilder:
     """Client and counselor only."""
     b = SessionGraphBuilder("minimal")
@@ -58,7 +65,7 @@ def minimal() -> SessionGraphBuilder:
     return b
 
 
-PRESETS: dict[str, Callable[[], SessionGraphBuilder]] = {"full": full, "unified": unified, "minimal": minimal}
+PRESETS: dict[str, Callable[[], SessionGraphBuilder]] = {"full": full, "unified": unified, "lean": lean, "minimal": minimal}
 
 
 def register_preset(name: str, factory: Callable[[], SessionGraphBuilder]) -> None:

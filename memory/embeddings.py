@@ -4,6 +4,7 @@ a model on first use."""
 from __future__ import annotations
 
 import os
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ def minilm_path() -> Path:
 
 
 _MODELS: dict[str, Any] = {}
+_LOAD_LOCK = threading.Lock()
 
 
 class MiniLMEmbedding:
@@ -52,6 +54,10 @@ class MiniLMEmbedding:
         return ["cosine", "l2", "ip"]
 
     def _model(self) -> Any:
+        with _LOAD_LOCK:
+            return self._load()
+
+    def _load(self) -> Any:
         if "minilm" not in _MODELS:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -51,3 +51,28 @@ def wordy(v: str) -> str:
 def wordy_or_empty(v: str) -> str:
     v = v.strip()
     return wordy(v) if v else v
+
+
+TEXT_PATTERN_160 = r'^([^ \t\n{}\[\]"\\<>][^{}\[\]"\\<>\n]{0,159})?$'
+
+
+def text_field(max_len: int, *, optional: bool = False, description: str | None = None, min_len: int | None = None) -> Any:
+    """A free-text field whose JSON schema carries a grammar ``pattern`` (no braces,
+    brackets, quotes, backslashes or newlines; bounded length) so grammar backends
+    (llama.cpp, vLLM/xgrammar) cannot emit JSON debris as 'text'. The pattern is
+    not used for validation, so other backends are not held to it."""
+    from pydantic import Field
+
+    body = r'[^{}\[\]"\\<>\n]'
+    first = r'[^ \t\n{}\[\]"\\<>.,;:!?()/@#$%^&*_+=|~`-]'
+    lo = max((min_len if min_len is not None else 2) - 1, 0)
+    pat = f"^{first}{body}{{{lo},{max_len - 1}}}$"
+    if optional:
+        pat = f"^({first}{body}{{0,{max_len - 1}}})?$"
+    return Field(
+        default=... if not optional else "",
+        min_length=0 if optional else (min_len if min_len is not None else 2),
+        max_length=max_len,
+        description=description,
+        json_schema_extra={"pattern": pat},
+    )

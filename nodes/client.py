@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from therasim.context import NodeContext, clean_utterance
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, layout, memory_block
+from therasim.nodes._common import compact, layout, memory_block, text_field
 from therasim.prompts import Prompt
 from therasim.state import View
 
@@ -46,7 +46,7 @@ _META_TALK = re.compile(r"\b(?:value error|json|schema|utterance|inner state|wan
 class ClientTurn(BaseModel):
     """The client's next utterance and updated inner state."""
 
-    utterance: str = Field(min_length=2, max_length=400)
+    utterance: str = text_field(300)
     distress: int = Field(ge=0, le=10)
     trust: int = Field(ge=0, le=10)
     disclosure: int = Field(ge=0, le=4)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, last_turn, layout
+from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn, layout
 from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.prompts import Prompt
 from therasim.state import View
@@ -55,7 +55,7 @@ def emotion_model(taxonomy_name: str) -> type[EmotionReadingBase]:
         main=(Label, ...),  # type: ignore[arg-type]
         secondary=(list[Label], Field(default_factory=list, max_length=tax.max_secondary)),
         intensity=(int, Field(ge=0, le=10)),
-        cause=(str, Field(max_length=160)),
+        cause=(str, Field(max_length=160, json_schema_extra={"pattern": TEXT_PATTERN_160})),
         shift=(Literal["rising", "falling", "steady", "new"], ...),  # type: ignore[arg-type]
         trend=(Literal["improving", "worsening", "stable", "mixed"], ...),  # type: ignore[arg-type]
     )

@@ -19,7 +19,7 @@ from pydantic import (
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, wordy
+from therasim.nodes._common import compact, text_field, wordy
 from therasim.policies.modalities import MODALITIES
 from therasim.prompts import Prompt
 from therasim.state import View
@@ -34,8 +34,8 @@ class CoursePlan(BaseModel):
     efficacy: Literal["improving", "no_change", "worsening", "unclear"]
     decision: Literal["keep", "switch"]
     modality: str = Field(description="modality for the next session")
-    reason: Annotated[str, AfterValidator(wordy)] = Field(min_length=3, max_length=200)
-    goals: list[Annotated[str, AfterValidator(wordy), Field(min_length=3, max_length=80)]] = Field(min_length=1, max_length=3, description="goals for the next session")
+    reason: Annotated[str, AfterValidator(wordy)] = text_field(200, min_len=3)
+    goals: list[Annotated[str, AfterValidator(wordy), text_field(80, min_len=3)]] = Field(min_length=1, max_length=3, description="goals for the next session")
 
     @field_validator("modality")
     @classmethod
@@ -81,6 +81,22 @@ PROMPT = Prompt(
 )
 
 
+def _repair_decision(current: str) -> Any:
+    """A decision that contradicts the modality chosen is made to agree with the
+    modality (the explicit choice); the change is recorded as a repair."""
+
+    def repair(obj: Any) -> tuple[Any, list[str]]:
+        if not isinstance(obj, dict) or not isinstance(obj.get("modality"), str):
+            return obj, []
+        same = obj["modality"].strip().lower() == current
+        want = "keep" if same else "switch"
+        if obj.get("decision") in ("keep", "switch") and obj["decision"] != want:
+            return {**obj, "decision": want}, [f"decision {obj['decision']!r} contradicted modality {obj['modality']!r}; set to {want!r}"]
+        return obj, []
+
+    return repair
+
+
 def measured_trend(measures: list[dict[str, Any]]) -> dict[str, Any]:
     """Change in PHQ-9 and GAD-7 totals from the first to the latest scored measure
     (a change of 5+ points counts as reliable, as is usual for PHQ-9)."""
@@ -113,7 +129,7 @@ async def course_planner(view: View, ctx: NodeContext) -> dict[str, Any]:
     rec: dict[str, Any] = {"after_session": session, "for_session": session + 1, "measured_trend": trend, "previous_modality": modality}
     out: dict[str, Any] = {}
     try:
-        plan = await ctx.structured("analysts", plan_model(known), msgs, max_tokens=220, context={"modalities": known, "current": modality})
+        plan = await ctx.structured("analysts", plan_model(known), msgs, max_tokens=220, context={"modalities": known, "current": modality}, repair=_repair_decision(modality))
         rec.update(plan.model_dump())
         out.update(modality=plan.modality, goals=list(plan.goals))
     except StructuredOutputError as e:

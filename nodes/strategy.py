@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, ValidationInfo, create_model, model_valid
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, last_turn, layout
+from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn, layout
 from therasim.policies.modalities import get_modality
 from therasim.prompts import Prompt
 from therasim.state import View
@@ -55,7 +55,7 @@ def plan_model(modality_name: str) -> type[StrategyPlanBase]:
         __base__=StrategyPlanBase,
         stage=(Literal[tuple(m.stage_names)], ...),  # type: ignore[valid-type,arg-type]
         strategy=(Literal[tuple(m.strategies)], ...),  # type: ignore[valid-type,arg-type]
-        rationale=(str, Field(max_length=160)),
+        rationale=(str, Field(max_length=160, json_schema_extra={"pattern": TEXT_PATTERN_160})),
         repeat_reason=(str | None, Field(None, max_length=200)),
     )
 

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, wordy, wordy_or_empty
+from therasim.nodes._common import compact, text_field, wordy, wordy_or_empty
 from therasim.policies.risk import level_rank
 from therasim.prompts import Prompt, render_transcript
 from therasim.state import View
@@ -30,20 +30,20 @@ OptText = Annotated[str, AfterValidator(wordy_or_empty)]
 class SessionSummary(BaseModel):
     """The counselor's notes on one session."""
 
-    themes: list[Annotated[Text, Field(min_length=2, max_length=40)]] = Field(min_length=1, max_length=3, description="main themes, a few words each")
-    progress: Text = Field(min_length=2, max_length=200, description="what moved in this session")
-    homework: OptText = Field(max_length=120, description="homework agreed, or empty if none")
-    risk: Text = Field(min_length=2, max_length=120, description="risk observed and what was done")
-    plan: Text = Field(min_length=2, max_length=160, description="plan for the next session")
-    facts: list[Annotated[Text, Field(min_length=3, max_length=120)]] = Field(max_length=3, description="facts about the client worth remembering")
+    themes: list[Annotated[Text, text_field(40)]] = Field(min_length=1, max_length=3, description="main themes, a few words each")
+    progress: Text = text_field(160, description="what moved in this session")
+    homework: OptText = text_field(120, optional=True, description="homework agreed, or empty if none")
+    risk: Text = text_field(120, description="risk observed and what was done")
+    plan: Text = text_field(120, description="plan for the next session")
+    facts: list[Annotated[Text, text_field(100, min_len=3)]] = Field(max_length=2, description="facts about the client worth remembering")
 
 
 class ClientRecollection(BaseModel):
     """What the client takes away from a session."""
 
-    remembers: Text = Field(min_length=2, max_length=240, description="what you remember of the session")
-    feels: Text = Field(min_length=2, max_length=160, description="how you feel about the session and the counselor")
-    homework: OptText = Field(max_length=120, description="what you were asked to do before next time, or empty")
+    remembers: Text = text_field(240, description="what you remember of the session")
+    feels: Text = text_field(160, description="how you feel about the session and the counselor")
+    homework: OptText = text_field(120, optional=True, description="what you were asked to do before next time, or empty")
 
 
 COUNSELOR_PROMPT = Prompt(

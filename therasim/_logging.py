@@ -13,6 +13,12 @@ LogFormat = Literal["console", "json"]
 
 def configure_cli_logging(fmt: LogFormat = "console", level: str = "WARNING") -> None:
     """Opt-in rendering for the CLI: console (human) or JSON lines on stderr."""
+    import os
+
+    # Model-loading progress bars (transformers / huggingface_hub) are noise in a CLI run.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     lvl = getattr(logging, level.upper(), logging.WARNING)
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(

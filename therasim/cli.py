@@ -109,15 +109,24 @@ def serve(
 
 @app.command()
 def graph(
-    preset: Annotated[str, typer.Option("--preset")] = "full",
+    preset: Annotated[Optional[str], typer.Option("--preset")] = None,
     config: Annotated[Optional[Path], typer.Option("--config")] = None,
+    course: Annotated[bool, typer.Option("--course/--session", help="the course graph (steps between sessions) or the session graph")] = False,
+    png: Annotated[Optional[Path], typer.Option("--png", help="also draw a PNG here (offline)")] = None,
 ) -> None:
-    """Print the session graph as mermaid text (offline)."""
+    """Print a graph as mermaid text (offline); --png draws it too."""
+    from therasim.graphs import course_builder
     from therasim.graphs import preset as get_preset
 
-    name = _load(config).course.preset if config else preset
+    cfg = _load(config)
+    name = preset or cfg.course.preset
     try:
-        sys.stdout.write(get_preset(name).mermaid() + "\n")
+        b = course_builder(cfg.course.model_copy(update={"preset": name})) if course else get_preset(name)
+        sys.stdout.write(b.mermaid() + "\n")
+        if png is not None:
+            from therasim.plotting import render_graph_png
+
+            err.print(f"png: {render_graph_png(b, png)}", highlight=False, markup=False)
     except TherasimError as e:
         _fail(e)
 
@@ -160,6 +169,232 @@ def session(
             extra = f"  [dim]strategy={(t.get('strategy') or {}).get('strategy', '-')}[/]"
         out.print(f"[bold]{t['speaker']}[/]: {t['text']}{extra}", highlight=False)
     out.print(f"session ended: {st.get('end_reason')}")
+
+
+def _print_result(res, rd_path) -> None:  # type: ignore[no-untyped-def]
+    s = res.summary()
+    out.print(f"[bold]run[/] {s['run_id']}: {s['courses_completed']} course(s) completed, {len(s['courses_failed'])} failed, {s['sessions_written']} session(s) written, {s['turns']} turns, {s['call_errors']} call error(s), {s['retries']} retries, {s['wall_s']} s", highlight=False)
+    for cid, why in s["courses_failed"].items():
+        out.print(f"  [red]failed[/] {cid}: {why}", highlight=False, markup=True)
+    for p in s["bad_profiles"]:
+        out.print(f"  [yellow]skipped profile[/] {p}", highlight=False)
+    out.print(f"outputs: {rd_path}", highlight=False)
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="run config YAML (default: embedded defaults)")] = None,
+    profiles: Annotated[Optional[Path], typer.Option("--profiles", help="profiles YAML or JSONL")] = None,
+    sample: Annotated[Optional[int], typer.Option("--sample", help="draw N profiles with the run's seed")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="courses in flight")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for run directories")] = None,
+    resume_dir: Annotated[Optional[Path], typer.Option("--resume", help="finish an interrupted run directory")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run a cohort of courses (or --resume one) and write a run directory."""
+    from therasim.runner import arun_dir, start_run
+
+    try:
+        if resume_dir is not None:
+            if config is not None or profiles is not None or sample is not None:
+                raise TherasimError("--resume continues a run with its own config and profiles; drop CONFIG, --profiles and --sample")
+            rd_path = resume_dir
+            from therasim.rundir import RunDir
+
+            rd = RunDir(resume_dir)
+        else:
+            rd, problems = start_run(_load(config), profiles=profiles, sample=sample, out=out_dir)
+            rd_path = rd.root
+            for p in problems:
+                err.print(f"skipped profile: {p}", highlight=False, markup=False)
+            err.print(f"run directory: {rd.root}", highlight=False, markup=False)
+        res = asyncio.run(arun_dir(rd, concurrency=concurrency, progress=progress))
+    except TherasimError as e:
+        _fail(e)
+    _print_result(res, rd_path)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("therasim-runs"),
+    clients: Annotated[int, typer.Option("--clients", min=1)] = 2,
+    sessions: Annotated[int, typer.Option("--sessions", min=1)] = 3,
+    turns: Annotated[int, typer.Option("--turns", min=1)] = 2,
+    preset_name: Annotated[str, typer.Option("--preset")] = "lean",
+) -> None:
+    """A real small run on the embedded defaults (2 sampled clients x 3 sessions)."""
+    from therasim.config import RunConfig
+    from therasim.runner import arun_dir, start_run
+    from therasim.traces import overview
+
+    cfg = RunConfig.model_validate({"course": {"preset": preset_name, "sessions": sessions, "max_turns": turns}, "seed": 7, "concurrency": 1})
+    try:
+        rd, _ = start_run(cfg, sample=clients, out=out_dir)
+        err.print(f"demo run: {clients} sampled client(s) x {sessions} session(s), up to {turns} turn(s) each, on SmolLM2-135M (CPU)", highlight=False, markup=False)
+        res = asyncio.run(arun_dir(rd, progress=True))
+        ov = overview(rd)
+    except TherasimError as e:
+        _fail(e)
+    _overview_table(ov)
+    _print_result(res, rd.root)
+    first = ov["courses"][0]["client_id"]
+    out.print(f"next: therasim inspect {rd.root} --client {first} --session 1   |   therasim plot {rd.root}   |   therasim fork {rd.root} --client {first} --session 2 --turn 1 --set inner.distress=9", highlight=False)
+
+
+def _overview_table(ov) -> None:  # type: ignore[no-untyped-def]
+    t = Table(title=f"run {ov['run_id']} (preset {ov['preset']})")
+    for c in ("client", "status", "session", "modality", "PHQ-9", "GAD-7", "risk peak", "turns", "ended", "branches"):
+        t.add_column(c)
+    for c in ov["courses"]:
+        if not c["sessions"]:
+            t.add_row(c["client_id"], c["status"] + (f": {c['error'][:60]}" if c.get("error") else ""), "-", "", "", "", "", "", "", "")
+        for i, s in enumerate(c["sessions"]):
+            phq = "" if s["phq9"] is None else str(s["phq9"])
+            gad = "" if s["gad7"] is None else str(s["gad7"])
+            if s.get("phq9_after") is not None:
+                phq += f" -> {s['phq9_after']}"
+                gad += f" -> {s['gad7_after']}"
+            t.add_row(c["client_id"] if i == 0 else "", c["status"] if i == 0 else "", str(s["session"]), s["modality"] or "", phq, gad, s["risk_peak"], str(s["turns"]), s["end_reason"] or "", ", ".join(b["branch"] for b in s["branches"]))
+    out.print(t)
+    for p in ov.get("bad_profiles") or []:
+        out.print(f"[yellow]skipped profile[/] {p}", highlight=False)
+
+
+@app.command()
+def inspect(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    client: Annotated[Optional[str], typer.Option("--client")] = None,
+    session_n: Annotated[Optional[int], typer.Option("--session")] = None,
+    turn: Annotated[Optional[int], typer.Option("--turn")] = None,
+    branch: Annotated[Optional[str], typer.Option("--branch")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Course overview; --client/--session: per-turn timeline; --turn: full node-level state."""
+    from therasim import traces
+
+    try:
+        if client is None:
+            data = traces.overview(run_dir)
+            if as_json:
+                sys.stdout.write(json.dumps(data, default=str, indent=1) + "\n")
+            else:
+                _overview_table(data)
+            return
+        if session_n is None:
+            ov = traces.overview(run_dir)
+            course = [c for c in ov["courses"] if c["client_id"] == client]
+            if not course:
+                raise TherasimError(f"no client {client!r} in this run; clients: {[c['client_id'] for c in ov['courses']]}")
+            if as_json:
+                sys.stdout.write(json.dumps(course[0], default=str, indent=1) + "\n")
+            else:
+                _overview_table({**ov, "courses": course, "bad_profiles": []})
+            return
+        if turn is not None:
+            data = traces.turn_state(run_dir, client, session_n, turn, branch=branch)
+            if as_json:
+                sys.stdout.write(json.dumps(data, default=str, indent=1) + "\n")
+                return
+            out.print(f"[bold]{data['thread_id']}[/] turn {turn} (checkpoint {data['checkpoint_id']}); nodes: {' -> '.join(data['nodes'])}", highlight=False)
+            for t in data["exchange"]:
+                out.print(f"\n[bold]{t['speaker']}[/]: {t['text']}", highlight=False)
+                for k in ("emotion", "risk", "strategy", "review", "recalled", "client_inner", "note"):
+                    if t.get(k):
+                        out.print(f"  {k}: {json.dumps(t[k], default=str)[:400]}", highlight=False, markup=False)
+                for node, calls in (t.get("calls") or {}).items():
+                    for c in calls:
+                        out.print(f"  call {node}: attempts {c.get('attempts')} tokens {c.get('input_tokens')}+{c.get('output_tokens')} {c.get('latency_s')} s" + (f" error {c['error'][:120]}" if c.get("error") else ""), highlight=False, markup=False)
+            st = data["state"]
+            out.print(f"\nstate: modality {st.get('modality')}; goals {st.get('goals')}; inner {json.dumps(st.get('inner'))}", highlight=False, markup=False)
+            return
+        rows = traces.timeline(run_dir, client, session_n, branch)
+        if as_json:
+            sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")
+            return
+        t = Table(title=f"{client} session {session_n}" + (f" (branch {branch})" if branch else ""))
+        for c in ("turn", "speaker", "text", "emotion", "risk", "strategy", "recalled"):
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            emo = r["emotion"] or {}
+            t.add_row(
+                str(r["turn"]),
+                r["speaker"],
+                r["text"],
+                f"{emo.get('main')}/{emo.get('intensity')}" if emo else "",
+                (r["risk"] or {}).get("level") or "",
+                (r["strategy"] or {}).get("strategy") or "",
+                "\n".join(f"[{m.get('score')}] s{m.get('session')} {m.get('text', '')[:60]}" for m in r["recalled"]),
+            )
+        out.print(t)
+    except TherasimError as e:
+        _fail(e)
+
+
+def _branch_summary(rec) -> None:  # type: ignore[no-untyped-def]
+    out.print(f"[bold]{rec['kind']}[/] {rec['branch']}: {rec['client_id']} session {rec['session']} from turn {rec['from_turn']} -> {sum(1 for t in rec['turns'] if t['speaker'] == 'client')} turn(s), ended {rec['end_reason']} (original ended {rec['original_end_reason']})", highlight=False)
+    for t in rec["turns"]:
+        if int(t.get("exchange") or 0) + 1 >= rec["from_turn"]:
+            out.print(f"  {t['speaker']}: {t['text']}", highlight=False, markup=False)
+
+
+@app.command()
+def replay(
+    run_dir: Annotated[Path, typer.Argument()],
+    client: Annotated[str, typer.Option("--client")],
+    session_n: Annotated[int, typer.Option("--session")],
+    turn: Annotated[int, typer.Option("--turn")],
+    branch: Annotated[Optional[str], typer.Option("--branch", help="name of the new branch")] = None,
+) -> None:
+    """Re-run a session from the checkpoint before --turn, as a new branch."""
+    from therasim import traces
+
+    try:
+        rec = traces.replay(run_dir, client, session_n, turn, branch=branch)
+    except TherasimError as e:
+        _fail(e)
+    _branch_summary(rec)
+
+
+@app.command()
+def fork(
+    run_dir: Annotated[Path, typer.Argument()],
+    client: Annotated[str, typer.Option("--client")],
+    session_n: Annotated[int, typer.Option("--session")],
+    turn: Annotated[int, typer.Option("--turn")],
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="PATH=VALUE, e.g. inner.distress=9 (repeatable)")] = None,
+    counselor_model: Annotated[Optional[str], typer.Option("--counselor-model", help="embedded | openai:MODEL@URL | vllm:MODEL@URL")] = None,
+    branch: Annotated[Optional[str], typer.Option("--branch")] = None,
+) -> None:
+    """A counterfactual from the same state: changed state and/or another counselor."""
+    from therasim import traces
+
+    if not sets and counselor_model is None:
+        _fail(TherasimError("fork needs a change: --set PATH=VALUE and/or --counselor-model SPEC (use replay for no change)"))
+    try:
+        rec = traces.fork(run_dir, client, session_n, turn, sets=list(sets or []), counselor_model=counselor_model, branch=branch)
+    except TherasimError as e:
+        _fail(e)
+    _branch_summary(rec)
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument()],
+    client: Annotated[Optional[str], typer.Option("--client")] = None,
+) -> None:
+    """PNGs: emotion intensity and risk over turns and sessions, PHQ-9/GAD-7 across sessions."""
+    from therasim.plotting import plot_run
+
+    try:
+        paths = plot_run(run_dir, client)
+    except TherasimError as e:
+        _fail(e)
+    for p in paths:
+        out.print(str(p), highlight=False)
+
+
 
 
 def main() -> None:

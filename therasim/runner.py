@@ -1,0 +1,486 @@
+"""Run a cohort: profiles x course config, many courses at once, with a run
+directory that survives a kill -9 at any moment.
+
+One compiled course graph and one checkpointer per run; asyncio concurrency over
+courses (``concurrency``: default 64 for model servers, 1 for the embedded
+model); thread ids that name run, client and session; a rich progress bar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import json
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from therasim._version import RUN_FORMAT_VERSION, __version__
+from therasim.config import RunConfig, load_config
+from therasim.context import SimContext
+from therasim.errors import ConfigError, ProfileError, RunDirError
+from therasim.profiles import ClientProfile, load_profiles, sample_profiles
+from therasim.rundir import JsonlWriter, RunDir, atomic_write_json, read_jsonl, repair_jsonl
+
+__all__ = ["RunResult", "arun_dir", "dataset_record", "iter_records", "manifest_for", "resume", "run", "start_run"]
+
+_PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "chromadb", "pydantic", "llama_cpp_python", "sentence-transformers", "torch", "vllm")
+
+
+@dataclass
+class RunResult:
+    """What a run did: where, and per course whether it completed or why not."""
+
+    run_dir: Path
+    run_id: str
+    completed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    sessions_written: int = 0
+    turns: int = 0
+    errors: int = 0
+    retries: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "run_id": self.run_id,
+            "courses_completed": len(self.completed),
+            "courses_failed": self.failed,
+            "courses_already_done": len(self.skipped),
+            "bad_profiles": self.problems,
+            "sessions_written": self.sessions_written,
+            "turns": self.turns,
+            "call_errors": self.errors,
+            "retries": self.retries,
+            "wall_s": round(self.wall_s, 1),
+        }
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _pick(d: Any, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    if not isinstance(d, dict):
+        return None
+    return {k: d.get(k) for k in keys}
+
+
+def _turn(t: dict[str, Any]) -> dict[str, Any]:
+    risk = t.get("risk") or None
+    return {
+        "index": t.get("index"),
+        "exchange": t.get("exchange"),
+        "speaker": t.get("speaker"),
+        "text": t.get("text"),
+        "emotion": _pick(t.get("emotion"), ("main", "secondary", "intensity", "cause")),
+        "risk": None if risk is None else {"level": risk.get("level"), "crisis_class": risk.get("crisis_class"), "handoff": bool(risk.get("handoff")), "cues": [str(c.get("quote", c)) if isinstance(c, dict) else str(c) for c in risk.get("cues") or []]},
+        "strategy": _pick(t.get("strategy"), ("stage", "strategy", "rationale")),
+        "recalled": [{"id": m.get("id"), "text": m.get("text"), "session": m.get("session"), "kind": m.get("kind"), "score": m.get("score")} for m in t.get("recalled") or []],
+        "n_calls": sum(len(v) for v in (t.get("calls") or {}).values()),
+        "call_errors": sum(1 for v in (t.get("calls") or {}).values() for c in v if c.get("error")),
+    }
+
+
+def _nocalls(d: Any) -> Any:
+    if not isinstance(d, dict):
+        return d
+    return {k: v for k, v in d.items() if k != "calls"}
+
+
+def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, Any]:
+    """A session record in a fixed shape (so ``datasets.load_dataset("json", ...)``
+    reads transcripts.jsonl): variable parts (filters, deltas) as JSON strings,
+    per-call details left to events.jsonl and the checkpoints."""
+    recall = rec.get("recall")
+    if recall:
+        recall = {side: {"query": r.get("query"), "where": json.dumps(r.get("where")), "items": r.get("items") or []} for side, r in recall.items() if r}
+    ev = rec.get("event_before")
+    if ev:
+        ev = {**ev, "deltas": json.dumps(ev.get("deltas") or {})}
+    plan = _nocalls(rec.get("plan"))
+    return {
+        "run_id": rec["run_id"],
+        "client_id": rec["client_id"],
+        "profile_id": rec["client_id"],
+        "session": rec["session"],
+        "branch": branch,
+        "thread_id": rec.get("thread_id"),
+        "modality": rec.get("modality"),
+        "goals": rec.get("goals") or [],
+        "end_reason": rec.get("end_reason"),
+        "turns": [_turn(t) for t in rec.get("turns") or []],
+        "measures": _nocalls(rec.get("measures")),
+        "measures_after": _nocalls(rec.get("measures_after")),
+        "event_before": ev,
+        "summary": _nocalls(rec.get("summary")),
+        "recollection": _nocalls(rec.get("recollection")),
+        "plan": plan,
+        "recall": recall,
+        "memory_written": rec.get("memory_written"),
+    }
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"therasim": __version__, "python": platform.python_version()}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[ClientProfile], source: str, models: Any = None) -> dict[str, Any]:
+    """Everything needed to reproduce a run, and nothing secret (API keys are only
+    named by their environment variable)."""
+    from therasim.prompts import PROMPTS
+    from therasim.providers import ModelPool
+
+    pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
+    return {
+        "run_format_version": RUN_FORMAT_VERSION,
+        "therasim_version": __version__,
+        "run_id": run_id,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "platform": {"system": platform.system(), "machine": platform.machine(), "python": sys.version.split()[0]},
+        "models": pool.describe(),
+        "max_tokens_per_node": SimContext().max_tokens,
+        "seed": cfg.seed,
+        "seeds": {"profiles": cfg.seed, "events": cfg.seed, "calls": "derived: blake2b(seed, client, session, exchange, node, call)"},
+        "prompts": {name: p.sha for name, p in sorted(PROMPTS.items())},
+        "graph": {"course": course.describe(), "course_mermaid": _safe_mermaid(course), "session_mermaid": _safe_mermaid(course.session)},
+        "config": cfg.model_dump(mode="json"),
+        "cohort": {"source": source, "n": len(profiles), "ids": [p.id for p in profiles]},
+    }
+
+
+def _safe_mermaid(b: Any) -> str | None:
+    try:
+        return str(b.mermaid())
+    except Exception:  # drawing is a convenience; never fail a run on it
+        return None
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """Counters and a rich progress bar (courses, sessions, turns, tokens/s, errors)."""
+
+    def __init__(self, total: int, sessions_per_course: int, enabled: bool) -> None:
+        self.total = total
+        self.sessions_total = total * sessions_per_course
+        self.courses = 0
+        self.sessions = 0
+        self.turns = 0
+        self.tokens = 0
+        self.errors = 0
+        self.retries = 0
+        self.t0 = time.monotonic()
+        self._bar: Any = None
+        self._task: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]courses"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._task = self._bar.add_task("courses", total=total, stats="")
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._refresh()
+            self._bar.stop()
+
+    def _refresh(self) -> None:
+        if self._bar is None:
+            return
+        el = max(time.monotonic() - self.t0, 1e-6)
+        stats = f"sessions {self.sessions}/{self.sessions_total}  turns {self.turns}  {self.tokens / el:,.0f} tok/s  errors {self.errors}  retries {self.retries}"
+        self._bar.update(self._task, completed=self.courses, stats=stats)
+
+    def event(self, e: dict[str, Any]) -> None:
+        kind = e.get("event")
+        if kind == "node_call":
+            self.tokens += int(e.get("input_tokens") or 0) + int(e.get("output_tokens") or 0)
+            self.retries += int(e.get("retries") or 0)
+            if e.get("error"):
+                self.errors += 1
+        elif kind == "exchange":
+            self.turns += 1
+        elif kind == "session_done":
+            self.sessions += 1
+        elif kind in ("course_done", "course_failed"):
+            self.courses += 1
+        self._refresh()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _new_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex[:6]}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"output folder {path} is not writable ({e.strerror}); pass --out with a folder you can write to") from None
+
+
+def start_run(
+    config: RunConfig | str | Path | dict[str, Any] | None = None,
+    *,
+    profiles: list[ClientProfile] | str | Path | None = None,
+    sample: int | None = None,
+    out: str | Path | None = None,
+    models: Any = None,
+    run_id: str | None = None,
+) -> tuple[RunDir, list[str]]:
+    """Create a run directory: manifest, cohort, bad-profile report. Nothing runs yet.
+
+    ``profiles``: a list, or a YAML/JSONL file (bad records are reported and skipped);
+    ``sample``: draw N profiles with the run's seed; neither: the shipped examples.
+    Returns the run directory and the problems found in the profiles.
+    """
+    from therasim.graphs.course import course_builder
+    from therasim.profiles import example_profiles
+
+    cfg = config if isinstance(config, RunConfig) else load_config(config)
+    problems: list[ProfileError] = []
+    if profiles is not None and sample is not None:
+        raise ConfigError("give either profiles or sample, not both")
+    if isinstance(profiles, (str, Path)):
+        source = str(profiles)
+        cohort, problems = load_profiles(profiles)
+    elif profiles is not None:
+        source, cohort = "python", list(profiles)
+    elif sample is not None:
+        if sample < 1:
+            raise ConfigError(f"--sample must be at least 1, got {sample}")
+        source, cohort = f"sample_profiles(n={sample}, seed={cfg.seed})", sample_profiles(sample, seed=cfg.seed)
+    else:
+        source, cohort = "example_profiles()", example_profiles()
+    if not cohort:
+        msg = "no valid profiles to run"
+        if problems:
+            msg += ":\n" + "\n".join(f"  - {p}" for p in problems)
+        raise ProfileError(msg)
+    course = course_builder(cfg.course)  # unknown preset fails here, before anything is written
+    base = Path(out if out is not None else cfg.out_dir)
+    _check_writable(base)
+    rid = run_id or _new_run_id()
+    rd = RunDir(base / rid)
+    if rd.root.exists() and any(rd.root.iterdir()):
+        raise RunDirError(f"{rd.root} already exists and is not empty; use --resume {rd.root} to continue it")
+    manifest = manifest_for(cfg, rid, course, cohort, source, models)  # before any file: a failure leaves nothing
+    rd.root.mkdir(parents=True, exist_ok=True)
+    pw = JsonlWriter(rd.profiles)
+    for p in cohort:
+        pw.write(p.model_dump(mode="json"))
+    pw.close()
+    if problems:
+        w = JsonlWriter(rd.problems)
+        for pr in problems:
+            w.write({"record": pr.record, "field": pr.field, "error": str(pr)})
+        w.close()
+    atomic_write_json(rd.manifest_path, manifest)
+    return rd, [str(p) for p in problems]
+
+
+async def arun_dir(
+    run_dir: str | Path | RunDir,
+    *,
+    concurrency: int | None = None,
+    progress: bool = False,
+    models: Any = None,
+    session_builder: Any = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run (or continue) every course of a run directory that is not completed.
+
+    Finished sessions are never redone; an interrupted session continues from its
+    last checkpoint; failed courses are retried. ``models`` overrides the config's
+    models (a ModelPool or a role -> chat model mapping), e.g. for tests.
+    """
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from therasim.graphs.course import course_builder, initial_course_state, run_course
+    from therasim.memory import open_store
+    from therasim.policies.risk import RiskProtocol
+    from therasim.providers import ModelPool
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    man = rd.manifest()
+    cfg = RunConfig.model_validate(man["config"])
+    run_id = man["run_id"]
+    for p in (rd.transcripts, rd.courses, rd.branches, rd.events):
+        repair_jsonl(p)
+    cohort = [ClientProfile.model_validate(r) for r in read_jsonl(rd.profiles)]
+    status = rd.course_status()
+    written = {(r["client_id"], r["session"]) for r in read_jsonl(rd.transcripts) if r.get("branch") is None}
+    result = RunResult(rd.root, run_id, problems=[p["error"] for p in rd.problems_list()])
+    todo = [p for p in cohort if status.get(p.id, {}).get("status") != "completed"]
+    result.skipped = [p.id for p in cohort if status.get(p.id, {}).get("status") == "completed"]
+    pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
+    course = course_builder(cfg.course, session_builder)
+    store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
+    n_conc = concurrency or cfg.effective_concurrency()
+
+    import structlog
+
+    ev_file = open(rd.events, "a", encoding="utf-8")
+    elog = structlog.wrap_logger(
+        structlog.WriteLogger(ev_file),
+        processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(default=str)],
+        wrapper_class=structlog.make_filtering_bound_logger(0),  # the run's own file: never filtered by CLI log levels
+    )
+    transcripts = JsonlWriter(rd.transcripts)
+    courses_w = JsonlWriter(rd.courses)
+    t0 = time.monotonic()
+    prog = _Progress(len(todo), cfg.course.sessions, progress)
+
+    def on_event(e: dict[str, Any]) -> None:
+        e = dict(e)
+        name = e.pop("event", "event")
+        e.pop("ts", None)
+        elog.info(name, **e)
+        prog.event({"event": name, **e})
+
+    def write_record(rec: dict[str, Any]) -> None:
+        key = (rec["client_id"], rec["session"])
+        if key in written:
+            return  # re-filed after a resume: already on disk
+        transcripts.write(dataset_record(rec))
+        written.add(key)
+        result.sessions_written += 1
+        if on_record is not None:
+            on_record(rec)
+
+    async with AsyncSqliteSaver.from_conn_string(str(rd.checkpoints)) as saver:
+        graph = course.compile(checkpointer=saver)
+        ctx = SimContext(
+            models=pool,
+            course=cfg.course,
+            seed=cfg.seed,
+            structured_attempts=cfg.structured_attempts,
+            risk_protocol=RiskProtocol(),
+            memory=store,
+            recall_k=cfg.memory.recall_k,
+            on_event=on_event,
+            on_record=write_record,
+        )
+        sem = asyncio.Semaphore(n_conc)
+
+        async def one(p: ClientProfile) -> None:
+            async with sem:
+                tid = f"{run_id}/{p.id}/course"
+                courses_w.write({"client_id": p.id, "status": "running", "thread_id": tid, "ts": time.time()})
+                try:
+                    await run_course(graph, initial_course_state(p, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality), ctx, thread_id=tid)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # one course failing never stops the others
+                    reason = f"{type(e).__name__}: {e}"[:1000]
+                    courses_w.write({"client_id": p.id, "status": "failed", "error": reason, "ts": time.time()})
+                    result.failed[p.id] = reason
+                    on_event({"event": "course_failed", "client_id": p.id, "error": reason})
+                    return
+                courses_w.write({"client_id": p.id, "status": "completed", "ts": time.time()})
+                result.completed.append(p.id)
+                on_event({"event": "course_done", "client_id": p.id})
+
+        try:
+            with prog:
+                await asyncio.gather(*(one(p) for p in todo))
+        finally:
+            transcripts.close()
+            courses_w.close()
+            with contextlib.suppress(Exception):
+                ev_file.flush()
+                ev_file.close()
+    result.turns, result.errors, result.retries = prog.turns, prog.errors, prog.retries
+    result.wall_s = time.monotonic() - t0
+    return result
+
+
+def run(
+    config: RunConfig | str | Path | dict[str, Any] | None = None,
+    *,
+    profiles: list[ClientProfile] | str | Path | None = None,
+    sample: int | None = None,
+    out: str | Path | None = None,
+    concurrency: int | None = None,
+    progress: bool = False,
+    models: Any = None,
+    session_builder: Any = None,
+) -> RunResult:
+    """Create a run directory and run it to the end (the Python face of `therasim run`)."""
+    rd, _problems = start_run(config, profiles=profiles, sample=sample, out=out, models=models)
+    return _sync(arun_dir(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder))
+
+
+def resume(run_dir: str | Path, *, concurrency: int | None = None, progress: bool = False, models: Any = None, session_builder: Any = None) -> RunResult:
+    """Finish a run that was interrupted (or retry its failed courses)."""
+    return _sync(arun_dir(run_dir, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder))
+
+
+def _sync(coro: Any) -> RunResult:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[no-any-return]
+    # Inside a running loop (Jupyter): run in a worker thread with its own loop.
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()  # type: ignore[no-any-return]
+
+
+def iter_records(run_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """Session records of a run (original sessions, then branches)."""
+    rd = RunDir(run_dir)
+    rd.manifest()
+    yield from rd.records()
+    yield from rd.branch_records()
+

@@ -1,0 +1,379 @@
+"""Inspect, replay and fork the state traces of a run.
+
+Every session runs on its own checkpoint thread ``RUN/CLIENT/sN``; a turn is
+one exchange (client utterance and counselor reply), numbered from 1. A replay
+or fork starts from the checkpoint taken just before turn T, copies it to a new
+thread ``RUN/CLIENT/sN@BRANCH`` (the original is never touched), applies the
+changes, runs the session to its end and files the branch in branches.jsonl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from therasim.config import ModelSpec, RunConfig
+from therasim.errors import ConfigError, RunDirError, TherasimError
+from therasim.policies.risk import level_rank
+from therasim.rundir import JsonlWriter, RunDir
+from therasim.state import SessionState
+
+__all__ = ["afork", "fork", "overview", "parse_model_spec", "parse_sets", "replay", "timeline", "turn_state"]
+
+
+def _rd(run_dir: str | Path | RunDir) -> tuple[RunDir, dict[str, Any]]:
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    return rd, rd.manifest()
+
+
+def _risk_peak(turns: list[dict[str, Any]]) -> str:
+    levels = [(t.get("risk") or {}).get("level") or "none" for t in turns if t.get("speaker") == "client"]
+    return max(levels, key=level_rank) if levels else "none"
+
+
+def _total(m: Any, key: str) -> int | None:
+    return ((m or {}).get(key) or {}).get("total")
+
+
+def overview(run_dir: str | Path | RunDir) -> dict[str, Any]:
+    """Course overview: per client, per session modality, PHQ-9/GAD-7, risk peak,
+    end reason and turns; course status; branches; bad profiles."""
+    rd, man = _rd(run_dir)
+    status = rd.course_status()
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for r in rd.records():
+        by_client.setdefault(r["client_id"], []).append(r)
+    branches: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for b in rd.branch_records():
+        branches.setdefault((b["client_id"], b["session"]), []).append(b)
+    ids = man["cohort"]["ids"]
+    courses = []
+    for cid in ids:
+        sessions = []
+        for r in sorted(by_client.get(cid, []), key=lambda r: r["session"]):
+            sessions.append({
+                "session": r["session"],
+                "modality": r.get("modality"),
+                "phq9": _total(r.get("measures"), "phq9"),
+                "gad7": _total(r.get("measures"), "gad7"),
+                "phq9_after": _total(r.get("measures_after"), "phq9"),
+                "gad7_after": _total(r.get("measures_after"), "gad7"),
+                "risk_peak": _risk_peak(r.get("turns") or []),
+                "end_reason": r.get("end_reason"),
+                "turns": sum(1 for t in r.get("turns") or [] if t.get("speaker") == "client"),
+                "plan": {k: (r.get("plan") or {}).get(k) for k in ("decision", "modality", "reason")} if r.get("plan") else None,
+                "branches": [{"branch": b["branch"], "from_turn": b["from_turn"], "changes": b.get("changes"), "turns": sum(1 for t in b.get("turns") or [] if t.get("speaker") == "client")} for b in branches.get((cid, r["session"]), [])],
+            })
+        st = status.get(cid, {})
+        courses.append({"client_id": cid, "status": st.get("status", "pending"), "error": st.get("error"), "sessions": sessions})
+    return {
+        "run_id": man["run_id"],
+        "created": man.get("created"),
+        "preset": man["config"]["course"]["preset"],
+        "models": {r: (m.get("model") or m.get("provider") or m.get("custom")) for r, m in man.get("models", {}).items()},
+        "courses": courses,
+        "bad_profiles": [p["error"] for p in rd.problems_list()],
+    }
+
+
+def _record(rd: RunDir, client_id: str, session: int, branch: str | None = None) -> dict[str, Any]:
+    pool = rd.branch_records() if branch else rd.records()
+    for r in pool:
+        if r["client_id"] == client_id and r["session"] == session and (branch is None or r.get("branch") == branch):
+            return r
+    known = sorted({(r["client_id"], r["session"]) for r in rd.records()})
+    clients = sorted({c for c, _ in known})
+    if client_id not in clients:
+        raise RunDirError(f"no client {client_id!r} in this run; clients with sessions: {clients}")
+    raise RunDirError(f"client {client_id!r} has no finished session {session}" + (f" on branch {branch!r}" if branch else "") + f"; sessions: {[s for c, s in known if c == client_id]}")
+
+
+def timeline(run_dir: str | Path | RunDir, client_id: str, session: int, branch: str | None = None) -> list[dict[str, Any]]:
+    """Per-turn timeline of one session: speaker, text, emotion, risk, strategy, recalled memories."""
+    rd, _ = _rd(run_dir)
+    rec = _record(rd, client_id, session, branch)
+    out = []
+    for t in rec.get("turns") or []:
+        out.append({
+            "turn": int(t.get("exchange", 0)) + 1,
+            "speaker": t["speaker"],
+            "text": t["text"],
+            "emotion": t.get("emotion"),
+            "risk": t.get("risk"),
+            "strategy": t.get("strategy"),
+            "recalled": t.get("recalled") or [],
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _session_builder(man: dict[str, Any], session_builder: Any = None) -> Any:
+    from therasim.graphs import preset
+
+    return session_builder if session_builder is not None else preset(man["config"]["course"]["preset"])
+
+
+async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None) -> Any:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    if not rd.checkpoints.exists():
+        raise RunDirError(f"{rd.root}: no checkpoints.sqlite; the run has not started any session")
+    async with AsyncSqliteSaver.from_conn_string(str(rd.checkpoints)) as saver:
+        builder = _session_builder(man, session_builder)
+        return await fn(builder.compile(checkpointer=saver), builder)
+
+
+def _thread(man: dict[str, Any], client_id: str, session: int) -> str:
+    return f"{man['run_id']}/{client_id}/s{session}"
+
+
+async def _before_turn(graph: Any, builder: Any, thread_id: str, turn: int) -> Any:
+    """The snapshot just before exchange ``turn`` (1-based) starts."""
+    if turn < 1:
+        raise ConfigError(f"--turn must be 1 or more (turns are numbered from 1), got {turn}")
+    first = builder.order[0]
+    found = None
+    last_exchange = -1
+    async for snap in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
+        ex = int(snap.values.get("exchange", -1)) if snap.values else -1
+        last_exchange = max(last_exchange, ex)
+        if ex == turn - 1 and tuple(snap.next) == (first,):
+            found = snap  # history is newest first: keep going to the earliest match
+    if found is None:
+        if last_exchange < 0:
+            raise RunDirError(f"no checkpoints on thread {thread_id!r}; is the client id and session right?")
+        raise RunDirError(f"thread {thread_id!r} has {last_exchange} finished turn(s); --turn must be between 1 and {max(1, last_exchange)}")
+    return found
+
+
+async def _after_turn(graph: Any, thread_id: str, turn: int) -> Any:
+    """The snapshot right after exchange ``turn`` was recorded."""
+    best = None
+    async for snap in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
+        if snap.values and int(snap.values.get("exchange", -1)) == turn and tuple(snap.next) == ("termination",):
+            best = snap
+    return best
+
+
+def turn_state(run_dir: str | Path | RunDir, client_id: str, session: int, turn: int, *, branch: str | None = None, session_builder: Any = None) -> dict[str, Any]:
+    """Full node-level state at one turn: both turns of the exchange with every node's
+    output and calls, and the session state (hidden parts included: this is the
+    researcher's view) from the checkpoint after the exchange was recorded."""
+    rd, man = _rd(run_dir)
+    tid = _thread(man, client_id, session) + (f"@{branch}" if branch else "")
+
+    async def go(graph: Any, builder: Any) -> dict[str, Any]:
+        snap = await _after_turn(graph, tid, turn)
+        if snap is None:
+            await _before_turn(graph, builder, tid, turn)  # raises a clear error on bad input
+            raise RunDirError(f"turn {turn} of {tid} has no recorded checkpoint")
+        values = dict(snap.values)
+        turns = [t for t in values.get("transcript") or [] if int(t.get("exchange", -1)) == turn - 1]
+        state = {k: v for k, v in values.items() if k not in ("transcript", "current")}
+        return {
+            "thread_id": tid,
+            "checkpoint_id": snap.config["configurable"].get("checkpoint_id"),
+            "turn": turn,
+            "nodes": builder.order,
+            "exchange": turns,
+            "state": state,
+            "transcript_length": len(values.get("transcript") or []),
+        }
+
+    return asyncio.run(_with_graph(rd, man, go, session_builder)) if not _in_loop() else _run_in_thread(_with_graph(rd, man, go, session_builder))
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _run_in_thread(coro: Any) -> Any:
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+# --------------------------------------------------------------------------- replay / fork
+
+_SETTABLE = frozenset(SessionState.__annotations__) - {"transcript", "current", "exchange", "ended", "end_reason", "run_id", "client_id", "session", "course_key"}
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``PATH=VALUE`` pairs; VALUE is JSON when it parses (numbers, lists, objects),
+    else a string. PATH is dotted, rooted at a session-state field."""
+    out: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ConfigError(f"--set {it!r}: expected PATH=VALUE, e.g. inner.distress=9 or modality=mi")
+        path, raw = it.split("=", 1)
+        path = path.strip()
+        root = path.split(".")[0]
+        if root not in _SETTABLE:
+            raise ConfigError(f"--set {path}: {root!r} is not a field you can change; choose one of {sorted(_SETTABLE)}")
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            val = raw
+        out[path] = val
+    return out
+
+
+def _apply(values: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    values = copy.deepcopy(values)
+    for path, val in sets.items():
+        parts = path.split(".")
+        node: Any = values
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or p not in node:
+                raise ConfigError(f"--set {path}: {'.'.join(parts[: i + 1])} does not exist in the state at that turn")
+            node = node[p]
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {path}: {'.'.join(parts[:-1])} is not a mapping")
+        node[parts[-1]] = val
+    if "modality" in sets:
+        from therasim.policies.modalities import get_modality
+
+        get_modality(str(values["modality"]))  # unknown modality: clear error now, not mid-run
+    return values
+
+
+def parse_model_spec(spec: str | ModelSpec | dict[str, Any]) -> ModelSpec:
+    """``embedded``, ``embedded:PATH.gguf``, ``openai:MODEL@URL``, ``vllm:MODEL@URL``,
+    a JSON/YAML mapping, or a ModelSpec."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    if isinstance(spec, dict):
+        return ModelSpec.model_validate(spec)
+    s = spec.strip()
+    if s == "embedded":
+        return ModelSpec()
+    if s.startswith("embedded:"):
+        return ModelSpec(provider="embedded", model=s.split(":", 1)[1])
+    for prov in ("openai", "vllm"):
+        if s.startswith(prov + ":") and "@" in s:
+            model, url = s[len(prov) + 1 :].split("@", 1)
+            return ModelSpec(provider=prov, model=model, base_url=url)  # type: ignore[arg-type]
+    if s.startswith("{"):
+        import yaml
+
+        return ModelSpec.model_validate(yaml.safe_load(s))
+    raise ConfigError(f"model spec {spec!r} is not understood; use embedded, embedded:PATH.gguf, openai:MODEL@URL or vllm:MODEL@URL")
+
+
+async def afork(
+    run_dir: str | Path | RunDir,
+    client_id: str,
+    session: int,
+    turn: int,
+    *,
+    sets: dict[str, Any] | list[str] | None = None,
+    counselor_model: str | ModelSpec | Any = None,
+    models: Any = None,
+    branch: str | None = None,
+    session_builder: Any = None,
+) -> dict[str, Any]:
+    """Run session ``session`` of ``client_id`` again from just before ``turn`` on a new
+    branch, with state changes (``sets``) and/or another counselor model. With no
+    changes this is a replay. Returns the branch record (also in branches.jsonl)."""
+    from langchain_core.language_models import BaseChatModel
+
+    from therasim.context import SimContext
+    from therasim.memory import open_store
+    from therasim.providers import ModelPool
+    from therasim.runner import dataset_record
+
+    rd, man = _rd(run_dir)
+    cfg = RunConfig.model_validate(man["config"])
+    changes = parse_sets(sets) if isinstance(sets, list) else dict(sets or {})
+    kind = "fork" if (changes or counselor_model is not None) else "replay"
+    name = branch or f"{kind}-{uuid.uuid4().hex[:6]}"
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"--branch {name!r}: use letters, digits, '-' and '_' only")
+    if any(b.get("branch") == name and b["client_id"] == client_id and b["session"] == session for b in rd.branch_records()):
+        raise ConfigError(f"branch {name!r} already exists for client {client_id} session {session}; pick another name")
+    role_models: dict[str, Any] = {}
+    base = models if models is not None else cfg.models
+    pool0 = base if isinstance(base, ModelPool) else ModelPool(base)
+    for r in ("client", "counselor", "analysts", "judge"):
+        role_models[r] = pool0.spec(r)  # type: ignore[arg-type]
+    cm_desc = None
+    if counselor_model is not None:
+        if isinstance(counselor_model, BaseChatModel):
+            role_models["counselor"] = counselor_model
+            cm_desc = type(counselor_model).__name__
+        else:
+            spec = parse_model_spec(counselor_model)
+            role_models["counselor"] = spec
+            cm_desc = spec.describe()
+    pool = ModelPool(role_models)
+    store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
+    parent = _thread(man, client_id, session)
+    tid = f"{parent}@{name}"
+
+    async def go(graph: Any, builder: Any) -> dict[str, Any]:
+        snap = await _before_turn(graph, builder, parent, turn)
+        values = _apply(dict(snap.values), changes)
+        values["current"] = {}
+        cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": 20 * (cfg.course.max_turns + 2) + 50}
+        await graph.aupdate_state(cfg_new, values, as_node="termination")
+        ctx = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k)
+        final = await graph.ainvoke(None, config=cfg_new, context=ctx)
+        return {"final": final, "from_checkpoint": snap.config["configurable"].get("checkpoint_id")}
+
+    out = await _with_graph(rd, man, go, session_builder)
+    final = out["final"]
+    original = _record(rd, client_id, session)
+    rec = dataset_record(
+        {
+            "run_id": man["run_id"],
+            "client_id": client_id,
+            "session": session,
+            "thread_id": tid,
+            "modality": final.get("modality"),
+            "goals": final.get("goals"),
+            "end_reason": final.get("end_reason"),
+            "turns": final.get("transcript") or [],
+        },
+        branch=name,
+    )
+    rec.update(
+        kind=kind,
+        parent_thread=parent,
+        from_turn=turn,
+        from_checkpoint=out["from_checkpoint"],
+        changes={"set": changes, "counselor_model": cm_desc},
+        original_end_reason=original.get("end_reason"),
+        created=time.time(),
+    )
+    w = JsonlWriter(rd.branches)
+    w.write(rec)
+    w.close()
+    return rec
+
+
+def fork(run_dir: str | Path | RunDir, client_id: str, session: int, turn: int, **kw: Any) -> dict[str, Any]:
+    """Synchronous :func:`afork` (works inside Jupyter too)."""
+    coro = afork(run_dir, client_id, session, turn, **kw)
+    return _run_in_thread(coro) if _in_loop() else asyncio.run(coro)  # type: ignore[no-any-return]
+
+
+def replay(run_dir: str | Path | RunDir, client_id: str, session: int, turn: int, **kw: Any) -> dict[str, Any]:
+    """Re-run a session from the checkpoint before ``turn`` with the run's own models
+    and seeds, on a new branch beside the original."""
+    if kw.get("sets") or kw.get("counselor_model") is not None:
+        raise TherasimError("replay takes no changes; use fork for a counterfactual")
+    return fork(run_dir, client_id, session, turn, **kw)
+
