@@ -4,6 +4,7 @@ graph's shape."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def render_graph_png(builder: Any, path: str | Path) -> Path:
         for n, y in ys.items():
             ax.add_patch(FancyBboxPatch((cx - 1.2, y - 0.28), 2.4, 0.56, boxstyle="round,pad=0.02", fc="#eef3fb" if n not in ("record", "termination", "finish", "session") else "#f6efe0", ec="#44546a"))
             ax.text(cx, y, n, ha="center", va="center", fontsize=8)
-        for a, b in zip(nodes, nodes[1:], strict=False):
+        for a, b in itertools.pairwise(nodes):
             ax.add_patch(FancyArrowPatch((cx, ys[a] - 0.3), (cx, ys[b] + 0.3), arrowstyle="-|>", mutation_scale=9, color="#44546a"))
         ax.add_patch(FancyArrowPatch((cx + 1.2, ys[nodes[-1]]), (cx + 1.2, ys[nodes[0]]), connectionstyle="arc3,rad=0.35", arrowstyle="-|>", mutation_scale=9, color="#7f7f7f", ls="--"))
         ax.text(cx + 1.75, (ys[nodes[0]] + ys[nodes[-1]]) / 2, loop, rotation=90, va="center", fontsize=7, color="#7f7f7f")

@@ -309,7 +309,7 @@ async def afork(
     pool0 = base if isinstance(base, ModelPool) else ModelPool(base)
     for r in ("client", "counselor", "analysts", "judge"):
         role_models[r] = pool0.spec(r)  # type: ignore[arg-type]
-    cm_desc = None
+    cm_desc: Any = None
     if counselor_model is not None:
         if isinstance(counselor_model, BaseChatModel):
             role_models["counselor"] = counselor_model
