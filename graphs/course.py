@@ -41,6 +41,10 @@ from therasim.state import CourseState, Side, View, make_course_view
 
 __all__ = ["STEP_GROUPS", "CourseGraphBuilder", "course_builder", "initial_course_state", "run_course", "session_thread_id"]
 
+# Checkpoints are written before the next step starts ("sync"), so a kill at any
+# moment loses no finished step: every completed turn is kept, not regenerated.
+DURABILITY = "sync"
+
 # One-word ablations: each names the steps it removes.
 STEP_GROUPS: dict[str, tuple[str, ...]] = {
     "events": ("events",),
@@ -105,12 +109,14 @@ def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Await
         async def go() -> dict[str, Any]:
             if session_graph.checkpointer is not None:
                 snap = await session_graph.aget_state(cfg)
-                if snap.values and snap.next:  # interrupted: continue from the checkpoint
+                # Interrupted: continue from the checkpoint. A step whose writes were saved
+                # but whose checkpoint was not has tasks but an empty ``next``.
+                if snap.values and (snap.next or snap.tasks):
                     sim.emit({"event": "session_resumed", "thread_id": tid, "exchange": snap.values.get("exchange")})
-                    return await session_graph.ainvoke(None, config=cfg, context=sim)  # type: ignore[no-any-return]
+                    return await session_graph.ainvoke(None, config=cfg, context=sim, durability=DURABILITY)  # type: ignore[no-any-return]
                 if snap.values and snap.values.get("ended"):  # finished before a crash
                     return dict(snap.values)
-            return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim)  # type: ignore[no-any-return]
+            return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim, durability=DURABILITY)  # type: ignore[no-any-return]
 
         final = await _detached(go)
         last = {
@@ -321,10 +327,10 @@ async def run_course(graph: Any, state: dict[str, Any] | None, context: SimConte
         if graph.checkpointer is not None:
             snap = await graph.aget_state(config)
             if snap.values:
-                if not snap.next:
+                if not snap.next and not snap.tasks:  # finished
                     return dict(snap.values)
                 context.emit({"event": "course_resumed", "thread_id": thread_id, "session": snap.values.get("session")})
-                return await graph.ainvoke(None, config=config, context=context)  # type: ignore[no-any-return]
+                return await graph.ainvoke(None, config=config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
     if state is None:
         raise TherasimError("run_course needs an initial state (initial_course_state) for a new course")
-    return await graph.ainvoke(state, config=config, context=context)  # type: ignore[no-any-return]
+    return await graph.ainvoke(state, config=config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]

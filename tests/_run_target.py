@@ -1,0 +1,34 @@
+"""A real run process for the kill test: the therasim runner over a run directory,
+with a deterministic, slightly slow scripted model (so a kill lands mid-session)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from therasim.runner import arun_dir
+from therasim.testing import FunctionChatModel
+
+
+def reply(messages, kw):
+    time.sleep(0.03)
+    system = str(messages[0].content)
+    if "filling in two questionnaires" in system:
+        keys = ("phq_interest", "phq_down", "phq_sleep", "phq_tired", "phq_appetite", "phq_failure", "phq_concentration", "phq_psychomotor", "phq_self_harm", "gad_nervous", "gad_cant_stop_worry", "gad_worry_too_much", "gad_trouble_relaxing", "gad_restless", "gad_irritable", "gad_afraid")
+        return json.dumps(dict.fromkeys(keys, 1))
+    if "private notes after session" in system:
+        return json.dumps({"themes": ["sleep"], "progress": "talked about sleep", "homework": "sleep diary", "risk": "none observed", "plan": "review the diary", "facts": ["works nights"]})
+    if "thinking back on counseling session" in system:
+        return json.dumps({"remembers": "we talked about sleep", "feels": "a bit lighter", "homework": "sleep diary"})
+    if "clinical supervisor" in system:
+        return json.dumps({"efficacy": "unclear", "decision": "keep", "modality": "cbt", "reason": "too early to tell", "goals": ["review the sleep diary"]})
+    if "role-playing a CLIENT" in system:
+        n = str(messages[-1].content).count("Counselor")
+        return json.dumps({"utterance": f"I slept badly again, that is the {n} time I say it.", "distress": 6, "trust": 5, "disclosure": 2, "wants_to_end": False})
+    return "What did you notice about your sleep this week?"
+
+
+if __name__ == "__main__":
+    asyncio.run(arun_dir(sys.argv[1], models={"default": FunctionChatModel(fn=reply)}, concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))

@@ -1,0 +1,197 @@
+"""The runner and run directory: outputs, manifest, datasets loading, bad input with
+nothing lost, failures isolated, resume after a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from therasim.config import RunConfig
+from therasim.errors import ConfigError, RunDirError, TherasimError
+from therasim.rundir import RunDir, read_jsonl
+from therasim.runner import resume, run, start_run
+from therasim.testing import FunctionChatModel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _run_target import reply
+
+CFG = {"course": {"preset": "minimal", "sessions": 2, "max_turns": 3}, "memory": {"embedding": "minilm"}, "seed": 3}
+
+
+def _fast(messages: list[Any], kw: dict[str, Any]) -> str:
+    return reply.__wrapped__(messages, kw) if hasattr(reply, "__wrapped__") else reply(messages, kw)
+
+
+def _models(fail_for: str | None = None) -> dict[str, Any]:
+    def fn(messages: list[Any], kw: dict[str, Any]) -> str:
+        if fail_for and any(fail_for in str(m.content) for m in messages):
+            raise ConnectionError("model server unreachable (simulated)")
+        return reply(messages, kw)
+
+    return {"default": FunctionChatModel(fn=fn)}
+
+
+@pytest.fixture(autouse=True)
+def _hash_embedding(monkeypatch):
+    """Fast deterministic embedding in these tests (MiniLM is exercised elsewhere)."""
+    from therasim import memory
+    from therasim.testing import HashEmbedding
+
+    monkeypatch.setattr(memory, "make_embedding", lambda spec: HashEmbedding())
+
+
+def test_run_writes_a_complete_run_directory(tmp_path):
+    res = run(CFG, sample=3, out=tmp_path, models=_models())
+    assert res.ok and len(res.completed) == 3 and res.sessions_written == 6
+    rd = RunDir(res.run_dir)
+    man = rd.manifest()
+    for key in ("therasim_version", "versions", "models", "seed", "prompts", "graph", "config", "cohort", "run_format_version"):
+        assert key in man
+    assert man["prompts"]["counselor"] and len(man["prompts"]["counselor"]) == 16
+    assert "flowchart" in man["graph"]["session_mermaid"] or "graph" in man["graph"]["session_mermaid"]
+    assert man["config"]["course"]["preset"] == "minimal"
+    recs = rd.records()
+    assert sorted((r["client_id"], r["session"]) for r in recs) == sorted((c, s) for c in man["cohort"]["ids"] for s in (1, 2))
+    r = recs[0]
+    assert r["thread_id"] == f"{res.run_id}/{r['client_id']}/s{r['session']}"
+    assert r["turns"][0]["speaker"] == "client" and r["measures"]["phq9"]["total"] == 9
+    events = list(read_jsonl(rd.events))
+    calls = [e for e in events if e["event"] == "node_call"]
+    assert calls and all({"latency_s", "input_tokens", "output_tokens", "retries", "timestamp"} <= set(e) for e in calls)
+    assert rd.checkpoints.stat().st_size > 0 and (rd.memory / "chroma.sqlite3").exists()
+    assert {s["status"] for s in rd.course_status().values()} == {"completed"}
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("json", data_files=str(rd.transcripts), split="train")
+    assert ds.num_rows == 6 and ds[0]["turns"][0]["speaker"] == "client"
+
+
+def test_bad_profile_is_reported_and_the_others_run(tmp_path):
+    from therasim.profiles import example_profiles
+
+    good = [p.model_dump(mode="json") for p in example_profiles()[:2]]
+    bad = json.loads(json.dumps(good[0]))
+    bad["id"] = "broken"
+    del bad["intake"]["presenting_problem"]
+    f = tmp_path / "cohort.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in [good[0], bad, good[1]]) + "\n")
+    rd, problems = start_run(CFG, profiles=f, out=tmp_path / "runs")
+    assert len(problems) == 1 and "broken" in problems[0] and "intake.presenting_problem" in problems[0]
+    res = resume(rd.root, models=_models())
+    assert sorted(res.completed) == sorted(p["id"] for p in good)
+    assert res.problems and "presenting_problem" in res.problems[0]
+    from therasim.traces import overview
+
+    assert "presenting_problem" in overview(rd.root)["bad_profiles"][0]
+
+
+def test_unknown_preset_and_unwritable_out_fail_before_writing(tmp_path):
+    with pytest.raises(TherasimError, match="unknown preset 'fulll'"):
+        start_run({**CFG, "course": {"preset": "fulll"}}, sample=1, out=tmp_path / "a")
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(RunDirError, match="not writable"):
+            start_run(CFG, sample=1, out=locked / "runs")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_unwritable_out_as_root_is_still_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunDirError, match="not writable"):
+        start_run(CFG, sample=1, out=blocker / "runs")
+
+
+def test_incompatible_run_dir_is_refused(tmp_path):
+    res = run(CFG, sample=1, out=tmp_path, models=_models())
+    man = json.loads((res.run_dir / "manifest.json").read_text())
+    man["run_format_version"] = 99
+    man["therasim_version"] = "9.0.0"
+    (res.run_dir / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(RunDirError, match=r"format version 99 \(made by therasim 9.0.0\)"):
+        resume(res.run_dir, models=_models())
+    with pytest.raises(RunDirError, match="not a therasim run directory"):
+        resume(tmp_path, models=_models())
+    from therasim.traces import overview
+
+    with pytest.raises(RunDirError, match="format version 99"):
+        overview(res.run_dir)
+
+
+def test_a_failing_course_is_isolated_and_retried_on_resume(tmp_path):
+    from therasim.profiles import example_profiles
+
+    profs = example_profiles()
+    res = run(CFG, profiles=profs, out=tmp_path, models=_models(fail_for=profs[1].intake.name))
+    assert set(res.completed) == {profs[0].id, profs[2].id}
+    assert list(res.failed) == [profs[1].id] and "ConnectionError" in res.failed[profs[1].id]
+    rd = RunDir(res.run_dir)
+    assert rd.course_status()[profs[1].id]["status"] == "failed"
+    again = resume(res.run_dir, models=_models())
+    assert again.completed == [profs[1].id] and sorted(again.skipped) == sorted([profs[0].id, profs[2].id])
+    keys = [(r["client_id"], r["session"]) for r in rd.records()]
+    assert len(keys) == len(set(keys)) == 6
+
+
+def test_config_and_profiles_together_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="either profiles or sample"):
+        start_run(CFG, profiles=[], sample=2, out=tmp_path)
+
+
+def test_resume_after_sigkill_at_several_moments(tmp_path):
+    """Kill a real run process with SIGKILL mid-session, twice, resume each time: every
+    session is on disk exactly once and the interrupted session continued."""
+    cfg = RunConfig.model_validate({**CFG, "course": {"preset": "minimal", "sessions": 3, "max_turns": 4}})
+    rd, _ = start_run(cfg, sample=3, out=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    target = str(Path(__file__).parent / "_run_target.py")
+
+    def exchanges() -> list[dict[str, Any]]:
+        return [e for e in read_jsonl(rd.events) if e.get("event") == "exchange"]
+
+    killed_mid = []
+    # first kill: right after a session's second exchange (mid-session); second: at an
+    # arbitrary moment (after the Nth event line, whatever the run is doing then)
+    for mode, threshold in (("mid", 1), ("any", 40)):
+        n0 = len(list(read_jsonl(rd.events)))
+        proc = subprocess.Popen([sys.executable, target, str(rd.root), "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if mode == "mid" and any(e.get("exchange") == threshold for e in exchanges()):
+                break
+            if mode == "any" and len(list(read_jsonl(rd.events))) >= n0 + threshold:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        last = exchanges()[-1]
+        killed_mid.append((last["client_id"], last["session"]))
+    # finish
+    proc = subprocess.run([sys.executable, target, str(rd.root), "2"], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    recs = rd.records()
+    keys = [(r["client_id"], r["session"]) for r in recs]
+    assert len(keys) == len(set(keys)) == 9, sorted(keys)
+    assert {s["status"] for s in rd.course_status().values()} == {"completed"}
+    # every session's turns are whole and in order: no exchange lost or doubled
+    for r in recs:
+        ex = [t["exchange"] for t in r["turns"] if t["speaker"] == "client"]
+        assert ex == list(range(len(ex))) and len(ex) == 4
+    # at least one interrupted session resumed from its checkpoint rather than restarting
+    resumed = [e for e in read_jsonl(rd.events) if e.get("event") == "session_resumed"]
+    assert resumed and any(int(e.get("exchange") or 0) >= 1 for e in resumed)
+    assert killed_mid
