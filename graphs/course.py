@@ -116,7 +116,8 @@ def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Await
                     return await session_graph.ainvoke(None, config=cfg, context=sim, durability=DURABILITY)  # type: ignore[no-any-return]
                 if snap.values and snap.values.get("ended"):  # finished before a crash
                     return dict(snap.values)
-            return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim, durability=DURABILITY)  # type: ignore[no-any-return]
+                return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim, durability=DURABILITY)  # type: ignore[no-any-return]
+            return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim)  # type: ignore[no-any-return]
 
         final = await _detached(go)
         last = {
@@ -333,4 +334,6 @@ async def run_course(graph: Any, state: dict[str, Any] | None, context: SimConte
                 return await graph.ainvoke(None, config=config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
     if state is None:
         raise TherasimError("run_course needs an initial state (initial_course_state) for a new course")
-    return await graph.ainvoke(state, config=config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
+    if graph.checkpointer is not None:
+        return await graph.ainvoke(state, config=config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
+    return await graph.ainvoke(state, config=config, context=context)  # type: ignore[no-any-return]
