@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from therasim.errors import UnknownNameError
+
 __all__ = ["MODALITIES", "Modality", "Stage", "get_modality", "load_modalities", "register_modality"]
 
 
@@ -46,7 +48,7 @@ class Modality(BaseModel):
         for s in self.stages:
             if s.name == name:
                 return s
-        raise KeyError(f"modality {self.name!r} has no stage {name!r}; stages: {self.stage_names}")
+        raise UnknownNameError(f"modality {self.name!r} has no stage {name!r}; stages: {self.stage_names}")
 
 
 def _m(name: str, title: str, description: str, stages: list[tuple[str, list[str], list[str]]], homework: bool = False) -> Modality:
@@ -117,7 +119,7 @@ def get_modality(name: str) -> Modality:
     try:
         return MODALITIES[name]
     except KeyError:
-        raise KeyError(f"unknown modality {name!r}; known: {sorted(MODALITIES)} (register your own with register_modality)") from None
+        raise UnknownNameError(f"unknown modality {name!r}; known: {sorted(MODALITIES)} (register your own with register_modality)") from None
 
 
 def load_modalities(path: str | Path) -> list[Modality]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from therasim.errors import UnknownNameError
+
 __all__ = [
     "EMOTION_TAXONOMIES",
     "STRATEGY_SETS",
@@ -78,7 +80,7 @@ def emotion_taxonomy(name: str) -> EmotionTaxonomy:
     try:
         return EMOTION_TAXONOMIES[name]
     except KeyError:
-        raise KeyError(f"unknown emotion taxonomy {name!r}; known: {sorted(EMOTION_TAXONOMIES)}") from None
+        raise UnknownNameError(f"unknown emotion taxonomy {name!r}; known: {sorted(EMOTION_TAXONOMIES)}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,9 @@ from therasim.errors import TherasimError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="therasim: longitudinal therapy simulations on open-weight models.")
 config_app = typer.Typer(no_args_is_help=True, help="Example and validation of run configurations.")
 app.add_typer(config_app, name="config")
-out = Console()
-err = Console(stderr=True)
+# Paths and ids are never broken across lines; piped output gets a wide table.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(e: Exception, code: int = 2) -> None:

@@ -70,3 +70,10 @@ class StructuredOutputError(TherasimError):
 
 class RunDirError(TherasimError):
     """A run directory is missing, unwritable or was made by an incompatible version."""
+
+
+class UnknownNameError(TherasimError, KeyError):
+    """A name (modality, taxonomy, preset, ...) that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,76 @@
+"""End to end through the CLI on the embedded model: demo, inspect (overview,
+timeline, turn state, JSON), fork, replay, plot, graph PNG; bad input is a clear
+error, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.embedded
+
+
+def cli(*args: str, ok: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "therasim.cli", *args], capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert p.returncode == 0, f"{args}: rc {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def test_demo_inspect_fork_plot(tmp_path: Path) -> None:
+    p = cli("demo", "--out", str(tmp_path), "--clients", "1", "--sessions", "2", "--turns", "2")
+    assert "Traceback" not in p.stderr
+    runs = [d for d in tmp_path.iterdir() if d.is_dir()]
+    assert len(runs) == 1
+    rd = runs[0]
+    assert f"outputs: {rd}" in " ".join(p.stdout.split())
+    for f in ("manifest.json", "transcripts.jsonl", "events.jsonl", "checkpoints.sqlite", "courses.jsonl", "profiles.jsonl"):
+        assert (rd / f).exists(), f
+    ov = json.loads(cli("inspect", str(rd), "--json").stdout)
+    course = ov["courses"][0]
+    cid = course["client_id"]
+    assert course["status"] == "completed" and [s["session"] for s in course["sessions"]] == [1, 2]
+    assert all(s["phq9"] is None or 0 <= s["phq9"] <= 27 for s in course["sessions"])
+    timeline = json.loads(cli("inspect", str(rd), "--client", cid, "--session", "2", "--json").stdout)
+    assert timeline[0]["speaker"] == "client" and "emotion" in timeline[0] and "recalled" in timeline[0]
+    human = cli("inspect", str(rd), "--client", cid, "--session", "1").stdout
+    assert "speaker" in human and "client" in human
+    state = json.loads(cli("inspect", str(rd), "--client", cid, "--session", "1", "--turn", "1", "--json").stdout)
+    assert state["thread_id"].endswith(f"/{cid}/s1") and state["exchange"] and "inner" in state["state"]
+    assert any(t.get("calls") for t in state["exchange"])
+
+    f = cli("fork", str(rd), "--client", cid, "--session", "1", "--turn", "1", "--set", "inner.distress=10", "--set", "modality=mi", "--branch", "distressed")
+    assert "fork distressed" in f.stdout
+    r = cli("replay", str(rd), "--client", cid, "--session", "1", "--turn", "1", "--branch", "again")
+    assert "replay again" in r.stdout
+    branches = [json.loads(x) for x in (rd / "branches.jsonl").read_text().splitlines()]
+    assert {b["branch"] for b in branches} == {"distressed", "again"}
+    fork_rec = next(b for b in branches if b["branch"] == "distressed")
+    assert fork_rec["modality"] == "mi" and fork_rec["changes"]["set"] == {"inner.distress": 10, "modality": "mi"}
+    ov = json.loads(cli("inspect", str(rd), "--json").stdout)
+    assert {b["branch"] for b in ov["courses"][0]["sessions"][0]["branches"]} == {"distressed", "again"}
+    assert json.loads(cli("inspect", str(rd), "--client", cid, "--session", "1", "--branch", "distressed", "--json").stdout)
+    # the original session is untouched
+    orig = [json.loads(x) for x in (rd / "transcripts.jsonl").read_text().splitlines()]
+    assert len(orig) == 2 and all(x["branch"] is None for x in orig)
+
+    pngs = cli("plot", str(rd)).stdout.split()
+    assert any(x.endswith(f"{cid}.png") for x in pngs) and all(Path(x).stat().st_size > 5000 for x in pngs)
+    g = cli("graph", "--course", "--png", str(tmp_path / "course.png"))
+    assert "session" in g.stdout and (tmp_path / "course.png").stat().st_size > 5000
+
+    # bad input: one clear line, no traceback, exit code 2
+    for args, msg in (
+        (("inspect", str(rd), "--client", "nobody", "--session", "1"), "no client 'nobody'"),
+        (("inspect", str(rd), "--client", cid, "--session", "1", "--turn", "99"), "--turn must be between"),
+        (("fork", str(rd), "--client", cid, "--session", "1", "--turn", "1", "--set", "hidden=1"), "not a field you can change"),
+        (("fork", str(rd), "--client", cid, "--session", "1", "--turn", "1", "--set", "modality=hypnosis"), "hypnosis"),
+        (("inspect", str(tmp_path)), "not a therasim run directory"),
+        (("run", "--resume", str(tmp_path / "missing")), "no such run directory"),
+    ):
+        p = cli(*args, ok=False)
+        assert p.returncode == 2 and msg in " ".join(p.stderr.split()) and "Traceback" not in p.stderr, (args, p.stderr)
