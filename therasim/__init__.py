@@ -22,8 +22,11 @@ from therasim.errors import (
     StructuredOutputError,
     TherasimError,
 )
+from therasim.plotting import plot_client, plot_run, render_graph_png
 from therasim.providers import ModelPool, make_chat_model
+from therasim.runner import RunResult, arun_dir, resume, run, start_run
 from therasim.structured import CallStats, agenerate_structured
+from therasim.traces import afork, fork, overview, replay, timeline, turn_state
 
 __all__ = [
     "CallStats",
@@ -37,11 +40,25 @@ __all__ = [
     "RoleModels",
     "RunConfig",
     "RunDirError",
+    "RunResult",
     "SamplingSpec",
     "StructuredOutputError",
     "TherasimError",
     "__version__",
+    "afork",
     "agenerate_structured",
+    "arun_dir",
+    "fork",
     "load_config",
     "make_chat_model",
+    "overview",
+    "plot_client",
+    "plot_run",
+    "render_graph_png",
+    "replay",
+    "resume",
+    "run",
+    "start_run",
+    "timeline",
+    "turn_state",
 ]

@@ -276,6 +276,7 @@ def start_run(
     out: str | Path | None = None,
     models: Any = None,
     run_id: str | None = None,
+    session_builder: Any = None,
 ) -> tuple[RunDir, list[str]]:
     """Create a run directory: manifest, cohort, bad-profile report. Nothing runs yet.
 
@@ -306,7 +307,7 @@ def start_run(
         if problems:
             msg += ":\n" + "\n".join(f"  - {p}" for p in problems)
         raise ProfileError(msg)
-    course = course_builder(cfg.course)  # unknown preset fails here, before anything is written
+    course = course_builder(cfg.course, session_builder)  # unknown preset fails here, before anything is written
     base = Path(out if out is not None else cfg.out_dir)
     _check_writable(base)
     rid = run_id or _new_run_id()
@@ -456,7 +457,7 @@ def run(
     session_builder: Any = None,
 ) -> RunResult:
     """Create a run directory and run it to the end (the Python face of `therasim run`)."""
-    rd, _problems = start_run(config, profiles=profiles, sample=sample, out=out, models=models)
+    rd, _problems = start_run(config, profiles=profiles, sample=sample, out=out, models=models, session_builder=session_builder)
     return _sync(arun_dir(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder))
 
 
