@@ -45,3 +45,19 @@ def test_bytes_per_turn_flat_between_10_and_40(tmp_path: Path, capsys) -> None: 
     with capsys.disabled():
         print(f"\n[checkpoints] bytes per exchange: {per10:.0f} at 10, {per40:.0f} at 40 (ratio {per40 / per10:.2f})")
     assert per40 <= 1.25 * per10  # a message list in state would make this ~4x
+
+
+def test_compressed_serializer_round_trips_and_reads_plain_blobs() -> None:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from therasim.checkpoint import CompressedSerializer
+
+    s = CompressedSerializer()
+    obj = {"transcript": [{"speaker": "client", "text": "I slept badly again " * 40}], "n": 3}
+    typ, data = s.dumps_typed(obj)
+    assert typ.startswith("z:") and len(data) < len(JsonPlusSerializer().dumps_typed(obj)[1]) / 3
+    assert s.loads_typed((typ, data)) == obj
+    plain = JsonPlusSerializer().dumps_typed(obj)  # written without compression
+    assert s.loads_typed(plain) == obj
+    small = s.dumps_typed({"a": 1})
+    assert not small[0].startswith("z:")

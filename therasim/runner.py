@@ -344,8 +344,7 @@ async def arun_dir(
     last checkpoint; failed courses are retried. ``models`` overrides the config's
     models (a ModelPool or a role -> chat model mapping), e.g. for tests.
     """
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
+    from therasim.checkpoint import open_checkpointer
     from therasim.graphs.course import course_builder, initial_course_state, run_course
     from therasim.memory import open_store
     from therasim.policies.risk import RiskProtocol
@@ -398,7 +397,7 @@ async def arun_dir(
         if on_record is not None:
             on_record(rec)
 
-    async with AsyncSqliteSaver.from_conn_string(str(rd.checkpoints)) as saver:
+    async with open_checkpointer(str(rd.checkpoints)) as saver:
         graph = course.compile(checkpointer=saver)
         ctx = SimContext(
             models=pool,

@@ -54,6 +54,24 @@ def merge_current(left: dict | None, right: dict | None) -> dict:
     return out
 
 
+def replace_last(state: Any, writes: Sequence[Any]) -> Any:
+    """DeltaChannel reducer with plain overwrite semantics (batching-invariant)."""
+    return writes[-1] if writes else state
+
+
+def merge_current_all(state: dict | None, writes: Sequence[dict | None]) -> dict:
+    """DeltaChannel form of :func:`merge_current`: a fold over the batch."""
+    out = state or {}
+    for w in writes:
+        out = merge_current(out, w)
+    return out
+
+
+def _static() -> DeltaChannel:
+    # Stored once when written, not again in every step's checkpoint.
+    return DeltaChannel(replace_last, snapshot_frequency=1000)
+
+
 class SessionState(TypedDict, total=False):
     # identity
     run_id: str
@@ -61,18 +79,18 @@ class SessionState(TypedDict, total=False):
     session: int
     course_key: str
     # counselor-visible context
-    modality: str
-    goals: list[str]
-    intake: dict[str, Any]
-    counselor_memory: list[dict[str, Any]]
-    counselor_notes: str
+    modality: Annotated[str, _static()]
+    goals: Annotated[list[str], _static()]
+    intake: Annotated[dict[str, Any], _static()]
+    counselor_memory: Annotated[list[dict[str, Any]], _static()]
+    counselor_notes: Annotated[str, _static()]
     # client-only (hidden from every counselor-side node)
-    profile: dict[str, Any]
-    inner: dict[str, Any]
-    client_memory: list[dict[str, Any]]
+    profile: Annotated[dict[str, Any], _static()]
+    inner: Annotated[dict[str, Any], _static()]
+    client_memory: Annotated[list[dict[str, Any]], _static()]
     # the conversation
     transcript: Annotated[list[dict[str, Any]], DeltaChannel(append_turns, snapshot_frequency=1000)]
-    current: Annotated[dict[str, Any], merge_current]
+    current: Annotated[dict[str, Any], DeltaChannel(merge_current_all, snapshot_frequency=1000)]
     exchange: int
     ended: bool
     end_reason: str | None
@@ -154,24 +172,24 @@ class CourseState(TypedDict, total=False):
     sessions_planned: int
     done: bool
     # counselor-visible
-    modality: str
-    goals: list[str]
-    intake: dict[str, Any]
-    counselor_notes: str
-    counselor_memory: list[dict[str, Any]]
+    modality: Annotated[str, _static()]
+    goals: Annotated[list[str], _static()]
+    intake: Annotated[dict[str, Any], _static()]
+    counselor_notes: Annotated[str, _static()]
+    counselor_memory: Annotated[list[dict[str, Any]], _static()]
     measures: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
     summaries: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
     plans: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
     # client-only
-    profile: dict[str, Any]
-    inner: dict[str, Any]
-    client_memory: list[dict[str, Any]]
+    profile: Annotated[dict[str, Any], _static()]
+    inner: Annotated[dict[str, Any], _static()]
+    client_memory: Annotated[list[dict[str, Any]], _static()]
     recollections: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
     events: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
     # the session just run (both sides' data; views project it)
-    last: dict[str, Any]
+    last: Annotated[dict[str, Any], _static()]
     # system: scratch for the session being assembled, and finished session records
-    pending: Annotated[dict[str, Any], merge_current]
+    pending: Annotated[dict[str, Any], DeltaChannel(merge_current_all, snapshot_frequency=1000)]
     records: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
 
 

@@ -120,11 +120,11 @@ def _session_builder(man: dict[str, Any], session_builder: Any = None) -> Any:
 
 
 async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None) -> Any:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from therasim.checkpoint import open_checkpointer
 
     if not rd.checkpoints.exists():
         raise RunDirError(f"{rd.root}: no checkpoints.sqlite; the run has not started any session")
-    async with AsyncSqliteSaver.from_conn_string(str(rd.checkpoints)) as saver:
+    async with open_checkpointer(str(rd.checkpoints)) as saver:
         builder = _session_builder(man, session_builder)
         return await fn(builder.compile(checkpointer=saver), builder)
 
