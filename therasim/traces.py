@@ -330,7 +330,10 @@ async def afork(
         cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": 20 * (cfg.course.max_turns + 2) + 50}
         await graph.aupdate_state(cfg_new, values, as_node="termination")
         ctx = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k)
-        final = await graph.ainvoke(None, config=cfg_new, context=ctx, durability="sync")
+        try:
+            final = await graph.ainvoke(None, config=cfg_new, context=ctx, durability="sync")
+        finally:
+            await pool.aclose()
         return {"final": final, "from_checkpoint": snap.config["configurable"].get("checkpoint_id")}
 
     out = await _with_graph(rd, man, go, session_builder)

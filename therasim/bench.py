@@ -1,0 +1,437 @@
+"""``therasim bench``: the same cohort through three ways of running it, against the
+stub model server in its own process, plus a replay of the captured request
+trace for the ideal. Method: docs/benchmarks.md.
+
+Arms (same templates, seeds, max_tokens and retry policy; same course graph):
+
+- ``sequential``: one course at a time, one request in flight, LangGraph's
+  default checkpoint durability, no compression, a Chroma query per recall; run
+  on a few courses and extrapolated linearly;
+- ``threads``: a 16-thread pool over courses, each thread with its own event
+  loop and checkpointer (the peers' way);
+- ``therasim``: the runner: asyncio tasks over one compiled graph, one
+  checkpointer, ``--concurrency`` courses in flight;
+- ``replay``: the therasim arm's captured requests sent straight to the stub at
+  the same concurrency (no orchestration): the ideal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from therasim.errors import TherasimError
+
+__all__ = ["ARMS", "bench", "checkpoint_bytes_per_turn"]
+
+ARMS = ("sequential", "threads", "therasim")
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read().decode())  # type: ignore[no-any-return]
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read().decode())  # type: ignore[no-any-return]
+
+
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(parts[11]) + int(parts[12])) / ticks
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Stub:
+    """The stub in its own process, pinned to its own core when there are two."""
+
+    def __init__(self, profile: str, *, faults: float = 0.0, fault: list[str] | None = None, time_scale: float = 1.0, cores: tuple[set[int], set[int]] | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "therasim.cli", "stub", "--profile", profile, "--port", str(self.port), "--time-scale", str(time_scale)]
+        if faults:
+            args += ["--faults", str(faults)]
+        for f in fault or []:
+            args += ["--fault", f]
+        stub_cores = cores[1] if cores else None
+
+        def pin() -> None:
+            if stub_cores:
+                os.sched_setaffinity(0, stub_cores)
+
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    r.read()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise TherasimError(f"the stub server exited: {self.proc.stderr.read().decode()[-500:] if self.proc.stderr else ''}") from None
+                time.sleep(0.1)
+        raise TherasimError("the stub server did not come up in 30 s")
+
+    def metrics(self) -> dict[str, Any]:
+        return _get(self.url + "/metrics")
+
+    def reset(self) -> None:
+        _post(self.url + "/reset", {})
+
+    def trace(self, path: str | None) -> None:
+        _post(self.url + "/trace", {"path": path})
+
+    def cpu_s(self) -> float:
+        return _proc_cpu_s(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _cfg(url: str, preset: str, sessions: int, turns: int, seed: int, concurrency: int) -> dict[str, Any]:
+    return {
+        "models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1", "max_retries": 6, "timeout_s": 60}},
+        "course": {"preset": preset, "sessions": sessions, "max_turns": turns},
+        "memory": {"embedding": "hash"},
+        "seed": seed,
+        "concurrency": concurrency,
+    }
+
+
+def _transcript_hash(records: list[dict[str, Any]], clients: set[str] | None = None) -> str:
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: (r["client_id"], r["session"])):
+        if clients is not None and r["client_id"] not in clients:
+            continue
+        h.update(json.dumps([r["client_id"], r["session"], [(t["speaker"], t["text"]) for t in r["turns"]]]).encode())
+    return h.hexdigest()[:16]
+
+
+def _turn_latencies(events_path: Path) -> list[float]:
+    from therasim.rundir import read_jsonl
+
+    last: dict[tuple[str, int], float] = {}
+    out: list[float] = []
+    for e in read_jsonl(events_path):
+        if e.get("event") != "exchange":
+            continue
+        ts = e.get("timestamp")
+        if not ts:
+            continue
+        import datetime as dt
+
+        t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        key = (e.get("client_id"), e.get("session"))
+        if key in last:
+            out.append(t - last[key])
+        last[key] = t  # type: ignore[index]
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))], 3)
+
+
+async def _run_one_course_naive(cfg: Any, profile: Any, root: Path, run_id: str, store: Any, on_record: Any) -> None:
+    """One course the naive way: its own plain AsyncSqliteSaver (no compression,
+    LangGraph's default durability), recall straight from Chroma."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from therasim.context import SimContext
+    from therasim.graphs.course import course_builder, initial_course_state
+    from therasim.providers import ModelPool
+
+    pool = ModelPool(cfg.models)
+    async with AsyncSqliteSaver.from_conn_string(str(root / f"{profile.id}.sqlite")) as saver:
+        g = course_builder(cfg.course).compile(checkpointer=saver)
+        ctx = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k, on_record=on_record)
+        st = initial_course_state(profile, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality)
+        n = cfg.course.sessions
+        await g.ainvoke(st, config={"configurable": {"thread_id": f"{run_id}/{profile.id}/course"}, "recursion_limit": 40 * (n + 1) + 50}, context=ctx)
+    await pool.aclose()
+
+
+def _naive_arm(cfg: Any, profiles: list[Any], workers: int, root: Path) -> dict[str, Any]:
+    from therasim.memory import ChromaMemoryStore
+    from therasim.memory.embeddings import make_embedding
+
+    root.mkdir(parents=True, exist_ok=True)
+    store = ChromaMemoryStore.persistent(str(root / "memory"), make_embedding(cfg.memory.embedding), cache=False)
+    records: list[dict[str, Any]] = []
+
+    def one(p: Any) -> None:
+        asyncio.run(_run_one_course_naive(cfg, p, root, "bench", store, records.append))
+
+    t0 = time.perf_counter()
+    if workers == 1:
+        for p in profiles:
+            one(p)
+    else:
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(one, profiles))
+    wall = time.perf_counter() - t0
+    from therasim.runner import dataset_record
+
+    with open(root / "transcripts.jsonl", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(dataset_record(r), default=str) + "\n")
+    return {"wall_s": wall, "records": records}
+
+
+async def _replay(url: str, trace_path: Path, concurrency: int) -> float:
+    """Send the captured requests at ``concurrency`` (arrival order), raw aiohttp."""
+    import aiohttp
+
+    bodies = [line for line in trace_path.read_text().splitlines() if line.strip()]
+    q: asyncio.Queue[str] = asyncio.Queue()
+    for b in bodies:
+        q.put_nowait(b)
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 8)) as s:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    b = q.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                async with s.post(url + "/v1/chat/completions", data=b, headers={"content-type": "application/json"}) as r:
+                    await r.read()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - t0
+
+
+def checkpoint_bytes_per_turn(turns: int, preset: str = "full") -> float:
+    """Stored checkpoint bytes per turn of one session (course + session graph, the
+    run's compressed AsyncSqliteSaver, sync durability), scripted model."""
+    import sqlite3
+
+    from therasim.checkpoint import open_checkpointer
+    from therasim.config import CourseSpec
+    from therasim.context import SimContext
+    from therasim.graphs import CourseGraphBuilder, initial_course_state, run_course
+    from therasim.graphs import preset as get_preset
+    from therasim.profiles import example_profiles
+    from therasim.providers import ModelPool
+    from therasim.testing import FunctionChatModel, SchemaFakeChatModel
+
+    fake = SchemaFakeChatModel(seed=1)
+
+    def reply(messages: Any, kw: Any) -> str:
+        out = fake._reply(messages, kw)
+        if "role-playing a CLIENT in a counseling session" in str(messages[0].content):
+            d = json.loads(out)
+            d["wants_to_end"] = False
+            out = json.dumps(d)
+        return out
+
+    path = Path(tempfile.mkdtemp(prefix="therasim-ckpt-")) / "c.sqlite"
+
+    async def go() -> int:
+        async with open_checkpointer(str(path)) as saver:
+            g = CourseGraphBuilder(get_preset(preset)).without("memory").compile(checkpointer=saver)
+            ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=reply)}), course=CourseSpec(preset=preset, sessions=1, max_turns=turns, memory=False))
+            out = await run_course(g, initial_course_state(example_profiles()[0], sessions=1), ctx, thread_id="b/course")
+        return sum(1 for t in out["records"][0]["turns"] if t["speaker"] == "client")
+
+    n = asyncio.run(go())
+    con = sqlite3.connect(path)
+    b = con.execute("select coalesce(sum(length(checkpoint)) + sum(length(metadata)), 0) from checkpoints where thread_id like '%/s1'").fetchone()[0]
+    b += con.execute("select coalesce(sum(length(value)), 0) from writes where thread_id like '%/s1'").fetchone()[0]
+    con.close()
+    return float(b) / max(n, 1)
+
+
+def bench(
+    *,
+    profile: str = "h100-8b",
+    clients: int = 100,
+    sessions: int = 6,
+    turns: int = 10,
+    concurrency: int = 64,
+    arms: tuple[str, ...] = ARMS,
+    preset: str = "lean",
+    seed: int = 0,
+    seq_clients: int = 2,
+    threads_clients: int | None = None,
+    faults: float = 0.0,
+    fault: list[str] | None = None,
+    time_scale: float = 1.0,
+    out_dir: str | Path | None = None,
+    checkpoint_sizes: bool = True,
+    echo: Any = print,
+) -> dict[str, Any]:
+    """Run the arms and return the result (the keys ``--json`` writes)."""
+    from therasim.config import RunConfig
+    from therasim.profiles import sample_profiles
+    from therasim.runner import arun_dir, start_run
+
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise TherasimError(f"unknown arm(s) {bad}; arms are {', '.join(ARMS)}")
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    cores = None
+    if ncpu >= 2 and hasattr(os, "sched_setaffinity"):
+        mine = sorted(os.sched_getaffinity(0))
+        cores = ({mine[0]}, {mine[1]})
+    root = Path(out_dir or tempfile.mkdtemp(prefix="therasim-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    stub = _Stub(profile, faults=faults, fault=fault, time_scale=time_scale, cores=cores)
+    prev_aff = os.sched_getaffinity(0) if cores else None
+    if cores:
+        os.sched_setaffinity(0, cores[0])
+    result: dict[str, Any] = {
+        "profile": profile,
+        "preset": preset,
+        "clients": clients,
+        "sessions": sessions,
+        "turns": turns,
+        "concurrency": concurrency,
+        "time_scale": time_scale,
+        "pinned": bool(cores),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "arms": {},
+    }
+    try:
+        cfg_d = _cfg(stub.url, preset, sessions, turns, seed, concurrency)
+        cfg = RunConfig.model_validate(cfg_d)
+        cohort = sample_profiles(clients, seed=seed)
+        hashes: dict[str, tuple[str, set[str]]] = {}
+
+        if "therasim" in arms:
+            echo(f"[therasim] {clients} courses x {sessions} sessions x {turns} turns, {concurrency} in flight ...")
+            stub.reset()
+            trace = root / "trace.jsonl"
+            trace.unlink(missing_ok=True)
+            stub.trace(str(trace))
+            rd, _ = start_run(cfg, profiles=cohort, out=root / "therasim", run_id="bench")  # same ids in every arm
+            cpu0, scpu0, t0 = time.process_time(), stub.cpu_s(), time.perf_counter()
+            res = asyncio.run(arun_dir(rd, concurrency=concurrency))
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            stub_cpu = stub.cpu_s() - scpu0
+            stub.trace(None)
+            m = stub.metrics()
+            tokens = m["prompt_tokens"] + m["completion_tokens"]
+            lat = _turn_latencies(rd.events)
+            recs = rd.records()
+            hashes["therasim"] = (_transcript_hash(recs), {r["client_id"] for r in recs})
+            result["arms"]["therasim"] = {
+                "wall_s": round(wall, 2),
+                "calls": m["requests"],
+                "tokens": tokens,
+                "tokens_per_s": round(tokens / wall, 1),
+                "turns": res.turns,
+                "turns_per_s": round(res.turns / wall, 2),
+                "cpu_s": round(cpu, 2),
+                "stub_cpu_fraction": round(stub_cpu / wall, 3),
+                "in_flight_peak": m["in_flight_peak"],
+                "courses_completed": len(res.completed),
+                "courses_failed": len(res.failed),
+            }
+            result.update(
+                cpu_ms_per_call=round(1000 * cpu / max(m["requests"], 1), 3),
+                prefix_hit_ratio=m["prefix_hit_ratio"],
+                p50_turn_s=_pct(lat, 50),
+                p95_turn_s=_pct(lat, 95),
+                errors=res.errors,
+                retries=res.retries,
+                courses_total=clients,
+                courses_completed=len(res.completed),
+                run_dir=str(rd.root),
+            )
+            # the ideal: the same requests, no orchestration, same concurrency
+            echo(f"[replay] {m['requests']} captured requests at concurrency {concurrency} ...")
+            stub.reset()
+            rwall = asyncio.run(_replay(stub.url, trace, concurrency))
+            rm = stub.metrics()
+            rtokens = rm["prompt_tokens"] + rm["completion_tokens"]
+            result["arms"]["replay"] = {"wall_s": round(rwall, 2), "calls": rm["requests"], "tokens": rtokens, "tokens_per_s": round(rtokens / rwall, 1), "in_flight_peak": rm["in_flight_peak"]}
+            result["E"] = round((tokens / wall) / (rtokens / rwall), 4) if rwall > 0 and rtokens else None
+
+        if "threads" in arms:
+            n = min(clients, threads_clients or clients)
+            echo(f"[threads] {n} courses on a 16-thread pool ...")
+            stub.reset()
+            out = _naive_arm(cfg, cohort[:n], 16, root / "threads")
+            m = stub.metrics()
+            hashes["threads"] = (_transcript_hash(out["records"]), {r["client_id"] for r in out["records"]})
+            result["arms"]["threads"] = {"wall_s": round(out["wall_s"], 2), "courses": n, "calls": m["requests"], "tokens_per_s": round((m["prompt_tokens"] + m["completion_tokens"]) / out["wall_s"], 1), "wall_s_extrapolated": round(out["wall_s"] * clients / n, 1)}
+
+        if "sequential" in arms:
+            n = min(clients, seq_clients)
+            echo(f"[sequential] {n} course(s), one request in flight ...")
+            stub.reset()
+            out = _naive_arm(cfg, cohort[:n], 1, root / "sequential")
+            m = stub.metrics()
+            hashes["sequential"] = (_transcript_hash(out["records"]), {r["client_id"] for r in out["records"]})
+            ext = out["wall_s"] * clients / n
+            result["arms"]["sequential"] = {"wall_s": round(out["wall_s"], 2), "courses": n, "calls": m["requests"], "wall_s_extrapolated": round(ext, 1)}
+            if "therasim" in result["arms"]:
+                result["speedup_vs_sequential"] = round(ext / result["arms"]["therasim"]["wall_s"], 2)
+
+        # transcripts must match across arms on the courses they share
+        if "therasim" in hashes and "therasim" in arms:
+            rd_recs = [json.loads(x) for x in (Path(result["run_dir"]) / "transcripts.jsonl").read_text().splitlines()]
+            checks = {}
+            for arm, (h, ids) in hashes.items():
+                if arm == "therasim":
+                    continue
+                checks[arm] = h == _transcript_hash(rd_recs, ids)
+            result["transcripts_match"] = checks
+        if checkpoint_sizes:
+            result["bytes_per_turn_10"] = round(checkpoint_bytes_per_turn(10, preset))
+            result["bytes_per_turn_40"] = round(checkpoint_bytes_per_turn(40, preset))
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        therasim_arm = result["arms"].get("therasim")
+        if therasim_arm:
+            result["valid"] = therasim_arm["stub_cpu_fraction"] < 0.9
+            if not result["valid"]:
+                result["invalid_reason"] = f"the stub used {therasim_arm['stub_cpu_fraction']:.0%} of its core: it, not therasim, was the bottleneck"
+        result["stub_metrics"] = stub.metrics()
+    finally:
+        stub.close()
+        if prev_aff:
+            os.sched_setaffinity(0, prev_aff)
+    return result
+
+
+def summarise(result: dict[str, Any]) -> str:
+    keys = ("E", "cpu_ms_per_call", "speedup_vs_sequential", "concurrency", "prefix_hit_ratio", "bytes_per_turn_10", "bytes_per_turn_40", "peak_rss_mb", "p50_turn_s", "p95_turn_s", "errors", "retries", "transcripts_match", "valid")
+    lines = [f"{k}: {result.get(k)}" for k in keys if k in result]
+    for arm, a in result.get("arms", {}).items():
+        lines.append(f"arm {arm}: " + ", ".join(f"{k}={v}" for k, v in a.items()))
+    return "\n".join(lines)
+

@@ -1,0 +1,357 @@
+"""A calibrated stub of an OpenAI-compatible model server, for benchmarks and tests
+(never a default). ``therasim stub --profile h100-8b --port 8011``.
+
+- Deterministic: the reply is drawn from a hash of the request; schema-valid JSON
+  when ``response_format`` carries a JSON schema (every therasim node schema
+  parses), else text of a set token count (capped by ``max_tokens``).
+- A latency model: ``ttft + uncached_prompt_tokens / prefill_rate +
+  output_tokens x tpot(n_in_flight)``; ``tpot`` is flat up to the first point
+  and interpolated after it (it rises with load past a knee); requests past
+  ``max_concurrency`` queue.
+- An emulated prefix cache: prompts are cut into 16-token blocks (4 characters a
+  token), chained by hash, kept in an LRU of ``cache_tokens`` capacity; cached
+  tokens are reported in ``usage.prompt_tokens_details.cached_tokens``.
+- ``/metrics``: requests, tokens, cached tokens, hit ratio, in-flight now and peak,
+  faults injected; ``/v1/embeddings``: deterministic unit vectors.
+- Fault injection (``--faults RATE`` spread over all kinds, or ``--fault KIND=RATE``):
+  HTTP 5xx, 429 with Retry-After, connection resets, hangs past the client
+  timeout, truncated bodies, malformed JSON, schema-valid JSON with
+  out-of-range values, empty completions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from therasim.errors import ConfigError
+
+__all__ = ["FAULT_KINDS", "PROFILES", "StubProfile", "StubServer", "create_app", "parse_faults"]
+
+FAULT_KINDS = ("http_500", "http_429", "reset", "hang", "truncated", "malformed", "out_of_range", "empty")
+
+
+@dataclass(frozen=True)
+class StubProfile:
+    name: str
+    ttft_s: float = 0.0
+    prefill_tok_s: float = math.inf
+    tpot: tuple[tuple[int, float], ...] = ((1, 0.0),)  # (requests in flight, seconds per output token)
+    max_concurrency: int = 100_000
+    cache_tokens: int = 400_000
+    text_tokens: int = 100  # output tokens of a free-text reply (max_tokens caps it)
+    hang_s: float = 600.0
+
+    def tpot_at(self, n: int) -> float:
+        pts = self.tpot
+        if n <= pts[0][0]:
+            return pts[0][1]
+        for (n0, t0), (n1, t1) in zip(pts, pts[1:], strict=False):
+            if n <= n1:
+                return t0 + (t1 - t0) * (n - n0) / (n1 - n0)
+        if len(pts) >= 2:  # extrapolate the last segment
+            (n0, t0), (n1, t1) = pts[-2], pts[-1]
+            return t1 + (t1 - t0) * (n - n1) / (n1 - n0)
+        return pts[-1][1]
+
+
+PROFILES: dict[str, StubProfile] = {
+    # pure overhead: answers at once
+    "zero": StubProfile("zero"),
+    # one H100, 8B model, chat workload (docs/benchmarks.md): prefill 30k tok/s,
+    # 10/30/45 ms per output token at 8/128/256 in flight, 256 sequences at most
+    "h100-8b": StubProfile("h100-8b", ttft_s=0.015, prefill_tok_s=30_000, tpot=((8, 0.010), (128, 0.030), (256, 0.045)), max_concurrency=256, cache_tokens=400_000),
+    # a hosted API: 0.4 s to first token, 50 tokens/s per stream, no slowdown with load
+    "api-like": StubProfile("api-like", ttft_s=0.4, prefill_tok_s=math.inf, tpot=((1, 0.020),), max_concurrency=100_000, cache_tokens=0),
+}
+
+
+def parse_faults(rate: float = 0.0, kinds: list[str] | None = None) -> dict[str, float]:
+    """``rate`` spread evenly over every kind, plus explicit ``KIND=RATE`` entries."""
+    out: dict[str, float] = {}
+    if rate:
+        if not 0 <= rate <= 1:
+            raise ConfigError(f"--faults must be between 0 and 1, got {rate}")
+        out = {k: rate / len(FAULT_KINDS) for k in FAULT_KINDS}
+    for item in kinds or []:
+        if "=" not in item:
+            raise ConfigError(f"--fault {item!r}: expected KIND=RATE, kinds: {', '.join(FAULT_KINDS)}")
+        k, v = item.split("=", 1)
+        if k not in FAULT_KINDS:
+            raise ConfigError(f"--fault {k!r} is not a fault kind; kinds: {', '.join(FAULT_KINDS)}")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ConfigError(f"--fault {item!r}: RATE must be a number") from None
+    if sum(out.values()) > 1:
+        raise ConfigError(f"fault rates add up to {sum(out.values()):.2f} > 1")
+    return out
+
+
+def _tokens(text: str) -> int:
+    return max(1, (len(text) + 3) // 4)
+
+
+class PrefixCache:
+    """16-token blocks chained by hash, LRU by tokens."""
+
+    BLOCK_CHARS = 64  # 16 tokens x 4 characters
+
+    def __init__(self, capacity_tokens: int) -> None:
+        self.capacity_blocks = capacity_tokens // 16
+        self._lru: OrderedDict[bytes, None] = OrderedDict()
+
+    def lookup_insert(self, prompt: str) -> int:
+        """Cached prompt tokens (the longest cached block prefix); then cache all blocks."""
+        if self.capacity_blocks <= 0:
+            return 0
+        h = b""
+        hits = 0
+        prefix = True
+        n = len(prompt) // self.BLOCK_CHARS
+        for i in range(n):
+            h = hashlib.blake2b(h + prompt[i * self.BLOCK_CHARS : (i + 1) * self.BLOCK_CHARS].encode(), digest_size=12).digest()
+            if prefix and h in self._lru:
+                hits += 1
+                self._lru.move_to_end(h)
+            else:
+                prefix = False
+                self._lru[h] = None
+        while len(self._lru) > self.capacity_blocks:
+            self._lru.popitem(last=False)
+        return hits * 16
+
+
+@dataclass
+class Metrics:
+    requests: int = 0
+    completed: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    in_flight: int = 0
+    in_flight_peak: int = 0
+    queued_peak: int = 0
+    embeddings: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items()}
+        d["prefix_hit_ratio"] = round(self.cached_tokens / self.prompt_tokens, 4) if self.prompt_tokens else 0.0
+        d["uptime_s"] = round(time.time() - self.started, 3)
+        return d
+
+
+class StubServer:
+    """The stub's state: profile, prefix cache, metrics, fault plan, request trace."""
+
+    def __init__(self, profile: StubProfile | str = "zero", *, faults: dict[str, float] | None = None, seed: int = 0, time_scale: float = 1.0, trace: str | Path | None = None) -> None:
+        if isinstance(profile, str):
+            if profile not in PROFILES:
+                raise ConfigError(f"unknown stub profile {profile!r}; profiles: {sorted(PROFILES)}")
+            profile = PROFILES[profile]
+        self.profile = profile
+        self.faults = faults or {}
+        self.seed = seed
+        self.time_scale = time_scale
+        self.cache = PrefixCache(profile.cache_tokens)
+        self.metrics = Metrics()
+        self._sem: asyncio.Semaphore | None = None
+        self._fault_rng = random.Random(seed ^ 0x5EED)
+        self._trace = open(trace, "a", encoding="utf-8") if trace else None
+
+    def sem(self) -> asyncio.Semaphore:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.profile.max_concurrency)
+        return self._sem
+
+    def reset(self) -> None:
+        self.cache = PrefixCache(self.profile.cache_tokens)
+        self.metrics = Metrics()
+
+    # content ---------------------------------------------------------------
+    def reply(self, body: dict[str, Any]) -> tuple[str, bool, dict[str, Any] | None]:
+        """(content, is_json, schema) from a hash of the request."""
+        from therasim.schema_sampling import instance_from_schema
+
+        key = json.dumps({"m": body.get("messages"), "rf": body.get("response_format"), "s": body.get("seed"), "model": body.get("model")}, sort_keys=True)
+        rng = random.Random(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") ^ self.seed)
+        rf = body.get("response_format") or {}
+        schema = (rf.get("json_schema") or {}).get("schema") or rf.get("schema")
+        if schema:
+            return json.dumps(instance_from_schema(schema, rng)), True, schema
+        n = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or self.profile.text_tokens), self.profile.text_tokens)
+        words = "I hear how hard this week has been and I wonder what helped you get through the long nights at work with your family".split()
+        out: list[str] = []
+        while _tokens(" ".join(out)) < n:
+            out.append(rng.choice(words))
+        return (" ".join(out).capitalize() + ".")[: 4 * n], False, None
+
+    def latency(self, uncached: int, out_tokens: int, in_flight: int) -> float:
+        p = self.profile
+        prefill = uncached / p.prefill_tok_s if math.isfinite(p.prefill_tok_s) else 0.0
+        return (p.ttft_s + prefill + out_tokens * p.tpot_at(max(in_flight, 1))) * self.time_scale
+
+    def draw_fault(self) -> str | None:
+        if not self.faults:
+            return None
+        u = self._fault_rng.random()
+        acc = 0.0
+        for k, r in self.faults.items():
+            acc += r
+            if u < acc:
+                self.metrics.faults[k] = self.metrics.faults.get(k, 0) + 1
+                return k
+        return None
+
+
+def _out_of_range(obj: Any) -> Any:
+    """Push the first bounded integer it finds far out of range (still valid JSON)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int):
+                return {**obj, k: v + 1000}
+            new = _out_of_range(v)
+            if new is not v:
+                return {**obj, k: new}
+    if isinstance(obj, list) and obj:
+        return [_out_of_range(obj[0]), *obj[1:]]
+    return obj
+
+
+def create_app(server: StubServer) -> Any:
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except Exception:
+            return web.json_response({"error": {"message": "request body is not JSON", "type": "invalid_request_error"}}, status=400)
+        if not isinstance(body.get("messages"), list):
+            return web.json_response({"error": {"message": "messages must be a list", "type": "invalid_request_error"}}, status=400)
+        m = server.metrics
+        m.requests += 1
+        if server._trace is not None:
+            server._trace.write(json.dumps(body, separators=(",", ":")) + "\n")
+        fault = server.draw_fault()
+        if fault == "http_500":
+            return web.json_response({"error": {"message": "injected server error", "type": "server_error"}}, status=500)
+        if fault == "http_429":
+            return web.json_response({"error": {"message": "injected rate limit", "type": "rate_limit"}}, status=429, headers={"Retry-After": "0.05"})
+        if fault == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
+        prompt = "".join(f"{x.get('role')}:{x.get('content')}\n" for x in body["messages"] if isinstance(x, dict))
+        p_tok = _tokens(prompt)
+        sem = server.sem()
+        m.queued_peak = max(m.queued_peak, m.requests - m.completed - m.in_flight)
+        async with sem:
+            m.in_flight += 1
+            m.in_flight_peak = max(m.in_flight_peak, m.in_flight)
+            try:
+                cached = min(server.cache.lookup_insert(prompt), p_tok)
+                content, is_json, _schema = server.reply(body)
+                if fault == "out_of_range" and is_json:
+                    content = json.dumps(_out_of_range(json.loads(content)))
+                if fault == "empty":
+                    content = ""
+                c_tok = _tokens(content) if content else 0
+                delay = server.latency(p_tok - cached, c_tok, m.in_flight)
+                if fault == "hang":
+                    delay = server.profile.hang_s
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            finally:
+                m.in_flight -= 1
+        m.completed += 1
+        m.prompt_tokens += p_tok
+        m.cached_tokens += cached
+        m.completion_tokens += c_tok
+        payload = {
+            "id": "chatcmpl-" + hashlib.blake2b(prompt.encode(), digest_size=6).hexdigest(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "stub"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok, "prompt_tokens_details": {"cached_tokens": cached}},
+        }
+        raw = json.dumps(payload)
+        if fault == "malformed":
+            raw = raw.replace('"choices"', "'choices'", 1)
+        if fault == "truncated":
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Content-Length": str(len(raw))})
+            await resp.prepare(request)
+            await resp.write(raw[: len(raw) // 2].encode())
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        return web.Response(text=raw, content_type="application/json")
+
+    async def embeddings(request: web.Request) -> web.Response:
+        body = await request.json()
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        server.metrics.embeddings += len(inputs or [])
+        data = []
+        for i, text in enumerate(inputs or []):
+            rng = random.Random(int.from_bytes(hashlib.blake2b(str(text).encode(), digest_size=8).digest(), "big"))
+            v = [rng.gauss(0, 1) for _ in range(int(body.get("dimensions") or 384))]
+            n = math.sqrt(sum(x * x for x in v)) or 1.0
+            data.append({"object": "embedding", "index": i, "embedding": [x / n for x in v]})
+        return web.json_response({"object": "list", "data": data, "model": body.get("model", "stub-embed"), "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "therasim"}]})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.json_response({**server.metrics.as_dict(), "profile": server.profile.name, "faults_configured": server.faults})
+
+    async def reset(request: web.Request) -> web.Response:
+        server.reset()
+        return web.json_response({"ok": True})
+
+    async def trace(request: web.Request) -> web.Response:
+        """``{"path": FILE}`` starts appending request bodies to FILE; ``{"path": null}`` stops."""
+        body = await request.json()
+        if server._trace is not None:
+            server._trace.close()
+            server._trace = None
+        if body.get("path"):
+            server._trace = open(body["path"], "a", encoding="utf-8")
+        return web.json_response({"ok": True, "tracing": bool(body.get("path"))})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/reset", reset)
+    app.router.add_post("/trace", trace)
+    return app
+
+
+def run_stub(profile: str = "zero", *, host: str = "127.0.0.1", port: int = 8011, faults: dict[str, float] | None = None, seed: int = 0, time_scale: float = 1.0, trace: str | None = None, print_fn: Any = print) -> None:
+    """Serve until interrupted."""
+    from aiohttp import web
+
+    server = StubServer(profile, faults=faults, seed=seed, time_scale=time_scale, trace=trace)
+    print_fn(f"therasim stub ({server.profile.name}) on http://{host}:{port}/v1  (metrics: http://{host}:{port}/metrics)")
+    web.run_app(create_app(server), host=host, port=port, print=None, access_log=None, handle_signals=True)
+
