@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -204,6 +205,17 @@ def choose_replica(urls: Sequence[str], course_key: str | None) -> str:
     return max(urls, key=score)
 
 
+def replica_order(urls: Sequence[str], course_key: str | None) -> list[str]:
+    """All replicas, the rendezvous choice first, then the fallbacks in rendezvous order."""
+    if course_key is None or len(urls) <= 1:
+        return list(urls)
+
+    def score(u: str) -> int:
+        return int.from_bytes(hashlib.blake2b(f"{u}|{course_key}".encode(), digest_size=8).digest(), "big")
+
+    return sorted(urls, key=score, reverse=True)
+
+
 def _api_key(spec: ModelSpec) -> str:
     if spec.api_key_env is None:
         return "EMPTY"  # vLLM without --api-key accepts any key
@@ -243,21 +255,57 @@ def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None =
             therasim_dialect=spec.dialect,
         )
     # openai and vllm: vLLM's server speaks the OpenAI protocol.
-    return OpenAICompatChatModel(spec=spec, base_url=choose_replica(spec.base_urls, course_key), therasim_dialect=spec.dialect)
+    order = replica_order(spec.base_urls, course_key)
+    return OpenAICompatChatModel(spec=spec, base_url=order[0], urls=order, therasim_dialect=spec.dialect)
 
 
 class OpenAICompatChatModel(BaseChatModel):
-    """langchain-openai's ChatOpenAI over the openai SDK's aiohttp transport, one
-    client per event loop (an aiohttp session belongs to the loop that made it, so a
-    model reused across ``asyncio.run`` calls, notebooks or threads stays valid)."""
+    """An OpenAI-compatible server (vLLM). Async calls go through
+    :class:`therasim.http.HttpChatClient` (raw aiohttp, one session per event loop,
+    retries with backoff and jitter, Retry-After, a circuit breaker per replica with
+    failover in rendezvous order); sync calls use langchain-openai's ChatOpenAI."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     spec: ModelSpec
     base_url: str
+    urls: list[str] = []
     therasim_dialect: str = "json_schema"
     _per_loop: Any = PrivateAttr(default=None)
     _sync: Any = PrivateAttr(default=None)
+    _http: Any = PrivateAttr(default=None)
+
+    def _client(self) -> Any:
+        if self._http is None:
+            from therasim.http import HttpChatClient, RetryPolicy
+
+            spec = self.spec
+            self._http = HttpChatClient(
+                self.urls or [self.base_url],
+                api_key=_api_key(spec),
+                timeout_s=spec.timeout_s,
+                policy=RetryPolicy(max_retries=spec.max_retries, budget_s=spec.timeout_s * (spec.max_retries + 1) + 30),
+            )
+        return self._http
+
+    def _body(self, messages: list[BaseMessage], stop: list[str] | None, kw: dict[str, Any]) -> dict[str, Any]:
+        s = self.spec.sampling
+        roles = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": [{"role": roles.get(m.type, "user"), "content": m.content if isinstance(m.content, str) else json.dumps(m.content)} for m in messages],
+            "temperature": kw.get("temperature", s.temperature),
+            "top_p": kw.get("top_p", s.top_p),
+            "max_tokens": kw.get("max_tokens", s.max_tokens),
+        }
+        seed = kw.get("seed", s.seed)
+        if seed is not None:
+            body["seed"] = seed
+        if kw.get("response_format") is not None:
+            body["response_format"] = kw["response_format"]
+        if stop:
+            body["stop"] = stop
+        return body
 
     @property
     def _llm_type(self) -> str:
@@ -305,6 +353,8 @@ class OpenAICompatChatModel(BaseChatModel):
 
     async def aclose_loop(self) -> None:
         """Close the HTTP client this event loop used (call before the loop ends)."""
+        if self._http is not None:
+            await self._http.aclose()
         if not self._per_loop:
             return
         model = self._per_loop.pop(asyncio.get_running_loop(), None)
@@ -320,7 +370,17 @@ class OpenAICompatChatModel(BaseChatModel):
     async def _agenerate(
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
     ) -> ChatResult:
-        return await self._for_loop()._agenerate(messages, stop=stop, **kwargs)
+        data, transport = await self._client().chat(self._body(messages, stop, kwargs))
+        choice = data["choices"][0]
+        usage = data.get("usage") or {}
+        cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
+        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        msg = AIMessage(
+            content=choice["message"].get("content") or "",
+            usage_metadata={"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}},
+            response_metadata={"model_name": data.get("model"), "finish_reason": choice.get("finish_reason"), "transport": transport},
+        )
+        return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
 def dialect_for(model: BaseChatModel) -> StructuredDialect:

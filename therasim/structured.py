@@ -12,6 +12,7 @@ schema and carries the raw text. Nothing is ever silently replaced by a default.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import time
@@ -50,15 +51,22 @@ class CallStats:
     latency_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    cached_tokens: int = 0
+    transport_retries: int = 0
 
     @property
     def retries(self) -> int:
-        return max(0, self.attempts - 1)
+        return max(0, self.attempts - 1) + self.transport_retries
 
     def add_usage(self, msg: BaseMessage) -> None:
         um = getattr(msg, "usage_metadata", None) or {}
         self.input_tokens += int(um.get("input_tokens", 0) or 0)
         self.output_tokens += int(um.get("output_tokens", 0) or 0)
+        self.cached_tokens += int((um.get("input_token_details") or {}).get("cache_read", 0) or 0)
+        tr = (getattr(msg, "response_metadata", None) or {}).get("transport") or {}
+        if tr.get("retries"):
+            self.transport_retries += int(tr["retries"])
+            self.errors.extend(f"transport: {e}" for e in tr.get("errors") or [])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +75,8 @@ class CallStats:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "latency_s": round(self.latency_s, 4),
+            "cached_tokens": self.cached_tokens,
+            "transport_retries": self.transport_retries,
             "errors": list(self.errors),
             "repairs": list(self.repairs),
         }
@@ -112,8 +122,10 @@ def grammar_schema(schema: dict[str, Any], max_enum: int = 21) -> dict[str, Any]
     return walk(inline_refs(schema))
 
 
+@functools.lru_cache(maxsize=512)
 def response_format_for(schema_model: type[BaseModel], dialect: StructuredDialect) -> dict[str, Any] | None:
-    """The ``response_format`` request field for a dialect (None for ``prompt``)."""
+    """The ``response_format`` request field for a dialect (None for ``prompt``);
+    cached per (model, dialect): schemas are fixed, and building one costs ms."""
     js = schema_model.model_json_schema()
     if dialect == "json_schema":
         # OpenAI / vLLM (xgrammar or guidance honour numeric bounds themselves).

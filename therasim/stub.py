@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -54,7 +55,7 @@ class StubProfile:
         pts = self.tpot
         if n <= pts[0][0]:
             return pts[0][1]
-        for (n0, t0), (n1, t1) in zip(pts, pts[1:], strict=False):
+        for (n0, t0), (n1, t1) in itertools.pairwise(pts):
             if n <= n1:
                 return t0 + (t1 - t0) * (n - n0) / (n1 - n0)
         if len(pts) >= 2:  # extrapolate the last segment
@@ -188,7 +189,8 @@ class StubServer:
         rf = body.get("response_format") or {}
         schema = (rf.get("json_schema") or {}).get("schema") or rf.get("schema")
         if schema:
-            return json.dumps(instance_from_schema(schema, rng)), True, schema
+            # booleans (a client's wish to end, a draft judged unsafe) rarely true, as in real sessions
+            return json.dumps(instance_from_schema(schema, rng, p_true=0.08, p_true_by_name={"safe": 0.95})), True, schema
         n = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or self.profile.text_tokens), self.profile.text_tokens)
         words = "I hear how hard this week has been and I wonder what helped you get through the long nights at work with your family".split()
         out: list[str] = []

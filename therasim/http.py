@@ -1,0 +1,199 @@
+"""The HTTP transport for OpenAI-compatible servers (vLLM): raw aiohttp, one
+session per event loop, retries with backoff and jitter within a per-call
+budget, Retry-After honoured, and a circuit breaker per base URL that moves
+courses to a healthy replica while one is failing.
+
+The openai SDK's request transformation and langchain-openai's parse path cost
+milliseconds of CPU per call; at hundreds of requests in flight that decides
+whether one core can keep a GPU busy, so the hot path posts JSON directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from therasim.errors import TherasimError
+
+__all__ = ["BREAKERS", "CircuitBreaker", "HttpChatClient", "ProviderError", "RetryPolicy"]
+
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class ProviderError(TherasimError):
+    """A model call that failed after its retry budget (or could not be retried)."""
+
+    def __init__(self, message: str, *, kind: str, status: int | None = None, attempts: int = 1, url: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.attempts = attempts
+        self.url = url
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits U(0, min(cap, base*2^n)),
+    or the server's Retry-After when it gives one."""
+
+    max_retries: int = 2
+    base_s: float = 0.25
+    cap_s: float = 8.0
+    budget_s: float = 600.0  # wall-clock budget for one call, all attempts included
+
+    def delay(self, n: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.cap_s * 4)
+        return rng.uniform(0, min(self.cap_s, self.base_s * (2**n)))
+
+
+@dataclass
+class CircuitBreaker:
+    """Per base URL: opens after ``threshold`` consecutive failures, stays open for
+    ``cooldown_s``, then lets one trial request through (half-open)."""
+
+    threshold: int = 5
+    cooldown_s: float = 5.0
+    failures: int = 0
+    opened_at: float | None = None
+    trips: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def available(self) -> bool:
+        with self._lock:
+            if self.opened_at is None:
+                return True
+            return time.monotonic() - self.opened_at >= self.cooldown_s
+
+    def success(self) -> None:
+        with self._lock:
+            self.failures = 0
+            self.opened_at = None
+
+    def failure(self) -> bool:
+        """Record a failure; True when this one opened the breaker."""
+        with self._lock:
+            self.failures += 1
+            if self.failures >= self.threshold and (self.opened_at is None or time.monotonic() - self.opened_at >= self.cooldown_s):
+                self.opened_at = time.monotonic()
+                self.trips += 1
+                return True
+            return False
+
+
+class _Breakers:
+    def __init__(self) -> None:
+        self._d: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, url: str) -> CircuitBreaker:
+        with self._lock:
+            b = self._d.get(url)
+            if b is None:
+                b = self._d[url] = CircuitBreaker()
+            return b
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {u: {"failures": b.failures, "open": b.opened_at is not None, "trips": b.trips} for u, b in self._d.items()}
+
+
+BREAKERS = _Breakers()
+
+
+class HttpChatClient:
+    """POST /chat/completions to one of ``urls`` (in preference order)."""
+
+    def __init__(self, urls: list[str], *, api_key: str, timeout_s: float, policy: RetryPolicy, seed: int = 0) -> None:
+        if not urls:
+            raise TherasimError("no base_url to send requests to")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.timeout_s = timeout_s
+        self.policy = policy
+        self._rng = random.Random(seed)
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def _session(self) -> Any:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        s = self._sessions.get(loop)
+        if s is None or s.closed:
+            s = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                json_serialize=json.dumps,
+            )
+            self._sessions[loop] = s
+        return s
+
+    async def aclose(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        s = self._sessions.pop(loop, None)
+        if s is not None and not s.closed:
+            await s.close()
+
+    def _pick(self) -> str:
+        for u in self.urls:
+            if BREAKERS[u].available():
+                return u
+        return self.urls[0]  # all open: keep trying the preferred one (it may have recovered)
+
+    async def chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The parsed response and transport info (attempts, retries, errors, url)."""
+        import aiohttp
+
+        errors: list[str] = []
+        t0 = time.monotonic()
+        payload = json.dumps(body).encode()
+        n = 0
+        while True:
+            url = self._pick()
+            status: int | None = None
+            retry_after: float | None = None
+            kind = "ok"
+            try:
+                async with self._session().post(url + "/chat/completions", data=payload, headers=self.headers) as resp:
+                    status = resp.status
+                    raw = await resp.read()
+                    if status == 200:
+                        data = json.loads(raw)
+                        choice = data["choices"][0]["message"]
+                        if not isinstance(choice.get("content"), (str, type(None))):
+                            raise ValueError("message.content is not text")
+                        BREAKERS[url].success()
+                        return data, {"attempts": n + 1, "retries": n, "errors": errors, "url": url}
+                    ra = resp.headers.get("Retry-After")
+                    if ra:
+                        try:
+                            retry_after = float(ra)
+                        except ValueError:
+                            retry_after = None
+                    kind = f"http_{status}"
+                    detail = raw[:200].decode("utf-8", "replace")
+            except asyncio.TimeoutError:
+                kind, detail = "timeout", f"no reply within {self.timeout_s:g} s"
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError, ConnectionError) as e:
+                kind, detail = "connection", f"{type(e).__name__}: {e}"[:200]
+            except (ValueError, KeyError, IndexError, TypeError) as e:  # malformed or truncated body
+                kind, detail = "malformed", f"{type(e).__name__}: {e}"[:200]
+            errors.append(f"{kind}: {detail}")
+            retryable = kind in ("timeout", "connection", "malformed") or (status in _RETRY_STATUS)
+            if BREAKERS[url].failure() and len(self.urls) > 1:
+                errors.append(f"circuit opened for {url}; moving to another replica")
+            elapsed = time.monotonic() - t0
+            if not retryable or n >= self.policy.max_retries or elapsed >= self.policy.budget_s:
+                why = "not retryable" if not retryable else ("retry budget spent" if n >= self.policy.max_retries else "time budget spent")
+                raise ProviderError(f"model call to {url} failed after {n + 1} attempt(s) ({why}); last: {errors[-1]}", kind=kind, status=status, attempts=n + 1, url=url)
+            await asyncio.sleep(min(self.policy.delay(n, retry_after, self._rng), max(0.0, self.policy.budget_s - elapsed)))
+            n += 1
