@@ -116,14 +116,43 @@ class _Stub:
             self.proc.kill()
 
 
-def _cfg(url: str, preset: str, sessions: int, turns: int, seed: int, concurrency: int) -> dict[str, Any]:
+def _cfg(url: str, preset: str, sessions: int, turns: int, seed: int, concurrency: int, timeout_s: float = 120.0) -> dict[str, Any]:
     return {
-        "models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1", "max_retries": 6, "timeout_s": 60}},
+        "models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1", "max_retries": 8, "timeout_s": timeout_s}},
         "course": {"preset": preset, "sessions": sessions, "max_turns": turns},
         "memory": {"embedding": "hash"},
         "seed": seed,
         "concurrency": concurrency,
     }
+
+
+def _get_list(url: str) -> list[Any]:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read().decode())  # type: ignore[no-any-return]
+
+
+def _integrity(records: list[dict[str, Any]], *, cohort_ids: list[str], sessions: int, served: set[str], status: dict[str, Any]) -> dict[str, Any]:
+    """Count from the run's own transcripts: courses completed, turns lost (a missing
+    session or exchange, or a counselor turn the stub never served whole) and turns
+    duplicated (a session or exchange recorded twice)."""
+    from therasim.stub import content_hash
+
+    seen: dict[tuple[str, int], int] = {}
+    dup = lost = 0
+    for r in records:
+        key = (r["client_id"], r["session"])
+        seen[key] = seen.get(key, 0) + 1
+        ex = [t["exchange"] for t in r["turns"] if t["speaker"] == "client"]
+        dup += len(ex) - len(set(ex))
+        lost += len(set(range(max(ex) + 1 if ex else 0)) - set(ex))
+        for t in r["turns"]:
+            if t["speaker"] == "counselor" and content_hash(t["text"]) not in served:
+                lost += 1
+    dup += sum(n - 1 for n in seen.values() if n > 1)
+    completed = [c for c in cohort_ids if status.get(c, {}).get("status") == "completed"]
+    for c in completed:
+        lost += sum(1 for s in range(1, sessions + 1) if (c, s) not in seen)
+    return {"courses_total": len(cohort_ids), "courses_completed": len(completed), "turns_lost": lost, "turns_duplicated": dup}
 
 
 def _transcript_hash(records: list[dict[str, Any]], clients: set[str] | None = None) -> str:
@@ -226,8 +255,11 @@ async def _replay(url: str, trace_path: Path, concurrency: int) -> float:
                     b = q.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                async with s.post(url + "/v1/chat/completions", data=b, headers={"content-type": "application/json"}) as r:
-                    await r.read()
+                try:
+                    async with s.post(url + "/v1/chat/completions", data=b, headers={"content-type": "application/json"}) as r:
+                        await r.read()
+                except aiohttp.ClientError:
+                    pass  # counted by the stub; the replay measures throughput only
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - t0
@@ -325,7 +357,8 @@ def bench(
         "arms": {},
     }
     try:
-        cfg_d = _cfg(stub.url, preset, sessions, turns, seed, concurrency)
+        timeout_s = 5.0 if profile == "zero" else 120.0  # a hung request is abandoned and retried after this
+        cfg_d = _cfg(stub.url, preset, sessions, turns, seed, concurrency, timeout_s)
         cfg = RunConfig.model_validate(cfg_d)
         cohort = sample_profiles(clients, seed=seed)
         hashes: dict[str, tuple[str, set[str]]] = {}
@@ -344,6 +377,7 @@ def bench(
             stub_cpu = stub.cpu_s() - scpu0
             stub.trace(None)
             m = stub.metrics()
+            served = set(_get_list(stub.url + "/served"))
             tokens = m["prompt_tokens"] + m["completion_tokens"]
             lat = _turn_latencies(rd.events)
             recs = rd.records()
@@ -368,18 +402,19 @@ def bench(
                 p95_turn_s=_pct(lat, 95),
                 errors=res.errors,
                 retries=res.retries,
-                courses_total=clients,
-                courses_completed=len(res.completed),
                 run_dir=str(rd.root),
             )
             # the ideal: the same requests, no orchestration, same concurrency
             echo(f"[replay] {m['requests']} captured requests at concurrency {concurrency} ...")
             stub.reset()
+            _post(stub.url + "/faults", {"faults": {}})  # the ideal has no faults
             rwall = asyncio.run(_replay(stub.url, trace, concurrency))
             rm = stub.metrics()
             rtokens = rm["prompt_tokens"] + rm["completion_tokens"]
             result["arms"]["replay"] = {"wall_s": round(rwall, 2), "calls": rm["requests"], "tokens": rtokens, "tokens_per_s": round(rtokens / rwall, 1), "in_flight_peak": rm["in_flight_peak"]}
             result["E"] = round((tokens / wall) / (rtokens / rwall), 4) if rwall > 0 and rtokens else None
+            result.update(_integrity(recs, cohort_ids=[p.id for p in cohort], sessions=sessions, served=served, status=rd.course_status()))
+            result["fault_counts"] = m.get("faults")
 
         if "threads" in arms:
             n = min(clients, threads_clients or clients)

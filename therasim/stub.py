@@ -35,7 +35,7 @@ from typing import Any
 
 from therasim.errors import ConfigError
 
-__all__ = ["FAULT_KINDS", "PROFILES", "StubProfile", "StubServer", "create_app", "parse_faults"]
+__all__ = ["FAULT_KINDS", "PROFILES", "StubProfile", "StubServer", "content_hash", "create_app", "parse_faults"]
 
 FAULT_KINDS = ("http_500", "http_429", "reset", "hang", "truncated", "malformed", "out_of_range", "empty")
 
@@ -95,6 +95,11 @@ def parse_faults(rate: float = 0.0, kinds: list[str] | None = None) -> dict[str,
     if sum(out.values()) > 1:
         raise ConfigError(f"fault rates add up to {sum(out.values()):.2f} > 1")
     return out
+
+
+def content_hash(text: str) -> str:
+    """The id of one served completion (the bench matches transcripts against these)."""
+    return hashlib.blake2b(text.strip().encode(), digest_size=8).hexdigest()
 
 
 def _tokens(text: str) -> int:
@@ -178,6 +183,7 @@ class StubServer:
     def reset(self) -> None:
         self.cache = PrefixCache(self.profile.cache_tokens)
         self.metrics = Metrics()
+        self.served = set[str]()
 
     # content ---------------------------------------------------------------
     def reply(self, body: dict[str, Any]) -> tuple[str, bool, dict[str, Any] | None]:
@@ -299,7 +305,18 @@ def create_app(server: StubServer) -> Any:
             if request.transport is not None:
                 request.transport.abort()
             return resp
+        if fault != "malformed":
+            server.served.add(content_hash(content))
         return web.Response(text=raw, content_type="application/json")
+
+    async def set_faults(request: web.Request) -> web.Response:
+        """``{"faults": {KIND: RATE}}`` replaces the fault plan (the bench turns it off for the replay)."""
+        body = await request.json()
+        server.faults = {k: float(v) for k, v in (body.get("faults") or {}).items() if k in FAULT_KINDS}
+        return web.json_response({"faults": server.faults})
+
+    async def served(request: web.Request) -> web.Response:
+        return web.json_response(sorted(server.served))
 
     async def embeddings(request: web.Request) -> web.Response:
         body = await request.json()
@@ -346,6 +363,8 @@ def create_app(server: StubServer) -> Any:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/reset", reset)
     app.router.add_post("/trace", trace)
+    app.router.add_get("/served", served)
+    app.router.add_post("/faults", set_faults)
     return app
 
 
