@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import Any
 
 from therasim.errors import TherasimError
@@ -33,10 +34,15 @@ def _collection_name(client_id: str, role: str) -> str:
 class ChromaMemoryStore:
     """:class:`MemoryStore` over Chroma with an explicit embedding function."""
 
-    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024) -> None:
+    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0) -> None:
         self.client = client
         self.embedding = embedding
         self.cache = cache
+        # A `chroma run` server can restart mid-run: transient errors are retried for up
+        # to this long, and writes that still fail are buffered (see flush / pending).
+        self.retry_budget_s = retry_budget_s
+        self.pending: list[tuple[str, str, list[str], list[str], list[dict[str, Any]], Any]] = []
+        self.retried = 0
         self._mirror: _Mirror = _Mirror(cache_size)
         self._cols: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -53,7 +59,35 @@ class ChromaMemoryStore:
         import chromadb
         from chromadb.config import Settings
 
+        kw.setdefault("retry_budget_s", 30.0)
         return cls(chromadb.HttpClient(host=host, port=port, settings=Settings(anonymized_telemetry=False)), embedding, **kw)
+
+    def _retry(self, fn: Any) -> Any:
+        """Call ``fn``; retry transient (connection) errors with backoff within the budget."""
+        deadline = time.monotonic() + self.retry_budget_s
+        delay = 0.2
+        while True:
+            try:
+                return fn()
+            except Exception as e:
+                if not _transient(e) or time.monotonic() + delay > deadline:
+                    raise
+                self.retried += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def flush(self) -> int:
+        """Write buffered items (after an outage); returns how many batches are still pending."""
+        while self.pending:
+            batch = self.pending[0]
+            try:
+                self._retry(lambda b=batch: self._col(b[0], b[1]).upsert(ids=b[2], documents=b[3], metadatas=b[4], embeddings=b[5]))
+            except Exception as e:
+                if _transient(e):
+                    break
+                raise
+            self.pending.pop(0)
+        return len(self.pending)
 
     def _col(self, client_id: str, role: str, create: bool = True) -> Any:
         if role not in ("counselor", "client"):
@@ -67,8 +101,10 @@ class ChromaMemoryStore:
                 else:
                     try:
                         col = self.client.get_collection(name, embedding_function=self.embedding)
-                    except Exception:
-                        return None
+                    except Exception as e:
+                        if _transient(e):
+                            raise
+                        return None  # no such collection: nothing stored yet
                 self._cols[name] = col
             return col
 
@@ -92,9 +128,17 @@ class ChromaMemoryStore:
             metas.append(meta)
         if embeddings is not None and len(embeddings) != len(items):
             raise TherasimError(f"memory add: {len(embeddings)} embeddings for {len(items)} items")
-        if embeddings is None and self.cache:
+        if embeddings is None and (self.cache or self.retry_budget_s):
             embeddings = self._embed(docs)
-        self._col(client_id, role).upsert(ids=ids, documents=docs, metadatas=metas, embeddings=embeddings)
+        if self.pending:
+            self.flush()
+        try:
+            self._retry(lambda: self._col(client_id, role).upsert(ids=ids, documents=docs, metadatas=metas, embeddings=embeddings))
+        except Exception as e:
+            if not _transient(e):
+                raise
+            # Still down after the retry budget: keep the write, flush it later.
+            self.pending.append((client_id, role, ids, docs, metas, embeddings))
         if self.cache:
             self._mirror.upsert(_collection_name(client_id, role), ids, docs, metas, embeddings)
         return ids
@@ -111,10 +155,10 @@ class ChromaMemoryStore:
         entry = self._mirror.get(name)
         if entry is not None:
             return entry
-        col = self._col(client_id, role, create=False)
+        col = self._retry(lambda: self._col(client_id, role, create=False))
         if col is None:
             return None
-        res = col.get(include=["embeddings", "documents", "metadatas"])
+        res = self._retry(lambda: col.get(include=["embeddings", "documents", "metadatas"]))
         return self._mirror.put(name, res["ids"], res["documents"], res["metadatas"], res["embeddings"])
 
     def search(
@@ -128,19 +172,19 @@ class ChromaMemoryStore:
                 return []
             q = embedding if embedding is not None else self._embed([query])[0]
             return entry.search(q, k, where)
-        col = self._col(client_id, role, create=False)
+        col = self._retry(lambda: self._col(client_id, role, create=False))
         if col is None:
             return []
-        n = col.count()
+        n = self._retry(col.count)
         if n == 0:
             return []
         # Over-fetch a little and order by (score, id), so ties break the same way
         # here and in the mirror.
         m = min(k + 8, n)
         if embedding is not None:
-            res = col.query(query_embeddings=[embedding], n_results=m, where=_where(where))
+            res = self._retry(lambda: col.query(query_embeddings=[embedding], n_results=m, where=_where(where)))
         else:
-            res = col.query(query_texts=[query], n_results=m, where=_where(where))
+            res = self._retry(lambda: col.query(query_texts=[query], n_results=m, where=_where(where)))
         out = []
         for mid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
             out.append({"id": mid, "text": doc, **(meta or {}), "score": round(1.0 - float(dist), 4)})
@@ -172,6 +216,17 @@ def _where(where: dict[str, Any] | None) -> dict[str, Any] | None:
     if len(where) == 1:
         return where
     return {"$and": [{k: v} for k, v in where.items()]}
+
+
+def _transient(e: BaseException) -> bool:
+    """A connection-level failure (server restarting), not a bad request."""
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    if names & {"ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError", "ReadError", "WriteError", "NetworkError", "TransportError"}:
+        return True
+    msg = str(e).lower()
+    return any(w in msg for w in ("connection refused", "connecterror", "could not connect", "server disconnected", "connection reset"))
 
 
 _OPS = {

@@ -49,6 +49,8 @@ class RunResult:
     errors: int = 0
     retries: int = 0
     wall_s: float = 0.0
+    memory_retries: int = 0
+    memory_pending: int = 0  # memory write batches kept in memory_pending.jsonl (server still down at the end)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,8 @@ class RunResult:
             "turns": self.turns,
             "call_errors": self.errors,
             "retries": self.retries,
+            "memory_retries": self.memory_retries,
+            "memory_pending": self.memory_pending,
             "wall_s": round(self.wall_s, 1),
         }
 
@@ -365,6 +369,12 @@ async def arun_dir(
     pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
     course = course_builder(cfg.course, session_builder)
     store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
+    pending_file = rd.root / "memory_pending.jsonl"
+    if store is not None and pending_file.exists():
+        # memory writes a previous attempt could not deliver (memory server down at its end)
+        for b in read_jsonl(pending_file):
+            store.add(b["client_id"], b["role"], [{"id": i, "text": d, **m} for i, d, m in zip(b["ids"], b["docs"], b["metas"], strict=True)], embeddings=b["embeddings"])
+        pending_file.unlink()
     n_conc = concurrency or cfg.effective_concurrency()
 
     import structlog
@@ -433,6 +443,14 @@ async def arun_dir(
         try:
             with prog:
                 await asyncio.gather(*(one(p) for p in todo))
+            if store is not None and getattr(store, "pending", None):
+                if await asyncio.to_thread(store.flush):
+                    w = JsonlWriter(pending_file)
+                    for cid, role, ids, docs, metas, embs in store.pending:
+                        w.write({"client_id": cid, "role": role, "ids": ids, "docs": docs, "metas": metas, "embeddings": [list(map(float, e)) for e in embs]})
+                    w.close()
+                    result.memory_pending = len(store.pending)
+            result.memory_retries = int(getattr(store, "retried", 0) or 0)
         finally:
             await pool.aclose()
             transcripts.close()

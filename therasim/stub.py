@@ -174,6 +174,7 @@ class StubServer:
         self._sem: asyncio.Semaphore | None = None
         self._fault_rng = random.Random(seed ^ 0x5EED)
         self._trace = open(trace, "a", encoding="utf-8") if trace else None
+        self.served: set[str] = set()  # hashes of completions delivered whole
 
     def sem(self) -> asyncio.Semaphore:
         if self._sem is None:
@@ -183,7 +184,7 @@ class StubServer:
     def reset(self) -> None:
         self.cache = PrefixCache(self.profile.cache_tokens)
         self.metrics = Metrics()
-        self.served = set[str]()
+        self.served = set()
 
     # content ---------------------------------------------------------------
     def reply(self, body: dict[str, Any]) -> tuple[str, bool, dict[str, Any] | None]:
@@ -374,5 +375,5 @@ def run_stub(profile: str = "zero", *, host: str = "127.0.0.1", port: int = 8011
 
     server = StubServer(profile, faults=faults, seed=seed, time_scale=time_scale, trace=trace)
     print_fn(f"therasim stub ({server.profile.name}) on http://{host}:{port}/v1  (metrics: http://{host}:{port}/metrics)")
-    web.run_app(create_app(server), host=host, port=port, print=None, access_log=None, handle_signals=True)
+    web.run_app(create_app(server), host=host, port=port, print=None, access_log=None, handle_signals=True, shutdown_timeout=1.0)
 
