@@ -62,3 +62,15 @@ def llama_server(gguf_path: str):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# Hypothesis profiles: the default keeps CI quick; `HYPOTHESIS_PROFILE=slow` runs the
+# fuzz suites with 1,000+ examples each (docs/reliability.md).
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("default", max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("slow", max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # hypothesis is a dev dependency
+    pass

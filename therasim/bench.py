@@ -185,6 +185,30 @@ def _turn_latencies(events_path: Path) -> list[float]:
     return out
 
 
+def _hit_ratios(events_path: Path) -> dict[str, Any]:
+    """Prefix-cache hits from the calls' own usage: all calls, in-session calls after
+    a session's first exchange (steady state), and per node."""
+    from therasim.rundir import read_jsonl
+
+    tot = [0, 0]
+    steady = [0, 0]
+    per: dict[str, list[int]] = {}
+    for e in read_jsonl(events_path):
+        if e.get("event") != "node_call":
+            continue
+        p, c = int(e.get("input_tokens") or 0), int(e.get("cached_tokens") or 0)
+        tot[0] += p
+        tot[1] += c
+        acc = per.setdefault(e.get("node") or "?", [0, 0])
+        acc[0] += p
+        acc[1] += c
+        if e.get("exchange") is not None and int(e["exchange"]) >= 1:
+            steady[0] += p
+            steady[1] += c
+    r = lambda a: round(a[1] / a[0], 4) if a[0] else None  # noqa: E731
+    return {"prefix_hit_ratio_calls": r(tot), "prefix_hit_ratio_steady": r(steady), "prefix_hit_ratio_by_node": {k: r(v) for k, v in sorted(per.items())}}
+
+
 def _pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
@@ -400,6 +424,7 @@ def bench(
                 prefix_hit_ratio=m["prefix_hit_ratio"],
                 p50_turn_s=_pct(lat, 50),
                 p95_turn_s=_pct(lat, 95),
+                **_hit_ratios(rd.events),
                 errors=res.errors,
                 retries=res.retries,
                 run_dir=str(rd.root),
@@ -464,7 +489,7 @@ def bench(
 
 
 def summarise(result: dict[str, Any]) -> str:
-    keys = ("E", "cpu_ms_per_call", "speedup_vs_sequential", "concurrency", "prefix_hit_ratio", "bytes_per_turn_10", "bytes_per_turn_40", "peak_rss_mb", "p50_turn_s", "p95_turn_s", "errors", "retries", "transcripts_match", "valid")
+    keys = ("E", "cpu_ms_per_call", "speedup_vs_sequential", "concurrency", "prefix_hit_ratio", "prefix_hit_ratio_steady", "courses_total", "courses_completed", "turns_lost", "turns_duplicated", "bytes_per_turn_10", "bytes_per_turn_40", "peak_rss_mb", "p50_turn_s", "p95_turn_s", "errors", "retries", "transcripts_match", "valid")
     lines = [f"{k}: {result.get(k)}" for k in keys if k in result]
     for arm, a in result.get("arms", {}).items():
         lines.append(f"arm {arm}: " + ", ".join(f"{k}={v}" for k, v in a.items()))

@@ -38,20 +38,31 @@ class Prompt:
         return self.instruction.format(**kw)
 
 
-def render_transcript(turns: list[dict], *, me: str | None = None, max_chars: int = 6000) -> str:
-    """Transcript as ``Speaker: text`` lines (oldest first), trimmed from the front
-    to ``max_chars`` whole turns. Append-only, so consecutive prompts share it."""
+def render_transcript(turns: list[dict], *, me: str | None = None, max_chars: int = 6000, chunk: int = 6) -> str:
+    """Transcript as ``Speaker: text`` lines, oldest first. When it outgrows
+    ``max_chars``, whole turns are dropped from the front ``chunk`` at a time, so
+    the rendered prefix changes only every few turns instead of every turn (a
+    prefix cache keeps hitting between those points)."""
     lines = []
     for t in turns:
         who = "Client" if t["speaker"] == "client" else "Counselor"
         if me is not None and t["speaker"] == me:
             who += " (you)"
         lines.append(f"{who}: {t['text']}")
-    out: list[str] = []
-    total = 0
-    for line in reversed(lines):
-        total += len(line) + 1
-        if total > max_chars and out:
-            break
-        out.append(line)
-    return "\n".join(reversed(out)) if out else "(the session is just starting)"
+    if not lines:
+        return "(the session is just starting)"
+    start = 0
+    total = sum(len(x) + 1 for x in lines)
+    while total > max_chars and start + chunk < len(lines):
+        total -= sum(len(x) + 1 for x in lines[start : start + chunk])
+        start += chunk
+    if total > max_chars:  # a few very long turns: keep the newest that fit
+        kept: list[str] = []
+        size = 0
+        for line in reversed(lines[start:]):
+            size += len(line) + 1
+            if size > max_chars and kept:
+                break
+            kept.append(line)
+        return "\n".join(reversed(kept))
+    return "\n".join(lines[start:])

@@ -1,0 +1,113 @@
+"""Privacy: no connection except to configured endpoints, no telemetry, and API keys
+never written to manifests, logs or traces."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import free_port, wait_port  # type: ignore[import-not-found]
+
+
+class Guard:
+    """Fails any socket connection whose destination is not allowed."""
+
+    def __init__(self, allowed: set[tuple[str, int]]) -> None:
+        self.allowed = allowed
+        self.seen: list[Any] = []
+
+    def __enter__(self) -> Guard:
+        self._connect = socket.socket.connect
+        self._connect_ex = socket.socket.connect_ex
+        guard = self
+
+        def connect(sock: socket.socket, address: Any) -> Any:
+            guard.check(sock, address)
+            return guard._connect(sock, address)
+
+        def connect_ex(sock: socket.socket, address: Any) -> Any:
+            guard.check(sock, address)
+            return guard._connect_ex(sock, address)
+
+        socket.socket.connect = connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+        return self
+
+    def check(self, sock: socket.socket, address: Any) -> None:
+        if sock.family == socket.AF_UNIX:
+            return
+        self.seen.append(address)
+        host, port = address[0], address[1]
+        if (host, port) not in self.allowed:
+            raise AssertionError(f"unexpected connection to {address}")
+
+    def __exit__(self, *exc: object) -> None:
+        socket.socket.connect = self._connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = self._connect_ex  # type: ignore[method-assign]
+
+
+@pytest.mark.embedded
+def test_import_and_embedded_course_open_no_connection(tmp_path: Path) -> None:
+    """Import therasim and run a real course on the embedded model with Chroma and
+    MiniLM in a fresh interpreter whose sockets refuse any destination."""
+    code = r'''
+import socket, sys
+def refuse(self, address):
+    if self.family != socket.AF_UNIX:
+        raise SystemExit(f"CONNECT {address}")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+import therasim
+from therasim.runner import run
+res = run({"course": {"preset": "minimal", "sessions": 2, "max_turns": 1}, "seed": 2}, sample=1, out=sys.argv[1])
+print("OK", res.ok, res.sessions_written)
+'''
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGCHAIN_", "LANGSMITH_"))}
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0 and "OK True 2" in p.stdout, (p.stdout[-2000:], p.stderr[-3000:])
+    assert "CONNECT" not in p.stdout + p.stderr
+
+
+def test_server_run_connects_only_to_the_configured_endpoint_and_keeps_keys_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-test-SECRET-4f1d9c"
+    monkeypatch.setenv("THERASIM_TEST_KEY", secret)
+    port = free_port()
+    stub = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, stub, 30, "/health")
+        from therasim.runner import run
+
+        cfg = {
+            "models": {"default": {"provider": "openai", "model": "stub", "base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": "THERASIM_TEST_KEY"}},
+            "course": {"preset": "lean", "sessions": 2, "max_turns": 2},
+            "memory": {"embedding": "hash"},
+            "concurrency": 2,
+        }
+        with Guard({("127.0.0.1", port)}) as g:
+            res = run(cfg, sample=2, out=tmp_path)
+        assert res.ok and g.seen and all(a[1] == port for a in g.seen)
+        for f in res.run_dir.rglob("*"):
+            if f.is_file() and f.suffix in (".json", ".jsonl", ".sqlite", ".log", ".txt"):
+                assert secret.encode() not in f.read_bytes(), f
+        man = json.loads((res.run_dir / "manifest.json").read_text())
+        assert man["models"]["counselor"]["api_key_env"] == "THERASIM_TEST_KEY"
+    finally:
+        stub.terminate()
+        stub.wait(10)
+
+
+def test_telemetry_is_off() -> None:
+    import tempfile
+
+    from therasim.memory import ChromaMemoryStore
+    from therasim.testing import HashEmbedding
+
+    store = ChromaMemoryStore.persistent(tempfile.mkdtemp(), HashEmbedding())
+    assert store.client.get_settings().anonymized_telemetry is False
+    assert os.environ.get("LANGCHAIN_TRACING_V2", "").lower() not in ("true", "1") or pytest.skip("tracing turned on by the user")
