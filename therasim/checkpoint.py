@@ -49,4 +49,8 @@ async def open_checkpointer(path: str) -> AsyncIterator[Any]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     async with aiosqlite.connect(path) as conn:
+        # WAL with synchronous=NORMAL: a committed checkpoint survives the process being
+        # killed (the OS has it); only an OS crash could lose the last few commits.
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
         yield AsyncSqliteSaver(conn, serde=CompressedSerializer())
