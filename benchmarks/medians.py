@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 CONFIGS = {
-    "h100-8b c=64": ["--profile", "h100-8b", "--clients", "64", "--sessions", "2", "--turns", "6", "--concurrency", "64", "--arms", "therasim"],
-    "h100-8b c=256": ["--profile", "h100-8b", "--clients", "256", "--sessions", "2", "--turns", "4", "--concurrency", "256", "--arms", "therasim"],
-    "api-like c=64 vs sequential": ["--profile", "api-like", "--clients", "64", "--sessions", "2", "--turns", "4", "--concurrency", "64", "--arms", "sequential,therasim", "--seq-clients", "2"],
+    "h100-8b c=64": ["--profile", "h100-8b", "--clients", "64", "--sessions", "1", "--turns", "6", "--concurrency", "64", "--arms", "therasim"],
+    "h100-8b c=256": ["--profile", "h100-8b", "--clients", "256", "--sessions", "1", "--turns", "3", "--concurrency", "256", "--arms", "therasim"],
+    "api-like c=64 vs sequential": ["--profile", "api-like", "--clients", "64", "--sessions", "1", "--turns", "3", "--concurrency", "64", "--arms", "sequential,therasim", "--seq-clients", "2"],
 }
-KEYS = ("E", "cpu_ms_per_call", "speedup_vs_sequential", "prefix_hit_ratio", "prefix_hit_ratio_steady", "peak_rss_mb", "p50_turn_s", "p95_turn_s", "errors", "retries", "bytes_per_turn_10", "bytes_per_turn_40")
+KEYS = ("E", "E_courses", "cpu_ms_per_call", "speedup_vs_sequential", "prefix_hit_ratio", "prefix_hit_ratio_steady", "peak_rss_mb", "p50_turn_s", "p95_turn_s", "errors", "retries", "bytes_per_turn_10", "bytes_per_turn_40")
 
 
 def main() -> int:

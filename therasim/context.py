@@ -20,7 +20,7 @@ from therasim.policies.modalities import Modality, get_modality
 from therasim.policies.risk import RiskProtocol
 from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.policies.termination import TerminationRules
-from therasim.providers import EmbeddedChatModel, ModelPool, dialect_for
+from therasim.providers import EmbeddedChatModel, ModelPool, OpenAICompatChatModel, dialect_for
 from therasim.state import Side
 from therasim.structured import CallStats, agenerate_structured, agenerate_text
 
@@ -114,6 +114,8 @@ class NodeContext:
         kw: dict[str, Any] = {}
         if isinstance(model, EmbeddedChatModel):
             kw["cache_slot"] = self.node
+        elif isinstance(model, OpenAICompatChatModel) and self.ids.get("course_key"):
+            kw["user"] = self.ids["course_key"]  # the OpenAI `user` field: per-course attribution in server logs
         mt = max_tokens or self.sim.max_tokens.get(self.node)
         if mt:
             kw["max_tokens"] = mt

@@ -303,6 +303,8 @@ class OpenAICompatChatModel(BaseChatModel):
             body["seed"] = seed
         if kw.get("response_format") is not None:
             body["response_format"] = kw["response_format"]
+        if kw.get("user"):
+            body["user"] = kw["user"]
         if stop:
             body["stop"] = stop
         return body
