@@ -155,7 +155,7 @@ def test_chroma_server_restart_mid_run_loses_no_memory(tmp_path: Path, stub_fact
         return p
 
     chroma = start()
-    stub = stub_factory("--profile", "api-like", "--time-scale", "0.05")
+    stub = stub_factory("--profile", "api-like", "--time-scale", "0.15")  # slow enough that courses are mid-run during the outage
     cfg = {
         "models": {"default": {"provider": "openai", "model": "stub", "base_url": stub.url, "max_retries": 4, "timeout_s": 10}},
         "course": {"preset": "minimal", "sessions": 3, "max_turns": 2},
