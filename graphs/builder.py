@@ -161,6 +161,11 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
     return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
 
 
+def describe_specs(specs: dict[str, NodeSpec]) -> dict[str, dict[str, Any]]:
+    """Side, model role and function name of each node (for manifests and describe())."""
+    return {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__)} for n, s in specs.items()}
+
+
 def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], View]) -> Callable[..., Awaitable[dict[str, Any]]]:
     """A LangGraph node that hands ``spec.fn`` its side's view and a NodeContext."""
 
@@ -320,7 +325,7 @@ class SessionGraphBuilder:
         return {
             "name": self.name,
             "order": list(self.order),
-            "nodes": {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__)} for n, s in self.nodes.items()},
+            "nodes": describe_specs(self.nodes),
             "conditionals": {k: v.destinations for k, v in self.conditionals.items()},
         }
 

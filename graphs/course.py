@@ -29,7 +29,7 @@ from langgraph.runtime import Runtime
 from therasim.config import CourseSpec
 from therasim.context import NodeContext, SimContext
 from therasim.errors import TherasimError
-from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, wrap_node
+from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, describe_specs, wrap_node
 from therasim.graphs.presets import preset
 from therasim.nodes.events import between_session_events
 from therasim.nodes.measures import measures
@@ -279,7 +279,7 @@ class CourseGraphBuilder:
         return {
             "name": self.name,
             "order": list(self.order),
-            "steps": {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__)} for n, s in self.steps.items()},
+            "steps": describe_specs(self.steps),
             "session": self.session.describe(),
         }
 

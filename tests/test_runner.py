@@ -26,10 +26,6 @@ from _run_target import reply
 CFG = {"course": {"preset": "minimal", "sessions": 2, "max_turns": 3}, "memory": {"embedding": "minilm"}, "seed": 3}
 
 
-def _fast(messages: list[Any], kw: dict[str, Any]) -> str:
-    return reply.__wrapped__(messages, kw) if hasattr(reply, "__wrapped__") else reply(messages, kw)
-
-
 def _models(fail_for: str | None = None) -> dict[str, Any]:
     def fn(messages: list[Any], kw: dict[str, Any]) -> str:
         if fail_for and any(fail_for in str(m.content) for m in messages):

@@ -4,7 +4,6 @@ schema) and a CLI smoke of `therasim bench`."""
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +97,6 @@ def test_stub_text_is_deterministic() -> None:
     assert a == b and 20 <= len(a) <= 160
     c, _, _ = s.reply({**body, "seed": 5})
     assert c != a
-    _ = random
 
 
 def test_bench_cli_smoke(tmp_path: Path) -> None:

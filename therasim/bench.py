@@ -262,45 +262,14 @@ def _naive_arm(cfg: Any, profiles: list[Any], workers: int, root: Path) -> dict[
     return {"wall_s": wall, "records": records}
 
 
-async def _replay(url: str, trace_path: Path, concurrency: int) -> float:
-    """Send the captured requests at ``concurrency`` (arrival order), raw aiohttp."""
+async def _send_streams(url: str, streams: list[list[str]], concurrency: int) -> float:
+    """Send request bodies with raw aiohttp: ``concurrency`` workers, each taking the
+    next stream and sending its requests one after another. Returns wall seconds."""
     import aiohttp
 
-    bodies = [line for line in trace_path.read_text().splitlines() if line.strip()]
-    q: asyncio.Queue[str] = asyncio.Queue()
-    for b in bodies:
-        q.put_nowait(b)
-    t0 = time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 8)) as s:
-
-        async def worker() -> None:
-            while True:
-                try:
-                    b = q.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    async with s.post(url + "/v1/chat/completions", data=b, headers={"content-type": "application/json"}) as r:
-                        await r.read()
-                except aiohttp.ClientError:
-                    pass  # counted by the stub; the replay measures throughput only
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - t0
-
-
-async def _replay_courses(url: str, trace_path: Path, concurrency: int) -> float:
-    """The dependency-respecting ideal: each course's requests in order, one at a time,
-    ``concurrency`` courses at once (raw aiohttp, no orchestration)."""
-    import aiohttp
-
-    courses: dict[str, list[str]] = {}
-    for line in trace_path.read_text().splitlines():
-        if line.strip():
-            courses.setdefault(json.loads(line).get("user") or "?", []).append(line)
     q: asyncio.Queue[list[str]] = asyncio.Queue()
-    for reqs in courses.values():
-        q.put_nowait(reqs)
+    for st in streams:
+        q.put_nowait(st)
     t0 = time.perf_counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 8)) as s:
 
@@ -315,10 +284,28 @@ async def _replay_courses(url: str, trace_path: Path, concurrency: int) -> float
                         async with s.post(url + "/v1/chat/completions", data=b, headers={"content-type": "application/json"}) as r:
                             await r.read()
                     except aiohttp.ClientError:
-                        pass
+                        pass  # counted by the stub; a replay measures throughput only
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - t0
+
+
+def _trace_lines(trace_path: Path) -> list[str]:
+    return [line for line in trace_path.read_text().splitlines() if line.strip()]
+
+
+async def _replay(url: str, trace_path: Path, concurrency: int) -> float:
+    """The captured requests in arrival order at ``concurrency``, no dependencies kept."""
+    return await _send_streams(url, [[b] for b in _trace_lines(trace_path)], concurrency)
+
+
+async def _replay_courses(url: str, trace_path: Path, concurrency: int) -> float:
+    """The dependency-respecting ideal: each course's requests in order, one at a time,
+    ``concurrency`` courses at once (raw aiohttp, no orchestration)."""
+    courses: dict[str, list[str]] = {}
+    for line in _trace_lines(trace_path):
+        courses.setdefault(json.loads(line).get("user") or "?", []).append(line)
+    return await _send_streams(url, list(courses.values()), concurrency)
 
 
 def checkpoint_bytes_per_turn(turns: int, preset: str = "full") -> float:

