@@ -11,14 +11,16 @@ from therasim.memory.embeddings import MiniLMEmbedding, OpenAIEmbedding, make_em
 __all__ = ["MEMORY_KINDS", "ChromaMemoryStore", "MemoryStore", "MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "open_store"]
 
 
-def open_store(spec: Any, default_path: str | None = None) -> ChromaMemoryStore | None:
-    """Open the store a :class:`therasim.config.MemorySpec` describes (None when off)."""
+def open_store(spec: Any, default_path: str | None = None, scope: str | None = None) -> ChromaMemoryStore | None:
+    """Open the store a :class:`therasim.config.MemorySpec` describes (None when off).
+    ``scope`` (a run id) keeps this run's memories apart from other runs' on a shared
+    server or folder."""
     if spec.backend == "none":
         return None
     emb = make_embedding(spec.embedding)
     if spec.backend == "chroma-http":
-        return ChromaMemoryStore.http(spec.host, spec.port, emb)
+        return ChromaMemoryStore.http(spec.host, spec.port, emb, scope=scope)
     path = spec.path or default_path
     if path is None:
         raise ValueError("memory.path is not set and no run folder was given")
-    return ChromaMemoryStore.persistent(path, emb)
+    return ChromaMemoryStore.persistent(path, emb, scope=scope)

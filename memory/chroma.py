@@ -1,7 +1,9 @@
 """Chroma memory store: embedded PersistentClient by default, HttpClient for a
 `chroma run` server shared by several processes.
 
-One collection per (client, role): recall never filters a global index (a
+One collection per (scope, client, role), the scope being the run id: two runs
+sharing a `chroma run` server never see each other's memories, and a run's
+course is its (scope, client) pair. Recall never filters a global index (a
 metadata-filtered query over one index measured ~94 ms at 1e5 vectors), and
 role separation is structural, not a filter someone can forget.
 
@@ -27,15 +29,18 @@ from therasim.memory.base import MEMORY_KINDS, MemoryRole
 __all__ = ["ChromaMemoryStore"]
 
 
-def _collection_name(client_id: str, role: str) -> str:
-    return f"m-{hashlib.sha1(client_id.encode()).hexdigest()[:20]}-{role}"
+def _collection_name(client_id: str, role: str, scope: str | None = None) -> str:
+    key = client_id if scope is None else f"{scope}\x00{client_id}"
+    return f"m-{hashlib.sha1(key.encode()).hexdigest()[:20]}-{role}"
 
 
 class ChromaMemoryStore:
     """:class:`MemoryStore` over Chroma with an explicit embedding function."""
 
-    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0) -> None:
+    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0, scope: str | None = None) -> None:
         self.client = client
+        # Memories are kept per scope (a run id): collections of another scope are never read.
+        self.scope = scope
         self.embedding = embedding
         self.cache = cache
         # A `chroma run` server can restart mid-run: transient errors are retried for up
@@ -92,12 +97,13 @@ class ChromaMemoryStore:
     def _col(self, client_id: str, role: str, create: bool = True) -> Any:
         if role not in ("counselor", "client"):
             raise TherasimError(f"memory role must be 'counselor' or 'client', got {role!r}")
-        name = _collection_name(client_id, role)
+        name = _collection_name(client_id, role, self.scope)
         with self._lock:
             col = self._cols.get(name)
             if col is None:
                 if create:
-                    col = self.client.get_or_create_collection(name, embedding_function=self.embedding, metadata={"hnsw:space": "cosine", "client_id": client_id, "role": role})
+                    meta = {"hnsw:space": "cosine", "client_id": client_id, "role": role, **({"scope": self.scope} if self.scope else {})}
+                    col = self.client.get_or_create_collection(name, embedding_function=self.embedding, metadata=meta)
                 else:
                     try:
                         col = self.client.get_collection(name, embedding_function=self.embedding)
@@ -121,7 +127,7 @@ class ChromaMemoryStore:
             if kind not in MEMORY_KINDS:
                 raise TherasimError(f"memory item #{i}: kind {kind!r} is not one of {MEMORY_KINDS}")
             meta = {k: v for k, v in it.items() if k != "text" and isinstance(v, (str, int, float, bool))}
-            meta.update(kind=kind, client_id=client_id, role=role)
+            meta.update(kind=kind, client_id=client_id, role=role, **({"scope": self.scope} if self.scope else {}))
             mid = it.get("id") or hashlib.sha1(f"{client_id}|{role}|{meta.get('course', '')}|{meta.get('session', '')}|{kind}|{text}".encode()).hexdigest()[:24]
             ids.append(str(mid))
             docs.append(text)
@@ -140,7 +146,7 @@ class ChromaMemoryStore:
             # Still down after the retry budget: keep the write, flush it later.
             self.pending.append((client_id, role, ids, docs, metas, embeddings))
         if self.cache:
-            self._mirror.upsert(_collection_name(client_id, role), ids, docs, metas, embeddings)
+            self._mirror.upsert(_collection_name(client_id, role, self.scope), ids, docs, metas, embeddings)
         return ids
 
     def _embed(self, texts: list[str]) -> Any:
@@ -151,7 +157,7 @@ class ChromaMemoryStore:
         return np.asarray(self.embedding(texts), dtype="float32")
 
     def _load(self, client_id: str, role: str) -> _Entry | None:
-        name = _collection_name(client_id, role)
+        name = _collection_name(client_id, role, self.scope)
         entry = self._mirror.get(name)
         if entry is not None:
             return entry
@@ -200,7 +206,7 @@ class ChromaMemoryStore:
 
     def delete_client(self, client_id: str) -> None:
         for role in ("counselor", "client"):
-            name = _collection_name(client_id, role)
+            name = _collection_name(client_id, role, self.scope)
             with self._lock:
                 self._cols.pop(name, None)
             self._mirror.drop(name)

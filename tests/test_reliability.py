@@ -189,7 +189,7 @@ def test_chroma_server_restart_mid_run_loses_no_memory(tmp_path: Path, stub_fact
         from therasim.memory import ChromaMemoryStore
         from therasim.testing import HashEmbedding
 
-        fresh = ChromaMemoryStore(chromadb.HttpClient(host="127.0.0.1", port=port, settings=Settings(anonymized_telemetry=False)), HashEmbedding(), cache=False)
+        fresh = ChromaMemoryStore(chromadb.HttpClient(host="127.0.0.1", port=port, settings=Settings(anonymized_telemetry=False)), HashEmbedding(), cache=False, scope=rd.manifest()["memory_scope"])
         expected = 0
         for r in read_jsonl(rd.transcripts):
             for role, ids in (r.get("memory_written") or {}).items():

@@ -8,6 +8,7 @@ transcript and for fields that rarely change) keeps growth linear in turns.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,14 +44,44 @@ class CompressedSerializer(JsonPlusSerializer):
 
 
 @asynccontextmanager
-async def open_checkpointer(path: str) -> AsyncIterator[Any]:
-    """An AsyncSqliteSaver on ``path`` with :class:`CompressedSerializer`."""
+async def open_checkpointer(path: str, *, readonly: bool = False) -> AsyncIterator[Any]:
+    """An AsyncSqliteSaver on ``path`` with :class:`CompressedSerializer`.
+
+    ``readonly`` opens it for reading only (inspecting a run on a read-only disk).
+    A file that is not a database raises :class:`therasim.errors.RunDirError`."""
+    import sqlite3
+    from pathlib import Path
+    from urllib.parse import quote
+
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    async with aiosqlite.connect(path) as conn:
-        # WAL with synchronous=NORMAL: a committed checkpoint survives the process being
-        # killed (the OS has it); only an OS crash could lose the last few commits.
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        yield AsyncSqliteSaver(conn, serde=CompressedSerializer())
+    from therasim.errors import RunDirError
+
+    target, uri = path, False
+    if readonly:
+        # immutable=1 when even the -shm file cannot be made (a read-only folder)
+        p = Path(path).resolve()
+        target, uri = f"file:{quote(str(p))}?mode=ro" + ("" if os.access(p.parent, os.W_OK) else "&immutable=1"), True
+    try:
+        conn_cm = aiosqlite.connect(target, uri=uri)
+        conn = await conn_cm.__aenter__()
+    except sqlite3.Error as e:
+        raise RunDirError(f"{path}: cannot open the checkpoints ({e})") from None
+    try:
+        try:
+            if not readonly:
+                # WAL with synchronous=NORMAL: a committed checkpoint survives the process being
+                # killed (the OS has it); only an OS crash could lose the last few commits.
+                await conn.execute("PRAGMA journal_mode=WAL")
+                await conn.execute("PRAGMA synchronous=NORMAL")
+            else:
+                await conn.execute("SELECT count(*) FROM sqlite_master")
+        except sqlite3.DatabaseError as e:
+            raise RunDirError(f"{path}: the checkpoint database is damaged or unreadable ({e}); the finished sessions in transcripts.jsonl are still there") from None
+        saver = AsyncSqliteSaver(conn, serde=CompressedSerializer())
+        if readonly:
+            saver.is_setup = True  # no CREATE TABLE on a read-only file
+        yield saver
+    finally:
+        await conn_cm.__aexit__(None, None, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,23 +23,45 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _safe(text: object) -> str:
+    """What the terminal may show: no credential in a URL, no control character."""
+    from therasim.redact import redact_text, terminal_safe
+
+    return terminal_safe(redact_text(str(text)))
+
+
+def _cell(text: object) -> str:
+    """Untrusted text (model output, ids, errors) for a rich markup string or table cell."""
+    from rich.markup import escape
+
+    return escape(_safe(text))
+
+
 def _fail(e: Exception, code: int = 2) -> None:
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(_safe(e))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
 
 
 @app.callback()
 def _main(
     log_format: Annotated[str, typer.Option("--log-format", help="console | json (structlog on stderr)")] = "console",
-    log_level: Annotated[str, typer.Option("--log-level")] = "WARNING",
+    log_level: Annotated[LogLevel, typer.Option("--log-level", case_sensitive=False)] = LogLevel.WARNING,
 ) -> None:
     from therasim._logging import configure_cli_logging
 
     if log_format not in ("console", "json"):
         _fail(TherasimError(f"--log-format must be 'console' or 'json', got {log_format!r}"))
-    configure_cli_logging(log_format, log_level)  # type: ignore[arg-type]
+    configure_cli_logging(log_format, log_level.value)  # type: ignore[arg-type]
 
 
 @config_app.command("example")
@@ -100,6 +123,9 @@ def serve(
 ) -> None:
     """Start `vllm serve MODEL` (prefix caching on), wait for /health, print the base_url."""
     from therasim.serve import serve as _serve
+
+    if not 1 <= port <= 65535:
+        _fail(TherasimError(f"--port {port} is not a TCP port; use 1-65535"))
 
     try:
         code = _serve(model, host=host, port=port, extra=extra or [], health_timeout_s=health_timeout, echo=lambda s: out.print(s, highlight=False))
@@ -168,17 +194,19 @@ def session(
             extra = f"  [dim]emotion={emo.get('main', '?')}/{emo.get('intensity', '?')} risk={(t.get('risk') or {}).get('level', '?')}[/]"
         else:
             extra = f"  [dim]strategy={(t.get('strategy') or {}).get('strategy', '-')}[/]"
-        out.print(f"[bold]{t['speaker']}[/]: {t['text']}{extra}", highlight=False)
+        out.print(f"[bold]{t['speaker']}[/]: {_cell(t['text'])}{extra}", highlight=False)
     out.print(f"session ended: {st.get('end_reason')}")
 
 
 def _print_result(res, rd_path) -> None:  # type: ignore[no-untyped-def]
     s = res.summary()
     out.print(f"[bold]run[/] {s['run_id']}: {s['courses_completed']} course(s) completed, {len(s['courses_failed'])} failed, {s['sessions_written']} session(s) written, {s['turns']} turns, {s['call_errors']} call error(s), {s['retries']} retries, {s['wall_s']} s", highlight=False)
+    from rich.markup import escape
+
     for cid, why in s["courses_failed"].items():
-        out.print(f"  [red]failed[/] {cid}: {why}", highlight=False, markup=True)
+        out.print(f"  [red]failed[/] {escape(_safe(cid))}: {escape(_safe(why))}", highlight=False, markup=True)
     for p in s["bad_profiles"]:
-        out.print(f"  [yellow]skipped profile[/] {p}", highlight=False)
+        out.print(f"  skipped profile {_safe(p)}", highlight=False, markup=False)
     out.print(f"outputs: {rd_path}", highlight=False)
 
 
@@ -207,7 +235,7 @@ def run(
             rd, problems = start_run(_load(config), profiles=profiles, sample=sample, out=out_dir)
             rd_path = rd.root
             for p in problems:
-                err.print(f"skipped profile: {p}", highlight=False, markup=False)
+                err.print(f"skipped profile: {_safe(p)}", highlight=False, markup=False)
             err.print(f"run directory: {rd.root}", highlight=False, markup=False)
         res = asyncio.run(arun_dir(rd, concurrency=concurrency, progress=progress))
     except TherasimError as e:
@@ -250,17 +278,17 @@ def _overview_table(ov) -> None:  # type: ignore[no-untyped-def]
         t.add_column(c)
     for c in ov["courses"]:
         if not c["sessions"]:
-            t.add_row(c["client_id"], c["status"] + (f": {c['error'][:60]}" if c.get("error") else ""), "-", "", "", "", "", "", "", "")
+            t.add_row(_cell(c["client_id"]), _cell(c["status"] + (f": {c['error'][:60]}" if c.get("error") else "")), "-", "", "", "", "", "", "", "")
         for i, s in enumerate(c["sessions"]):
             phq = "" if s["phq9"] is None else str(s["phq9"])
             gad = "" if s["gad7"] is None else str(s["gad7"])
             if s.get("phq9_after") is not None:
                 phq += f" -> {s['phq9_after']}"
                 gad += f" -> {s['gad7_after']}"
-            t.add_row(c["client_id"] if i == 0 else "", c["status"] if i == 0 else "", str(s["session"]), s["modality"] or "", phq, gad, s["risk_peak"], str(s["turns"]), s["end_reason"] or "", ", ".join(b["branch"] for b in s["branches"]))
+            t.add_row(_cell(c["client_id"]) if i == 0 else "", _cell(c["status"]) if i == 0 else "", str(s["session"]), _cell(s["modality"] or ""), phq, gad, _cell(s["risk_peak"]), str(s["turns"]), _cell(s["end_reason"] or ""), _cell(", ".join(b["branch"] for b in s["branches"])))
     out.print(t)
     for p in ov.get("bad_profiles") or []:
-        out.print(f"[yellow]skipped profile[/] {p}", highlight=False)
+        out.print(f"skipped profile {_safe(p)}", highlight=False, markup=False)
 
 
 @app.command()
@@ -276,6 +304,12 @@ def inspect(
     from therasim import traces
 
     try:
+        if turn is not None and (session_n is None or client is None):
+            raise TherasimError("--turn needs --client and --session (which session's turn?)")
+        if session_n is not None and client is None:
+            raise TherasimError("--session needs --client")
+        if branch is not None and session_n is None:
+            raise TherasimError("--branch needs --client and --session")
         if client is None:
             data = traces.overview(run_dir)
             if as_json:
@@ -300,15 +334,15 @@ def inspect(
                 return
             out.print(f"[bold]{data['thread_id']}[/] turn {turn} (checkpoint {data['checkpoint_id']}); nodes: {' -> '.join(data['nodes'])}", highlight=False)
             for t in data["exchange"]:
-                out.print(f"\n[bold]{t['speaker']}[/]: {t['text']}", highlight=False)
+                out.print(f"\n[bold]{t['speaker']}[/]: {_cell(t['text'])}", highlight=False)
                 for k in ("emotion", "risk", "strategy", "review", "recalled", "client_inner", "note"):
                     if t.get(k):
-                        out.print(f"  {k}: {json.dumps(t[k], default=str)[:400]}", highlight=False, markup=False)
+                        out.print(f"  {k}: {_safe(json.dumps(t[k], default=str)[:400])}", highlight=False, markup=False)
                 for node, calls in (t.get("calls") or {}).items():
                     for c in calls:
-                        out.print(f"  call {node}: attempts {c.get('attempts')} tokens {c.get('input_tokens')}+{c.get('output_tokens')} {c.get('latency_s')} s" + (f" error {c['error'][:120]}" if c.get("error") else ""), highlight=False, markup=False)
+                        out.print(_safe(f"  call {node}: attempts {c.get('attempts')} tokens {c.get('input_tokens')}+{c.get('output_tokens')} {c.get('latency_s')} s" + (f" error {c['error'][:120]}" if c.get("error") else "")), highlight=False, markup=False)
             st = data["state"]
-            out.print(f"\nstate: modality {st.get('modality')}; goals {st.get('goals')}; inner {json.dumps(st.get('inner'))}", highlight=False, markup=False)
+            out.print(_safe(f"\nstate: modality {st.get('modality')}; goals {st.get('goals')}; inner {json.dumps(st.get('inner'), default=str)}"), highlight=False, markup=False)
             return
         rows = traces.timeline(run_dir, client, session_n, branch)
         if as_json:
@@ -321,12 +355,12 @@ def inspect(
             emo = r["emotion"] or {}
             t.add_row(
                 str(r["turn"]),
-                r["speaker"],
-                r["text"],
-                f"{emo.get('main')}/{emo.get('intensity')}" if emo else "",
-                (r["risk"] or {}).get("level") or "",
-                (r["strategy"] or {}).get("strategy") or "",
-                "\n".join(f"[{m.get('score')}] s{m.get('session')} {m.get('text', '')[:60]}" for m in r["recalled"]),
+                _cell(r["speaker"]),
+                _cell(r["text"]),
+                _cell(f"{emo.get('main')}/{emo.get('intensity')}") if emo else "",
+                _cell((r["risk"] or {}).get("level") or ""),
+                _cell((r["strategy"] or {}).get("strategy") or ""),
+                _cell("\n".join(f"[{m.get('score')}] s{m.get('session')} {m.get('text', '')[:60]}" for m in r["recalled"])),
             )
         out.print(t)
     except TherasimError as e:
@@ -334,10 +368,10 @@ def inspect(
 
 
 def _branch_summary(rec) -> None:  # type: ignore[no-untyped-def]
-    out.print(f"[bold]{rec['kind']}[/] {rec['branch']}: {rec['client_id']} session {rec['session']} from turn {rec['from_turn']} -> {sum(1 for t in rec['turns'] if t['speaker'] == 'client')} turn(s), ended {rec['end_reason']} (original ended {rec['original_end_reason']})", highlight=False)
+    out.print(f"[bold]{rec['kind']}[/] {_cell(rec['branch'])}: {_cell(rec['client_id'])} session {rec['session']} from turn {rec['from_turn']} -> {sum(1 for t in rec['turns'] if t['speaker'] == 'client')} turn(s), ended {rec['end_reason']} (original ended {rec['original_end_reason']})", highlight=False)
     for t in rec["turns"]:
         if int(t.get("exchange") or 0) + 1 >= rec["from_turn"]:
-            out.print(f"  {t['speaker']}: {t['text']}", highlight=False, markup=False)
+            out.print(_safe(f"  {t['speaker']}: {t['text']}"), highlight=False, markup=False)
 
 
 @app.command()
@@ -467,11 +501,42 @@ def bench(
     out.print(summarise(res), highlight=False, markup=False)
 
 
+def describe_failure(e: BaseException) -> str | None:
+    """One line for an error of the machine rather than of therasim (a full disk, a
+    read-only folder, a damaged database), or None for a bug (keep the traceback)."""
+    import errno
+    import sqlite3
+
+    if isinstance(e, OSError) and e.errno is not None:
+        where = f" ({e.filename})" if e.filename else ""
+        hint = {
+            errno.ENOSPC: "the disk is full; free some space and resume with `therasim run --resume RUN_DIR` (nothing already written is lost)",
+            errno.EDQUOT: "the disk quota is spent; free some space and resume (nothing already written is lost)",
+            errno.EROFS: "the file system is read-only; copy the run directory somewhere writable",
+            errno.EACCES: "permission denied; use a folder you can write to",
+            errno.EPERM: "permission denied; use a folder you can write to",
+            errno.EADDRINUSE: "the address is in use; pick another --port",
+            errno.EADDRNOTAVAIL: "that address is not on this machine; check --host",
+        }.get(e.errno, e.strerror or str(e))
+        return f"{e.strerror or type(e).__name__}{where}: {hint}"
+    if isinstance(e, sqlite3.DatabaseError):
+        return f"the checkpoint database is damaged or unreadable ({e}); the finished sessions in transcripts.jsonl are kept"
+    if isinstance(e, UnicodeError):
+        return f"a file is not UTF-8 text ({e})"
+    return None
+
+
 def main() -> None:
     try:
         app()
     except TherasimError as e:
-        err.print(f"error: {e}", highlight=False, markup=False)
+        err.print(f"error: {_safe(e)}", highlight=False, markup=False)
+        sys.exit(2)
+    except Exception as e:
+        line = describe_failure(e)
+        if line is None:
+            raise
+        err.print(f"error: {_safe(line)}", highlight=False, markup=False)
         sys.exit(2)
 
 

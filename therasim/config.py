@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from therasim.errors import ConfigError
+from therasim.parsing import ParseError, load_yaml, short_repr
 
 __all__ = [
     "CourseSpec",
@@ -23,6 +23,7 @@ __all__ = [
     "RoleModels",
     "RunConfig",
     "SamplingSpec",
+    "check_names",
     "example_config_yaml",
     "format_validation_error",
     "load_config",
@@ -35,7 +36,8 @@ ROLES: tuple[Role, ...] = ("client", "counselor", "analysts", "judge")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused: `timeout_s: .inf` would validate and then fail every course
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SamplingSpec(_Strict):
@@ -121,8 +123,11 @@ class ModelSpec(_Strict):
         return "json_object_schema" if self.provider == "embedded" else "json_schema"
 
     def describe(self) -> dict[str, Any]:
-        """A manifest-safe description (no key, only the env var name)."""
-        return self.model_dump(mode="json")
+        """A manifest-safe description (no key, only the env var name; a credential or
+        query string in ``base_url`` masked)."""
+        from therasim.redact import redact
+
+        return redact(self.model_dump(mode="json"))  # type: ignore[no-any-return]
 
 
 class RoleModels(_Strict):
@@ -206,10 +211,7 @@ def format_validation_error(err: ValidationError, source: str = "config") -> Con
     for e in err.errors():
         path = _loc(tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
         kind = e["type"]
-        found = e.get("input")
-        found_s = repr(found)
-        if len(found_s) > 80:
-            found_s = found_s[:77] + "..."
+        found_s = short_repr(e.get("input"))
         if kind == "extra_forbidden":
             msg = f"unknown field (found {found_s}); remove it or check its spelling"
         elif kind == "missing":
@@ -247,13 +249,12 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}).") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read it ({e.strerror}).") from None
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{path}: malformed YAML{where}: {problem}. Check indentation and quoting.") from None
+            data = load_yaml(text, str(path))
+        except ParseError as e:
+            raise ConfigError(f"{e}. Check indentation, quoting and that each key appears once.") from None
         if data is None:
             data = {}
     if not isinstance(data, dict):
@@ -262,9 +263,42 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
             f"found {type(data).__name__}."
         )
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as e:
         raise format_validation_error(e, name) from None
+    check_names(cfg, name)
+    return cfg
+
+
+def name_problems(cfg: RunConfig, *, preset: bool = True) -> list[tuple[str, str]]:
+    """``(field, message)`` for each registered name in ``cfg`` that is not registered
+    (preset, modality, emotion taxonomy), checked now rather than mid-run."""
+    from therasim.errors import TherasimError
+
+    problems: list[tuple[str, str]] = []
+    checks: list[tuple[str, str, Any]] = []
+    from therasim.policies.modalities import get_modality
+    from therasim.policies.taxonomies import emotion_taxonomy
+
+    checks += [("course.modality", cfg.course.modality, get_modality), ("course.emotion_taxonomy", cfg.course.emotion_taxonomy, emotion_taxonomy)]
+    if preset:
+        from therasim.graphs.presets import preset as get_preset
+
+        checks.append(("course.preset", cfg.course.preset, get_preset))
+    for field, value, lookup in checks:
+        try:
+            lookup(value)
+        except (TherasimError, KeyError) as e:
+            problems.append((field, str(e)))
+    return problems
+
+
+def check_names(cfg: RunConfig, source: str = "config", *, preset: bool = True) -> None:
+    """Raise :class:`ConfigError` naming each unknown preset, modality or taxonomy."""
+    problems = name_problems(cfg, preset=preset)
+    if problems:
+        lines = [f"{source}: {len(problems)} problem(s):"] + [f"  - {p}: {m}" for p, m in problems]
+        raise ConfigError("\n".join(lines), problems)
 
 
 def example_config_yaml() -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from therasim.errors import TherasimError
+from therasim.redact import redact_text, redact_url
 
 __all__ = ["BREAKERS", "CircuitBreaker", "HttpChatClient", "ProviderError", "RetryPolicy"]
 
@@ -172,7 +173,7 @@ class HttpChatClient:
                         if not isinstance(choice.get("content"), (str, type(None))):
                             raise ValueError("message.content is not text")
                         BREAKERS[url].success()
-                        return data, {"attempts": n + 1, "retries": n, "errors": errors, "url": url}
+                        return data, {"attempts": n + 1, "retries": n, "errors": [redact_text(x) for x in errors], "url": redact_url(url)}
                     ra = resp.headers.get("Retry-After")
                     if ra:
                         try:
@@ -190,10 +191,10 @@ class HttpChatClient:
             errors.append(f"{kind}: {detail}")
             retryable = kind in ("timeout", "connection", "malformed") or (status in _RETRY_STATUS)
             if BREAKERS[url].failure() and len(self.urls) > 1:
-                errors.append(f"circuit opened for {url}; moving to another replica")
+                errors.append(f"circuit opened for {redact_url(url)}; moving to another replica")
             elapsed = time.monotonic() - t0
             if not retryable or n >= self.policy.max_retries or elapsed >= self.policy.budget_s:
                 why = "not retryable" if not retryable else ("retry budget spent" if n >= self.policy.max_retries else "time budget spent")
-                raise ProviderError(f"model call to {url} failed after {n + 1} attempt(s) ({why}); last: {errors[-1]}", kind=kind, status=status, attempts=n + 1, url=url)
+                raise ProviderError(redact_text(f"model call to {url} failed after {n + 1} attempt(s) ({why}); last: {errors[-1]}"), kind=kind, status=status, attempts=n + 1, url=redact_url(url))
             await asyncio.sleep(min(self.policy.delay(n, retry_after, self._rng), max(0.0, self.policy.budget_s - elapsed)))
             n += 1

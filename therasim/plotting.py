@@ -92,6 +92,13 @@ def plot_run(run_dir: str | Path | RunDir, client_id: str | None = None) -> list
     """Plots for one client, or for every client plus a cohort PHQ-9/GAD-7 overview."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     rd.manifest()
+    try:
+        rd.plots.mkdir(exist_ok=True)
+        probe = rd.plots / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"{rd.plots}: cannot write the plots there ({e.strerror}); copy the run directory somewhere writable and plot that") from None
     if client_id is not None:
         return [plot_client(rd, client_id)]
     ids = sorted({r["client_id"] for r in rd.records()})

@@ -7,7 +7,6 @@ profiles with a seeded sampler, or use the shipped examples.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from therasim.errors import ProfileError
+from therasim.parsing import ParseError, iter_json_lines, load_yaml, short_repr
 
 __all__ = [
     "ARCHETYPES",
@@ -96,7 +96,7 @@ class ClientProfile(_Rec):
 def _problem(rec: str, e: ValidationError) -> ProfileError:
     first = e.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(record)"
-    found = repr(first.get("input"))[:60]
+    found = short_repr(first.get("input"), 60)
     kind = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
     more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return ProfileError(f"profile {rec}: field {loc}: {kind} (found {found}){more}", record=rec, field=loc)
@@ -112,25 +112,29 @@ def load_profiles(path: str | Path, *, strict: bool = False) -> tuple[list[Clien
     p = Path(path)
     if not p.is_file():
         raise ProfileError(f"{p}: no such profiles file", record=str(p))
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ProfileError(f"{p}: not UTF-8 text", record=str(p)) from None
     records: list[tuple[str, Any]] = []
     problems: list[ProfileError] = []
     if p.suffix in (".jsonl", ".ndjson"):
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"{p.name}:{i}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                problems.append(ProfileError(f"profile {p.name}:{i}: invalid JSON ({e.msg})", record=f"{p.name}:{i}"))
+        # line by line: a bad line (bad UTF-8, invalid or too-deep JSON) is that line's problem
+        try:
+            for i, obj in iter_json_lines(p):
+                if isinstance(obj, ParseError):
+                    problems.append(ProfileError(f"profile {obj}", record=f"{p.name}:{i}"))
+                else:
+                    records.append((f"{p.name}:{i}", obj))
+        except OSError as e:
+            raise ProfileError(f"{p}: cannot read it ({e.strerror})", record=str(p)) from None
     else:
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ProfileError(f"{p}: malformed YAML: {str(e).splitlines()[0]}", record=str(p)) from None
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ProfileError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})", record=str(p)) from None
+        except OSError as e:
+            raise ProfileError(f"{p}: cannot read it ({e.strerror})", record=str(p)) from None
+        try:
+            data = load_yaml(text, str(p))
+        except ParseError as e:
+            raise ProfileError(str(e), record=str(p)) from None
         if data is None:
             raise ProfileError(f"{p}: the file is empty; expected a list of profiles", record=str(p))
         if isinstance(data, dict):
@@ -142,7 +146,7 @@ def load_profiles(path: str | Path, *, strict: bool = False) -> tuple[list[Clien
     seen: set[str] = set()
     for rec, obj in records:
         if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-            rec = f"{rec} (id {obj['id']})"
+            rec = f"{rec} (id {short_repr(obj['id'], 70)})"
         if not isinstance(obj, dict):
             problems.append(ProfileError(f"profile {rec}: expected a mapping, found {type(obj).__name__}", record=rec))
             continue

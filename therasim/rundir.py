@@ -19,6 +19,7 @@ moment loses nothing already finished and duplicates nothing on resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -29,18 +30,107 @@ from typing import Any
 from therasim._version import RUN_FORMAT_VERSION, __version__
 from therasim.errors import RunDirError
 
-__all__ = ["JsonlWriter", "RunDir", "atomic_write_json", "read_jsonl", "repair_jsonl"]
+__all__ = ["JsonlWriter", "RunDir", "RunLock", "atomic_write_json", "dumps_strict", "read_jsonl", "repair_jsonl"]
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``RUN_DIR/.lock``), held by whatever
+    writes it: run, resume, fork, replay.
+
+    ``fcntl.flock`` on the file: the kernel drops it when the holder exits, however
+    it exits, so a lock left by a dead process (kill -9, power loss) is taken over
+    at once; the holder's pid, host and command are written in the file for the
+    message the next process prints.
+    """
+
+    def __init__(self, root: Path, purpose: str) -> None:
+        self.root = Path(root)
+        self.purpose = purpose
+        self.path = self.root / ".lock"
+        self._fd: int | None = None
+
+    def holder(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def acquire(self) -> RunLock:
+        import fcntl
+        import socket
+        import time
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"{self.root}: cannot write here ({e.strerror}); {self.purpose} needs a writable run directory (copy it somewhere you can write)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            h = self.holder()
+            who = f"pid {h.get('pid', '?')} on host {h.get('host', '?')}" + (f" ({h['purpose']} since {h['since']})" if h.get("purpose") else "")
+            raise RunDirError(f"{self.root} is in use by {who}; wait for it to finish or stop that process, then try again") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass  # the flock is what counts; the text only names the holder
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as strings ("nan", "inf"): strict JSON has no
+    such numbers, and a reader (``datasets``, ``jq``) would reject the file."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps_strict(obj: Any, **kw: Any) -> str:
+    """``json.dumps`` that never writes NaN or Infinity."""
+    try:
+        return json.dumps(obj, default=str, ensure_ascii=False, allow_nan=False, **kw)
+    except ValueError:
+        return json.dumps(_finite(obj), default=str, ensure_ascii=False, allow_nan=False, **kw)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON next to ``path``, fsync, then rename over it."""
+    """Write ``obj`` as JSON next to ``path``, fsync, then rename over it (a failure,
+    a full disk included, leaves the old file whole and no temporary behind)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(dumps_strict(obj, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
 
 
@@ -72,18 +162,27 @@ def repair_jsonl(path: Path) -> int:
         return len(data) - cut
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: Path, *, require: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file of the run directory. A line that is not a JSON
+    object with the ``require``d keys (torn by a kill, damaged by hand, bad UTF-8)
+    is skipped: the other records still read."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise RunDirError(f"{path}: cannot read it ({e.strerror})") from None
+    with f:
+        for raw in f:
+            if not raw.strip():
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line; repair_jsonl removes it on resume
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                obj = None
+            if not isinstance(obj, dict) or any(k not in obj for k in require):
+                continue  # a torn line (repair_jsonl removes it on resume) or a damaged one
+            yield obj
 
 
 class JsonlWriter:
@@ -93,28 +192,52 @@ class JsonlWriter:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         self.fsync = fsync
-        self._f = open(path, "a", encoding="utf-8")
+        try:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"{path}: cannot write ({e.strerror}); check the folder is writable and the disk has room") from None
         self._lock = threading.Lock()
 
     def write(self, obj: dict[str, Any]) -> None:
-        line = json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":")) + "\n"
+        """Append one record. On any failure (a full disk: ENOSPC) the file is cut back
+        to where it was, so no partial line stays behind, and the error is raised."""
+        data = (dumps_strict(obj, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
-            self._f.write(line)
-            self._f.flush()
-            if self.fsync:
-                os.fsync(self._f.fileno())
+            if self._fd is None:
+                raise RunDirError(f"{self.path}: writer is closed")
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = _os_write(self._fd, view)
+                    view = view[n:]
+                if self.fsync:
+                    os.fsync(self._fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+                raise
 
     def sync(self) -> None:
         with self._lock:
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            if self._fd is not None:
+                os.fsync(self._fd)
 
     def close(self) -> None:
         with self._lock:
-            if not self._f.closed:
-                self._f.flush()
-                os.fsync(self._f.fileno())
-                self._f.close()
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    pass  # every write was already synced or reported
+                finally:
+                    os.close(fd)
+
+
+def _os_write(fd: int, data: Any) -> int:
+    """``os.write`` (a seam for tests that simulate a full disk)."""
+    return os.write(fd, data)
 
 
 class RunDir:
@@ -164,6 +287,10 @@ class RunDir:
     def plots(self) -> Path:
         return self.root / "plots"
 
+    def lock(self, purpose: str) -> RunLock:
+        """The run directory's exclusive lock (a context manager)."""
+        return RunLock(self.root, purpose)
+
     # reading -----------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         """The manifest, checked for a compatible format version."""
@@ -173,8 +300,12 @@ class RunDir:
             raise RunDirError(f"{self.root}: not a therasim run directory (no manifest.json); give the folder `therasim run` printed")
         try:
             m = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunDirError(f"{self.manifest_path}: unreadable manifest ({e}); the run directory is damaged") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise RunDirError(f"{self.manifest_path}: unreadable manifest ({str(e)[:200]}); the run directory is damaged") from None
+        except OSError as e:
+            raise RunDirError(f"{self.manifest_path}: cannot read it ({e.strerror})") from None
+        if not isinstance(m, dict):
+            raise RunDirError(f"{self.manifest_path}: the manifest is not a JSON object; the run directory is damaged")
         fmt = m.get("run_format_version")
         if fmt != RUN_FORMAT_VERSION:
             made = m.get("therasim_version", "unknown")
@@ -182,20 +313,25 @@ class RunDir:
                 f"{self.root}: run format version {fmt!r} (made by therasim {made}) is not supported by therasim {__version__}, "
                 f"which reads format {RUN_FORMAT_VERSION}. Open it with therasim {made}, or start a new run."
             )
-        return m  # type: ignore[no-any-return]
+        bad = [k for k, t in (("run_id", str), ("config", dict), ("cohort", dict)) if not isinstance(m.get(k), t)]
+        if not bad and not isinstance(m["cohort"].get("ids"), list):
+            bad = ["cohort.ids"]
+        if bad:
+            raise RunDirError(f"{self.manifest_path}: the manifest lacks {', '.join(bad)} (edited by hand?); the run directory is damaged")
+        return m
 
     def records(self) -> list[dict[str, Any]]:
-        return list(read_jsonl(self.transcripts))
+        return list(read_jsonl(self.transcripts, require=("client_id", "session")))
 
     def branch_records(self) -> list[dict[str, Any]]:
-        return list(read_jsonl(self.branches))
+        return list(read_jsonl(self.branches, require=("client_id", "session", "branch")))
 
     def course_status(self) -> dict[str, dict[str, Any]]:
         """Latest status line per client id."""
         out: dict[str, dict[str, Any]] = {}
-        for rec in read_jsonl(self.courses):
-            out[rec["client_id"]] = rec
+        for rec in read_jsonl(self.courses, require=("client_id", "status")):
+            out[str(rec["client_id"])] = rec
         return out
 
     def problems_list(self) -> list[dict[str, Any]]:
-        return list(read_jsonl(self.problems))
+        return list(read_jsonl(self.problems, require=("error",)))

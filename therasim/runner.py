@@ -23,11 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from therasim._version import RUN_FORMAT_VERSION, __version__
-from therasim.config import RunConfig, load_config
+from therasim.config import RunConfig, check_names, load_config
 from therasim.context import SimContext
 from therasim.errors import ConfigError, ProfileError, RunDirError
 from therasim.profiles import ClientProfile, load_profiles, sample_profiles
-from therasim.rundir import JsonlWriter, RunDir, atomic_write_json, read_jsonl, repair_jsonl
+from therasim.redact import redact, redact_text
+from therasim.rundir import (
+    JsonlWriter,
+    RunDir,
+    atomic_write_json,
+    dumps_strict,
+    read_jsonl,
+    repair_jsonl,
+)
 
 __all__ = ["RunResult", "arun_dir", "dataset_record", "iter_records", "manifest_for", "resume", "run", "start_run"]
 
@@ -51,6 +59,7 @@ class RunResult:
     wall_s: float = 0.0
     memory_retries: int = 0
     memory_pending: int = 0  # memory write batches kept in memory_pending.jsonl (server still down at the end)
+    events_dropped: int = 0  # events.jsonl lines not written (a full disk)
 
     @property
     def ok(self) -> bool:
@@ -171,8 +180,9 @@ def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[Client
         "seeds": {"profiles": cfg.seed, "events": cfg.seed, "calls": "derived: blake2b(seed, client, session, exchange, node, call)"},
         "prompts": {name: p.sha for name, p in sorted(PROMPTS.items())},
         "graph": {"course": course.describe(), "course_mermaid": _safe_mermaid(course), "session_mermaid": _safe_mermaid(course.session)},
-        "config": cfg.model_dump(mode="json"),
+        "config": redact(cfg.model_dump(mode="json")),  # a credential in a base_url is masked
         "cohort": {"source": source, "n": len(profiles), "ids": [p.id for p in profiles]},
+        "memory_scope": run_id,  # memories are stored under the run id: runs sharing a Chroma server stay apart
     }
 
 
@@ -262,6 +272,37 @@ def _new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+def _cohort(rd: RunDir, man: dict[str, Any]) -> list[ClientProfile]:
+    """The run's profiles from profiles.jsonl, checked against the manifest's ids."""
+    from pydantic import ValidationError
+
+    cohort: list[ClientProfile] = []
+    for r in read_jsonl(rd.profiles):
+        try:
+            cohort.append(ClientProfile.model_validate(r))
+        except ValidationError as e:
+            raise RunDirError(f"{rd.profiles}: a profile no longer validates ({str(e).splitlines()[0][:200]}); the file was edited or damaged") from None
+    missing = [i for i in man["cohort"]["ids"] if i not in {p.id for p in cohort}]
+    if missing:
+        raise RunDirError(f"{rd.profiles}: profiles {missing[:5]} of the manifest's cohort are missing or damaged; restore the file to resume")
+    return cohort
+
+
+def check_stored_urls(cfg: RunConfig) -> None:
+    """A run directory never holds a credential: a base_url that carried one was stored
+    masked, and cannot be called again from the run directory alone."""
+    from therasim.config import ROLES
+    from therasim.redact import MASK
+
+    for role in ROLES:
+        for u in cfg.models.for_role(role).base_urls:
+            if MASK in u:
+                raise RunDirError(
+                    f"models.{role}.base_url {u} carried a credential, which therasim does not store; "
+                    "put the key in an environment variable named by api_key_env (not in the URL) and start a new run"
+                )
+
+
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -292,6 +333,7 @@ def start_run(
     from therasim.profiles import example_profiles
 
     cfg = config if isinstance(config, RunConfig) else load_config(config)
+    check_names(cfg, preset=session_builder is None)  # an unknown modality or taxonomy fails here, not in every course
     problems: list[ProfileError] = []
     if profiles is not None and sample is not None:
         raise ConfigError("give either profiles or sample, not both")
@@ -346,21 +388,38 @@ async def arun_dir(
 
     Finished sessions are never redone; an interrupted session continues from its
     last checkpoint; failed courses are retried. ``models`` overrides the config's
-    models (a ModelPool or a role -> chat model mapping), e.g. for tests.
+    models (a ModelPool or a role -> chat model mapping), e.g. for tests. The run
+    directory is locked meanwhile (:class:`therasim.rundir.RunLock`).
     """
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    rd.manifest()  # a clear error for a missing or foreign folder before any lock file
+    with rd.lock("run"):  # a second run or resume of this folder stops here with the holder's pid and host
+        return await _arun_dir_locked(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder, on_record=on_record)
+
+
+async def _arun_dir_locked(
+    rd: RunDir,
+    *,
+    concurrency: int | None,
+    progress: bool,
+    models: Any,
+    session_builder: Any,
+    on_record: Callable[[dict[str, Any]], None] | None,
+) -> RunResult:
     from therasim.checkpoint import open_checkpointer
     from therasim.graphs.course import course_builder, initial_course_state, run_course
     from therasim.memory import open_store
     from therasim.policies.risk import RiskProtocol
     from therasim.providers import ModelPool
 
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     man = rd.manifest()
     cfg = RunConfig.model_validate(man["config"])
+    check_stored_urls(cfg)
     run_id = man["run_id"]
     for p in (rd.transcripts, rd.courses, rd.branches, rd.events):
         repair_jsonl(p)
-    cohort = [ClientProfile.model_validate(r) for r in read_jsonl(rd.profiles)]
+    cohort = _cohort(rd, man)
     status = rd.course_status()
     written = {(r["client_id"], r["session"]) for r in read_jsonl(rd.transcripts) if r.get("branch") is None}
     result = RunResult(rd.root, run_id, problems=[p["error"] for p in rd.problems_list()])
@@ -368,7 +427,8 @@ async def arun_dir(
     result.skipped = [p.id for p in cohort if status.get(p.id, {}).get("status") == "completed"]
     pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
     course = course_builder(cfg.course, session_builder)
-    store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
+    # memory_scope: the run id (runs made before it was recorded keep their unscoped collections)
+    store = open_store(cfg.memory, default_path=str(rd.memory), scope=man.get("memory_scope")) if cfg.course.memory else None
     pending_file = rd.root / "memory_pending.jsonl"
     if store is not None and pending_file.exists():
         # memory writes a previous attempt could not deliver (memory server down at its end)
@@ -382,7 +442,7 @@ async def arun_dir(
     ev_file = open(rd.events, "a", encoding="utf-8")
     elog = structlog.wrap_logger(
         structlog.WriteLogger(ev_file),
-        processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(default=str)],
+        processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(serializer=lambda o, **_: dumps_strict(o))],
         wrapper_class=structlog.make_filtering_bound_logger(0),  # the run's own file: never filtered by CLI log levels
     )
     transcripts = JsonlWriter(rd.transcripts)
@@ -394,8 +454,11 @@ async def arun_dir(
         e = dict(e)
         name = e.pop("event", "event")
         e.pop("ts", None)
-        elog.info(name, **e)
         prog.event({"event": name, **e})
+        try:
+            elog.info(name, **redact(e))
+        except OSError:  # events are diagnostics: a full disk must not stop the courses
+            result.events_dropped += 1
 
     def write_record(rec: dict[str, Any]) -> None:
         key = (rec["client_id"], rec["session"])
@@ -425,18 +488,25 @@ async def arun_dir(
         async def one(p: ClientProfile) -> None:
             async with sem:
                 tid = f"{run_id}/{p.id}/course"
-                courses_w.write({"client_id": p.id, "status": "running", "thread_id": tid, "ts": time.time()})
                 try:
+                    courses_w.write({"client_id": p.id, "status": "running", "thread_id": tid, "ts": time.time()})
                     await run_course(graph, initial_course_state(p, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality), ctx, thread_id=tid)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # one course failing never stops the others
-                    reason = f"{type(e).__name__}: {e}"[:1000]
-                    courses_w.write({"client_id": p.id, "status": "failed", "error": reason, "ts": time.time()})
+                    reason = redact_text(f"{type(e).__name__}: {e}")[:1000]
                     result.failed[p.id] = reason
+                    # on a full disk this write fails too: the course stays not-completed
+                    # in courses.jsonl, and a resume runs it again
+                    with contextlib.suppress(OSError):
+                        courses_w.write({"client_id": p.id, "status": "failed", "error": reason, "ts": time.time()})
                     on_event({"event": "course_failed", "client_id": p.id, "error": reason})
                     return
-                courses_w.write({"client_id": p.id, "status": "completed", "ts": time.time()})
+                try:
+                    courses_w.write({"client_id": p.id, "status": "completed", "ts": time.time()})
+                except OSError as e:  # every session is on disk; only the status line is missing: a resume re-files it
+                    result.failed[p.id] = f"{type(e).__name__}: {e.strerror} (writing the course status; resume to finish)"
+                    return
                 result.completed.append(p.id)
                 on_event({"event": "course_done", "client_id": p.id})
 

@@ -10,11 +10,12 @@ changes, runs the session to its end and files the branch in branches.jsonl.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from therasim.config import ModelSpec, RunConfig
 from therasim.errors import ConfigError, RunDirError, TherasimError
@@ -119,12 +120,12 @@ def _session_builder(man: dict[str, Any], session_builder: Any = None) -> Any:
     return session_builder if session_builder is not None else preset(man["config"]["course"]["preset"])
 
 
-async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None) -> Any:
+async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None, *, readonly: bool = False) -> Any:
     from therasim.checkpoint import open_checkpointer
 
     if not rd.checkpoints.exists():
         raise RunDirError(f"{rd.root}: no checkpoints.sqlite; the run has not started any session")
-    async with open_checkpointer(str(rd.checkpoints)) as saver:
+    async with open_checkpointer(str(rd.checkpoints), readonly=readonly) as saver:
         builder = _session_builder(man, session_builder)
         return await fn(builder.compile(checkpointer=saver), builder)
 
@@ -186,7 +187,8 @@ def turn_state(run_dir: str | Path | RunDir, client_id: str, session: int, turn:
             "transcript_length": len(values.get("transcript") or []),
         }
 
-    return asyncio.run(_with_graph(rd, man, go, session_builder)) if not _in_loop() else _run_in_thread(_with_graph(rd, man, go, session_builder))
+    coro = _with_graph(rd, man, go, session_builder, readonly=True)  # reading only: works on a read-only disk
+    return asyncio.run(coro) if not _in_loop() else _run_in_thread(coro)
 
 
 def _in_loop() -> bool:
@@ -229,11 +231,80 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _non_finite(val: Any, path: str) -> None:
+    """NaN and infinities are not data (and not JSON): refuse them anywhere in a value."""
+    import math
+
+    if isinstance(val, float) and not math.isfinite(val):
+        raise ConfigError(f"--set {path}: {val} is not a finite number")
+    if isinstance(val, dict):
+        for k, v in val.items():
+            _non_finite(v, f"{path}.{k}")
+    elif isinstance(val, list):
+        for i, v in enumerate(val):
+            _non_finite(v, f"{path}[{i}]")
+
+
+def _validate_state(values: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
+    """The edited fields, checked with the models profiles and inner state are made
+    with (ranges, types, unknown fields); returns the state with normalised values."""
+    from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+    from therasim.profiles import HiddenProfile, InnerState, IntakeForm
+
+    class _Profile(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        intake: IntakeForm
+        hidden: HiddenProfile
+
+    adapters: dict[str, Any] = {
+        "goals": TypeAdapter(Annotated[list[Annotated[str, Field(max_length=300)]], Field(max_length=10)]),
+        "counselor_notes": TypeAdapter(str),
+        "modality": TypeAdapter(str),
+        "counselor_memory": TypeAdapter(list[dict[str, Any]]),
+        "client_memory": TypeAdapter(list[dict[str, Any]]),
+    }
+    for path in sets:
+        parts = path.split(".")
+        if parts[0] == "inner" and len(parts) == 2 and parts[1] not in InnerState.model_fields:
+            raise ConfigError(f"--set {path}: {parts[1]!r} is not a field of the inner state; fields: {sorted(InnerState.model_fields)}")
+    for root in sorted({p.split(".")[0] for p in sets}):
+        val = values.get(root)
+        try:
+            if root == "inner":
+                if not isinstance(val, dict):
+                    raise ConfigError(f"--set inner: the inner state must be a mapping, got {type(val).__name__}")
+                known = {k: v for k, v in val.items() if k in InnerState.model_fields}
+                values[root] = {**val, **InnerState.model_validate(known, strict=True).model_dump(include=set(known))}
+            elif root == "intake":
+                values[root] = IntakeForm.model_validate(val).model_dump()
+            elif root == "profile":
+                values[root] = _Profile.model_validate(val).model_dump()
+            elif root in adapters:
+                values[root] = adapters[root].validate_python(val, strict=True)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join([root, *(str(p) for p in first["loc"])])
+            found = repr(first.get("input"))
+            found = found if len(found) <= 60 else found[:57] + "..."
+            raise ConfigError(f"--set {loc}: {first['msg']} (found {found})") from None
+    if "modality" in sets or any(p.startswith("modality.") for p in sets):
+        from therasim.errors import UnknownNameError
+        from therasim.policies.modalities import get_modality
+
+        try:
+            get_modality(str(values["modality"]))  # unknown modality: clear error now, not mid-run
+        except UnknownNameError as e:
+            raise ConfigError(f"--set modality: {e}") from None
+    return values
+
+
 def _apply(values: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
     import copy
 
     values = copy.deepcopy(values)
     for path, val in sets.items():
+        _non_finite(val, path)
         parts = path.split(".")
         node: Any = values
         for i, p in enumerate(parts[:-1]):
@@ -243,11 +314,7 @@ def _apply(values: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {path}: {'.'.join(parts[:-1])} is not a mapping")
         node[parts[-1]] = val
-    if "modality" in sets:
-        from therasim.policies.modalities import get_modality
-
-        get_modality(str(values["modality"]))  # unknown modality: clear error now, not mid-run
-    return values
+    return _validate_state(values, sets)
 
 
 def parse_model_spec(spec: str | ModelSpec | dict[str, Any]) -> ModelSpec:
@@ -287,7 +354,27 @@ async def afork(
 ) -> dict[str, Any]:
     """Run session ``session`` of ``client_id`` again from just before ``turn`` on a new
     branch, with state changes (``sets``) and/or another counselor model. With no
-    changes this is a replay. Returns the branch record (also in branches.jsonl)."""
+    changes this is a replay. Returns the branch record (also in branches.jsonl).
+    The run directory is locked meanwhile; a branch thread left by a failed fork
+    of the same name is cleared first."""
+    rd, man = _rd(run_dir)
+    with rd.lock("fork"):  # one writer per run directory (a run, resume or another fork)
+        return await _afork_locked(rd, man, client_id, session, turn, sets=sets, counselor_model=counselor_model, models=models, branch=branch, session_builder=session_builder)
+
+
+async def _afork_locked(
+    rd: RunDir,
+    man: dict[str, Any],
+    client_id: str,
+    session: int,
+    turn: int,
+    *,
+    sets: dict[str, Any] | list[str] | None,
+    counselor_model: str | ModelSpec | Any,
+    models: Any,
+    branch: str | None,
+    session_builder: Any,
+) -> dict[str, Any]:
     from langchain_core.language_models import BaseChatModel
 
     from therasim.context import SimContext
@@ -295,9 +382,15 @@ async def afork(
     from therasim.providers import ModelPool
     from therasim.runner import dataset_record
 
-    rd, man = _rd(run_dir)
     cfg = RunConfig.model_validate(man["config"])
+    if models is None:
+        from therasim.runner import check_stored_urls
+
+        check_stored_urls(cfg)
     changes = parse_sets(sets) if isinstance(sets, list) else dict(sets or {})
+    for path in changes:
+        if path.split(".")[0] not in _SETTABLE:
+            raise ConfigError(f"--set {path}: {path.split('.')[0]!r} is not a field you can change; choose one of {sorted(_SETTABLE)}")
     kind = "fork" if (changes or counselor_model is not None) else "replay"
     name = branch or f"{kind}-{uuid.uuid4().hex[:6]}"
     if not name.replace("-", "").replace("_", "").isalnum():
@@ -319,19 +412,27 @@ async def afork(
             role_models["counselor"] = spec
             cm_desc = spec.describe()
     pool = ModelPool(role_models)
-    store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
+    store = open_store(cfg.memory, default_path=str(rd.memory), scope=man.get("memory_scope")) if cfg.course.memory else None
     parent = _thread(man, client_id, session)
     tid = f"{parent}@{name}"
 
     async def go(graph: Any, builder: Any) -> dict[str, Any]:
         snap = await _before_turn(graph, builder, parent, turn)
-        values = _apply(dict(snap.values), changes)
+        values = _apply(dict(snap.values), changes)  # every check before anything is written
         values["current"] = {}
         cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": 20 * (cfg.course.max_turns + 2) + 50}
-        await graph.aupdate_state(cfg_new, values, as_node="termination")
+        saver = graph.checkpointer
+        # A thread under this name with no branch record is what a failed or killed
+        # fork left behind: clear it (one transaction), or its turns would be doubled.
+        await saver.adelete_thread(tid)
         ctx = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k)
         try:
+            await graph.aupdate_state(cfg_new, values, as_node="termination")
             final = await graph.ainvoke(None, config=cfg_new, context=ctx, durability="sync")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(saver.adelete_thread(tid))  # no orphan thread
+            raise
         finally:
             await pool.aclose()
         return {"final": final, "from_checkpoint": snap.config["configurable"].get("checkpoint_id")}
