@@ -11,7 +11,7 @@ from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
 from therasim.nodes.emotion import emotion_model, repair_secondary
-from therasim.nodes.risk import RiskAssessment, combine
+from therasim.nodes.risk import RiskAssessment, register_context, with_register
 from therasim.nodes.strategy import check_not_sticky, plan_model
 from therasim.policies.risk import scan
 from therasim.prompts import Prompt, counselor_side_messages
@@ -22,7 +22,7 @@ __all__ = ["PROMPT", "unified_analyst"]
 PROMPT = Prompt(
     name="unified_analyst",
     system="YOUR ROLE: session analyst; tasks: emotion reading, risk assessment, planning, in one JSON.",
-    instruction="Keyword screen: {cues}. Previous strategy: {previous}.",
+    instruction="Keyword screen: {cues}. Risk register: {register}. Previous strategy: {previous}.",
 )
 
 
@@ -52,6 +52,7 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     previous = ((last_turn(view["transcript"], "counselor") or {}).get("strategy") or {}).get("strategy")
     task = PROMPT.render_task(
         cues=", ".join(f"{c['category']}: \"{c['span']}\"" for c in cues) or "nothing",
+        register=register_context(view.get("risk_register")),
         previous=previous or "none",
     )
     schema = unified_model(tax.name, modality.name)
@@ -73,5 +74,5 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     except StructuredOutputError as e:
         err = str(e)[:300]
         emotion, llm_risk, plan = {"error": err}, {"error": err}, {"error": err}
-    risk = combine(llm_risk, cues, ctx, latest)
-    return {"current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}
+    risk, update = with_register(view, ctx, llm_risk, cues, latest)
+    return {**update, "current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}

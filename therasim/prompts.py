@@ -154,6 +154,10 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
     modality = sim.modality(view.get("modality"))
     tax = sim.taxonomy
     notes = view.get("counselor_notes") or ""
+    # the risk register at session start: in the session's state, or (course-level
+    # calls after the session) in the record of the session just run
+    last = view.get("last") or {}
+    risk_notes = view.get("risk_notes") or (last.get("risk_notes") if last.get("session") == view.get("session") else "") or ""
     return COUNSELOR_HEADER.render_system(
         title=modality.title,
         description=modality.description,
@@ -164,7 +168,7 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
         session=view.get("session", 1),
         goals="; ".join(view.get("goals") or []) or "(none set)",
         memory=memory_block(view.get("counselor_memory")),
-        notes=f"PLAN FROM LAST SESSION: {notes}\n" if notes else "",
+        notes=(f"PLAN FROM LAST SESSION: {notes}\n" if notes else "") + (f"RISK REGISTER AT SESSION START (your clinical record):\n{risk_notes}\n" if risk_notes else ""),
     )
 
 
