@@ -425,7 +425,11 @@ async def _afork_locked(
         # A thread under this name with no branch record is what a failed or killed
         # fork left behind: clear it (one transaction), or its turns would be doubled.
         await saver.adelete_thread(tid)
-        ctx = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k)
+        pw = JsonlWriter(rd.prompts, fsync=False)
+        ctx = SimContext(
+            models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k,
+            on_messages=lambda r: pw.write({**r, "branch": name}),
+        )
         try:
             await graph.aupdate_state(cfg_new, values, as_node="termination")
             final = await graph.ainvoke(None, config=cfg_new, context=ctx, durability="sync")
@@ -434,6 +438,7 @@ async def _afork_locked(
                 await asyncio.shield(saver.adelete_thread(tid))  # no orphan thread
             raise
         finally:
+            pw.close()
             await pool.aclose()
         return {"final": final, "from_checkpoint": snap.config["configurable"].get("checkpoint_id")}
 
