@@ -20,6 +20,8 @@ from therasim.errors import ConfigError, ProfileError
 from therasim.parsing import ParseError, load_json, load_yaml, short_repr
 from therasim.profiles import example_profiles, load_profiles
 
+# half the profile's examples (60 by default, 600 with HYPOTHESIS_PROFILE=slow)
+_N = max(30, settings.default.max_examples // 2)
 GOOD = [p.model_dump(mode="json") for p in example_profiles()]
 
 BOMB = "\n".join(["a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]"] + [f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)] + ["seed: *i"])
@@ -181,7 +183,7 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- fuzz
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=_N, deadline=None)
 @given(value=st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**20, 10**20), st.booleans(), st.none(), st.text(max_size=30),
     st.lists(st.floats(allow_nan=True), max_size=3), st.dictionaries(st.text(max_size=5), st.floats(allow_nan=True), max_size=3),
@@ -210,7 +212,7 @@ def test_fuzzed_fork_set_values_are_valid_or_a_clear_error(value: Any, path: str
         assert math.isfinite(leaf)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=_N, deadline=None)
 @given(depth=st.integers(1, 3000), kind=st.sampled_from(["json-list", "json-dict", "yaml-flow", "yaml-block"]))
 def test_fuzzed_nested_documents(tmp_path_factory: pytest.TempPathFactory, depth: int, kind: str) -> None:
     d = tmp_path_factory.mktemp("nest")

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from therasim.stub import StubServer, create_app
 
+# half the profile's examples (60 by default, 600 with HYPOTHESIS_PROFILE=slow)
+_N = max(30, settings.default.max_examples // 2)
 JSON_H = {"Content-Type": "application/json"}
 
 
@@ -147,7 +149,7 @@ async def test_malformed_bodies_get_400_and_oversized_413() -> None:
         await c.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=_N, deadline=None)
 @given(body=st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=False), st.text(max_size=20)),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["messages", "response_format", "json_schema", "schema", "type", "minLength", "maxItems", "minItems", "items", "properties", "enum", "max_tokens", "seed", "input", "dimensions", "role", "content"]), inner, max_size=5)),
