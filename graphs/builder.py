@@ -36,6 +36,18 @@ Router = Callable[[dict[str, Any]], str]
 SPEAKER_NODES = {"client": ("client_text",), "counselor": ("draft", "counselor_text")}
 
 
+def describe_impl(node: Any) -> dict[str, Any]:
+    """What a node is implemented by: a chat model (class, model, endpoint, sampling),
+    a runnable, or a function (module and qualified name)."""
+    if isinstance(node, BaseChatModel):
+        from therasim.providers import describe_chat_model
+
+        return {"kind": "chat_model", **describe_chat_model(node)}
+    if isinstance(node, Runnable):
+        return {"kind": "runnable", "class": f"{type(node).__module__}.{type(node).__qualname__}"}
+    return {"kind": "function", "fn": f"{getattr(node, '__module__', '?')}.{getattr(node, '__qualname__', type(node).__name__)}"}
+
+
 @dataclass(slots=True)
 class _Conditional:
     source: str
@@ -207,6 +219,7 @@ class SessionGraphBuilder:
             side,
             role,
             description,
+            describe_impl(node),
             reads=base.reads if reads is None else tuple(reads),
             writes=base.writes if writes is None else tuple(writes),
             speech=base.speech if speech is None else speech,
@@ -226,7 +239,7 @@ class SessionGraphBuilder:
             raise TherasimError(f"{name!r} is reserved; the builder adds record and termination itself")
         if spec.fn is None:
             raise TherasimError(f"node {name!r}: its NodeSpec has no function")
-        self.nodes[name] = spec
+        self.nodes[name] = spec if spec.impl is not None else spec.replace(impl=describe_impl(spec.fn))
         if before is not None:
             self.order.insert(self._index(before), name)
         elif after is not None:
@@ -241,7 +254,9 @@ class SessionGraphBuilder:
             raise TherasimError(f"no node {name!r} to replace; nodes are {self.order}")
         old = self.nodes[name]
         side = side or old.side
-        self.nodes[name] = old.replace(fn=self._normalise(name, node, side), side=side)
+        self.nodes[name] = old.replace(
+            fn=self._normalise(name, node, side), side=side, impl={**describe_impl(node), "replaced": (old.impl or {}).get("fn") or (old.impl or {}).get("class") or "?"}
+        )
         return self
 
     def remove_node(self, name: str) -> SessionGraphBuilder:

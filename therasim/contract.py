@@ -156,6 +156,7 @@ class NodeSpec:
     side: Side = "counselor"
     role: str | None = None
     description: str = ""
+    impl: dict[str, Any] | None = None  # what stands at the node (manifests record it)
     reads: tuple[str, ...] = ()
     writes: tuple[str | Slot, ...] | None = None
     speech: bool = False
@@ -190,6 +191,8 @@ class NodeSpec:
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"side": self.side, "role": self.role, "fn": _qualname(self.fn)}
+        if self.impl:
+            d["impl"] = self.impl
         if self.reads:
             d["reads"] = list(self.reads)
         if self.writes is not None:
