@@ -220,6 +220,13 @@ def make_course_view(state: Mapping[str, Any], side: Side, node: str) -> View:
     if side == "client":
         data["last"] = {"session": last.get("session"), "transcript": shown}
     else:
-        data["last"] = {"session": last.get("session"), "end_reason": last.get("end_reason"), "modality": last.get("modality"), "goals": last.get("goals"), "transcript": shown}
+        data["last"] = {
+            "session": last.get("session"),
+            "end_reason": last.get("end_reason"),
+            "modality": last.get("modality"),
+            "goals": last.get("goals"),
+            "risk_notes": last.get("risk_notes") or "",  # the counselor's own clinical record
+            "transcript": shown,
+        }
     hidden = frozenset(set(state.keys()) - set(data.keys()))
     return View(data, side, node, hidden)
