@@ -59,11 +59,14 @@ class DraftReview(BaseModel):
 
 
 def scan_floor(cues: list[dict[str, Any]]) -> str:
-    """Lowest level the deterministic layer allows given its cues (an active
-    attempt statement: imminent)."""
+    """Lowest level the deterministic layer allows given its cues: an active pattern
+    cue of harm to self or others is high (an attempt statement imminent), abuse
+    moderate; a cue from the exemplar bank alone is moderate; inactive cues low."""
     floor = "none"
     for c in cues:
-        if c["active"] and c.get("rung") == "attempt":
+        if c["active"] and c.get("source") == "knn":
+            lvl = "moderate"  # a neighbour-bank hit alone asks for direct assessment
+        elif c["active"] and c.get("rung") == "attempt":
             lvl = "imminent"
         elif c["active"] and c["category"] in ("self_harm", "harm_to_others"):
             lvl = "high"
