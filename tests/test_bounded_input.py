@@ -61,7 +61,7 @@ def test_deep_documents_are_one_error_not_a_recursion_error(tmp_path: Path) -> N
 
 def test_one_bad_jsonl_line_loses_only_itself(tmp_path: Path) -> None:
     f = tmp_path / "p.jsonl"
-    lines = [json.dumps(GOOD[0]).encode(), b"\xff\xfe not utf-8 \xc3", b"[" * 20_000 + b"]" * 20_000, json.dumps({**GOOD[1], "extra": {"x": [[[[[[[[1]]]]]]]]}}).encode(), b"{\"id\": NaN}", json.dumps(GOOD[1]).encode()]
+    lines = [json.dumps(GOOD[0]).encode(), b"\xff\xfe not utf-8 \xc3", b"[" * 20_000 + b"]" * 20_000, json.dumps({**GOOD[1], "bogus_field": {"x": [[[[[[[[1]]]]]]]]}}).encode(), b"{\"id\": NaN}", json.dumps(GOOD[1]).encode()]
     f.write_bytes(b"\n".join(lines) + b"\n")
     ok, problems = load_profiles(f)
     assert [p.id for p in ok] == [GOOD[0]["id"], GOOD[1]["id"]]
