@@ -464,6 +464,11 @@ def bench(
     out.print(summarise(res), highlight=False, markup=False)
 
 
+from therasim.eval.cli import register as _register_eval  # noqa: E402  (eval, compare)
+
+_register_eval(app)
+
+
 def main() -> None:
     try:
         app()
