@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from therasim.eval.stats import bootstrap_ci, cohens_d, describe, krippendorff_alpha, paired_compare, quadratic_kappa, ranks, spearman
+from therasim.eval.stats import (
+    bootstrap_ci,
+    cohens_d,
+    describe,
+    krippendorff_alpha,
+    paired_compare,
+    quadratic_kappa,
+    ranks,
+    spearman,
+)
 
 
 def test_paired_compare_exact_permutation_and_dz() -> None:
