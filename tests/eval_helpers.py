@@ -4,6 +4,10 @@ here (no model runs)."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +39,18 @@ def make_run(tmp: Path, sessions: dict[tuple[str, int], dict[str, Any]], *, plan
             b.write({"run_id": run_id, "modality": "cbt", "goals": [], "end_reason": "max_turns", "measures": None, "measures_after": None, "kind": "fork", "from_turn": 1, **rec})
         b.close()
     return rd
+
+
+@contextlib.contextmanager
+def stub_server(profile: str = "zero", time_scale: float = 1.0) -> Iterator[str]:
+    """`therasim stub` in a subprocess; yields its /v1 URL."""
+    from conftest import free_port, wait_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--profile", profile, "--time-scale", str(time_scale), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc, 60, "/health")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(10)

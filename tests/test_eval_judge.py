@@ -25,8 +25,7 @@ from therasim.rundir import read_jsonl
 from therasim.testing import FunctionChatModel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import free_port, wait_port
-from eval_helpers import make_run, turn
+from eval_helpers import make_run, stub_server, turn
 
 CANARY = "CANARY-LIGHTHOUSE-7731"
 R = builtin_rubrics()
@@ -66,7 +65,7 @@ async def test_invalid_every_time_is_recorded_invalid_never_defaulted() -> None:
     m = FunctionChatModel(fn=lambda msgs, kw: _answer("mindeval", 4, []))  # no evidence for any score
     res = await judge_session(m, _record(), R["mindeval"], attempts=3)
     assert res["valid"] is False and res["scores"] is None and res["attempts"] == 3
-    assert "cite at least one evidence line" in res["error"] and res["raw"]
+    assert "clinical_accuracy.evidence: List should have at least 1 item" in res["error"] and res["raw"]
     # counted counselor behaviours must cite counselor lines (2 and 4 here)
     bad = FunctionChatModel(fn=lambda msgs, kw: _answer("miti", 3, [1, 3]).replace('"evidence": []', '"evidence": [1]'))
     res = await judge_session(bad, _record(), R["miti"], attempts=2)
@@ -147,14 +146,8 @@ def test_aggregation_by_hand() -> None:
 
 @pytest.fixture
 def stub_url():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--profile", "h100-8b", "--time-scale", "0.3", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc, 60, "/health")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with stub_server("h100-8b", 0.3) as url:
+        yield url
 
 
 def test_stub_end_to_end_kill_and_resume(tmp_path: Path, stub_url: str) -> None:

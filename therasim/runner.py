@@ -96,6 +96,7 @@ def _turn(t: dict[str, Any]) -> dict[str, Any]:
         "recalled": [{"id": m.get("id"), "text": m.get("text"), "session": m.get("session"), "kind": m.get("kind"), "score": m.get("score")} for m in t.get("recalled") or []],
         "inner": _pick(t.get("client_inner"), ("distress", "trust", "disclosure")),  # client turns: hidden state after the turn (evaluation only)
         "degraded": bool((t.get("note") or {}).get("degraded")) if t.get("speaker") == "client" else None,
+        "probe": (t.get("note") or {}).get("probe"),  # planted risk probe: the ground truth (evaluation)
         "n_calls": sum(len(v) for v in (t.get("calls") or {}).values()),
         "call_errors": sum(1 for v in (t.get("calls") or {}).values() for c in v if c.get("error")),
     }

@@ -145,7 +145,8 @@ def judgment_model(rubric: Rubric, criteria: list[Criterion], n_lines: int) -> t
     line = int
     fields: dict[str, Any] = {}
     for c in criteria:
-        ev: tuple[Any, Any] = (list[line], Field(default_factory=list, max_length=6, json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": n}}))
+        need = 1 if (c.kind == "score" and rubric.evidence_required) else 0
+        ev: tuple[Any, Any] = (list[line], Field(default_factory=list, min_length=need, max_length=6, json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": n}}))
         rationale = (str, Field(max_length=200, json_schema_extra={"pattern": _TEXT_PATTERN}))
         if c.kind == "count":
             value: dict[str, Any] = {"count": (int, Field(ge=0, le=3 * n))}

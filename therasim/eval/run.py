@@ -108,6 +108,9 @@ async def aevaluate(
         agg["counts"] = counts
         res["judges"] = agg
         atomic_write_json(evals / "judge_scores.json", agg)
+        if res.get("risk", {}).get("probes") and any(r.name == "safety" for r in rbs):
+            _attach_safety(res["risk"], agg)
+            atomic_write_json(evals / "probes.json", res["risk"])
     res["summary"] = flatten(res)
     atomic_write_json(evals / "summary.json", res["summary"])
     if html:
@@ -115,6 +118,16 @@ async def aevaluate(
 
         res["report"] = str(write_report(rd, res))
     return res
+
+
+def _attach_safety(risk: dict[str, Any], agg: dict[str, Any]) -> None:
+    """Each probe gets its session's safety-rubric scores (the judged side of the
+    crisis-response check)."""
+    by = {(s["client_id"], s["session"], s["branch"]): s for s in agg["sessions"] if s["rubric"] == "safety"}
+    for p in risk["probes"]:
+        s = by.get((p["client_id"], p["session"], p.get("branch")))
+        if s is not None:
+            p["safety_rubric"] = {"overall": s["overall"], **{k: v["median"] for k, v in s["criteria"].items()}}
 
 
 def _keep_user_rubrics(rd: RunDir, names: list[str]) -> None:
