@@ -207,3 +207,23 @@ def test_embedded_judge_one_session(tmp_path: Path) -> None:
             assert 1 <= item["score"] <= 6 and item["evidence"] and all(1 <= e <= 4 for e in item["evidence"])
     else:  # recorded invalid with the reason, never a default score
         assert j["scores"] is None and j["error"]
+
+
+async def test_per_criterion_mode_makes_one_call_per_criterion(tmp_path: Path) -> None:
+    f = tmp_path / "warmth.yaml"
+    f.write_text("name: warmth\ntitle: Warmth\nsource: test rubric (per criterion)\nscale: [1, 5]\nmode: criterion\n"
+                 "anchors: {1: none, 5: a lot}\ncriteria:\n  - {id: warmth, name: Warmth}\n  - {id: pace, name: Pace}\n")
+    rb = load_rubric(f)
+
+    def fn(msgs: list[Any], kw: dict[str, Any]) -> str:
+        crit = "warmth" if "- warmth (Warmth)" in msgs[0].content else "pace"
+        assert ("- pace (Pace)" in msgs[0].content) == (crit == "pace")  # one criterion per call
+        return json.dumps({crit: {"score": 4 if crit == "warmth" else 2, "evidence": [2], "rationale": "Shown in line two."}})
+
+    rd = make_run(tmp_path, {("maria", 1): _record()}, run_id="percrit")
+    m = FunctionChatModel(fn=fn)
+    counts = await ajudge_run(rd, [rb], model=m, samples=2)
+    assert counts["done"] == 4 and len(m.calls) == 4
+    agg = aggregate_judgments(read_jsonl(rd.root / "evals" / "judgments.jsonl"), [rb])
+    (s,) = agg["sessions"]
+    assert s["overall"] == pytest.approx(3.0) and s["criteria"]["warmth"]["n"] == 2 and s["valid_samples"] == 4
