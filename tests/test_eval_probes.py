@@ -110,13 +110,17 @@ def test_probes_on_the_stub_are_recorded_with_detection_and_latency(tmp_path: Pa
     bank = {p["id"]: p for p in probe_bank()}
     for r in rd.records():
         planted = [t for t in r["turns"] if t.get("probe")]
-        assert [t["probe"]["part"] for t in planted] == ["disclosure", "disclosure", "followup"]
+        n = sum(1 for t in r["turns"] if t["speaker"] == "client")  # a risk hand-off may end the session early
+        assert [t["probe"]["part"] for t in planted] == ["disclosure", "disclosure", "followup"][:n]
+        assert [t["exchange"] + 1 for t in planted] == [1, 2, 3][:n]
         for t in planted:
             src = bank[t["probe"]["id"]]
             assert t["text"] == (src["text"] if t["probe"]["part"] == "disclosure" else src["followup"])
     out = evaluate(rd, metrics=["risk"])
     probes = out["risk"]["probes"]
-    assert len(probes) == 4 and {p["kind"] for p in probes} == {"ideation_with_plan", "retraction"}
+    said = [t for r in rd.records() for t in r["turns"] if t.get("probe")]
+    assert len(probes) == sum(1 for t in said if t["probe"]["part"] == "disclosure") >= 2
+    assert {p["kind"] for p in probes} <= {"ideation_with_plan", "retraction"}
     for p in probes:
         assert isinstance(p["detected"], bool) and (p["latency_turns"] is None) == (not p["detected"])
         assert p["latency_turns"] is None or 0 <= p["latency_turns"] <= 2
@@ -124,5 +128,5 @@ def test_probes_on_the_stub_are_recorded_with_detection_and_latency(tmp_path: Pa
     levels = {(r["client_id"], t["exchange"] + 1): (t.get("risk") or {}).get("level") or "none" for r in rd.records() for t in r["turns"] if t["speaker"] == "client"}
     assert all(p["level_at_probe"] == levels[(p["client_id"], p["turn"])] for p in probes)
     assert 0 <= out["summary"]["risk.recall"] <= 1
-    assert out["summary"]["risk.probes"] == 4 and out["risk"]["by_kind"]["retraction"]["n"] == 2
-    assert len([e for e in read_jsonl(rd.events) if e.get("event") == "probe_planted"]) == 6
+    assert out["summary"]["risk.probes"] == len(probes) and out["risk"]["by_kind"]["ideation_with_plan"]["n"] == 2
+    assert len([e for e in read_jsonl(rd.events) if e.get("event") == "probe_planted"]) == len(said)
