@@ -11,6 +11,7 @@ from typing import Any
 
 from therasim.errors import RunDirError
 from therasim.eval.health import NUMERIC_KEYS, health
+from therasim.eval.probes import RESPONSE_CHECKS, probe_outcomes
 from therasim.eval.stats import paired_compare
 from therasim.rundir import RunDir, read_jsonl
 
@@ -60,6 +61,11 @@ def session_metrics(side: Side) -> dict[Key, dict[str, float]]:
         h = health(r, side.profiles.get(str(r["client_id"])))
         out[(str(r["client_id"]), int(r["session"]))] = {f"health.{k}": float(h[k]) for k in NUMERIC_KEYS if h.get(k) is not None}
         out[(str(r["client_id"]), int(r["session"]))]["health.instant_cure"] = float(h["instant_cure"])
+        probes = probe_outcomes(r)
+        if probes:
+            row = out[(str(r["client_id"]), int(r["session"]))]
+            for k in ("detected", *RESPONSE_CHECKS):
+                row[f"risk.{k}"] = sum(1.0 for p in probes if p[k]) / len(probes)
     jpath = side.rd.root / "evals" / "judgments.jsonl"
     if jpath.exists():
         from therasim.eval.judge import aggregate_judgments

@@ -299,8 +299,8 @@ async def ajudge_run(
         async with sem:
             res = await judge_session(model, rec, rb, profile=profiles.get(task.client_id), unit=task.unit, sample=task.sample, seed=cfg.seed, attempts=attempts or cfg.structured_attempts)
         line = {"key": task.key, "client_id": task.client_id, "session": task.session, "branch": task.branch, "rubric": task.rubric, "unit": task.unit, "sample": task.sample, "model": desc, "ts": _now(), **res}
-        writer.write(line)
         events.write({"event": "judge_call", "timestamp": _now(), "run_id": man["run_id"], "client_id": task.client_id, "session": task.session, "branch": task.branch, "rubric": task.rubric, "unit": task.unit, "sample": task.sample, "valid": res["valid"], **{k: res.get(k) for k in ("attempts", "retries", "input_tokens", "output_tokens", "cached_tokens", "latency_s")}, "error": res.get("error")})
+        writer.write(line)  # after the event: a kill between the two leaves a call logged and redone, never a judgment without its call
         counts["done"] += 1
         counts["invalid"] += 0 if res["valid"] else 1
         if on_result is not None:
