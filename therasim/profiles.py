@@ -116,7 +116,7 @@ def load_profiles(path: str | Path, *, strict: bool = False) -> tuple[list[Clien
     records: list[tuple[str, Any]] = []
     problems: list[ProfileError] = []
     if p.suffix in (".jsonl", ".ndjson"):
-        # line by line: a bad line (bad UTF-8, invalid or too-deep JSON) is that line's problem
+        # line by line, split on \n only (as main: a U+2028 inside a string is not a line end): a bad line (bad UTF-8, invalid or too-deep JSON) is that line's problem
         try:
             for i, obj in iter_json_lines(p):
                 if isinstance(obj, ParseError):
