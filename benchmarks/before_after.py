@@ -49,6 +49,7 @@ def baseline_package(rev: str) -> Path:
 def run(bench_args: list[str], out: Path, pythonpath: str | None) -> dict:
     env = dict(os.environ)
     if pythonpath:
+        env["THERASIM_STUB_PYTHONPATH"] = env.get("PYTHONPATH", "")  # the stub from this tree (therasim.bench._Stub)
         env["PYTHONPATH"] = pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "therasim.cli", "bench", *bench_args, "--json", str(out)]
     print("$", "PYTHONPATH=" + pythonpath if pythonpath else "", " ".join(cmd[2:]), file=sys.stderr, flush=True)
