@@ -411,7 +411,7 @@ def stub(
     trace_dir: Annotated[Optional[Path], typer.Option("--trace-dir", help="folder where POST /trace {\"name\": NAME} may start NAME.jsonl (off without it)")] = None,
 ) -> None:
     """An OpenAI-compatible stub model server (benchmarks and tests only)."""
-    from therasim.stub import PROFILES, parse_faults, run_stub
+    from therasim.tools.stub import PROFILES, parse_faults, run_stub
 
     try:
         if profile not in PROFILES:
@@ -446,9 +446,9 @@ def bench(
     no_checkpoint_sizes: Annotated[bool, typer.Option("--no-checkpoint-sizes")] = False,
 ) -> None:
     """Benchmark therasim against the sequential and thread-pool ways, on the stub server."""
-    from therasim.bench import bench as _bench
-    from therasim.bench import summarise
-    from therasim.stub import PROFILES, parse_faults
+    from therasim.tools.bench import bench as _bench
+    from therasim.tools.bench import summarise
+    from therasim.tools.stub import PROFILES, parse_faults
 
     try:
         if profile not in PROFILES:

@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field
 
 from therasim.context import CallInfo, current_call
-from therasim.schema_sampling import instance_from_schema
+from therasim.tools.schema_sampling import instance_from_schema
 
 __all__ = ["CallInfo", "FakeCall", "FunctionChatModel", "HashEmbedding", "SchemaFakeChatModel", "ScriptedChatModel"]
 

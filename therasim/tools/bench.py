@@ -132,7 +132,7 @@ def _cfg(url: str, preset: str, sessions: int, turns: int, seed: int, concurrenc
 
 
 def _stub_profile(name: str) -> Any:
-    from therasim.stub import PROFILES
+    from therasim.tools.stub import PROFILES
 
     return PROFILES[name]
 
@@ -146,7 +146,7 @@ def _integrity(records: list[dict[str, Any]], *, cohort_ids: list[str], sessions
     """Count from the run's own transcripts: courses completed, turns lost (a missing
     session or exchange, or a counselor turn the stub never served whole) and turns
     duplicated (a session or exchange recorded twice)."""
-    from therasim.stub import content_hash
+    from therasim.tools.stub import content_hash
 
     seen: dict[tuple[str, int], int] = {}
     dup = lost = 0
