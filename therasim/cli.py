@@ -145,7 +145,6 @@ def session(
     from therasim.graphs import preset as get_preset
     from therasim.graphs.session import initial_session_state, run_session
     from therasim.profiles import example_profiles
-    from therasim.providers import ModelPool
 
     cfg = _load(config)
     course = cfg.course.model_copy(update={k: v for k, v in {"max_turns": turns, "preset": preset}.items() if v is not None})
@@ -154,7 +153,7 @@ def session(
         _fail(TherasimError(f"--profile {profile!r} is not a shipped example; choose one of {sorted(profiles)}"))
     try:
         g = get_preset(course.preset).compile()
-        ctx = SimContext(models=ModelPool(cfg.models), course=course, seed=cfg.seed, structured_attempts=cfg.structured_attempts)
+        ctx = SimContext.from_config(cfg, course=course)
         st = asyncio.run(run_session(g, initial_session_state(profiles[profile], modality=course.modality), ctx))
     except TherasimError as e:
         _fail(e)

@@ -16,7 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
-from therasim.config import CourseSpec, Role
+from therasim.config import CourseSpec, Role, RunConfig
 from therasim.errors import StructuredOutputError
 from therasim.policies.modalities import Modality, get_modality
 from therasim.policies.risk import RiskProtocol
@@ -62,6 +62,21 @@ class SimContext:
     # Per-node output caps that override the node specs' own (NodeSpec.max_tokens);
     # structured calls that hit a cap come back as invalid JSON.
     max_tokens: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, *, models: ModelPool | None = None, memory: Any = None, **overrides: Any) -> SimContext:
+        """The one factory from a run's config to its context: the config's models
+        (or ``models``), course, seed, attempts and recall depth, the ``memory`` store
+        opened for it, and any other field as a keyword (event sinks, caps)."""
+        kw: dict[str, Any] = {
+            "models": models if models is not None else ModelPool(cfg.models),
+            "course": cfg.course,
+            "seed": cfg.seed,
+            "structured_attempts": cfg.structured_attempts,
+            "memory": memory,
+            "recall_k": cfg.memory.recall_k,
+        }
+        return cls(**{**kw, **overrides})
 
     @property
     def transcript_chars(self) -> int:
