@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "therasim.providers",
             "therasim.structured",
             "therasim.profiles",
+            "therasim.profile_import",
             "therasim.memory",
         ),
     ),
