@@ -34,7 +34,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "therasim.memory",
         ),
     ),
-    ("policies", ("therasim.policies",)),
+    # therasim.eval.probes: planted risk probes (data and the rule that plants them in a
+    # client turn), applied by the node wrapper when course.probes is on.
+    ("policies", ("therasim.policies", "therasim.eval.probes")),
     # The run's context binds models and policies for the nodes, and the shared prompt
     # headers render policies (modality, taxonomy) through it: above both.
     ("context", ("therasim.context", "therasim.prompts")),
