@@ -34,9 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "therasim.memory",
         ),
     ),
-    # therasim.eval.probes: planted risk probes (data and the rule that plants them in a
-    # client turn), applied by the node wrapper when course.probes is on.
-    ("policies", ("therasim.policies", "therasim.eval.probes")),
+    ("policies", ("therasim.policies",)),
     # The run's context binds models and policies for the nodes, and the shared prompt
     # headers render policies (modality, taxonomy) through it: above both.
     ("context", ("therasim.context", "therasim.prompts")),
@@ -64,6 +62,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # fails when one is no longer needed, so the list only shrinks.
 ALLOWED: dict[tuple[str, str], str] = {
     ("therasim.prompts", "therasim.nodes.measures"): "the client header lists the questionnaire items; they become policy data (therasim.policies.instruments, #13)",
+    ("therasim.graphs.builder", "therasim.eval.probes"): "the node wrapper plants evaluation probes (#15); to become an output hook the run's context carries",
 }
 # Where each package's folder is in the repository (setuptools package-dir).
 PACKAGE_DIRS = {"therasim": "therasim", "therasim.graphs": "graphs", "therasim.nodes": "nodes", "therasim.memory": "memory", "therasim.policies": "policies"}
