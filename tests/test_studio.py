@@ -58,8 +58,14 @@ def langgraph_dev(tmp_path):
     port = _free_port()
     env = {**os.environ, "THERASIM_PRESET": "minimal", "LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_API_KEY": ""}
     exe = Path(sys.executable).with_name("langgraph")
+    # the repo's langgraph.json with its paths made absolute, served from a scratch folder
+    # (the server keeps its in-memory state files in its working directory)
+    conf = json.loads((REPO / "langgraph.json").read_text())
+    conf["dependencies"] = [str(REPO)]
+    conf["graphs"] = {k: str(REPO / v.removeprefix("./")) for k, v in conf["graphs"].items()}
+    (tmp_path / "langgraph.json").write_text(json.dumps(conf))
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([str(exe), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port), "--config", str(REPO / "langgraph.json")], cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(exe), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port), "--config", str(tmp_path / "langgraph.json")], cwd=str(tmp_path), env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     import urllib.request
 
