@@ -27,7 +27,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from therasim.config import CourseSpec
-from therasim.context import NodeContext, SimContext
+from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.errors import TherasimError
 from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, describe_specs, wrap_node
 from therasim.graphs.presets import preset
@@ -161,7 +161,7 @@ async def _streamed(graph: Any, inp: Any, cfg: dict[str, Any], sim: SimContext, 
 
 def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def session(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
-        sim = runtime.context if runtime.context is not None else SimContext()
+        sim = as_sim_context(runtime.context)
         n = int(state["session"])
         tid = session_thread_id(state["course_key"], n, branch)
         cfg: dict[str, Any] = {"recursion_limit": session_recursion_limit(sim.course.max_turns), "configurable": {"thread_id": tid}}

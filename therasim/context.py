@@ -111,6 +111,24 @@ class SimContext:
         writer(dict(event))
 
 
+def as_sim_context(ctx: Any) -> SimContext:
+    """The SimContext of a graph run: the context itself; ``SimContext()`` when none was
+    given; ``ctx.to_sim()`` for a JSON context (LangGraph Studio / ``langgraph dev``
+    give :class:`therasim.studio.StudioContext`, or a plain dict of its fields)."""
+    if isinstance(ctx, SimContext):
+        return ctx
+    if ctx is None:
+        return SimContext()
+    to_sim = getattr(ctx, "to_sim", None)
+    if callable(to_sim):
+        return to_sim()  # type: ignore[no-any-return]
+    if isinstance(ctx, dict):
+        from therasim.studio import StudioContext
+
+        return StudioContext.model_validate(ctx).to_sim()
+    raise TypeError(f"the graph's context must be a SimContext or a StudioContext/dict of model specs, got {type(ctx).__name__}")
+
+
 _SPEAKER_PREFIX = re.compile(r"^\s*(?:\(?(?:counsel+or|therapist|client|you)\)?\s*(?:\(you\))?\s*:\s*)+", re.IGNORECASE)
 _NEXT_SPEAKER = re.compile(r"\n\s*(?:counsel+or|therapist|client)\s*(?:\(you\))?\s*:", re.IGNORECASE)
 

@@ -21,7 +21,11 @@ import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal
+
+from typing_extensions import (
+    TypedDict,  # LangGraph schema generation (pydantic) needs it before Python 3.12
+)
 
 from therasim.errors import TherasimError
 
