@@ -379,9 +379,10 @@ async def _afork_locked(
     from langchain_core.language_models import BaseChatModel
 
     from therasim.context import SimContext
+    from therasim.graphs.session import session_recursion_limit
     from therasim.memory import open_store
     from therasim.providers import ModelPool
-    from therasim.runner import dataset_record
+    from therasim.records import dataset_record
 
     cfg = RunConfig.model_validate(man["config"])
     if models is None:
@@ -421,16 +422,13 @@ async def _afork_locked(
         snap = await _before_turn(graph, builder, parent, turn)
         values = _apply(dict(snap.values), changes)  # every check before anything is written
         values["current"] = {}
-        cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": 20 * (cfg.course.max_turns + 2) + 50}
+        cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": session_recursion_limit(cfg.course.max_turns)}
         saver = graph.checkpointer
         # A thread under this name with no branch record is what a failed or killed
         # fork left behind: clear it (one transaction), or its turns would be doubled.
         await saver.adelete_thread(tid)
         pw = JsonlWriter(rd.prompts, fsync=False)
-        ctx = SimContext(
-            models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k,
-            on_messages=lambda r: pw.write({**r, "branch": name}),
-        )
+        ctx = SimContext.from_config(cfg, models=pool, memory=store, on_messages=lambda r: pw.write({**r, "branch": name}))
         try:
             await graph.aupdate_state(cfg_new, values, as_node="termination")
             final = await graph.ainvoke(None, config=cfg_new, context=ctx, durability="sync")
