@@ -76,9 +76,11 @@ def config_example() -> None:
 def config_validate(file: Path) -> None:
     """Check a configuration file; every problem names its field."""
     from therasim.config import load_config
+    from therasim.runner import check_names
 
     try:
         cfg = load_config(file)
+        check_names(cfg, str(file))  # preset, modality, taxonomy: known now, not mid-run
     except TherasimError as e:
         _fail(e)
     out.print(f"[green]ok[/]: {file} is valid (preset {cfg.course.preset}, {cfg.course.sessions} sessions, models: {cfg.models.default.provider})")
@@ -86,9 +88,12 @@ def config_validate(file: Path) -> None:
 
 def _load(config: Optional[Path]):  # type: ignore[no-untyped-def]
     from therasim.config import load_config
+    from therasim.runner import check_names
 
     try:
-        return load_config(config)
+        cfg = load_config(config)
+        check_names(cfg, str(config or "config"))
+        return cfg
     except TherasimError as e:
         _fail(e)
 

@@ -24,7 +24,6 @@ __all__ = [
     "RoleModels",
     "RunConfig",
     "SamplingSpec",
-    "check_names",
     "example_config_yaml",
     "format_validation_error",
     "load_config",
@@ -300,39 +299,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
         raise format_validation_error(e, name) from None
-    check_names(cfg, name)
     return cfg
-
-
-def name_problems(cfg: RunConfig, *, preset: bool = True) -> list[tuple[str, str]]:
-    """``(field, message)`` for each registered name in ``cfg`` that is not registered
-    (preset, modality, emotion taxonomy), checked now rather than mid-run."""
-    from therasim.errors import TherasimError
-
-    problems: list[tuple[str, str]] = []
-    checks: list[tuple[str, str, Any]] = []
-    from therasim.policies.modalities import get_modality
-    from therasim.policies.taxonomies import emotion_taxonomy
-
-    checks += [("course.modality", cfg.course.modality, get_modality), ("course.emotion_taxonomy", cfg.course.emotion_taxonomy, emotion_taxonomy)]
-    if preset:
-        from therasim.graphs.presets import preset as get_preset
-
-        checks.append(("course.preset", cfg.course.preset, get_preset))
-    for field, value, lookup in checks:
-        try:
-            lookup(value)
-        except (TherasimError, KeyError) as e:
-            problems.append((field, str(e)))
-    return problems
-
-
-def check_names(cfg: RunConfig, source: str = "config", *, preset: bool = True) -> None:
-    """Raise :class:`ConfigError` naming each unknown preset, modality or taxonomy."""
-    problems = name_problems(cfg, preset=preset)
-    if problems:
-        lines = [f"{source}: {len(problems)} problem(s):"] + [f"  - {p}: {m}" for p, m in problems]
-        raise ConfigError("\n".join(lines), problems)
 
 
 def example_config_yaml() -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from therasim._version import RUN_FORMAT_VERSION, __version__
-from therasim.config import RunConfig, check_names, load_config
+from therasim.config import RunConfig, load_config
 from therasim.context import SimContext
 from therasim.errors import ConfigError, ProfileError, RunDirError
 from therasim.profiles import ClientProfile, load_profiles, sample_profiles
@@ -270,6 +270,37 @@ def _cohort(rd: RunDir, man: dict[str, Any]) -> list[ClientProfile]:
     if missing:
         raise RunDirError(f"{rd.profiles}: profiles {missing[:5]} of the manifest's cohort are missing or damaged; restore the file to resume")
     return cohort
+
+
+def name_problems(cfg: RunConfig, *, preset: bool = True) -> list[tuple[str, str]]:
+    """``(field, message)`` for each registered name in ``cfg`` that is not registered
+    (preset, modality, emotion taxonomy), checked now rather than mid-run."""
+    from therasim.errors import TherasimError
+
+    problems: list[tuple[str, str]] = []
+    checks: list[tuple[str, str, Any]] = []
+    from therasim.policies.modalities import get_modality
+    from therasim.policies.taxonomies import emotion_taxonomy
+
+    checks += [("course.modality", cfg.course.modality, get_modality), ("course.emotion_taxonomy", cfg.course.emotion_taxonomy, emotion_taxonomy)]
+    if preset:
+        from therasim.graphs.presets import preset as get_preset
+
+        checks.append(("course.preset", cfg.course.preset, get_preset))
+    for fld, value, lookup in checks:
+        try:
+            lookup(value)
+        except (TherasimError, KeyError) as e:
+            problems.append((fld, str(e)))
+    return problems
+
+
+def check_names(cfg: RunConfig, source: str = "config", *, preset: bool = True) -> None:
+    """Raise :class:`ConfigError` naming each unknown preset, modality or taxonomy."""
+    problems = name_problems(cfg, preset=preset)
+    if problems:
+        lines = [f"{source}: {len(problems)} problem(s):"] + [f"  - {p}: {m}" for p, m in problems]
+        raise ConfigError("\n".join(lines), problems)
 
 
 def check_stored_urls(cfg: RunConfig) -> None:

@@ -32,6 +32,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "therasim.profiles",
             "therasim.profile_import",
             "therasim.memory",
+            "therasim.parsing",
+            "therasim.redact",
         ),
     ),
     ("policies", ("therasim.policies",)),
