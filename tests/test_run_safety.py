@@ -85,20 +85,22 @@ def _one_clear_line(p: subprocess.CompletedProcess[str], *needles: str) -> None:
 
 
 def test_two_processes_on_one_run_directory(tmp_path: Path) -> None:
-    rd, _ = start_run(CFG, sample=3, out=tmp_path)
+    # long enough (12 sessions of 6 turns) that the first is still running when the second starts
+    rd, _ = start_run({**CFG, "course": {"preset": "minimal", "sessions": 3, "max_turns": 6}}, sample=4, out=tmp_path)
     first = subprocess.Popen([sys.executable, str(HERE / "_run_target.py"), str(rd.root), "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (rd.root / ".lock").exists():
         time.sleep(0.05)
     time.sleep(0.3)
     second = subprocess.run([sys.executable, str(HERE / "_run_target.py"), str(rd.root), "1"], capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
     assert second.returncode != 0
     assert f"is in use by pid {first.pid} on host {socket.gethostname()}" in second.stderr
     with pytest.raises(RunDirError, match=f"pid {first.pid}"):
         resume(rd.root, models=_models())
     assert first.wait(300) == 0, first.stderr.read() if first.stderr else ""
     keys = [(r["client_id"], r["session"]) for r in rd.records()]
-    assert len(keys) == len(set(keys)) == 6  # every session once: nothing run twice
+    assert len(keys) == len(set(keys)) == 12  # every session once: nothing run twice
 
 
 def test_a_dead_holders_lock_is_taken_over(tmp_path: Path) -> None:
