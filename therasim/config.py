@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from therasim.errors import ConfigError
 
 __all__ = [
+    "CheckpointerSpec",
     "CourseSpec",
     "MemorySpec",
     "ModelSpec",
@@ -161,6 +162,22 @@ class MemorySpec(_Strict):
         raise ValueError("use 'minilm', 'openai:MODEL@http://HOST:PORT/v1' or 'hash' (benchmarks and tests only)")
 
 
+class CheckpointerSpec(_Strict):
+    """Where LangGraph checkpoints go: a SQLite file in the run directory, or a
+    Postgres database several machines share (``--executor ray``)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn_env: str | None = Field(None, description="postgres: the NAME of an env var holding the DSN (postgresql://user@host:port/db); the DSN never goes in the config.")
+    pool_size: int = Field(8, ge=1, le=256, description="postgres: connections per process.")
+    retry_s: float = Field(60.0, ge=0, le=3600, description="postgres: how long a checkpoint read/write is retried while the server is unreachable.")
+
+    @model_validator(mode="after")
+    def _dsn(self) -> CheckpointerSpec:
+        if self.backend == "postgres" and not self.dsn_env:
+            raise ValueError("backend postgres needs dsn_env: the name of an environment variable holding the DSN, e.g. dsn_env: THERASIM_PG_DSN")
+        return self
+
+
 class CourseSpec(_Strict):
     """Shape of one course of therapy."""
 
@@ -182,6 +199,7 @@ class RunConfig(_Strict):
     models: RoleModels = RoleModels()
     course: CourseSpec = CourseSpec()
     memory: MemorySpec = MemorySpec()
+    checkpointer: CheckpointerSpec = CheckpointerSpec()
     seed: int = 0
     concurrency: int | None = Field(
         None, ge=1, le=4096, description="Courses in flight; default 1 for embedded, 64 otherwise."
@@ -309,4 +327,8 @@ memory:
   port: 8000
   embedding: minilm          # minilm (offline CPU) | openai:MODEL@BASE_URL
   recall_k: 4
+
+checkpointer:
+  backend: sqlite            # sqlite (RUN_DIR/checkpoints.sqlite) | postgres (shared; docs/scale-out.md)
+  # dsn_env: THERASIM_PG_DSN # postgres: NAME of the env var holding postgresql://user@host:port/db
 """

@@ -341,17 +341,20 @@ async def arun_dir(
     models: Any = None,
     session_builder: Any = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    executor: Any = None,
 ) -> RunResult:
     """Run (or continue) every course of a run directory that is not completed.
 
     Finished sessions are never redone; an interrupted session continues from its
     last checkpoint; failed courses are retried. ``models`` overrides the config's
     models (a ModelPool or a role -> chat model mapping), e.g. for tests.
+    ``executor``: None runs the courses in this process; a
+    :class:`therasim.ray_executor.RayExecutor` shards them over Ray actors (the run
+    directory is written here either way).
     """
-    from therasim.checkpoint import open_checkpointer
+    from therasim.checkpoint import open_run_checkpointer
     from therasim.graphs.course import course_builder, initial_course_state, run_course
     from therasim.memory import open_store
-    from therasim.policies.risk import RiskProtocol
     from therasim.providers import ModelPool
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -368,6 +371,8 @@ async def arun_dir(
     result.skipped = [p.id for p in cohort if status.get(p.id, {}).get("status") == "completed"]
     pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
     course = course_builder(cfg.course, session_builder)
+    if executor is not None:
+        executor.check(cfg)
     store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
     pending_file = rd.root / "memory_pending.jsonl"
     if store is not None and pending_file.exists():
@@ -407,42 +412,44 @@ async def arun_dir(
         if on_record is not None:
             on_record(rec)
 
-    async with open_checkpointer(str(rd.checkpoints)) as saver:
+    def course_running(cid: str) -> None:
+        courses_w.write({"client_id": cid, "status": "running", "thread_id": f"{run_id}/{cid}/course", "ts": time.time()})
+
+    def course_ended(cid: str, error: str | None = None) -> None:
+        if error is not None:
+            reason = error[:1000]
+            courses_w.write({"client_id": cid, "status": "failed", "error": reason, "ts": time.time()})
+            result.failed[cid] = reason
+            on_event({"event": "course_failed", "client_id": cid, "error": reason})
+            return
+        courses_w.write({"client_id": cid, "status": "completed", "ts": time.time()})
+        result.completed.append(cid)
+        on_event({"event": "course_done", "client_id": cid})
+
+    async with open_run_checkpointer(cfg.checkpointer, str(rd.checkpoints)) if executor is None else contextlib.nullcontext() as saver:
         graph = course.compile(checkpointer=saver)
-        ctx = SimContext(
-            models=pool,
-            course=cfg.course,
-            seed=cfg.seed,
-            structured_attempts=cfg.structured_attempts,
-            risk_protocol=RiskProtocol(),
-            memory=store,
-            recall_k=cfg.memory.recall_k,
-            on_event=on_event,
-            on_record=write_record,
-        )
+        ctx = sim_context(cfg, pool, store, on_event, write_record)
         sem = asyncio.Semaphore(n_conc)
 
         async def one(p: ClientProfile) -> None:
             async with sem:
                 tid = f"{run_id}/{p.id}/course"
-                courses_w.write({"client_id": p.id, "status": "running", "thread_id": tid, "ts": time.time()})
+                course_running(p.id)
                 try:
                     await run_course(graph, initial_course_state(p, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality), ctx, thread_id=tid)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # one course failing never stops the others
-                    reason = f"{type(e).__name__}: {e}"[:1000]
-                    courses_w.write({"client_id": p.id, "status": "failed", "error": reason, "ts": time.time()})
-                    result.failed[p.id] = reason
-                    on_event({"event": "course_failed", "client_id": p.id, "error": reason})
+                    course_ended(p.id, f"{type(e).__name__}: {e}")
                     return
-                courses_w.write({"client_id": p.id, "status": "completed", "ts": time.time()})
-                result.completed.append(p.id)
-                on_event({"event": "course_done", "client_id": p.id})
+                course_ended(p.id)
 
         try:
             with prog:
-                await asyncio.gather(*(one(p) for p in todo))
+                if executor is None:
+                    await asyncio.gather(*(one(p) for p in todo))
+                else:
+                    await executor.arun(rd, cfg, todo, concurrency=n_conc, store=store, on_event=on_event, on_record=write_record, course_running=course_running, course_ended=course_ended, models=models, session_builder=session_builder)
             if store is not None and getattr(store, "pending", None):
                 if await asyncio.to_thread(store.flush):
                     w = JsonlWriter(pending_file)
@@ -461,6 +468,23 @@ async def arun_dir(
     result.turns, result.errors, result.retries = prog.turns, prog.errors, prog.retries
     result.wall_s = time.monotonic() - t0
     return result
+
+
+def sim_context(cfg: RunConfig, pool: Any, store: Any, on_event: Any, on_record: Any) -> SimContext:
+    """The SimContext a run's courses share (one per process)."""
+    from therasim.policies.risk import RiskProtocol
+
+    return SimContext(
+        models=pool,
+        course=cfg.course,
+        seed=cfg.seed,
+        structured_attempts=cfg.structured_attempts,
+        risk_protocol=RiskProtocol(),
+        memory=store,
+        recall_k=cfg.memory.recall_k,
+        on_event=on_event,
+        on_record=on_record,
+    )
 
 
 def run(
