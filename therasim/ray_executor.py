@@ -63,6 +63,7 @@ class CourseWorker:
         self.session_builder = session_builder
         self.events: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def open(self) -> dict[str, Any]:
@@ -79,7 +80,7 @@ class CourseWorker:
         m = self.models
         self.pool = m if isinstance(m, ModelPool) else ModelPool(m if m is not None else cfg.models)
         self.graph = course_builder(cfg.course, self.session_builder).compile(checkpointer=saver)
-        self.ctx = sim_context(cfg, self.pool, self.store, lambda e: self.events.append(e), lambda r: self.records.append(r))
+        self.ctx = sim_context(cfg, self.pool, self.store, lambda e: self.events.append(e), lambda r: self.records.append(r), lambda m: self.messages.append(m))
         self.sem = asyncio.Semaphore(self.concurrency)
         return {"pid": os.getpid(), "host": os.uname().nodename}
 
@@ -98,10 +99,10 @@ class CourseWorker:
                 return {"client_id": p.id, "error": f"{type(e).__name__}: {e}", "records": []}
         return {"client_id": p.id, "error": None, "records": list(final.get("records") or [])}
 
-    def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        ev, rec = self.events, self.records
-        self.events, self.records = [], []
-        return ev, rec
+    def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        ev, rec, msg = self.events, self.records, self.messages
+        self.events, self.records, self.messages = [], [], []
+        return ev, rec, msg
 
     async def close(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pending": [], "retried": 0}
@@ -178,7 +179,7 @@ class RayExecutor:
             return None
         return actor, info
 
-    async def arun(self, rd: Any, cfg: Any, todo: list[Any], *, concurrency: int, store: Any, on_event: Any, on_record: Any, course_running: Any, course_ended: Any, models: Any = None, session_builder: Any = None) -> None:
+    async def arun(self, rd: Any, cfg: Any, todo: list[Any], *, concurrency: int, store: Any, on_event: Any, on_record: Any, on_messages: Any, course_running: Any, course_ended: Any, models: Any = None, session_builder: Any = None) -> None:
         """Run ``todo`` (profiles) to the end; report through the runner's callbacks."""
         from therasim.checkpoint import open_postgres_checkpointer, postgres_dsn
 
@@ -234,10 +235,12 @@ class RayExecutor:
             if a is None:
                 return
             try:
-                events, records = await _await(a.drain.remote())
+                events, records, messages = await _await(a.drain.remote())
             except dead_errors:
                 actor_died(i)
                 return
+            for m in messages:
+                on_messages(m)
             for e in events:
                 on_event(e)
             for r in records:
