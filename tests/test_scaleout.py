@@ -107,16 +107,16 @@ def svc(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop(DSN_ENV, None)
 
 
-def _config(tmp: Path, base_url: str, chroma_port: int, *, sessions: int = 2, concurrency: int = 8) -> Path:
+def _config(tmp: Path, base_url: str, chroma_port: int, *, sessions: int = 2, concurrency: int = 8, dsn_env: str = DSN_ENV) -> Path:
     cfg = {
         "models": {"default": {"provider": "openai", "model": "stub", "base_url": base_url, "max_retries": 4, "timeout_s": 20}},
         "course": {"preset": "minimal", "sessions": sessions, "max_turns": 2},
         "memory": {"backend": "chroma-http", "port": chroma_port, "embedding": "hash"},
-        "checkpointer": {"backend": "postgres", "dsn_env": DSN_ENV},
+        "checkpointer": {"backend": "postgres", "dsn_env": dsn_env},
         "concurrency": concurrency,
         "seed": 11,
     }
-    p = tmp / "config.yaml"
+    p = tmp / f"config-{dsn_env}.yaml"
     p.write_text(json.dumps(cfg))
     return p
 
@@ -125,27 +125,9 @@ def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "therasim.cli", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
 
 
-def _run_dir(err: str) -> Path:
-    for line in err.splitlines():
-        if line.startswith("run directory: "):
-            return Path(line.split(": ", 1)[1].strip())
-    raise AssertionError(f"no run directory in: {err[-2000:]}")
-
-
 def _hashes(rd: Path) -> Counter[str]:
-    """One hash per session record, with what differs between two runs by design
-    taken out: the run id, and memory ids (derived from the run id) replaced by
-    their place (client, role, session, n)."""
-    run_id = json.loads((rd / "manifest.json").read_text())["run_id"]
-    recs = list(read_jsonl(rd / "transcripts.jsonl"))
-    names = {m: f"{r['client_id']}/{role}/{r['session']}/{i}" for r in recs for role, ids in (r.get("memory_written") or {}).items() for i, m in enumerate(ids)}
-    out: Counter[str] = Counter()
-    for r in recs:
-        s = json.dumps(r, sort_keys=True).replace(run_id, "RUN")
-        for m, name in names.items():
-            s = s.replace(m, name)
-        out[hashlib.sha256(s.encode()).hexdigest()] += 1
-    return out
+    """One hash per session record (line of transcripts.jsonl)."""
+    return Counter(hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest() for r in read_jsonl(rd / "transcripts.jsonl"))
 
 
 def _wipe_chroma(port: int) -> None:
@@ -176,15 +158,27 @@ def _check_whole(rd: Path, n_clients: int, sessions: int) -> None:
 @needs_ray
 def test_ray_run_matches_local_run(svc: dict[str, Any], tmp_path: Path) -> None:
     """40 courses on the stub across 2 Ray workers (head + worker node), Postgres
-    checkpoints, Chroma server: the same transcripts, by hash, as the local executor."""
-    chroma, stub, rc = svc["chroma"], svc["stub"], svc["ray"]
-    cfg = _config(tmp_path, f"http://127.0.0.1:{stub.port}/v1", chroma.port)
-    local = _cli("run", str(cfg), "--sample", "40", "--out", str(tmp_path / "local"), "--no-progress")
+    checkpoints, Chroma server: the same transcripts, by hash, as the local executor.
+    Both runs have the same run id (memory ids and recall tie-breaks derive from it),
+    so each gets its own Postgres database and starts from an empty Chroma."""
+    import psycopg
+
+    from therasim.runner import start_run
+
+    pg, chroma, stub, rc = svc["pg"], svc["chroma"], svc["stub"], svc["ray"]
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("create database second")
+    os.environ[DSN_ENV + "_2"] = pg.dsn.rsplit("/", 1)[0] + "/second"
+    url = f"http://127.0.0.1:{stub.port}/v1"
+    rid = f"cmp-{int(time.time())}"
+    a, _ = start_run(load_config(_config(tmp_path, url, chroma.port)), sample=40, out=tmp_path / "local", run_id=rid)
+    b, _ = start_run(load_config(_config(tmp_path, url, chroma.port, dsn_env=DSN_ENV + "_2")), sample=40, out=tmp_path / "ray", run_id=rid)
+    local = _cli("run", "--resume", str(a.root), "--no-progress")
     assert local.returncode == 0, local.stderr[-3000:]
     _wipe_chroma(chroma.port)  # memory is per client: the second run starts from an empty store as the first did
-    dist = _cli("run", str(cfg), "--sample", "40", "--out", str(tmp_path / "ray"), "--no-progress", "--executor", "ray", "--address", rc.address, "--workers", "2")
+    dist = _cli("run", "--resume", str(b.root), "--no-progress", "--executor", "ray", "--address", rc.address, "--workers", "2")
     assert dist.returncode == 0, dist.stderr[-3000:]
-    a, b = _run_dir(local.stderr), _run_dir(dist.stderr)
+    a, b = a.root, b.root
     ha, hb = _hashes(a), _hashes(b)
     assert sum(ha.values()) == 80 and ha == hb
     _check_whole(b, 40, 2)

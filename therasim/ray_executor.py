@@ -105,7 +105,7 @@ class CourseWorker:
         return ev, rec, msg
 
     async def close(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"pending": [], "retried": 0}
+        out: dict[str, Any] = {"pending": [], "retried": 0, "cpu_s": time.process_time(), "pid": os.getpid()}
         store = getattr(self, "store", None)
         if store is not None:
             if store.pending:
@@ -200,7 +200,7 @@ class RayExecutor:
         actors: dict[int, Any] = {}
         load: dict[int, int] = {}
         next_id = 0
-        t0 = time.monotonic()
+        t_start = time.monotonic()
         stats: dict[str, Any] = {"workers": [], "actor_deaths": 0, "courses_moved": 0}
         self.stats = stats
 
@@ -216,6 +216,8 @@ class RayExecutor:
             return True
 
         ok = await asyncio.gather(*(add_actor() for _ in range(self.workers)))
+        t0 = time.monotonic()
+        stats["start_s"] = t0 - t_start
         if not any(ok):
             raise ConfigError(f"no Ray actor could start within {self.start_timeout_s:.0f}s; does the cluster have {self.cpus_per_worker} free CPU(s) and therasim installed on its nodes?")
         queue: deque[Any] = deque(todo)
@@ -291,7 +293,9 @@ class RayExecutor:
                     lost -= 1
             for i in list(actors):
                 await drain(i)
+            stats["run_s"] = time.monotonic() - t0  # courses only: from actors up to the last result
             closed = await asyncio.gather(*(_await(a.close.remote()) for a in actors.values()), return_exceptions=True)
+            stats["worker_cpu_s"] = [c["cpu_s"] for c in closed if isinstance(c, dict)]
             for c in closed:
                 if isinstance(c, dict) and store is not None:
                     store.pending.extend(tuple(b) for b in c["pending"])
@@ -302,7 +306,7 @@ class RayExecutor:
             for a in actors.values():
                 with contextlib.suppress(Exception):
                     ray.kill(a)
-            stats["wall_s"] = time.monotonic() - t0
+            stats["wall_s"] = time.monotonic() - t_start
             if started:
                 ray.shutdown()
 
