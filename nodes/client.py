@@ -9,29 +9,16 @@ from pydantic import BaseModel, Field, field_validator
 
 from therasim.context import NodeContext, clean_utterance
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, layout, memory_block, text_field
-from therasim.prompts import Prompt
+from therasim.nodes._common import compact, text_field
+from therasim.prompts import Prompt, client_side_messages
 from therasim.state import View
 
 __all__ = ["PROMPT", "ClientTurn", "client"]
 
 PROMPT = Prompt(
     name="client",
-    system=(
-        "You are role-playing a CLIENT in a counseling session. Stay in character: speak as {name}, "
-        "a real person with a problem, in the first person. Never give advice, never talk like a "
-        "therapist, never mention being an AI.\n"
-        "WHO YOU ARE: {intake}\n"
-        "YOUR PRIVATE BACKGROUND (reveal it only gradually, as trust grows): {hidden}\n"
-        "WHAT YOU REMEMBER FROM EARLIER SESSIONS:\n{memory}\n"
-        "Speak in this style: {style}."
-    ),
-    instruction=(
-        "YOUR INNER STATE NOW (private): {inner}\n"
-        "Write your next reply to the counselor (1-3 sentences) and your updated inner state "
-        "(0-10 scales; disclosure 0-4 rises at most one step per turn; wants_to_end true only if "
-        "you want to stop the session now). Reply as JSON."
-    ),
+    system="YOUR TURN, as {name}:",
+    instruction="YOUR INNER STATE NOW (private): {inner}\nYour answer as JSON:",
 )
 
 _THERAPIST_TALK = re.compile(
@@ -67,18 +54,10 @@ class ClientTurn(BaseModel):
 
 async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
     """Produce the client's next utterance; update the hidden inner state."""
-    profile = view["profile"]
     inner = dict(view["inner"])
-    hidden = profile["hidden"]
-    system = PROMPT.render_system(
-        name=profile["intake"]["name"],
-        intake=compact(profile["intake"]),
-        hidden=compact({k: v for k, v in hidden.items() if k != "conversation_style"}),
-        memory=memory_block(view.get("client_memory")),
-        style=hidden.get("conversation_style", "plain"),
-    )
+    name = view["profile"]["intake"]["name"]
     shown_inner = {k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "trust", "disclosure", "wish_to_continue", "homework", "recent_events") if inner.get(k) not in (None, [])}
-    messages = layout(system, view["transcript"], PROMPT.render_instruction(inner=compact(shown_inner)), me="client")
+    messages = client_side_messages(view, ctx.sim, PROMPT.render_task(name=name, inner=compact(shown_inner)))
     note: dict[str, Any] = {}
     try:
         turn = await ctx.structured("client", ClientTurn, messages)
@@ -91,7 +70,7 @@ async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
         inner.update(distress=turn.distress, trust=turn.trust, disclosure=disclosure, wants_to_end=turn.wants_to_end)
     except StructuredOutputError as e:
         # Degrade openly: plain-text utterance, inner state unchanged, the failure recorded.
-        plain = layout(system, view["transcript"], "Write your next reply to the counselor, 1-3 sentences, as the client.", me="client")
+        plain = client_side_messages(view, ctx.sim, f"YOUR TURN, as {name}: your next reply to the counselor, 1-3 sentences, as plain text.")
         text = await ctx.text("client", plain)
         note["degraded"] = f"inner state not updated: {e.schema_name} invalid after {e.attempts} attempts"
     return {"inner": inner, "current": {"client_text": text, "client_note": note, "client_inner": dict(inner), "calls": ctx.calls_update()}}

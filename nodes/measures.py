@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, client_header
 from therasim.state import View
 
-__all__ = ["GAD7_ITEMS", "PHQ9_ITEMS", "MeasuresAnswer", "band", "measures", "score_record"]
+__all__ = ["GAD7_ITEMS", "ITEMS_TEXT", "PHQ9_ITEMS", "MeasuresAnswer", "band", "measures", "score_record"]
 
 # Short item labels (paraphrased); the answer scale is 0 not at all, 1 several days,
 # 2 more than half the days, 3 nearly every day, over the last two weeks.
@@ -72,15 +72,13 @@ class MeasuresAnswer(BaseModel):
 
 PROMPT = Prompt(
     name="measures",
-    system=(
-        "You are role-playing a CLIENT, {name}, filling in two questionnaires before a counseling session. "
-        "Answer as this person honestly would, from how they feel now.\n"
-        "WHO YOU ARE: {intake}\nYOUR PRIVATE BACKGROUND: {hidden}\n"
-        "Scale for every item, over the last two weeks: 0 = not at all, 1 = several days, "
-        "2 = more than half the days, 3 = nearly every day.\nItems:\n{items}"
-    ),
+    system="NOW, AS {name}: you are filling in two questionnaires {when} (the items above).",
     instruction="YOUR INNER STATE NOW (0-10 scales): {inner}\nAnswer every item with 0, 1, 2 or 3 as JSON.",
 )
+
+
+# The items as the client header lists them (static: cached for every course).
+ITEMS_TEXT = "\n".join([f"- phq_{k}: {v}" for k, v in PHQ9_ITEMS.items()] + [f"- gad_{k}: {v}" for k, v in GAD7_ITEMS.items()])
 
 
 def band(instrument: str, total: int) -> str:
@@ -111,18 +109,12 @@ async def measures(view: View, ctx: NodeContext) -> dict[str, Any]:
     inner = view["inner"]
     done = bool(view.get("done"))
     session = int(view.get("session", 1))
-    items = "\n".join([f"- phq_{k}: {v}" for k, v in PHQ9_ITEMS.items()] + [f"- gad_{k}: {v}" for k, v in GAD7_ITEMS.items()])
-    system = PROMPT.render_system(
-        name=profile["intake"]["name"],
-        intake=compact(profile["intake"]),
-        hidden=compact({k: profile["hidden"].get(k) for k in ("backstory", "core_beliefs", "personality")}),
-        items=items,
-    )
-    shown = {k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "self_efficacy") if k in inner}
+    when = "post-course" if done else f"before session {session}"
+    task = PROMPT.render_task(name=profile["intake"]["name"], when="after the last counseling session" if done else f"before counseling session {session}", inner=compact({k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "self_efficacy") if k in inner}))
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    when = "post-course" if done else f"before session {session}"
-    msgs = [SystemMessage(content=system), HumanMessage(content=PROMPT.render_instruction(inner=compact(shown)))]
+    # The client side's shared header (cached from the sessions), then the questionnaire.
+    msgs = [SystemMessage(content=client_header(view)), HumanMessage(content=task)]
     try:
         ans = await ctx.structured("client", MeasuresAnswer, msgs, max_tokens=220)
     except StructuredOutputError as e:

@@ -44,7 +44,7 @@ class Scripted:
         self.level = level
 
     def __call__(self, messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        system = str(messages[0].content)
+        system = "\n".join(str(m.content) for m in messages)
         if "role-playing a CLIENT" in system:
             return json.dumps({"utterance": self.client_text, "distress": 6, "trust": 5, "disclosure": 4, "wants_to_end": False})
         if "emotion analyst" in system:
@@ -54,7 +54,7 @@ class Scripted:
         if "plan the counselor" in system:
             n = sum(1 for m in messages if "Previous strategy: open_question" in str(m.content))
             return json.dumps({"stage": "exploration", "strategy": "reflection_of_feelings" if n else "open_question", "rationale": "build alliance", "repeat_reason": None})
-        if "safety reviewer" in system:
+        if "clinical safety reviewer" in system:
             return json.dumps({"safe": True, "problems": "", "suggestion": ""})
         return "That sounds hard. What has helped you feel a bit safer this week?"
 
@@ -86,7 +86,7 @@ def test_crisis_route_skips_planner_and_applies_protocol() -> None:
     assert "strategy_planner" not in c0["calls"] and k0["strategy"] is None
     assert "safety_plan" in c0["risk"]["actions"]
     assert "RISK PROTOCOL" in k0["directive"]
-    counselor_prompt = next(c for c in model.calls if "warm, skilled counselor" in str(c["messages"][0].content)).prompt_text
+    counselor_prompt = next(c for c in model.calls if "warm, skilled counselor" in c.prompt_text).prompt_text
     assert "safety plan" in counselor_prompt.lower()
 
 
@@ -101,7 +101,7 @@ def test_unsafe_draft_is_rewritten_with_feedback() -> None:
     drafts = iter(["I can't help you with that.", "I hear how much pain you are in. Are you safe right now? We can call a crisis line together."])
 
     def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "warm, skilled counselor" in str(messages[0].content):
+        if "warm, skilled counselor" in "\n".join(str(m.content) for m in messages):
             return next(drafts, "I am here with you. Are you safe right now?")
         return Scripted(client_text="I want to die.")(messages, kw)
 
@@ -114,7 +114,7 @@ def test_unsafe_draft_is_rewritten_with_feedback() -> None:
 
 def test_invalid_analyst_output_is_recorded_not_defaulted() -> None:
     def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "emotion analyst" in str(messages[0].content):
+        if "emotion analyst" in "\n".join(str(m.content) for m in messages):
             return '{"main": "sad", "intensity": 99}'
         return Scripted()(messages, kw)
 
@@ -214,7 +214,7 @@ def test_compiles_with_checkpointer_and_draws_mermaid() -> None:
 
 def test_termination_reasons() -> None:
     def wants_end(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "role-playing a CLIENT" in str(messages[0].content):
+        if "role-playing a CLIENT" in "\n".join(str(m.content) for m in messages):
             return json.dumps({"utterance": "I think I'd like to stop here for today.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": True})
         return Scripted()(messages, kw)
 
@@ -222,7 +222,7 @@ def test_termination_reasons() -> None:
     assert st["end_reason"] == "client_wish" and st["exchange"] == 1
 
     def closing(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "role-playing a CLIENT" in str(messages[0].content):
+        if "role-playing a CLIENT" in "\n".join(str(m.content) for m in messages):
             return json.dumps({"utterance": "Thanks, see you next week.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": False})
         return "Take care, see you next week."
 

@@ -191,6 +191,11 @@ class CourseSpec(_Strict):
     planner: bool = True
     memory: bool = True
     max_draft_revisions: int = Field(1, ge=0, le=5)
+    transcript_chars: int | None = Field(
+        None, ge=500, le=1_000_000,
+        description="Transcript characters a prompt keeps (the oldest turns are dropped in chunks past it). "
+        "Default: 6000 with the embedded model (small context), 24000 otherwise.",
+    )
 
 
 class RunConfig(_Strict):

@@ -58,6 +58,18 @@ class SimContext:
         default_factory=lambda: {"counselor": 120, "risk_review": 120, "client": 200, "analyst": 360, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200}
     )  # per-node output caps (structured calls that hit a cap come back as invalid JSON)
 
+    @property
+    def transcript_chars(self) -> int:
+        """Transcript characters a prompt keeps (``course.transcript_chars``, else 6000
+        with an embedded model among the roles, 24000 otherwise)."""
+        if self.course.transcript_chars is not None:
+            return self.course.transcript_chars
+        from therasim.config import ModelSpec
+
+        specs = [self.models.spec(r) for r in ("client", "counselor", "analysts")]
+        small = any(isinstance(s, EmbeddedChatModel) or (isinstance(s, ModelSpec) and s.provider == "embedded") for s in specs)
+        return 6000 if small else 24000
+
     def modality(self, name: str | None = None) -> Modality:
         return get_modality(name or self.course.modality)
 
@@ -120,7 +132,7 @@ class NodeContext:
     def _kw(self, model: BaseChatModel, max_tokens: int | None) -> dict[str, Any]:
         kw: dict[str, Any] = {}
         if isinstance(model, EmbeddedChatModel):
-            kw["cache_slot"] = self.node
+            kw["cache_slot"] = self.side  # one llama.cpp context per side: its calls share one prompt prefix
         elif isinstance(model, OpenAICompatChatModel) and self.ids.get("course_key"):
             kw["user"] = self.ids["course_key"]  # the OpenAI `user` field: per-course attribution in server logs
         # A user-supplied model's own max_tokens is respected; an explicit cap still wins.

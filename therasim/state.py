@@ -226,6 +226,7 @@ def make_course_view(state: Mapping[str, Any], side: Side, node: str) -> View:
             "end_reason": last.get("end_reason"),
             "modality": last.get("modality"),
             "goals": last.get("goals"),
+            "risk_notes": last.get("risk_notes") or "",  # the counselor's own clinical record
             "transcript": [{k: v for k, v in t.items() if k not in ("client_inner", "note")} for t in turns],
         }
     hidden = frozenset(set(state.keys()) - set(data.keys()))
