@@ -8,12 +8,13 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from therasim.context import NodeContext, clean_utterance
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact, text_field
 from therasim.prompts import Prompt, client_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "ClientTurn", "client"]
+__all__ = ["PROMPT", "SPEC", "ClientTurn", "client"]
 
 PROMPT = Prompt(
     name="client",
@@ -74,3 +75,15 @@ async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
         text = await ctx.text("client", plain)
         note["degraded"] = f"inner state not updated: {e.schema_name} invalid after {e.attempts} attempts"
     return {"inner": inner, "current": {"client_text": text, "client_note": note, "client_inner": dict(inner), "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec(
+    "client",
+    client,
+    "client",
+    role="client",
+    description="client role-play from a hidden profile",
+    writes=("client_text", "client_note", "client_inner"),
+    speech=True,
+    max_tokens=200,
+)

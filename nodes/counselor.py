@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.nodes._common import compact, memory_block
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "counselor", "counselor_messages", "revise"]
+__all__ = ["PROMPT", "SPEC", "counselor", "counselor_messages", "revise"]
 
 PROMPT = Prompt(
     name="counselor",
@@ -39,6 +40,18 @@ def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[An
 async def counselor(view: View, ctx: NodeContext) -> dict[str, Any]:
     draft = await ctx.text("counselor", counselor_messages(view, ctx))
     return {"current": {"draft": draft, "counselor_text": draft, "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec(
+    "counselor",
+    counselor,
+    "counselor",
+    role="counselor",
+    reads=("client_text", "emotion", "risk", "plan", "directive", "recalled"),
+    writes=("draft", "counselor_text"),
+    speech=True,
+    max_tokens=120,
+)
 
 
 async def revise(view: View, ctx: NodeContext, draft: str, feedback: str) -> str:

@@ -8,13 +8,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn
 from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "EmotionReadingBase", "emotion_model", "emotion_tracker"]
+__all__ = ["PROMPT", "SPEC", "EmotionReadingBase", "emotion_model", "emotion_tracker"]
 
 PROMPT = Prompt(
     name="emotion_tracker",
@@ -91,3 +92,6 @@ async def emotion_tracker(view: View, ctx: NodeContext) -> dict[str, Any]:
     except StructuredOutputError as e:
         out = {"error": str(e)[:300]}
     return {"current": {"emotion": out, "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec("emotion_tracker", emotion_tracker, "counselor", role="analysts", reads=("client_text",), writes=("emotion",), max_tokens=200)

@@ -14,9 +14,10 @@ import hashlib
 from typing import Any
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.state import View
 
-__all__ = ["memory_recall", "recall", "remember", "salient_quotes"]
+__all__ = ["SPEC", "memory_recall", "recall", "remember", "salient_quotes"]
 
 _KEEP = ("id", "text", "session", "kind", "score")
 
@@ -62,6 +63,9 @@ async def memory_recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     items = await asyncio.to_thread(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, {"session": {"$lt": session}})
     fresh = [it for it in _slim(items) if it.get("id") not in shown]
     return {"current": {"recalled": fresh}}
+
+
+SPEC = NodeSpec("memory_recall", memory_recall, "counselor", description="counselor memories relevant to the client's words", reads=("client_text",), writes=("recalled",))
 
 
 def salient_quotes(turns: list[dict[str, Any]], n: int = 3) -> list[str]:
@@ -111,6 +115,9 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
             cl_items.append({"text": f"My homework from session {session}: {r['homework']}", "kind": "homework"})
     cl_items += list((view.get("pending") or {}).get("client_memory_writes") or [])
     written: dict[str, list[str]] = {}
+    # One embedding batch for the session's writes of both roles (then one upsert per role).
+    embed = getattr(store, "embed", None)
+    vecs = await asyncio.to_thread(embed, [str(it["text"]) for it in (*c_items, *cl_items)]) if embed is not None and (c_items or cl_items) else None
     for role, items in (("counselor", c_items), ("client", cl_items)):
         counts: dict[str, int] = {}
         for it in items:
@@ -119,5 +126,11 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
             i = counts.get(it["kind"], 0)
             counts[it["kind"]] = i + 1
             it["id"] = _mid(ck, role, int(it["session"]), it["kind"], i)
-        written[role] = await asyncio.to_thread(store.add, client_id, role, items) if items else []
+        if not items:
+            written[role] = []
+            continue
+        part = None
+        if vecs is not None:
+            part, vecs = vecs[: len(items)], vecs[len(items) :]
+        written[role] = await asyncio.to_thread(store.add, client_id, role, items, part) if part is not None else await asyncio.to_thread(store.add, client_id, role, items)
     return {"pending": {"memory_written": written}}

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
 from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
@@ -21,7 +22,7 @@ from therasim.policies.risk_register import (
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "REVIEW_PROMPT", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "with_register"]
+__all__ = ["PROMPT", "REVIEW_PROMPT", "REVIEW_SPEC", "SPEC", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "with_register"]
 
 PROMPT = Prompt(
     name="risk_control",
@@ -58,11 +59,14 @@ class DraftReview(BaseModel):
 
 
 def scan_floor(cues: list[dict[str, Any]]) -> str:
-    """Lowest level the deterministic layer allows given its cues (an active
-    attempt statement: imminent)."""
+    """Lowest level the deterministic layer allows given its cues: an active pattern
+    cue of harm to self or others is high (an attempt statement imminent), abuse
+    moderate; a cue from the exemplar bank alone is moderate; inactive cues low."""
     floor = "none"
     for c in cues:
-        if c["active"] and c.get("rung") == "attempt":
+        if c["active"] and c.get("source") == "knn":
+            lvl = "moderate"  # a neighbour-bank hit alone asks for direct assessment
+        elif c["active"] and c.get("rung") == "attempt":
             lvl = "imminent"
         elif c["active"] and c["category"] in ("self_harm", "harm_to_others"):
             lvl = "high"
@@ -174,6 +178,9 @@ async def risk_control(view: View, ctx: NodeContext) -> dict[str, Any]:
     return {**update, "current": {"risk": risk, "directive": risk["directive"], "calls": ctx.calls_update()}}
 
 
+SPEC = NodeSpec("risk_control", risk_control, "counselor", role="analysts", reads=("client_text",), writes=("risk", "directive"), max_tokens=200)
+
+
 _ABRUPT = re.compile(r"\b(?:i can(?:no|')t (?:help|talk about|discuss) (?:you|that|this)|i(?:'m| am) not able to (?:help|discuss)|(?:please )?(?:contact|see) someone else\.?$|that(?:'s| is) not my (?:job|problem))\b", re.IGNORECASE)
 _SUPPORT = re.compile(r"\b(?:safe|safety|crisis|emergency|hotline|helpline|988|111|112|911|support|doctor|clinician|help)\b", re.IGNORECASE)
 
@@ -220,3 +227,16 @@ async def review_draft(view: View, ctx: NodeContext) -> dict[str, Any]:
             break
         draft = await revise(view, ctx, draft, "; ".join(p for p in problems if p))
     return {"current": {"counselor_text": draft, "review": {"safe": not problems, "revisions": len(history) - 1, "history": history}, "calls": ctx.calls_update()}}
+
+
+REVIEW_SPEC = NodeSpec(
+    "risk_review",
+    review_draft,
+    "counselor",
+    role="analysts",
+    description="reviews the counselor's draft",
+    reads=("counselor_text", "draft", "risk"),
+    writes=("counselor_text", "review"),
+    speech=True,
+    max_tokens=120,
+)

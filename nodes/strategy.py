@@ -9,13 +9,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn
 from therasim.policies.modalities import get_modality
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "StrategyPlanBase", "check_not_sticky", "plan_model", "strategy_planner"]
+__all__ = ["PROMPT", "SPEC", "StrategyPlanBase", "check_not_sticky", "plan_model", "strategy_planner"]
 
 PROMPT = Prompt(
     name="strategy_planner",
@@ -71,3 +72,6 @@ async def strategy_planner(view: View, ctx: NodeContext) -> dict[str, Any]:
     except StructuredOutputError as e:
         out = {"error": str(e)[:300]}
     return {"current": {"plan": out, "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec("strategy_planner", strategy_planner, "counselor", role="analysts", reads=("emotion", "risk"), writes=("plan",), max_tokens=200)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationInfo, create_model, model_validator
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
 from therasim.nodes.emotion import emotion_model, repair_secondary
@@ -17,7 +18,7 @@ from therasim.policies.risk import scan
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "unified_analyst"]
+__all__ = ["PROMPT", "SPEC", "unified_analyst"]
 
 PROMPT = Prompt(
     name="unified_analyst",
@@ -76,3 +77,6 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
         emotion, llm_risk, plan = {"error": err}, {"error": err}, {"error": err}
     risk, update = with_register(view, ctx, llm_risk, cues, latest)
     return {**update, "current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec("analyst", unified_analyst, "counselor", role="analysts", reads=("client_text",), writes=("emotion", "risk", "plan", "directive"), max_tokens=360)

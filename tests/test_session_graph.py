@@ -12,7 +12,7 @@ from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.memory import InMemorySaver
 
 from therasim.config import CourseSpec
-from therasim.context import SimContext
+from therasim.context import CallInfo, SimContext
 from therasim.errors import TherasimError
 from therasim.graphs import SessionGraphBuilder, preset
 from therasim.graphs.session import initial_session_state, run_session
@@ -37,26 +37,25 @@ def _run(builder: SessionGraphBuilder, models: Any, turns: int = 3, **ctxkw: Any
 
 
 class Scripted:
-    """Replies per node, chosen from the system prompt; records prompts by node."""
+    """Replies per calling node: the double is told which node calls it (CallInfo)."""
 
     def __init__(self, client_text: str = "I have been sleeping badly and I feel low.", level: str = "none") -> None:
         self.client_text = client_text
         self.level = level
 
-    def __call__(self, messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        system = "\n".join(str(m.content) for m in messages)
-        if "role-playing a CLIENT" in system:
+    def __call__(self, messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "client":
             return json.dumps({"utterance": self.client_text, "distress": 6, "trust": 5, "disclosure": 4, "wants_to_end": False})
-        if "emotion analyst" in system:
+        if info.node == "emotion_tracker":
             return json.dumps({"main": "sad", "secondary": ["worry"], "intensity": 6, "cause": "sleep", "shift": "new", "trend": "stable"})
-        if "risk analyst" in system:
+        if info.node == "risk_control":
             return json.dumps({"level": self.level, "crisis_class": "none", "cues": [], "actions": []})
-        if "plan the counselor" in system:
+        if info.node == "strategy_planner":
             n = sum(1 for m in messages if "Previous strategy: open_question" in str(m.content))
             return json.dumps({"stage": "exploration", "strategy": "reflection_of_feelings" if n else "open_question", "rationale": "build alliance", "repeat_reason": None})
-        if "clinical safety reviewer" in system:
+        if info.node == "risk_review" and info.kind == "structured":
             return json.dumps({"safe": True, "problems": "", "suggestion": ""})
-        return "That sounds hard. What has helped you feel a bit safer this week?"
+        return "That sounds hard. What has helped you feel a bit safer this week?"  # counselor, and its revisions
 
 
 def test_full_preset_runs_and_records_turns() -> None:
@@ -86,7 +85,7 @@ def test_crisis_route_skips_planner_and_applies_protocol() -> None:
     assert "strategy_planner" not in c0["calls"] and k0["strategy"] is None
     assert "safety_plan" in c0["risk"]["actions"]
     assert "RISK PROTOCOL" in k0["directive"]
-    counselor_prompt = next(c for c in model.calls if "warm, skilled counselor" in c.prompt_text).prompt_text
+    counselor_prompt = next(c for c in model.calls if c.node == "counselor").prompt_text
     assert "safety plan" in counselor_prompt.lower()
 
 
@@ -100,10 +99,10 @@ def test_imminent_risk_hands_off() -> None:
 def test_unsafe_draft_is_rewritten_with_feedback() -> None:
     drafts = iter(["I can't help you with that.", "I hear how much pain you are in. Are you safe right now? We can call a crisis line together."])
 
-    def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "warm, skilled counselor" in "\n".join(str(m.content) for m in messages):
+    def fn(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.kind == "text" and info.node in ("counselor", "risk_review"):  # the draft and its rewrites
             return next(drafts, "I am here with you. Are you safe right now?")
-        return Scripted(client_text="I want to die.")(messages, kw)
+        return Scripted(client_text="I want to die.")(messages, kw, info)
 
     st = _run(preset("full"), FunctionChatModel(fn=fn), turns=1)
     k0 = st["transcript"][1]
@@ -113,10 +112,10 @@ def test_unsafe_draft_is_rewritten_with_feedback() -> None:
 
 
 def test_invalid_analyst_output_is_recorded_not_defaulted() -> None:
-    def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "emotion analyst" in "\n".join(str(m.content) for m in messages):
+    def fn(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "emotion_tracker":
             return '{"main": "sad", "intensity": 99}'
-        return Scripted()(messages, kw)
+        return Scripted()(messages, kw, info)
 
     st = _run(preset("full"), FunctionChatModel(fn=fn), turns=1)
     emo = st["transcript"][0]["emotion"]
@@ -144,9 +143,8 @@ def test_double_blind_canary(name: str) -> None:
     assert any(CANARY in text for _, _, text in client_side)  # the canary really was planted
     # And through the model's own record of every call:
     for call in model.calls:
-        text = call.prompt_text
-        if "role-playing a CLIENT" not in text:
-            assert CANARY not in text
+        if call.info.side != "client":
+            assert CANARY not in call.prompt_text
 
 
 def test_views_are_structural() -> None:
@@ -213,16 +211,16 @@ def test_compiles_with_checkpointer_and_draws_mermaid() -> None:
 
 
 def test_termination_reasons() -> None:
-    def wants_end(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "role-playing a CLIENT" in "\n".join(str(m.content) for m in messages):
+    def wants_end(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "client":
             return json.dumps({"utterance": "I think I'd like to stop here for today.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": True})
-        return Scripted()(messages, kw)
+        return Scripted()(messages, kw, info)
 
     st = _run(preset("minimal"), FunctionChatModel(fn=wants_end), turns=5)
     assert st["end_reason"] == "client_wish" and st["exchange"] == 1
 
-    def closing(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "role-playing a CLIENT" in "\n".join(str(m.content) for m in messages):
+    def closing(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "client":
             return json.dumps({"utterance": "Thanks, see you next week.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": False})
         return "Take care, see you next week."
 

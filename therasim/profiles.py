@@ -84,6 +84,7 @@ class ClientProfile(_Rec):
     intake: IntakeForm
     hidden: HiddenProfile
     initial_state: InnerState = InnerState()
+    extra: dict[str, Any] = Field(default_factory=dict, description="Free-form data carried with the profile (e.g. an imported dataset's fields); not shown to any model.")
 
     @field_validator("id")
     @classmethod
@@ -145,6 +146,11 @@ def load_profiles(path: str | Path, *, strict: bool = False) -> tuple[list[Clien
             rec = f"{rec} (id {obj['id']})"
         if not isinstance(obj, dict):
             problems.append(ProfileError(f"profile {rec}: expected a mapping, found {type(obj).__name__}", record=rec))
+            continue
+        from therasim.profile_import import foreign_format
+
+        if (fmt := foreign_format(obj)) is not None:
+            problems.append(ProfileError(f"profile {rec}: this is a {fmt} profile, not therasim's format; convert the file first: therasim profiles import {fmt} {p} -o profiles.jsonl", record=rec))
             continue
         try:
             prof = ClientProfile.model_validate(obj)

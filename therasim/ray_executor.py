@@ -222,15 +222,19 @@ class RayExecutor:
             raise ConfigError(f"no Ray actor could start within {self.start_timeout_s:.0f}s; does the cluster have {self.cpus_per_worker} free CPU(s) and therasim installed on its nodes?")
         queue: deque[Any] = deque(todo)
         pending: dict[asyncio.Future[Any], tuple[int, Any]] = {}
-        lost = 0  # actors lost and not yet replaced
+        spawns: set[asyncio.Future[Any]] = set()  # replacement actors starting (in the background)
+        moves: dict[str, int] = {}
+        replacements_left = 2 * self.workers + 2  # actors that keep dying (out of memory...) are not replaced forever
 
         def actor_died(i: int) -> None:
-            nonlocal lost
+            nonlocal replacements_left
             if i in actors:
                 del actors[i]
                 load.pop(i, None)
                 stats["actor_deaths"] += 1
-                lost += 1
+                if replacements_left > 0:
+                    replacements_left -= 1
+                    spawns.add(asyncio.ensure_future(add_actor()))
 
         async def drain(i: int) -> None:
             a = actors.get(i)
@@ -260,16 +264,16 @@ class RayExecutor:
                     pending[fut] = (i, p)
                     load[i] += 1
                     course_running(p.id)
-                if not pending:
-                    if lost and await add_actor():
-                        lost -= 1
-                        continue
+                if not pending and not spawns:
                     for p in queue:
-                        course_ended(p.id, "no Ray actor left to run it (workers died and none could be restarted); resume the run")
+                        course_ended(p.id, "no Ray actor left to run it (workers died and none could be replaced); resume the run")
                     break
-                done, _ = await asyncio.wait(pending, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(set(pending) | spawns, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+                spawns -= done
                 await asyncio.gather(*(drain(i) for i in list(actors)))
                 for fut in done:
+                    if fut not in pending:
+                        continue  # a replacement actor is up (or could not start)
                     i, p = pending.pop(fut)
                     if i in load:
                         load[i] -= 1
@@ -277,6 +281,10 @@ class RayExecutor:
                         res = fut.result()
                     except dead_errors:
                         actor_died(i)
+                        moves[p.id] = moves.get(p.id, 0) + 1
+                        if moves[p.id] > 3:
+                            course_ended(p.id, f"its Ray actor died {moves[p.id]} times (out of memory? see the Ray logs); resume to retry it")
+                            continue
                         queue.appendleft(p)  # continues from its checkpoints on another actor
                         stats["courses_moved"] += 1
                         on_event({"event": "course_moved", "client_id": p.id, "reason": "ray actor died"})
@@ -287,10 +295,6 @@ class RayExecutor:
                     for r in res["records"]:
                         on_record(r)  # the checkpointed records: any the stream missed
                     course_ended(p.id, res["error"])
-                while lost and queue:
-                    if not await add_actor():
-                        break
-                    lost -= 1
             for i in list(actors):
                 await drain(i)
             stats["run_s"] = time.monotonic() - t0  # courses only: from actors up to the last result
@@ -301,7 +305,7 @@ class RayExecutor:
                     store.pending.extend(tuple(b) for b in c["pending"])
                     store.retried += c["retried"]
         finally:
-            for f in pending:
+            for f in [*pending, *spawns]:
                 f.cancel()
             for a in actors.values():
                 with contextlib.suppress(Exception):

@@ -25,9 +25,17 @@ from typing import Any
 from therasim._version import RUN_FORMAT_VERSION, __version__
 from therasim.config import RunConfig, load_config
 from therasim.context import SimContext
+from therasim.contract import export_turn
 from therasim.errors import ConfigError, ProfileError, RunDirError
 from therasim.profiles import ClientProfile, load_profiles, sample_profiles
-from therasim.rundir import JsonlWriter, RunDir, atomic_write_json, read_jsonl, repair_jsonl
+from therasim.rundir import (
+    JsonlWriter,
+    RunDir,
+    atomic_write_json,
+    check_session_graph,
+    read_jsonl,
+    repair_jsonl,
+)
 
 __all__ = ["RunResult", "arun_dir", "dataset_record", "iter_records", "manifest_for", "resume", "run", "start_run"]
 
@@ -77,28 +85,6 @@ class RunResult:
 # --------------------------------------------------------------------------- records
 
 
-def _pick(d: Any, keys: tuple[str, ...]) -> dict[str, Any] | None:
-    if not isinstance(d, dict):
-        return None
-    return {k: d.get(k) for k in keys}
-
-
-def _turn(t: dict[str, Any]) -> dict[str, Any]:
-    risk = t.get("risk") or None
-    return {
-        "index": t.get("index"),
-        "exchange": t.get("exchange"),
-        "speaker": t.get("speaker"),
-        "text": t.get("text"),
-        "emotion": _pick(t.get("emotion"), ("main", "secondary", "intensity", "cause")),
-        "risk": None if risk is None else {"level": risk.get("level"), "crisis_class": risk.get("crisis_class"), "handoff": bool(risk.get("handoff")), "cues": [str(c.get("quote", c)) if isinstance(c, dict) else str(c) for c in risk.get("cues") or []]},
-        "strategy": _pick(t.get("strategy"), ("stage", "strategy", "rationale")),
-        "recalled": [{"id": m.get("id"), "text": m.get("text"), "session": m.get("session"), "kind": m.get("kind"), "score": m.get("score")} for m in t.get("recalled") or []],
-        "n_calls": sum(len(v) for v in (t.get("calls") or {}).values()),
-        "call_errors": sum(1 for v in (t.get("calls") or {}).values() for c in v if c.get("error")),
-    }
-
-
 def _nocalls(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
@@ -126,7 +112,7 @@ def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, 
         "modality": rec.get("modality"),
         "goals": rec.get("goals") or [],
         "end_reason": rec.get("end_reason"),
-        "turns": [_turn(t) for t in rec.get("turns") or []],
+        "turns": [export_turn(t) for t in rec.get("turns") or []],
         "measures": _nocalls(rec.get("measures")),
         "measures_after": _nocalls(rec.get("measures_after")),
         "event_before": ev,
@@ -169,12 +155,17 @@ def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[Client
         "models": pool.describe(),
         # chat models standing in at session nodes (replace_node/add_node), beside the role models
         "node_models": {n: s.impl for n, s in course.session.nodes.items() if (s.impl or {}).get("kind") == "chat_model"},
-        "max_tokens_per_node": SimContext().max_tokens,
+        "max_tokens_per_node": course.session.contract().caps(SimContext().max_tokens),
         "seed": cfg.seed,
         "seeds": {"profiles": cfg.seed, "events": cfg.seed, "calls": "derived: blake2b(seed, client, session, exchange, node, call)"},
         "prompts": {name: p.sha for name, p in sorted(PROMPTS.items())},
         "checkpoint": CHECKPOINT_FORMAT,
-        "graph": {"course": course.describe(), "course_mermaid": _safe_mermaid(course), "session_mermaid": _safe_mermaid(course.session)},
+        "graph": {
+            "course": course.describe(),
+            "session_hash": course.session.fingerprint(),
+            "course_mermaid": _safe_mermaid(course),
+            "session_mermaid": _safe_mermaid(course.session),
+        },
         "config": cfg.model_dump(mode="json"),
         "cohort": {"source": source, "n": len(profiles), "ids": [p.id for p in profiles]},
     }
@@ -260,6 +251,44 @@ class _Progress:
 
 
 # --------------------------------------------------------------------------- the run
+
+
+class EventLogFile:
+    """The run's event log (``events.jsonl``): buffered, and written out at most
+    ``interval_s`` after an event (by the writer and by :meth:`flush_every`) and at
+    the end. A kill loses at most that much of the log; transcripts, course status
+    and checkpoints have their own durable writes and lose nothing."""
+
+    def __init__(self, path: str | Path, interval_s: float = 1.0) -> None:
+        self._f = open(path, "a", encoding="utf-8", buffering=1 << 16)
+        self.interval_s = interval_s
+        self._last = time.monotonic()
+        self._dirty = False
+
+    def write(self, s: str) -> None:
+        self._f.write(s)
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Called by the logger after every event: writes out only once per interval."""
+        if time.monotonic() - self._last >= self.interval_s:
+            self.flush_now()
+
+    def flush_now(self) -> None:
+        if self._dirty:
+            self._f.flush()
+            self._dirty = False
+        self._last = time.monotonic()
+
+    async def flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.flush_now()
+
+    def close(self) -> None:
+        self.flush_now()
+        self._f.close()
+
 
 
 def _new_run_id() -> str:
@@ -375,6 +404,7 @@ async def arun_dir(
     result.skipped = [p.id for p in cohort if status.get(p.id, {}).get("status") == "completed"]
     pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
     course = course_builder(cfg.course, session_builder)
+    check_session_graph(man, course.session, "resume the run")
     if executor is not None:
         executor.check(cfg)
     store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
@@ -388,9 +418,9 @@ async def arun_dir(
 
     import structlog
 
-    ev_file = open(rd.events, "a", encoding="utf-8")
+    ev_file = EventLogFile(rd.events)
     elog = structlog.wrap_logger(
-        structlog.WriteLogger(ev_file),
+        structlog.WriteLogger(ev_file),  # type: ignore[arg-type]  # write + flush is all it uses
         processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(default=str)],
         wrapper_class=structlog.make_filtering_bound_logger(0),  # the run's own file: never filtered by CLI log levels
     )
@@ -449,6 +479,7 @@ async def arun_dir(
                     return
                 course_ended(p.id)
 
+        flusher = asyncio.get_running_loop().create_task(ev_file.flush_every())
         try:
             with prog:
                 if executor is None:
@@ -464,12 +495,12 @@ async def arun_dir(
                     result.memory_pending = len(store.pending)
             result.memory_retries = int(getattr(store, "retried", 0) or 0)
         finally:
+            flusher.cancel()
             await pool.aclose()
             transcripts.close()
             courses_w.close()
             prompts_w.close()
             with contextlib.suppress(Exception):
-                ev_file.flush()
                 ev_file.close()
     result.turns, result.errors, result.retries = prog.turns, prog.errors, prog.retries
     result.wall_s = time.monotonic() - t0
