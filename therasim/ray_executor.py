@@ -68,10 +68,10 @@ class CourseWorker:
 
     async def open(self) -> dict[str, Any]:
         from therasim.checkpoint import open_run_checkpointer
+        from therasim.context import SimContext
         from therasim.graphs.course import course_builder
         from therasim.memory import open_store
         from therasim.providers import ModelPool
-        from therasim.runner import sim_context
 
         cfg = self.cfg
         self._stack = contextlib.AsyncExitStack()
@@ -80,7 +80,7 @@ class CourseWorker:
         m = self.models
         self.pool = m if isinstance(m, ModelPool) else ModelPool(m if m is not None else cfg.models)
         self.graph = course_builder(cfg.course, self.session_builder).compile(checkpointer=saver)
-        self.ctx = sim_context(cfg, self.pool, self.store, lambda e: self.events.append(e), lambda r: self.records.append(r), lambda m: self.messages.append(m))
+        self.ctx = SimContext.from_config(cfg, models=self.pool, memory=self.store, on_event=lambda e: self.events.append(e), on_record=lambda r: self.records.append(r), on_messages=lambda m: self.messages.append(m))
         self.sem = asyncio.Semaphore(self.concurrency)
         return {"pid": os.getpid(), "host": os.uname().nodename}
 
