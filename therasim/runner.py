@@ -85,6 +85,16 @@ class RunResult:
 # --------------------------------------------------------------------------- records
 
 
+def _eval_fields(t: dict[str, Any]) -> dict[str, Any]:
+    """Client-turn fields kept for evaluation only (therasim.eval; the judge never sees them):
+    the hidden state after the turn, the plain-text fallback flag, a planted probe's ground truth."""
+    if t.get("speaker") != "client":
+        return {"inner": None, "degraded": None, "probe": None}
+    note = t.get("note") or {}
+    inner = t.get("client_inner")
+    return {"inner": {k: inner.get(k) for k in ("distress", "trust", "disclosure")} if isinstance(inner, dict) else None, "degraded": bool(note.get("degraded")), "probe": note.get("probe")}
+
+
 def _nocalls(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
@@ -112,7 +122,7 @@ def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, 
         "modality": rec.get("modality"),
         "goals": rec.get("goals") or [],
         "end_reason": rec.get("end_reason"),
-        "turns": [export_turn(t) for t in rec.get("turns") or []],
+        "turns": [{**export_turn(t), **_eval_fields(t)} for t in rec.get("turns") or []],
         "measures": _nocalls(rec.get("measures")),
         "measures_after": _nocalls(rec.get("measures_after")),
         "event_before": ev,
