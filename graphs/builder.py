@@ -24,6 +24,7 @@ from langgraph.runtime import Runtime
 
 from therasim.context import NodeContext, SimContext
 from therasim.errors import TherasimError
+from therasim.policies.appraisal import move_labels
 from therasim.state import SessionState, Side, View, make_view
 
 __all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "http_node", "record_exchange", "wrap_node"]
@@ -155,6 +156,7 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
             "strategy": cur.get("plan"),
             "directive": cur.get("directive") or None,
             "review": cur.get("review"),
+            "move_labels": move_labels(cur) or None,
             "calls": {k: v for k, v in calls.items() if k not in client_side},
         })
     ctx.sim.emit({"event": "exchange", **{k: ctx.ids.get(k) for k in ("run_id", "client_id", "session")}, "exchange": exchange})

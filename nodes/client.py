@@ -1,19 +1,33 @@
-"""Client node: role-plays from a hidden profile and a hidden inner state it updates every turn."""
+"""Client node: role-plays from the disclosed layers of a hidden profile and updates
+its hidden inner state every turn by appraising the counselor's last reply.
+
+The model proposes a change for every inner variable, naming the counselor move
+behind it; the appraisal policy (:mod:`therasim.policies.appraisal`) reads the
+move from the reply's text and the analyst labels, and the dynamics policy
+(:mod:`therasim.policies.dynamics`) bounds and steers the proposal and caps it per
+turn and per session. The disclosure level, which decides the layers the prompt
+holds (:mod:`therasim.policies.disclosure`), follows the alliance and the
+counselor's exploration. Every change is in the turn's note with its reason.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from therasim.context import NodeContext, clean_utterance
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, layout, memory_block, text_field
+from therasim.nodes._common import compact, last_turn, layout, memory_block, text_field
+from therasim.policies.appraisal import MOVES, appraise
+from therasim.policies.archetypes import archetype
+from therasim.policies.disclosure import background, next_level
+from therasim.policies.dynamics import LEAVES_AT, VARIABLES, WANTS_TO_END_BELOW, update_inner
 from therasim.prompts import Prompt
 from therasim.state import View
 
-__all__ = ["PROMPT", "ClientTurn", "client"]
+__all__ = ["PROMPT", "Change", "ClientTurn", "client"]
 
 PROMPT = Prompt(
     name="client",
@@ -22,15 +36,17 @@ PROMPT = Prompt(
         "a real person with a problem, in the first person. Never give advice, never talk like a "
         "therapist, never mention being an AI.\n"
         "WHO YOU ARE: {intake}\n"
-        "YOUR PRIVATE BACKGROUND (reveal it only gradually, as trust grows): {hidden}\n"
+        "WHAT YOU ARE READY TO TALK ABOUT (keep anything not listed here to yourself): {hidden}\n"
+        "HOW YOU BEHAVE: {behaviour}\n"
         "WHAT YOU REMEMBER FROM EARLIER SESSIONS:\n{memory}\n"
         "Speak in this style: {style}."
     ),
     instruction=(
-        "YOUR INNER STATE NOW (private): {inner}\n"
-        "Write your next reply to the counselor (1-3 sentences) and your updated inner state "
-        "(0-10 scales; disclosure 0-4 rises at most one step per turn; wants_to_end true only if "
-        "you want to stop the session now). Reply as JSON."
+        "YOUR INNER STATE NOW (private, 0-10): {inner}\n"
+        "HOW THE COUNSELOR'S LAST REPLY LANDED WITH YOU: {landed}\n"
+        "Write your next reply to the counselor (1-3 sentences). For each inner variable give the change "
+        "(-2 to 2) the counselor's last reply caused and the counselor move that caused it "
+        "({moves}). wants_to_end is true only if you want to stop the session now. Reply as JSON."
     ),
 )
 
@@ -38,18 +54,32 @@ _THERAPIST_TALK = re.compile(
     r"\b(?:as (?:a|your) (?:therapist|counsel+or)|as an ai|i am an ai|i'm an ai|language model|how does that make you feel)\b",
     re.IGNORECASE,
 )
-
-
 _META_TALK = re.compile(r"\b(?:value error|json|schema|utterance|inner state|wants_to_end)\b", re.IGNORECASE)
+
+Cause = Literal[(*MOVES, "nothing_in_particular")]  # type: ignore[valid-type]
+
+
+class Change(BaseModel):
+    """A proposed change of one inner variable and the counselor move that caused it."""
+
+    delta: int = Field(ge=-2, le=2)
+    because: Cause  # type: ignore[valid-type]
+
+
+class Changes(BaseModel):
+    distress: Change
+    hopelessness: Change
+    anxiety: Change
+    self_efficacy: Change
+    alliance: Change
+    wish_to_continue: Change
 
 
 class ClientTurn(BaseModel):
-    """The client's next utterance and updated inner state."""
+    """The client's next utterance and its proposed inner-state changes."""
 
     utterance: str = text_field(300)
-    distress: int = Field(ge=0, le=10)
-    trust: int = Field(ge=0, le=10)
-    disclosure: int = Field(ge=0, le=4)
+    changes: Changes
     wants_to_end: bool
 
     @field_validator("utterance")
@@ -65,33 +95,74 @@ class ClientTurn(BaseModel):
         return v.strip()
 
 
+def _landed(appraisal: dict[str, Any] | None) -> str:
+    if appraisal is None:
+        return "(the session is just starting)"
+    moves = appraisal["moves"]
+    if not moves:
+        return "nothing in particular"
+    return ", ".join(m.replace("_", " ") for m in sorted(moves, key=lambda m: -moves[m]))
+
+
 async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
     """Produce the client's next utterance; update the hidden inner state."""
     profile = view["profile"]
     inner = dict(view["inner"])
     hidden = profile["hidden"]
+    session = int(view.get("session") or 1)
+    exchange = int(view.get("exchange") or 0)
+    transcript = view["transcript"]
+    # The counselor's last reply and the client words it answered.
+    appraisal = None
+    if transcript and transcript[-1].get("speaker") == "counselor":
+        prev_client = last_turn(transcript[:-1], "client") or {}
+        course_exchange = exchange if session == 1 else 99
+        appraisal = appraise(transcript[-1]["text"], prev_client.get("text", ""), transcript[-1].get("move_labels"), exchange=course_exchange)
+    arch = archetype(hidden.get("archetype"))
     system = PROMPT.render_system(
         name=profile["intake"]["name"],
         intake=compact(profile["intake"]),
-        hidden=compact({k: v for k, v in hidden.items() if k != "conversation_style"}),
+        hidden=background(profile, inner),
+        behaviour=arch.behaviour,
         memory=memory_block(view.get("client_memory")),
         style=hidden.get("conversation_style", "plain"),
     )
-    shown_inner = {k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "trust", "disclosure", "wish_to_continue", "homework", "recent_events") if inner.get(k) not in (None, [])}
-    messages = layout(system, view["transcript"], PROMPT.render_instruction(inner=compact(shown_inner)), me="client")
+    shown = {k: round(float(inner[k]), 1) for k in VARIABLES if k in inner}
+    shown.update({k: inner[k] for k in ("homework", "recent_events") if inner.get(k)})
+    instruction = PROMPT.render_instruction(inner=compact(shown), landed=_landed(appraisal), moves=", ".join((*MOVES, "nothing_in_particular")))
+    messages = layout(system, transcript, instruction, me="client")
     note: dict[str, Any] = {}
+    proposals: dict[str, dict[str, Any]] | None = None
+    wants_to_end = False
     try:
         turn = await ctx.structured("client", ClientTurn, messages)
         text = turn.utterance
-        # Policy: disclosure moves one step at a time (MindEval); the proposal is kept in the record.
-        prev = int(inner.get("disclosure", 0))
-        disclosure = max(prev - 1, min(prev + 1, turn.disclosure))
-        if disclosure != turn.disclosure:
-            note["disclosure_proposed"] = turn.disclosure
-        inner.update(distress=turn.distress, trust=turn.trust, disclosure=disclosure, wants_to_end=turn.wants_to_end)
+        proposals = turn.changes.model_dump()
+        wants_to_end = turn.wants_to_end
     except StructuredOutputError as e:
-        # Degrade openly: plain-text utterance, inner state unchanged, the failure recorded.
-        plain = layout(system, view["transcript"], "Write your next reply to the counselor, 1-3 sentences, as the client.", me="client")
+        # Degrade openly: plain-text utterance; the inner state follows the appraisal alone.
+        plain = layout(system, transcript, "Write your next reply to the counselor, 1-3 sentences, as the client.", me="client")
         text = await ctx.text("client", plain)
-        note["degraded"] = f"inner state not updated: {e.schema_name} invalid after {e.attempts} attempts"
+        note["degraded"] = f"no proposals: {e.schema_name} invalid after {e.attempts} attempts; changes follow the appraisal alone"
+    if appraisal is not None:
+        inner, updates = update_inner(inner, appraisal, proposals, archetype_name=hidden.get("archetype"), session=session)
+        note["appraisal"] = appraisal
+        note["updates"] = [u for u in updates if u["delta"] or u["proposed"]]
+        moves = appraisal["moves"]
+        if max(moves.get("exploration", 0.0), moves.get("reflection", 0.0)) >= 0.5:
+            inner["explored"] = int(inner.get("explored", 0)) + 1
+    prev_level = int(inner.get("disclosure", 0))
+    level, why = next_level(prev_level, float(inner.get("alliance", 0)), int(inner.get("explored", 0)), shift=arch.disclosure_shift)
+    inner["disclosure"] = level
+    if level != prev_level:
+        note["disclosure"] = {"from": prev_level, "to": level, "reason": why}
+    wish = float(inner.get("wish_to_continue", 5))
+    if wish <= LEAVES_AT:
+        inner["wants_to_end"] = True
+        note["wants_to_end"] = f"wish_to_continue {wish:.1f} <= {LEAVES_AT}: the client leaves"
+    elif wants_to_end and wish >= WANTS_TO_END_BELOW:
+        inner["wants_to_end"] = False
+        note["wants_to_end"] = f"proposed, not honoured: wish_to_continue {wish:.1f} >= {WANTS_TO_END_BELOW}"
+    else:
+        inner["wants_to_end"] = wants_to_end
     return {"inner": inner, "current": {"client_text": text, "client_note": note, "client_inner": dict(inner), "calls": ctx.calls_update()}}

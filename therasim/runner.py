@@ -105,6 +105,24 @@ def _nocalls(d: Any) -> Any:
     return {k: v for k, v in d.items() if k != "calls"}
 
 
+_INSTRUMENT_KEYS = ("items", "total", "band", "mean", "subscales", "flag", "missing")
+
+
+def _measures(d: Any) -> Any:
+    """A measures record in a fixed shape per instrument (the anchoring moves as a JSON string)."""
+    if not isinstance(d, dict):
+        return d
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "calls":
+            continue
+        if isinstance(v, dict) and "items" in v:
+            v = {**{x: v.get(x) for x in _INSTRUMENT_KEYS}, "anchored": json.dumps(v.get("anchored") or {})}
+        out[k] = v
+    out.setdefault("error", None)
+    return out
+
+
 def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, Any]:
     """A session record in a fixed shape (so ``datasets.load_dataset("json", ...)``
     reads transcripts.jsonl): variable parts (filters, deltas) as JSON strings,
@@ -127,8 +145,9 @@ def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, 
         "goals": rec.get("goals") or [],
         "end_reason": rec.get("end_reason"),
         "turns": [_turn(t) for t in rec.get("turns") or []],
-        "measures": _nocalls(rec.get("measures")),
-        "measures_after": _nocalls(rec.get("measures_after")),
+        "measures": _measures(rec.get("measures")),
+        "measures_after": _measures(rec.get("measures_after")),
+        "session_measures": _measures(rec.get("session_measures")),
         "event_before": ev,
         "summary": _nocalls(rec.get("summary")),
         "recollection": _nocalls(rec.get("recollection")),

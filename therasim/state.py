@@ -139,6 +139,13 @@ class View(Mapping[str, Any]):
         return dict(self._data)
 
 
+def _client_turn(t: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"speaker": t["speaker"], "text": t["text"]}
+    if t.get("move_labels"):
+        out["move_labels"] = dict(t["move_labels"])
+    return out
+
+
 def make_view(state: Mapping[str, Any], side: Side, node: str) -> View:
     """Project ``state`` onto what a node of ``side`` may see."""
     if side == "system":
@@ -148,8 +155,9 @@ def make_view(state: Mapping[str, Any], side: Side, node: str) -> View:
     cur = state.get("current") or {}
     data["current"] = {k: v for k, v in cur.items() if k in _CURRENT_FOR[side]}
     if side == "client":
-        # The client hears only what was said: no analyst outputs, plans or notes.
-        data["transcript"] = [{"speaker": t["speaker"], "text": t["text"]} for t in state.get("transcript", [])]
+        # The client hears only what was said: no analyst outputs, plans or notes; only the
+        # labels of each counselor move its appraisal reads (therasim.policies.appraisal).
+        data["transcript"] = [_client_turn(t) for t in state.get("transcript", [])]
     else:
         data["transcript"] = [{k: v for k, v in t.items() if k not in ("client_inner", "note")} for t in state.get("transcript", [])]
     hidden = frozenset(set(state.keys()) - set(data.keys()))
