@@ -36,6 +36,7 @@ from therasim.nodes.measures import measures, session_measures
 from therasim.nodes.planner import course_planner
 from therasim.nodes.recall import recall, remember
 from therasim.nodes.summary import summarise_client, summarise_counselor
+from therasim.policies.risk_register import fold_phq9, register_notes
 from therasim.profiles import ClientProfile
 from therasim.state import CourseState, Side, View, make_course_view
 
@@ -67,10 +68,30 @@ async def _closing_measures(view: View, ctx: NodeContext) -> dict[str, Any]:
     return out
 
 
+def _item9(state: dict[str, Any], n: int) -> tuple[int | None, str]:
+    """PHQ-9 item 9 answered before session ``n`` (None when not measured)."""
+    for m in reversed(state.get("measures") or []):
+        if m.get("session") == n and m.get("when") != "post-course":
+            score = m.get("self_harm_item")
+            if score is None:
+                score = ((m.get("phq9") or {}).get("items") or {}).get("self_harm")
+            return (int(score) if score is not None else None), str(m.get("when") or f"before session {n}")
+    return None, ""
+
+
+def _session_risk(state: dict[str, Any], n: int) -> tuple[dict[str, Any], str]:
+    """The course's risk register at the start of session ``n`` (PHQ-9 item 9
+    folded in) and the notes it puts in front of the counselor."""
+    score, when = _item9(state, n)
+    register, _ = fold_phq9(state.get("risk_register"), session=n, score=score, when=when)
+    return register, register_notes(register, session=n)
+
+
 def _session_input(state: dict[str, Any]) -> dict[str, Any]:
     """Initial session state from the course state (both sides; the session graph's
     own views keep them apart)."""
     n = int(state["session"])
+    register, risk_notes = _session_risk(state, n)
     return {
         "run_id": state["run_id"],
         "client_id": state["client_id"],
@@ -81,6 +102,8 @@ def _session_input(state: dict[str, Any]) -> dict[str, Any]:
         "intake": state.get("intake") or {},
         "counselor_memory": list(state.get("counselor_memory") or []),
         "counselor_notes": state.get("counselor_notes") or "",
+        "risk_register": register,
+        "risk_notes": risk_notes,
         "profile": state.get("profile") or {},
         "inner": dict(state.get("inner") or {}),
         "client_memory": list(state.get("client_memory") or []),
@@ -128,8 +151,10 @@ def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Await
             "exchanges": final.get("exchange", 0),
             "modality": final.get("modality"),
             "goals": list(final.get("goals") or []),
+            "risk_notes": final.get("risk_notes") or "",
         }
-        return {"inner": final.get("inner") or state.get("inner"), "last": last}
+        register = final.get("risk_register") or _session_risk(state, n)[0]
+        return {"inner": final.get("inner") or state.get("inner"), "last": last, "risk_register": register}
 
     return session
 
@@ -185,6 +210,8 @@ def _finish(view: View, ctx: NodeContext) -> dict[str, Any]:
         "plan": (pick("plans", "after_session") or [None])[-1],
         "recall": pending.get("recall"),
         "memory_written": pending.get("memory_written"),
+        "risk_notes": last.get("risk_notes") or "",
+        "risk_register": view.get("risk_register"),
     }
     ctx.sim.emit({"event": "session_done", "run_id": view["run_id"], "client_id": view["client_id"], "session": n})
     if ctx.sim.on_record is not None:

@@ -35,6 +35,7 @@ def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[An
     cur = view["current"]
     intake = view.get("intake") or {}
     notes = view.get("counselor_notes") or ""
+    risk_notes = view.get("risk_notes") or ""
     system = PROMPT.render_system(
         title=modality.title,
         description=modality.description,
@@ -42,7 +43,7 @@ def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[An
         session=view.get("session", 1),
         goals="; ".join(view.get("goals") or []) or "(none set)",
         memory=memory_block(view.get("counselor_memory")),
-        notes=f"PLAN FROM LAST SESSION: {notes}\n" if notes else "",
+        notes=(f"PLAN FROM LAST SESSION: {notes}\n" if notes else "") + (f"RISK REGISTER AT SESSION START (your clinical record):\n{risk_notes}\n" if risk_notes else ""),
     )
     emotion = cur.get("emotion") or {}
     plan = cur.get("plan") or {}

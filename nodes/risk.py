@@ -10,12 +10,18 @@ from pydantic import BaseModel, Field
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import layout
+from therasim.nodes._common import last_turn, layout
 from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
+from therasim.policies.risk_register import (
+    observe_turn,
+    register_floor,
+    register_notes,
+    register_summary,
+)
 from therasim.prompts import Prompt
 from therasim.state import View
 
-__all__ = ["PROMPT", "REVIEW_PROMPT", "DraftReview", "RiskAssessment", "combine", "review_draft", "risk_control"]
+__all__ = ["PROMPT", "REVIEW_PROMPT", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "with_register"]
 
 PROMPT = Prompt(
     name="risk_control",
@@ -27,6 +33,7 @@ PROMPT = Prompt(
     ),
     instruction=(
         "Client's latest message: \"{latest}\"\nKeyword screen found: {cues}\n"
+        "Risk register (carried from earlier turns and sessions): {register}\n"
         "Give level, crisis_class, cues (category and exact quote) and the actions the counselor "
         "must take. Reply as JSON."
     ),
@@ -66,10 +73,13 @@ class DraftReview(BaseModel):
 
 
 def scan_floor(cues: list[dict[str, Any]]) -> str:
-    """Lowest level the deterministic layer allows given its cues."""
+    """Lowest level the deterministic layer allows given its cues (an active
+    attempt statement: imminent)."""
     floor = "none"
     for c in cues:
-        if c["active"] and c["category"] in ("self_harm", "harm_to_others"):
+        if c["active"] and c.get("rung") == "attempt":
+            lvl = "imminent"
+        elif c["active"] and c["category"] in ("self_harm", "harm_to_others"):
             lvl = "high"
         elif c["active"]:
             lvl = "moderate"
@@ -84,11 +94,15 @@ def _norm(s: str) -> str:
     return re.sub(r"\W+", " ", s.lower()).strip()
 
 
-def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeContext, client_text: str = "") -> dict[str, Any]:
-    """Final assessment: the LLM's level, never below the scan's floor; protocol directive
-    attached. LLM cues whose quote is not in the client's words are dropped as ungrounded,
-    and a high/imminent LLM level with no grounded cue at all is capped at moderate."""
+def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeContext, client_text: str = "", carried: str = "none") -> dict[str, Any]:
+    """Final assessment: the LLM's level, never below the scan's floor nor the risk
+    register's carried level (``carried``); protocol directive attached. LLM cues whose
+    quote is not in the client's words are dropped as ungrounded, and a high/imminent
+    LLM level with no grounded cue at all is capped at moderate."""
     floor = scan_floor(cues)
+    raised_by = "scan"
+    if level_rank(carried) > level_rank(floor):
+        floor, raised_by = carried, "register"
     out: dict[str, Any] = dict(llm) if llm and "error" not in llm else {"level": "none", "crisis_class": "none", "cues": [], "actions": []}
     if llm and "error" not in llm and client_text:
         said = _norm(client_text)
@@ -96,7 +110,7 @@ def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeCon
         if len(grounded) != len(out.get("cues", [])):
             out["dropped_ungrounded_cues"] = [c for c in out["cues"] if c not in grounded]
             out["cues"] = grounded
-        if level_rank(out["level"]) > level_rank("moderate") and not grounded and not any(c["active"] for c in cues):
+        if level_rank(out["level"]) > level_rank("moderate") and not grounded and not any(c["active"] for c in cues) and level_rank(carried) < level_rank("high"):
             out["capped_ungrounded"] = out["level"]
             out["level"] = "moderate"
     if llm and "error" in llm:
@@ -107,10 +121,10 @@ def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeCon
     out["llm_level"] = (llm or {}).get("level")
     if level_rank(floor) > level_rank(out["level"]):
         out["level"] = floor
-        out["raised_by_scan"] = True
-        if out["crisis_class"] == "none" and floor == "high":
-            cat = next(c["category"] for c in cues if c["active"])
-            out["crisis_class"] = "imminent_harm_to_self" if cat == "self_harm" else "imminent_harm_to_others"
+        out[f"raised_by_{raised_by}"] = True
+        active = [c["category"] for c in cues if c["active"] and c["category"] != "abuse"]
+        if out["crisis_class"] == "none" and level_rank(floor) >= level_rank("high") and active:
+            out["crisis_class"] = "imminent_harm_to_self" if active[0] == "self_harm" else "imminent_harm_to_others"
     protocol = ctx.sim.risk_protocol
     for step in protocol.steps_for(out["level"]):
         if step.action not in out["actions"]:
@@ -121,21 +135,58 @@ def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeCon
     return out
 
 
-async def assess(client_text: str, transcript: list[dict[str, Any]], ctx: NodeContext) -> dict[str, Any]:
+def register_context(register: dict[str, Any] | None) -> str:
+    """The register as one line for an analyst prompt."""
+    notes = register_notes(register)
+    return "; ".join(line.lstrip("- ") for line in notes.splitlines()) if notes else "nothing recorded"
+
+
+def with_register(view: View, ctx: NodeContext, llm: dict[str, Any] | None, cues: list[dict[str, Any]], client_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fold this turn into the course's risk register (policies.risk_register) and
+    combine the LLM's and the scan's assessment with the register's carried level.
+    Returns the assessment and the state update (``risk_register`` when it changed)."""
+    register = view.get("risk_register")
+    previous = (last_turn(view["transcript"], "counselor") or {}).get("text") or ""
+    ok = bool(llm) and "error" not in (llm or {})
+    new, changes = observe_turn(
+        register,
+        session=int(view.get("session") or 1),
+        exchange=int(view.get("exchange") or 0),
+        text=client_text,
+        cues=cues,
+        previous_counselor=previous,
+        llm_level=(llm or {}).get("level") if ok else None,
+    )
+    carried = register_floor(new)
+    risk = combine(llm, cues, ctx, client_text, carried=carried)
+    risk["register"] = register_summary(new)
+    risk["carried_level"] = carried
+    if changes:
+        risk["register_changes"] = changes
+    return risk, ({"risk_register": new} if new != register else {})
+
+
+async def assess(client_text: str, transcript: list[dict[str, Any]], ctx: NodeContext, register: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The LLM's assessment (or ``{"error": ...}``) and the scan's cues for one message."""
     cues = [c.as_dict() for c in scan(client_text)]
-    cue_text = ", ".join(f"{c['category']}: \"{c['span']}\"{'' if c['active'] else ' (not active)'}" for c in cues) or "nothing"
+    cue_text = ", ".join(f"{c['category']}/{c['rung']}: \"{c['span']}\"{'' if c['active'] else ' (not active)'}" for c in cues) or "nothing"
     try:
-        a = await ctx.structured("analysts", RiskAssessment, layout(PROMPT.system, transcript, PROMPT.render_instruction(latest=client_text, cues=cue_text)))
+        a = await ctx.structured(
+            "analysts", RiskAssessment, layout(PROMPT.system, transcript, PROMPT.render_instruction(latest=client_text, cues=cue_text, register=register_context(register)))
+        )
         llm: dict[str, Any] = a.model_dump()
     except StructuredOutputError as e:
         llm = {"error": str(e)[:300]}
-    return combine(llm, cues, ctx, client_text)
+    return llm, cues
 
 
 async def risk_control(view: View, ctx: NodeContext) -> dict[str, Any]:
-    """Assess the client's latest message; attach the risk protocol's directive."""
-    risk = await assess(view["current"].get("client_text", ""), view["transcript"], ctx)
-    return {"current": {"risk": risk, "directive": risk["directive"], "calls": ctx.calls_update()}}
+    """Assess the client's latest message in the light of the course's risk register;
+    update the register; attach the risk protocol's directive."""
+    text = view["current"].get("client_text", "")
+    llm, cues = await assess(text, view["transcript"], ctx, view.get("risk_register"))
+    risk, update = with_register(view, ctx, llm, cues, text)
+    return {**update, "current": {"risk": risk, "directive": risk["directive"], "calls": ctx.calls_update()}}
 
 
 _ABRUPT = re.compile(r"\b(?:i can(?:no|')t (?:help|talk about|discuss) (?:you|that|this)|i(?:'m| am) not able to (?:help|discuss)|(?:please )?(?:contact|see) someone else\.?$|that(?:'s| is) not my (?:job|problem))\b", re.IGNORECASE)

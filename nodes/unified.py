@@ -11,7 +11,7 @@ from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn, layout
 from therasim.nodes.emotion import emotion_model, repair_secondary
-from therasim.nodes.risk import RiskAssessment, combine
+from therasim.nodes.risk import RiskAssessment, register_context, with_register
 from therasim.nodes.strategy import check_not_sticky, plan_model
 from therasim.policies.risk import scan
 from therasim.prompts import Prompt
@@ -26,7 +26,7 @@ PROMPT = Prompt(
         "{labels}. Risk levels: none, low, moderate, high, imminent. Stages and strategies: {stages}."
     ),
     instruction=(
-        "Client's latest message: \"{latest}\"\nKeyword screen: {cues}\nPrevious strategy: {previous}\n"
+        "Client's latest message: \"{latest}\"\nKeyword screen: {cues}\nRisk register: {register}\nPrevious strategy: {previous}\n"
         "Give emotion (main, secondary, intensity 0-10, cause, shift, trend), risk (level, "
         "crisis_class, cues, actions) and plan (stage, strategy, rationale). Reply as JSON."
     ),
@@ -66,6 +66,7 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     instruction = PROMPT.render_instruction(
         latest=latest,
         cues=", ".join(f"{c['category']}: \"{c['span']}\"" for c in cues) or "nothing",
+        register=register_context(view.get("risk_register")),
         previous=previous or "none",
     )
     schema = unified_model(tax.name, modality.name)
@@ -87,5 +88,5 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     except StructuredOutputError as e:
         err = str(e)[:300]
         emotion, llm_risk, plan = {"error": err}, {"error": err}, {"error": err}
-    risk = combine(llm_risk, cues, ctx, latest)
-    return {"current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}
+    risk, update = with_register(view, ctx, llm_risk, cues, latest)
+    return {**update, "current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 __all__ = [
+    "LADDER",
     "RISK_LEVELS",
+    "RUNGS",
     "RiskCue",
     "RiskProtocol",
     "Step",
@@ -39,6 +41,14 @@ RESPONSE_ACTIONS: tuple[str, ...] = (
 )
 
 
+# C-SSRS-style ladder of suicidal ideation and behaviour (Posner et al. 2011), lowest
+# first, then the categories kept beside it (docs/risk.md).
+LADDER: tuple[str, ...] = ("wish_dead", "active_nonspecific", "ideation_method", "intent", "plan", "preparatory", "attempt")
+OTHER_RUNGS: tuple[str, ...] = ("nssi", "harm_others", "abuse")
+RUNGS: tuple[str, ...] = LADDER + OTHER_RUNGS
+RUNG_CATEGORY: dict[str, Category] = {**dict.fromkeys(LADDER, "self_harm"), "nssi": "self_harm", "harm_others": "harm_to_others", "abuse": "abuse"}
+
+
 def level_rank(level: str) -> int:
     return RISK_LEVELS.index(level) if level in RISK_LEVELS else 0
 
@@ -56,6 +66,9 @@ class RiskCue:
     past: bool = False
     third_person: bool = False
     quoted: bool = False
+    rung: str = ""  # a RUNGS value: the ladder step or category this statement shows
+    source: str = "pattern"  # "pattern" or "knn" (exemplar-bank neighbours)
+    score: float | None = None  # knn: cosine similarity of the deciding neighbours
 
     @property
     def active(self) -> bool:
@@ -71,44 +84,50 @@ class RiskCue:
 _OBJ = r"(?:him|her|them|you|someone|somebody|everyone|everybody|people|my (?:\w+ ){0,2}?(?:boss|wife|husband|partner|dad|father|mom|mother|mum|brother|sister|son|daughter|kids?|children|neighbou?r|ex|teacher|roommate|friend|coworkers?|colleagues?))"
 _REFLEX = r"(?:myself|himself|herself|themselves|themself|yourself)"
 
-_PATTERNS: list[tuple[Category, str]] = [
+# (category, rung, pattern). The rung is the C-SSRS-style step the statement shows on
+# its own; :func:`_rung_in_context` may raise it (intent or plan words in the sentence).
+_PATTERNS: list[tuple[Category, str, str]] = [
     # self-harm and suicide: explicit
-    ("self_harm", rf"\b(?:kill|killing|killed|hurt|hurting|hurted|harm|harming|harmed|cut|cutting|hang|hanging|hanged|shoot|shooting|drown|drowning|poison|poisoning|burn|burning|starve|starving) {_REFLEX}\b"),
-    ("self_harm", r"\bsuicid(?:e|al|ality)\b(?! (?:squad|mission|doors?|squeeze|run|note(?:s)? (?:in|from) (?:the|a) (?:song|film|movie|book)))"),
-    ("self_harm", r"\b(?:end|ending|ended|take|taking|took) (?:my|his|her|their) (?:own )?life\b"),
-    ("self_harm", r"\b(?:want|wanted|wants|wanting|going|need|plan|planning|ready) to die\b"),
-    ("self_harm", r"\bwanna die\b"),
-    ("self_harm", r"\bwish(?:ed)? (?:i|he|she|they) (?:was|were|had|could be) (?:dead|never born|gone)\b"),
-    ("self_harm", r"\bbetter off (?:dead|without me|if i (?:was|were) gone)\b"),
-    ("self_harm", r"\b(?:no|nothing) (?:reason|point) (?:to|in) (?:live|living|going on|being alive)\b"),
-    ("self_harm", r"\b(?:don'?t|do not|never) want to (?:live|be alive|wake up|exist|be here)\b"),
-    ("self_harm", r"\bnot (?:want|wanting) to (?:live|be alive|wake up|exist)\b"),
-    ("self_harm", r"\b(?:can'?t|cannot) (?:go on|keep going|do this anymore|take it anymore)\b"),
-    ("self_harm", r"\bend it all\b"),
-    ("self_harm", r"\b(?:not|won'?t) be (?:here|around) (?:anymore|much longer|for long|next week)\b"),
-    ("self_harm", r"\bself[- ]?harm(?:ing)?\b"),
-    ("self_harm", r"\boverdos(?:e|ed|ing)\b"),
-    ("self_harm", r"\b(?:took|take|taking|swallow(?:ed)?|swallowing) (?:all (?:of )?(?:my |the )?|a (?:whole )?bottle of |a handful of |too many |every one of my )(?:pills|tablets|meds|medication|sleeping pills)\b"),
-    ("self_harm", r"\b(?:saving up|stockpil\w+|hoard\w*|collecting) (?:my |the )?(?:pills|tablets|meds|medication|sleeping pills)\b"),
-    ("self_harm", r"\bjump(?:ing|ed)? (?:off|from|in front of) (?:a |the )?(?:bridge|roof|building|train|ledge|balcony)\b"),
-    ("self_harm", r"\b(?:wrote|writing|written) (?:a |my )?(?:suicide |goodbye )note\b"),
-    ("self_harm", r"\b(?:bought|got|have|keep) (?:a |the )?(?:rope|gun|noose|razor blades?)\b(?= (?:for|to|so|in case|ready)\b| ready\b)"),
-    ("self_harm", r"\b(?:gave|giving) away (?:all )?my (?:things|stuff|belongings)\b"),
+    ("self_harm", "active_nonspecific", rf"\b(?:kill|killing|killed|hang|hanging|hanged|shoot|shooting|drown|drowning|poison|poisoning) {_REFLEX}\b"),
+    ("self_harm", "nssi", rf"\b(?:hurt|hurting|hurted|harm|harming|harmed|cut|cutting|burn|burning|starve|starving) {_REFLEX}\b"),
+    ("self_harm", "active_nonspecific", r"\bsuicid(?:e|al|ality)\b(?! (?:squad|mission|doors?|squeeze|run|note(?:s)? (?:in|from) (?:the|a) (?:song|film|movie|book)))"),
+    ("self_harm", "active_nonspecific", r"\b(?:end|ending|ended|take|taking|took) (?:my|his|her|their) (?:own )?life\b"),
+    ("self_harm", "intent", r"\b(?:going|plan|planning|ready) to die\b"),
+    ("self_harm", "wish_dead", r"\b(?:want|wanted|wants|wanting|need) to die\b"),
+    ("self_harm", "wish_dead", r"\bwanna die\b"),
+    ("self_harm", "wish_dead", r"\bwish(?:ed)? (?:i|he|she|they) (?:was|were|had|could be) (?:dead|never born|gone)\b"),
+    ("self_harm", "wish_dead", r"\bbetter off (?:dead|without me|if i (?:was|were) gone)\b"),
+    ("self_harm", "wish_dead", r"\b(?:no|nothing) (?:reason|point) (?:to|in) (?:live|living|going on|being alive)\b"),
+    ("self_harm", "wish_dead", r"\b(?:don'?t|do not|never) want to (?:live|be alive|wake up|exist|be here)\b"),
+    ("self_harm", "wish_dead", r"\bnot (?:want|wanting) to (?:live|be alive|wake up|exist)\b"),
+    ("self_harm", "wish_dead", r"\b(?:can'?t|cannot) (?:go on|keep going|do this anymore|take it anymore)\b"),
+    ("self_harm", "active_nonspecific", r"\bend it all\b"),
+    ("self_harm", "intent", r"\b(?:not|won'?t) be (?:here|around) (?:anymore|much longer|for long|next week)\b"),
+    ("self_harm", "nssi", r"\bself[- ]?harm(?:ing)?\b"),
+    ("self_harm", "attempt", r"\boverdosed\b"),
+    ("self_harm", "ideation_method", r"\boverdos(?:e|ing)\b"),
+    ("self_harm", "attempt", r"\b(?:took|swallow(?:ed)?) (?:all (?:of )?(?:my |the )?|a (?:whole )?bottle of |a handful of |too many |every one of my )(?:pills|tablets|meds|medication|sleeping pills)\b"),
+    ("self_harm", "intent", r"\b(?:take|taking|swallowing) (?:all (?:of )?(?:my |the )?|a (?:whole )?bottle of |a handful of |too many |every one of my )(?:pills|tablets|meds|medication|sleeping pills)\b"),
+    ("self_harm", "preparatory", r"\b(?:saving up|stockpil\w+|hoard\w*|collecting) (?:my |the )?(?:pills|tablets|meds|medication|sleeping pills)\b"),
+    ("self_harm", "ideation_method", r"\bjump(?:ing|ed)? (?:off|from|in front of) (?:a |the )?(?:bridge|roof|building|train|ledge|balcony)\b"),
+    ("self_harm", "preparatory", r"\b(?:wrote|writing|written) (?:a |my )?(?:suicide |goodbye )note\b"),
+    ("self_harm", "preparatory", r"\b(?:bought|got|have|keep) (?:a |the )?(?:rope|gun|noose|razor blades?)\b(?= (?:for|to|so|in case|ready)\b| ready\b)"),
+    ("self_harm", "preparatory", r"\b(?:gave|giving) away (?:all )?my (?:things|stuff|belongings)\b"),
     # harm to others
-    ("harm_to_others", rf"\b(?:kill|killing|murder|murdering|stab|stabbing|shoot|shooting|strangle|strangling|hurt|hurting|beat up|attack|attacking) {_OBJ}\b(?! (?:for|with) (?:a|some|the) (?:coffee|pizza|chocolate|beer|nap|holiday|vacation)\b)"),
-    ("harm_to_others", r"\bmake (?:him|her|them|everyone|you) (?:pay|suffer)\b"),
-    ("harm_to_others", r"\b(?:bring|bringing|take|taking) (?:a |my )?(?:gun|knife|weapon) to (?:work|school|the office|their house|his house|her house)\b"),
-    ("harm_to_others", r"\bthoughts? (?:of|about) (?:killing|hurting|harming) (?:others|people|someone|him|her|them)\b"),
+    ("harm_to_others", "harm_others", rf"\b(?:kill|killing|murder|murdering|stab|stabbing|shoot|shooting|strangle|strangling|hurt|hurting|beat up|attack|attacking) {_OBJ}\b(?! (?:for|with) (?:a|some|the) (?:coffee|pizza|chocolate|beer|nap|holiday|vacation)\b)"),
+    ("harm_to_others", "harm_others", r"\bmake (?:him|her|them|everyone|you) (?:pay|suffer)\b"),
+    ("harm_to_others", "harm_others", r"\b(?:bring|bringing|take|taking) (?:a |my )?(?:gun|knife|weapon) to (?:work|school|the office|their house|his house|her house)\b"),
+    ("harm_to_others", "harm_others", r"\bthoughts? (?:of|about) (?:killing|hurting|harming) (?:others|people|someone|him|her|them)\b"),
     # abuse and neglect
-    ("abuse", r"\b(?:he|she|they|my \w+) (?:hits|hit|beats|beat|kicks|kicked|chokes|choked|slaps|slapped|punches|punched|burns|burned|rapes?d?|molest(?:s|ed)?|touches|touched) (?:me|us|my (?:kids?|children|son|daughter|mum|mom|mother|sister|brother))\b"),
-    ("abuse", r"\b(?:threatens?|threatened) to (?:kill|hurt|hit|beat) (?:me|us|the kids|my \w+)\b"),
-    ("abuse", r"\b(?:he|she|they)(?:'d| will| would| said (?:he|she|they)(?:'d| would| will)) kill me\b(?! if)"),
-    ("abuse", r"\b(?:afraid|scared|terrified) to go home\b"),
-    ("abuse", r"\b(?:locks?|locked) me (?:in|out|up)\b"),
-    ("abuse", r"\b(?:sexually |physically |emotionally )?abus(?:e|es|ed|ing|ive)\b(?! (?:of|the) (?:system|power|process|drugs|alcohol))"),
-    ("abuse", r"\b(?:doesn'?t|does not|don'?t|never) (?:feed|feeds) (?:me|us|the kids)\b"),
+    ("abuse", "abuse", r"\b(?:he|she|they|my \w+) (?:hits|hit|beats|beat|kicks|kicked|chokes|choked|slaps|slapped|punches|punched|burns|burned|rapes?d?|molest(?:s|ed)?|touches|touched) (?:me|us|my (?:kids?|children|son|daughter|mum|mom|mother|sister|brother))\b"),
+    ("abuse", "abuse", r"\b(?:threatens?|threatened) to (?:kill|hurt|hit|beat) (?:me|us|the kids|my \w+)\b"),
+    ("abuse", "abuse", r"\b(?:he|she|they)(?:'d| will| would| said (?:he|she|they)(?:'d| would| will)) kill me\b(?! if)"),
+    ("abuse", "abuse", r"\b(?:afraid|scared|terrified) to go home\b"),
+    ("abuse", "abuse", r"\b(?:locks?|locked) me (?:in|out|up)\b"),
+    ("abuse", "abuse", r"\b(?:sexually |physically |emotionally )?abus(?:e|es|ed|ing|ive)\b(?! (?:of|the) (?:system|power|process|drugs|alcohol))"),
+    ("abuse", "abuse", r"\b(?:doesn'?t|does not|don'?t|never) (?:feed|feeds) (?:me|us|the kids)\b"),
 ]
-_COMPILED = [(cat, re.compile(p, re.IGNORECASE)) for cat, p in _PATTERNS]
+_COMPILED = [(cat, rung, re.compile(p, re.IGNORECASE)) for cat, rung, p in _PATTERNS]
 
 _NEGATORS = re.compile(
     r"\b(?:not|never|no|n't|dont|don't|didn't|won't|wouldn't|isn't|aren't|wasn't|nor|no longer have|stopped having)\b(?:\W+\w+){0,4}\W*$",
@@ -128,6 +147,24 @@ _FIGURES = re.compile(
     r"\b(?:killing me|kill me with|would kill me if|dying to|to die for|die (?:of|from) (?:laughter|embarrassment|boredom)|kill for|killed it|killing it|dead tired|dead on my feet|bored to death|scared to death|suicide (?:squad|mission|doors?))\b",
     re.IGNORECASE,
 )
+
+
+_INTENT = re.compile(r"\b(?:going to|gonna|i'?ll|i will|decided to|ready to|tonight|tomorrow)\b", re.IGNORECASE)
+_PLAN = re.compile(
+    r"\b(?:planned|planning|my plan|the plan|worked out (?:how|when)|figured out (?:how|when)|(?:on|this|next) (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekend))\b",
+    re.IGNORECASE,
+)
+
+
+def _rung_in_context(rung: str, sentence: str) -> str:
+    """Raise an ideation rung to ``plan`` or ``intent`` when the sentence says so."""
+    if rung not in ("wish_dead", "active_nonspecific", "ideation_method"):
+        return rung
+    if _PLAN.search(sentence):
+        return "plan"
+    if _INTENT.search(sentence):
+        return "intent"
+    return rung
 
 
 def _in_quotes(text: str, start: int) -> bool:
@@ -151,7 +188,7 @@ def scan(text: str) -> list[RiskCue]:
         return []
     cues: list[RiskCue] = []
     taken: list[tuple[int, int]] = []
-    for cat, rx in _COMPILED:
+    for cat, rung, rx in _COMPILED:
         for m in rx.finditer(text):
             s, e = m.span()
             if any(s < te and e > ts for ts, te in taken):
@@ -185,6 +222,7 @@ def scan(text: str) -> list[RiskCue]:
                     past=bool(_PAST.search(sentence)),
                     third_person=third,
                     quoted=_in_quotes(text, s),
+                    rung=_rung_in_context(rung, sentence),
                 )
             )
             taken.append((s, e))

@@ -69,10 +69,13 @@ def _free_port() -> int:
 class _Stub:
     """The stub in its own process, pinned to its own core when there are two."""
 
-    def __init__(self, profile: str, *, faults: float = 0.0, fault: list[str] | None = None, time_scale: float = 1.0, cores: tuple[set[int], set[int]] | None = None) -> None:
+    def __init__(self, profile: str, *, faults: float = 0.0, fault: list[str] | None = None, time_scale: float = 1.0, cores: tuple[set[int], set[int]] | None = None, trace_dir: Path | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.trace_dir = trace_dir
         args = [sys.executable, "-m", "therasim.cli", "stub", "--profile", profile, "--port", str(self.port), "--time-scale", str(time_scale)]
+        if trace_dir is not None:
+            args += ["--trace-dir", str(trace_dir)]
         if faults:
             args += ["--faults", str(faults)]
         for f in fault or []:
@@ -102,8 +105,10 @@ class _Stub:
     def reset(self) -> None:
         _post(self.url + "/reset", {})
 
-    def trace(self, path: str | None) -> None:
-        _post(self.url + "/trace", {"path": path})
+    def trace(self, name: str | None) -> Path | None:
+        """Trace requests into ``TRACE_DIR/NAME.jsonl`` (None: stop); returns the file."""
+        _post(self.url + "/trace", {"name": name})
+        return self.trace_dir / f"{name}.jsonl" if (name and self.trace_dir) else None
 
     def cpu_s(self) -> float:
         return _proc_cpu_s(self.proc.pid)
@@ -383,7 +388,7 @@ def bench(
         cores = ({mine[0]}, {mine[1]})
     root = Path(out_dir or tempfile.mkdtemp(prefix="therasim-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    stub = _Stub(profile, faults=faults, fault=fault, time_scale=time_scale, cores=cores)
+    stub = _Stub(profile, faults=faults, fault=fault, time_scale=time_scale, cores=cores, trace_dir=root)
     prev_aff = os.sched_getaffinity(0) if cores else None
     if cores:
         os.sched_setaffinity(0, cores[0])
@@ -411,7 +416,7 @@ def bench(
             stub.reset()
             trace = root / "trace.jsonl"
             trace.unlink(missing_ok=True)
-            stub.trace(str(trace))
+            stub.trace("trace")
             rd, _ = start_run(cfg, profiles=cohort, out=root / "therasim", run_id="bench")  # same ids in every arm
             cpu0, scpu0, t0 = time.process_time(), stub.cpu_s(), time.perf_counter()
             res = asyncio.run(arun_dir(rd, concurrency=concurrency))

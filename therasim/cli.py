@@ -408,6 +408,7 @@ def stub(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     time_scale: Annotated[float, typer.Option("--time-scale", help="multiply every modelled latency")] = 1.0,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="append every request body to this JSONL file")] = None,
+    trace_dir: Annotated[Optional[Path], typer.Option("--trace-dir", help="folder where POST /trace {\"name\": NAME} may start NAME.jsonl (off without it)")] = None,
 ) -> None:
     """An OpenAI-compatible stub model server (benchmarks and tests only)."""
     from therasim.stub import PROFILES, parse_faults, run_stub
@@ -416,7 +417,9 @@ def stub(
         if profile not in PROFILES:
             raise TherasimError(f"unknown stub profile {profile!r}; profiles: {sorted(PROFILES)}")
         plan = parse_faults(faults, fault)
-        run_stub(profile, host=host, port=port, faults=plan, seed=seed, time_scale=time_scale, trace=str(trace) if trace else None, print_fn=lambda s: err.print(s, highlight=False, markup=False))
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"warning: the stub listens on {host}, beyond this machine; it has no authentication", highlight=False, markup=False)
+        run_stub(profile, host=host, port=port, faults=plan, seed=seed, time_scale=time_scale, trace=str(trace) if trace else None, trace_dir=str(trace_dir) if trace_dir else None, print_fn=lambda s: err.print(s, highlight=False, markup=False))
     except TherasimError as e:
         _fail(e)
     except OSError as e:

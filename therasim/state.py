@@ -84,6 +84,10 @@ class SessionState(TypedDict, total=False):
     intake: Annotated[dict[str, Any], _static()]
     counselor_memory: Annotated[list[dict[str, Any]], _static()]
     counselor_notes: Annotated[str, _static()]
+    # the course's risk register (policies.risk_register; the counselor's clinical
+    # record, written by the risk node) and its notes at session start
+    risk_register: Annotated[dict[str, Any], _static()]
+    risk_notes: Annotated[str, _static()]
     # client-only (hidden from every counselor-side node)
     profile: Annotated[dict[str, Any], _static()]
     inner: Annotated[dict[str, Any], _static()]
@@ -99,6 +103,7 @@ class SessionState(TypedDict, total=False):
 # Keys each side may read. System nodes (termination, record) see everything.
 COUNSELOR_KEYS = frozenset(
     {"run_id", "client_id", "session", "course_key", "modality", "goals", "intake", "counselor_memory", "counselor_notes", "transcript", "current", "exchange", "ended", "end_reason"}
+    | {"risk_register", "risk_notes"}
 )
 CLIENT_KEYS = frozenset({"run_id", "client_id", "session", "course_key", "profile", "inner", "client_memory", "transcript", "current", "exchange", "ended"})
 # Fields of the per-exchange scratch each side may read.
@@ -188,6 +193,7 @@ class CourseState(TypedDict, total=False):
     measures: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
     summaries: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
     plans: Annotated[list[dict[str, Any]], DeltaChannel(_append, snapshot_frequency=1000)]
+    risk_register: Annotated[dict[str, Any], _static()]
     # client-only
     profile: Annotated[dict[str, Any], _static()]
     inner: Annotated[dict[str, Any], _static()]
@@ -203,6 +209,7 @@ class CourseState(TypedDict, total=False):
 
 COURSE_COUNSELOR_KEYS = frozenset(
     {"run_id", "client_id", "course_key", "session", "sessions_planned", "done", "modality", "goals", "intake", "counselor_notes", "counselor_memory", "measures", "summaries", "plans", "last"}
+    | {"risk_register"}
 )
 COURSE_CLIENT_KEYS = frozenset(
     {"run_id", "client_id", "course_key", "session", "sessions_planned", "done", "profile", "inner", "client_memory", "recollections", "events", "measures", "last"}

@@ -82,13 +82,17 @@ class CallStats:
         }
 
 
-def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_refs(schema: dict[str, Any], max_nodes: int = 200_000) -> dict[str, Any]:
     """Resolve local ``$ref``s into one self-contained schema (grammar compilers prefer it)."""
     defs = schema.get("$defs", {})
+    budget = [max_nodes]
 
     def walk(node: Any, depth: int = 0) -> Any:
         if depth > 30:
             raise ValueError("schema nests too deeply or is recursive")
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(f"schema expands to more than {max_nodes} nodes")
         if isinstance(node, dict):
             if "$ref" in node and node["$ref"].startswith("#/$defs/"):
                 target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])

@@ -17,6 +17,11 @@
   HTTP 5xx, 429 with Retry-After, connection resets, hangs past the client
   timeout, truncated bodies, malformed JSON, schema-valid JSON with
   out-of-range values, empty completions.
+- Safe by default: binds 127.0.0.1; every POST must be ``application/json``; a
+  request from a browser page of another origin is refused (403); bodies are
+  bounded (413 past ``max_body``), malformed ones get 400; schema sampling is
+  bounded (:mod:`therasim.schema_sampling`); request tracing only into the file
+  or folder given on the command line (``--trace FILE``, ``--trace-dir DIR``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import itertools
 import json
 import math
 import random
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -35,7 +41,12 @@ from typing import Any
 
 from therasim.errors import ConfigError
 
-__all__ = ["FAULT_KINDS", "PROFILES", "StubProfile", "StubServer", "content_hash", "create_app", "parse_faults"]
+__all__ = ["FAULT_KINDS", "MAX_BODY", "MAX_EMBED_DIM", "MAX_EMBED_INPUTS", "PROFILES", "StubProfile", "StubServer", "content_hash", "create_app", "parse_faults"]
+
+MAX_BODY = 16 * 1024 * 1024  # bytes of one request body (413 past it)
+MAX_EMBED_INPUTS = 2048  # texts in one embeddings request
+MAX_EMBED_DIM = 8192  # dimensions of one embedding
+_TRACE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 FAULT_KINDS = ("http_500", "http_429", "reset", "hang", "truncated", "malformed", "out_of_range", "empty")
 
@@ -160,7 +171,7 @@ class Metrics:
 class StubServer:
     """The stub's state: profile, prefix cache, metrics, fault plan, request trace."""
 
-    def __init__(self, profile: StubProfile | str = "zero", *, faults: dict[str, float] | None = None, seed: int = 0, time_scale: float = 1.0, trace: str | Path | None = None) -> None:
+    def __init__(self, profile: StubProfile | str = "zero", *, faults: dict[str, float] | None = None, seed: int = 0, time_scale: float = 1.0, trace: str | Path | None = None, trace_dir: str | Path | None = None, max_body: int = MAX_BODY) -> None:
         if isinstance(profile, str):
             if profile not in PROFILES:
                 raise ConfigError(f"unknown stub profile {profile!r}; profiles: {sorted(PROFILES)}")
@@ -174,12 +185,30 @@ class StubServer:
         self._sem: asyncio.Semaphore | None = None
         self._fault_rng = random.Random(seed ^ 0x5EED)
         self._trace = open(trace, "a", encoding="utf-8") if trace else None
+        # POST /trace may only open files in this folder, chosen on the command line
+        self.trace_dir = Path(trace_dir).resolve() if trace_dir else None
+        self.max_body = max_body
         self.served: set[str] = set()  # hashes of completions delivered whole
 
     def sem(self) -> asyncio.Semaphore:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.profile.max_concurrency)
         return self._sem
+
+    def set_trace(self, name: str | None) -> Path | None:
+        """Start appending request bodies to ``TRACE_DIR/NAME.jsonl`` (None: stop)."""
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+        if name is None:
+            return None
+        if self.trace_dir is None:
+            raise PermissionError("tracing over HTTP is off; start the stub with --trace-dir DIR")
+        if not isinstance(name, str) or not _TRACE_NAME.match(name):
+            raise ValueError("trace name must be 1-64 letters, digits, '-' or '_' (the file is TRACE_DIR/NAME.jsonl)")
+        path = self.trace_dir / f"{name}.jsonl"
+        self._trace = open(path, "a", encoding="utf-8")
+        return path
 
     def reset(self) -> None:
         self.cache = PrefixCache(self.profile.cache_tokens)
@@ -239,16 +268,76 @@ def _out_of_range(obj: Any) -> Any:
     return obj
 
 
+def _bad(message: str, status: int = 400) -> Any:
+    from aiohttp import web
+
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=status)
+
+
+def _chat_problem(body: Any) -> str | None:
+    """Why a chat request body is malformed (None when it is fine)."""
+    if not isinstance(body, dict):
+        return "the request body must be a JSON object"
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not all(isinstance(x, dict) for x in msgs):
+        return "messages must be a list of objects"
+    rf = body.get("response_format")
+    if rf is not None:
+        if not isinstance(rf, dict):
+            return "response_format must be an object"
+        js = rf.get("json_schema")
+        if js is not None and not isinstance(js, dict):
+            return "response_format.json_schema must be an object"
+        schema = (js or {}).get("schema") or rf.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            return "the JSON schema must be an object"
+    for k in ("max_tokens", "max_completion_tokens"):
+        v = body.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            return f"{k} must be a positive integer"
+    if body.get("seed") is not None and (isinstance(body["seed"], bool) or not isinstance(body["seed"], int)):
+        return "seed must be an integer"
+    return None
+
+
 def create_app(server: StubServer) -> Any:
     from aiohttp import web
 
-    async def chat(request: web.Request) -> web.StreamResponse:
+    from therasim.schema_sampling import SchemaTooLarge
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> Any:
+        # A page in the user's browser must not reach the stub: refuse any request
+        # carrying another origin, and any POST that is not JSON (a browser sends
+        # text/plain or form bodies cross-origin without asking first).
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in (f"http://{request.host}", f"https://{request.host}"):
+            return _bad(f"cross-origin requests are refused (Origin {origin[:100]!r})", 403)
+        if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+            return _bad("cross-site requests are refused", 403)
+        if request.method == "POST":
+            if request.content_type != "application/json":
+                return _bad(f"Content-Type must be application/json, got {request.content_type[:100]!r}", 415)
+            if request.content_length is not None and request.content_length > server.max_body:
+                return _bad(f"request body of {request.content_length} bytes is over the limit of {server.max_body}", 413)
+        return await handler(request)
+
+    async def read_json(request: web.Request) -> Any:
+        """The body as JSON; raises an HTTP 400 or 413 response."""
         try:
-            body = await request.json()
-        except Exception:
-            return web.json_response({"error": {"message": "request body is not JSON", "type": "invalid_request_error"}}, status=400)
-        if not isinstance(body.get("messages"), list):
-            return web.json_response({"error": {"message": "messages must be a list", "type": "invalid_request_error"}}, status=400)
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise web.HTTPRequestEntityTooLarge(max_size=server.max_body, actual_size=server.max_body + 1, text=json.dumps({"error": {"message": f"request body is over the limit of {server.max_body} bytes", "type": "invalid_request_error"}}), content_type="application/json") from None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise web.HTTPBadRequest(text=json.dumps({"error": {"message": "request body is not valid JSON", "type": "invalid_request_error"}}), content_type="application/json") from None
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await read_json(request)
+        problem = _chat_problem(body)
+        if problem:
+            return _bad(problem)
         m = server.metrics
         m.requests += 1
         if server._trace is not None:
@@ -271,7 +360,11 @@ def create_app(server: StubServer) -> Any:
             m.in_flight_peak = max(m.in_flight_peak, m.in_flight)
             try:
                 cached = min(server.cache.lookup_insert(prompt), p_tok)
-                content, is_json, _schema = server.reply(body)
+                try:
+                    content, is_json, _schema = server.reply(body)
+                except SchemaTooLarge as e:
+                    m.completed += 1
+                    return _bad(f"response_format: {e}")
                 if fault == "out_of_range" and is_json:
                     content = json.dumps(_out_of_range(json.loads(content)))
                 if fault == "empty":
@@ -312,23 +405,37 @@ def create_app(server: StubServer) -> Any:
 
     async def set_faults(request: web.Request) -> web.Response:
         """``{"faults": {KIND: RATE}}`` replaces the fault plan (the bench turns it off for the replay)."""
-        body = await request.json()
-        server.faults = {k: float(v) for k, v in (body.get("faults") or {}).items() if k in FAULT_KINDS}
+        body = await read_json(request)
+        plan = body.get("faults") if isinstance(body, dict) else None
+        if not isinstance(plan, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in plan.values()):
+            return _bad("expected {\"faults\": {KIND: RATE between 0 and 1}}")
+        server.faults = {k: float(v) for k, v in plan.items() if k in FAULT_KINDS}
         return web.json_response({"faults": server.faults})
 
     async def served(request: web.Request) -> web.Response:
         return web.json_response(sorted(server.served))
 
     async def embeddings(request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return _bad("the request body must be a JSON object")
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
-        server.metrics.embeddings += len(inputs or [])
+        if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
+            return _bad("input must be a string or a list of strings")
+        if len(inputs) > MAX_EMBED_INPUTS:
+            return _bad(f"input has {len(inputs)} texts; at most {MAX_EMBED_INPUTS} per request")
+        dims = body.get("dimensions") or 384
+        if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_EMBED_DIM:
+            return _bad(f"dimensions must be an integer from 1 to {MAX_EMBED_DIM}")
+        if dims * len(inputs) > 4 * MAX_EMBED_DIM * 64:
+            return _bad("dimensions x inputs is too large for one request; send fewer texts")
+        server.metrics.embeddings += len(inputs)
         data = []
-        for i, text in enumerate(inputs or []):
-            rng = random.Random(int.from_bytes(hashlib.blake2b(str(text).encode(), digest_size=8).digest(), "big"))
-            v = [rng.gauss(0, 1) for _ in range(int(body.get("dimensions") or 384))]
+        for i, text in enumerate(inputs):
+            rng = random.Random(int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big"))
+            v = [rng.gauss(0, 1) for _ in range(dims)]
             n = math.sqrt(sum(x * x for x in v)) or 1.0
             data.append({"object": "embedding", "index": i, "embedding": [x / n for x in v]})
         return web.json_response({"object": "list", "data": data, "model": body.get("model", "stub-embed"), "usage": {"prompt_tokens": 0, "total_tokens": 0}})
@@ -347,16 +454,20 @@ def create_app(server: StubServer) -> Any:
         return web.json_response({"ok": True})
 
     async def trace(request: web.Request) -> web.Response:
-        """``{"path": FILE}`` starts appending request bodies to FILE; ``{"path": null}`` stops."""
-        body = await request.json()
-        if server._trace is not None:
-            server._trace.close()
-            server._trace = None
-        if body.get("path"):
-            server._trace = open(body["path"], "a", encoding="utf-8")
-        return web.json_response({"ok": True, "tracing": bool(body.get("path"))})
+        """``{"name": NAME}`` starts appending request bodies to ``TRACE_DIR/NAME.jsonl``
+        (the folder given by ``--trace-dir``; off without it); ``{"name": null}`` stops."""
+        body = await read_json(request)
+        if not isinstance(body, dict) or set(body) - {"name"}:
+            return _bad('expected {"name": NAME} or {"name": null}')
+        try:
+            path = server.set_trace(body.get("name"))
+        except PermissionError as e:
+            return _bad(str(e), 403)
+        except ValueError as e:
+            return _bad(str(e))
+        return web.json_response({"ok": True, "tracing": path is not None, "file": path.name if path else None})
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=server.max_body, middlewares=[guard])
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
@@ -369,11 +480,17 @@ def create_app(server: StubServer) -> Any:
     return app
 
 
-def run_stub(profile: str = "zero", *, host: str = "127.0.0.1", port: int = 8011, faults: dict[str, float] | None = None, seed: int = 0, time_scale: float = 1.0, trace: str | None = None, print_fn: Any = print) -> None:
+def run_stub(profile: str = "zero", *, host: str = "127.0.0.1", port: int = 8011, faults: dict[str, float] | None = None, seed: int = 0, time_scale: float = 1.0, trace: str | None = None, trace_dir: str | None = None, print_fn: Any = print) -> None:
     """Serve until interrupted."""
     from aiohttp import web
 
-    server = StubServer(profile, faults=faults, seed=seed, time_scale=time_scale, trace=trace)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a TCP port; use 1-65535 (0 picks a free one)")
+    if not (math.isfinite(time_scale) and time_scale >= 0):
+        raise ConfigError(f"--time-scale must be a finite number >= 0, got {time_scale}")
+    if trace_dir is not None and not Path(trace_dir).is_dir():
+        raise ConfigError(f"--trace-dir {trace_dir}: no such folder; create it first")
+    server = StubServer(profile, faults=faults, seed=seed, time_scale=time_scale, trace=trace, trace_dir=trace_dir)
     print_fn(f"therasim stub ({server.profile.name}) on http://{host}:{port}/v1  (metrics: http://{host}:{port}/metrics)")
     web.run_app(create_app(server), host=host, port=port, print=None, access_log=None, handle_signals=True, shutdown_timeout=1.0)
 
