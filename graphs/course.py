@@ -71,7 +71,7 @@ async def _closing_measures(view: View, ctx: NodeContext) -> dict[str, Any]:
 def _item9(state: dict[str, Any], n: int) -> tuple[int | None, str]:
     """PHQ-9 item 9 answered before session ``n`` (None when not measured)."""
     for m in reversed(state.get("measures") or []):
-        if m.get("session") == n and m.get("when") != "post-course":
+        if m.get("session") == n and m.get("when") != "post-course" and m.get("kind", "outcome") == "outcome":
             score = m.get("self_harm_item")
             if score is None:
                 score = ((m.get("phq9") or {}).get("items") or {}).get("self_harm")
@@ -167,6 +167,7 @@ def _skipped(view: View, ctx: NodeContext, n: int, why: str, event: dict[str, An
         "thread_id": None, "modality": view.get("modality"), "goals": list(view.get("goals") or []), "end_reason": why,
         "turns": [], "measures": None, "measures_after": None, "session_measures": None, "event_before": event,
         "summary": None, "recollection": None, "plan": None, "recall": None, "memory_written": None,
+        "risk_notes": "", "risk_register": view.get("risk_register"),
     }
     ctx.sim.emit({"event": "session_done", "run_id": view["run_id"], "client_id": view["client_id"], "session": n, "end_reason": why})
     if ctx.sim.on_record is not None:

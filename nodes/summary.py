@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact, text_field, wordy, wordy_or_empty
+from therasim.policies.disclosure import background
 from therasim.policies.risk import level_rank
 from therasim.prompts import Prompt, render_transcript
 from therasim.state import View
@@ -103,8 +104,8 @@ async def summarise_client(view: View, ctx: NodeContext) -> dict[str, Any]:
         name=profile["intake"]["name"],
         session=session,
         intake=compact(profile["intake"]),
-        hidden=compact({k: profile["hidden"].get(k) for k in ("backstory", "core_beliefs", "personality")}),
-        inner=compact({k: inner.get(k) for k in ("distress", "hopelessness", "trust", "self_efficacy") if k in inner}),
+        hidden=background(profile, inner),  # only the disclosed layers (policies/disclosure.py)
+        inner=compact({k: round(float(inner[k]), 1) for k in ("distress", "hopelessness", "alliance", "self_efficacy") if k in inner}),
     )
     msgs = [SystemMessage(content=system), HumanMessage(content=CLIENT_PROMPT.render_instruction(transcript=render_transcript(turns, me="client")))]
     rec: dict[str, Any] = {"session": session}

@@ -165,7 +165,7 @@ RUPTURE_GAIN = 3.0  # signal: poor alliance, (5 - alliance) / 5
 BREAKTHROUGH_GAIN = 3.0  # signal: good work, the session's fall in distress and rise in alliance
 SETBACK_GAIN = 1.0  # signal: the session's rise in distress
 NO_SHOW = (0.03, 0.45)  # probability: base + slope x (5 - wish_to_continue) / 5 when wish < 5
-DROPOUT = (0.0, 0.9)  # probability: base + slope x (3.5 - wish_to_continue) / 3.5 when wish < 3.5
+DROPOUT = (0.0, 0.6)  # probability: base + slope x (3.5 - wish_to_continue) / 3.5 when wish < 3.5
 DROPOUT_BELOW = 3.5
 
 

@@ -107,7 +107,7 @@ def test_events_depend_on_the_session_and_stay_seeded() -> None:
     wg, _ = beat_weights(good)
     assert wp["rupture"] > 2 * wg["rupture"] and wg["breakthrough"] > 2 * wp["breakthrough"]
     assert attendance({"wish_to_continue": 8}, 0.0)[0] == "attended"
-    assert attendance({"wish_to_continue": 1}, 0.5)[0] == "dropout"
+    assert attendance({"wish_to_continue": 1}, 0.3)[0] == "dropout"  # p = 0.6 x 2.5/3.5 = 0.43
     assert attendance({"wish_to_continue": 4}, 0.05)[0] == "no_show"
     ev = draw_event(3, "c1", 2)
     assert ev == draw_event(3, "c1", 2)
@@ -196,6 +196,17 @@ def test_canary_in_the_deepest_layer_reaches_client_prompts_only_after_unlock() 
     assert CANARY in client_prompts[2]
     assert all(CANARY not in json.dumps(t.get("text")) for t in st["transcript"] if t["speaker"] == "counselor")
 
+    # a whole course without the unlock: no client-side prompt (measures, role-play,
+    # recollection, session ratings) ever holds the deepest layer
+    prompts.clear()
+    locked = {**inner, "explored": 0}
+    ctx2 = SimContext(models=ctx.models, course=CourseSpec(max_turns=2, sessions=2, memory=False), on_prompt=ctx.on_prompt)
+    state = {**initial_course_state(p, sessions=2), "inner": locked}
+    asyncio.run(run_course(CourseGraphBuilder("minimal").without("memory").compile(), state, ctx2))
+    nodes = {n for n, _ in prompts}
+    assert {"measures", "client", "summarise_client", "session_measures", "closing_measures"} <= nodes
+    assert all(CANARY not in t for _, t in prompts)
+
 
 # ----------------------------------------------------------------- determinism and trace
 
@@ -257,3 +268,25 @@ def test_profile_limits_fit_real_profiles_and_extra_is_kept(tmp_path) -> None:
     f.write_text(json.dumps([{**base, "hidden": {**base["hidden"], "core_belief_family": ["doomed"]}}]))
     with pytest.raises(ProfileError, match="core_belief_family"):
         load_profiles(f, strict=True)
+
+
+def test_sensitivity_direction_on_a_small_cohort() -> None:
+    """The benchmark's comparison on 6 clients x 2 sessions with an in-process double:
+    the dismissive arm ends with worse PHQ-9 change and a weaker alliance."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sensitivity.py"
+    spec = importlib.util.spec_from_file_location("sensitivity", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = argparse.Namespace(preset="minimal", sessions=2, turns=4, seed=0, concurrency=4)
+    profiles = sample_profiles(6, seed=0)
+    res = {arm: asyncio.run(mod.run_arm(arm, profiles, {"default": SchemaFakeChatModel(seed=2)}, args)) for arm in ("dismissive", "supportive")}
+    out = {arm: [mod.outcomes(res[arm][p.id]) for p in profiles] for arm in res}
+    mean = lambda arm, k: sum(o[k] for o in out[arm]) / len(profiles)  # noqa: E731
+    assert mean("dismissive", "phq9_change") > mean("supportive", "phq9_change")
+    assert mean("dismissive", "wai_sr") < mean("supportive", "wai_sr")
+    assert mod.cohen_d([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == 1.0

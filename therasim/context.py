@@ -48,7 +48,7 @@ class SimContext:
     on_prompt: PromptLog | None = None
     on_record: Callable[[dict[str, Any]], None] | None = None  # finished session records (the runner writes them)
     max_tokens: dict[str, int] = field(
-        default_factory=lambda: {"counselor": 120, "risk_review": 120, "client": 200, "analyst": 360, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200}
+        default_factory=lambda: {"counselor": 120, "risk_review": 120, "client": 320, "analyst": 360, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200}
     )  # per-node output caps (structured calls that hit a cap come back as invalid JSON)
 
     def modality(self, name: str | None = None) -> Modality:

@@ -94,6 +94,9 @@ def _turn(t: dict[str, Any]) -> dict[str, Any]:
         "risk": None if risk is None else {"level": risk.get("level"), "crisis_class": risk.get("crisis_class"), "handoff": bool(risk.get("handoff")), "cues": [str(c.get("quote", c)) if isinstance(c, dict) else str(c) for c in risk.get("cues") or []]},
         "strategy": _pick(t.get("strategy"), ("stage", "strategy", "rationale")),
         "recalled": [{"id": m.get("id"), "text": m.get("text"), "session": m.get("session"), "kind": m.get("kind"), "score": m.get("score")} for m in t.get("recalled") or []],
+        # the client's inner state after the turn and its trace (appraisal, updates with reasons), as JSON text
+        "client_inner": json.dumps(t.get("client_inner")) if t.get("client_inner") is not None else None,
+        "note": json.dumps(t.get("note")) if t.get("note") else None,
         "n_calls": sum(len(v) for v in (t.get("calls") or {}).values()),
         "call_errors": sum(1 for v in (t.get("calls") or {}).values() for c in v if c.get("error")),
     }
