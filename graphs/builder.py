@@ -43,6 +43,19 @@ class NodeSpec:
     side: Side
     role: str | None = None
     description: str = ""
+    impl: dict[str, Any] | None = None  # what stands at the node (manifests record it); set by add_node/replace_node
+
+
+def describe_impl(node: Any) -> dict[str, Any]:
+    """What a node is implemented by: a chat model (class, model, endpoint, sampling),
+    a runnable, or a function (module and qualified name)."""
+    if isinstance(node, BaseChatModel):
+        from therasim.providers import describe_chat_model
+
+        return {"kind": "chat_model", **describe_chat_model(node)}
+    if isinstance(node, Runnable):
+        return {"kind": "runnable", "class": f"{type(node).__module__}.{type(node).__qualname__}"}
+    return {"kind": "function", "fn": f"{getattr(node, '__module__', '?')}.{getattr(node, '__qualname__', type(node).__name__)}"}
 
 
 @dataclass(slots=True)
@@ -165,7 +178,7 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
 
 def describe_specs(specs: dict[str, NodeSpec]) -> dict[str, dict[str, Any]]:
     """Side, model role and function name of each node (for manifests and describe())."""
-    return {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__)} for n, s in specs.items()}
+    return {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__), **({"impl": s.impl} if s.impl else {})} for n, s in specs.items()}
 
 
 def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], View]) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -222,7 +235,7 @@ class SessionGraphBuilder:
             raise TherasimError(f"{name!r} is reserved; the builder adds record and termination itself")
         if side not in ("client", "counselor", "system"):
             raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
-        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, role, description)
+        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, role, description, describe_impl(node))
         if before is not None:
             self.order.insert(self._index(before), name)
         elif after is not None:
@@ -237,7 +250,7 @@ class SessionGraphBuilder:
             raise TherasimError(f"no node {name!r} to replace; nodes are {self.order}")
         old = self.nodes[name]
         side = side or old.side
-        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, old.role, old.description)
+        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, old.role, old.description, {**describe_impl(node), "replaced": (old.impl or {}).get("fn") or (old.impl or {}).get("class") or "?"})
         return self
 
     def remove_node(self, name: str) -> SessionGraphBuilder:

@@ -6,9 +6,16 @@ from typing import Any
 
 from therasim.memory.base import MEMORY_KINDS, MemoryStore
 from therasim.memory.chroma import ChromaMemoryStore
-from therasim.memory.embeddings import MiniLMEmbedding, OpenAIEmbedding, make_embedding
+from therasim.memory.embeddings import (
+    MiniLMEmbedding,
+    OpenAIEmbedding,
+    make_embedding,
+    register_embeddings,
+)
 
-__all__ = ["MEMORY_KINDS", "ChromaMemoryStore", "MemoryStore", "MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "open_store"]
+__all__ = ["MEMORY_KINDS", "ChromaMemoryStore", "MemoryStore", "MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "open_store", "register_embeddings"]
+
+register_embeddings()
 
 
 def open_store(spec: Any, default_path: str | None = None) -> ChromaMemoryStore | None:

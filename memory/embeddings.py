@@ -11,7 +11,7 @@ from typing import Any
 
 from therasim.errors import MissingExtraError, TherasimError
 
-__all__ = ["MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "minilm_path"]
+__all__ = ["MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "minilm_path", "register_embeddings"]
 
 
 def minilm_path() -> Path:
@@ -117,3 +117,19 @@ def make_embedding(spec: str) -> Any:
         model, url = spec[len("openai:") :].split("@", 1)
         return OpenAIEmbedding(model, url)
     raise TherasimError(f"memory.embedding {spec!r} is not understood; use 'minilm', 'openai:MODEL@BASE_URL' or 'hash' (benchmarks only)")
+
+
+def register_embeddings() -> None:
+    """Register therasim's embedding functions in Chroma's registry
+    (``chromadb.utils.embedding_functions.register_embedding_function``), so a plain
+    ``chromadb`` client can open a run's memory collections and query them by text:
+    Chroma rebuilds the function from the name and config stored with the collection.
+    ``import therasim.memory`` calls it; it is idempotent."""
+    try:
+        from chromadb.utils.embedding_functions import register_embedding_function
+    except ImportError:  # chromadb missing or too old to have a registry
+        return
+    from therasim.testing import HashEmbedding
+
+    for cls in (MiniLMEmbedding, OpenAIEmbedding, HashEmbedding):
+        register_embedding_function(cls)

@@ -22,6 +22,7 @@ from therasim.errors import (
     StructuredOutputError,
     TherasimError,
 )
+from therasim.native import OpenRun, open_run
 from therasim.plotting import plot_client, plot_run, render_graph_png
 from therasim.providers import ModelPool, make_chat_model
 from therasim.runner import RunResult, arun_dir, resume, run, start_run
@@ -36,6 +37,7 @@ __all__ = [
     "MissingExtraError",
     "ModelPool",
     "ModelSpec",
+    "OpenRun",
     "ProfileError",
     "RoleModels",
     "RunConfig",
@@ -51,6 +53,7 @@ __all__ = [
     "fork",
     "load_config",
     "make_chat_model",
+    "open_run",
     "overview",
     "plot_client",
     "plot_run",

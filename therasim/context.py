@@ -20,7 +20,13 @@ from therasim.policies.modalities import Modality, get_modality
 from therasim.policies.risk import RiskProtocol
 from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.policies.termination import TerminationRules
-from therasim.providers import EmbeddedChatModel, ModelPool, OpenAICompatChatModel, dialect_for
+from therasim.providers import (
+    EmbeddedChatModel,
+    ModelPool,
+    OpenAICompatChatModel,
+    dialect_for,
+    own_max_tokens,
+)
 from therasim.state import Side
 from therasim.structured import CallStats, agenerate_structured, agenerate_text
 
@@ -47,6 +53,7 @@ class SimContext:
     on_event: EventSink | None = None
     on_prompt: PromptLog | None = None
     on_record: Callable[[dict[str, Any]], None] | None = None  # finished session records (the runner writes them)
+    on_messages: Callable[[dict[str, Any]], None] | None = None  # client/counselor model calls: messages given and answer (prompts.jsonl)
     max_tokens: dict[str, int] = field(
         default_factory=lambda: {"counselor": 120, "risk_review": 120, "client": 320, "analyst": 360, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200}
     )  # per-node output caps (structured calls that hit a cap come back as invalid JSON)
@@ -116,7 +123,8 @@ class NodeContext:
             kw["cache_slot"] = self.node
         elif isinstance(model, OpenAICompatChatModel) and self.ids.get("course_key"):
             kw["user"] = self.ids["course_key"]  # the OpenAI `user` field: per-course attribution in server logs
-        mt = max_tokens or self.sim.max_tokens.get(self.node)
+        # A user-supplied model's own max_tokens is respected; an explicit cap still wins.
+        mt = max_tokens or (None if own_max_tokens(model) is not None else self.sim.max_tokens.get(self.node))
         if mt:
             kw["max_tokens"] = mt
         return kw
@@ -135,7 +143,7 @@ class NodeContext:
             self.sim.on_prompt(self.node, self.side, messages)
         stats = CallStats()
         speech = self.node in ("client", "counselor", "risk_review")
-        text = ""
+        text = raw = ""
         try:
             for attempt in range(self.sim.structured_attempts):
                 raw, stats = await agenerate_text(model, messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))
@@ -147,6 +155,7 @@ class NodeContext:
             self._record(role, "text", stats, error=f"{type(e).__name__}: {e}")
             raise
         self._record(role, "text", stats)
+        self._log_messages(role, "text", messages, text, raw=raw)
         return text
 
     async def structured(
@@ -182,7 +191,25 @@ class NodeContext:
             raise
         self._record(role, "structured", stats)
         self.last_repairs = list(stats.repairs)
+        self._log_messages(role, "structured", messages, obj.model_dump_json(), schema=schema.__name__)
         return obj
+
+    def _log_messages(self, role: Role, kind: str, messages: list[BaseMessage], output: str, *, raw: str | None = None, schema: str | None = None) -> None:
+        """Hand the messages a client/counselor model was given, and its answer, to
+        ``on_messages`` (the runner keeps them in prompts.jsonl for dataset export)."""
+        if self.sim.on_messages is None or role not in ("client", "counselor"):
+            return
+        roles = {"system": "system", "human": "user", "ai": "assistant"}
+        self.sim.on_messages({
+            **{k: self.ids.get(k) for k in ("run_id", "client_id", "session", "exchange")},
+            "node": self.node,
+            "role": role,
+            "kind": kind,
+            "schema": schema,
+            "messages": [{"role": roles.get(m.type, "user"), "content": m.content if isinstance(m.content, str) else str(m.content)} for m in messages],
+            "output": output,
+            "raw": raw if raw is not None and raw != output else None,
+        })
 
     def calls_update(self) -> dict[str, Any]:
         """The ``current.calls`` entry for this node (merged into the turn record)."""

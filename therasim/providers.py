@@ -38,8 +38,10 @@ __all__ = [
     "OpenAICompatChatModel",
     "choose_replica",
     "default_gguf_path",
+    "describe_chat_model",
     "dialect_for",
     "make_chat_model",
+    "own_max_tokens",
 ]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -357,6 +359,55 @@ class OpenAICompatChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
+_NAME_ATTRS = ("model_name", "model", "model_id", "model_path", "deployment_name", "repo_id")
+_URL_ATTRS = ("openai_api_base", "base_url", "endpoint_url", "api_base", "azure_endpoint", "inference_server_url")
+_SAMPLING_ATTRS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "seed", "frequency_penalty", "presence_penalty", "stop", "n", "reasoning_effort")
+
+
+def own_max_tokens(model: BaseChatModel) -> int | None:
+    """The output cap set on a user-supplied chat model itself (None for therasim's own
+    models, whose cap comes from the config)."""
+    if isinstance(model, (EmbeddedChatModel, OpenAICompatChatModel)):
+        return None
+    for attr in ("max_tokens", "max_completion_tokens", "max_new_tokens", "num_predict"):
+        v = getattr(model, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def describe_chat_model(model: BaseChatModel) -> dict[str, Any]:
+    """Manifest entry for a user-supplied LangChain chat model: class, model name,
+    endpoint and sampling parameters (never a key)."""
+    cls = type(model)
+    out: dict[str, Any] = {"custom": cls.__name__, "class": f"{cls.__module__}.{cls.__qualname__}"}
+    for attr in _NAME_ATTRS:
+        v = getattr(model, attr, None)
+        if isinstance(v, str) and v:
+            out["model"] = Path(v).name if attr == "model_path" else v
+            break
+    for attr in _URL_ATTRS:
+        v = getattr(model, attr, None)
+        if v:
+            out["base_url"] = str(v)
+            break
+    sampling: dict[str, Any] = {}
+    for attr in _SAMPLING_ATTRS:
+        v = getattr(model, attr, None)
+        if v is not None and isinstance(v, (int, float, str, list)) and attr in type(model).model_fields:
+            sampling[attr] = v
+    kw = getattr(model, "model_kwargs", None)
+    if isinstance(kw, dict) and kw:
+        sampling["model_kwargs"] = {k: v for k, v in kw.items() if "key" not in k.lower()}
+    out["sampling"] = sampling
+    try:
+        out["llm_type"] = model._llm_type
+    except Exception:  # some wrappers compute it lazily from missing config
+        pass
+    out["max_tokens_source"] = "model" if own_max_tokens(model) is not None else "therasim per-node caps"
+    return out
+
+
 def dialect_for(model: BaseChatModel) -> StructuredDialect:
     """The strongest structured-output constraint this model's backend accepts."""
     d = getattr(model, "therasim_dialect", None) or model.__dict__.get("therasim_dialect")
@@ -417,7 +468,7 @@ class ModelPool:
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for r, s in self._specs.items():
-            out[r] = s.describe() if isinstance(s, ModelSpec) else {"custom": type(s).__name__}
+            out[r] = s.describe() if isinstance(s, ModelSpec) else describe_chat_model(s)
         return out
 
     def __iter__(self) -> Iterator[str]:

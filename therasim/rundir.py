@@ -12,6 +12,7 @@ moment loses nothing already finished and duplicates nothing on resume.
       courses.jsonl       course status changes: running, completed, failed (+ reason)
       branches.jsonl      replays and forks (counterfactual sessions)
       events.jsonl        structlog JSON per node call (latency, tokens, retries)
+      prompts.jsonl       the messages each client/counselor model call was given, and its answer
       checkpoints.sqlite  LangGraph checkpoints (one thread per course and per session)
       memory/             Chroma store
       plots/              PNGs from `therasim plot`
@@ -143,6 +144,10 @@ class RunDir:
     @property
     def events(self) -> Path:
         return self.root / "events.jsonl"
+
+    @property
+    def prompts(self) -> Path:
+        return self.root / "prompts.jsonl"
 
     @property
     def profiles(self) -> Path:

@@ -176,6 +176,7 @@ def _versions() -> dict[str, str | None]:
 def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[ClientProfile], source: str, models: Any = None) -> dict[str, Any]:
     """Everything needed to reproduce a run, and nothing secret (API keys are only
     named by their environment variable)."""
+    from therasim.native import CHECKPOINT_FORMAT
     from therasim.prompts import PROMPTS
     from therasim.providers import ModelPool
 
@@ -188,10 +189,13 @@ def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[Client
         "versions": _versions(),
         "platform": {"system": platform.system(), "machine": platform.machine(), "python": sys.version.split()[0]},
         "models": pool.describe(),
+        # chat models standing in at session nodes (replace_node/add_node), beside the role models
+        "node_models": {n: s.impl for n, s in course.session.nodes.items() if (s.impl or {}).get("kind") == "chat_model"},
         "max_tokens_per_node": SimContext().max_tokens,
         "seed": cfg.seed,
         "seeds": {"profiles": cfg.seed, "events": cfg.seed, "calls": "derived: blake2b(seed, client, session, exchange, node, call)"},
         "prompts": {name: p.sha for name, p in sorted(PROMPTS.items())},
+        "checkpoint": CHECKPOINT_FORMAT,
         "graph": {"course": course.describe(), "course_mermaid": _safe_mermaid(course), "session_mermaid": _safe_mermaid(course.session)},
         "config": cfg.model_dump(mode="json"),
         "cohort": {"source": source, "n": len(profiles), "ids": [p.id for p in profiles]},
@@ -380,7 +384,7 @@ async def arun_dir(
     man = rd.manifest()
     cfg = RunConfig.model_validate(man["config"])
     run_id = man["run_id"]
-    for p in (rd.transcripts, rd.courses, rd.branches, rd.events):
+    for p in (rd.transcripts, rd.courses, rd.branches, rd.events, rd.prompts):
         repair_jsonl(p)
     cohort = [ClientProfile.model_validate(r) for r in read_jsonl(rd.profiles)]
     status = rd.course_status()
@@ -409,6 +413,7 @@ async def arun_dir(
     )
     transcripts = JsonlWriter(rd.transcripts)
     courses_w = JsonlWriter(rd.courses)
+    prompts_w = JsonlWriter(rd.prompts, fsync=False)  # synced at the end; a torn line is repaired on resume
     t0 = time.monotonic()
     prog = _Progress(len(todo), cfg.course.sessions, progress)
 
@@ -441,6 +446,7 @@ async def arun_dir(
             recall_k=cfg.memory.recall_k,
             on_event=on_event,
             on_record=write_record,
+            on_messages=prompts_w.write,
         )
         sem = asyncio.Semaphore(n_conc)
 
@@ -477,6 +483,7 @@ async def arun_dir(
             await pool.aclose()
             transcripts.close()
             courses_w.close()
+            prompts_w.close()
             with contextlib.suppress(Exception):
                 ev_file.flush()
                 ev_file.close()

@@ -329,10 +329,15 @@ async def afork(
         values["current"] = {}
         cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": 20 * (cfg.course.max_turns + 2) + 50}
         await graph.aupdate_state(cfg_new, values, as_node="termination")
-        ctx = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k)
+        pw = JsonlWriter(rd.prompts, fsync=False)
+        ctx = SimContext(
+            models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k,
+            on_messages=lambda r: pw.write({**r, "branch": name}),
+        )
         try:
             final = await graph.ainvoke(None, config=cfg_new, context=ctx, durability="sync")
         finally:
+            pw.close()
             await pool.aclose()
         return {"final": final, "from_checkpoint": snap.config["configurable"].get("checkpoint_id")}
 
