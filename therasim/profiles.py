@@ -172,7 +172,7 @@ def load_profiles(path: str | Path, *, strict: bool = False) -> tuple[list[Clien
     records: list[tuple[str, Any]] = []
     problems: list[ProfileError] = []
     if p.suffix in (".jsonl", ".ndjson"):
-        for i, line in enumerate(text.splitlines(), 1):
+        for i, line in enumerate(text.split("\n"), 1):  # JSONL lines end at \n only (splitlines would also cut at U+0085 etc.)
             if not line.strip():
                 continue
             try:
