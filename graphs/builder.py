@@ -10,6 +10,7 @@ endpoint) and add conditional edges, all through this builder.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import urllib.request
@@ -23,27 +24,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from therasim.context import NodeContext, SimContext
+from therasim.contract import ExchangeContract, NodeFn, NodeSpec, Slot, builtin_contract
 from therasim.errors import TherasimError
-from therasim.policies.appraisal import move_labels
+from therasim.nodes import SPECS
 from therasim.state import SessionState, Side, View, make_view
 
-__all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "http_node", "record_exchange", "wrap_node"]
+__all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "Slot", "http_node", "record_exchange", "wrap_node"]
 
-NodeFn = Callable[[View, NodeContext], Awaitable[dict[str, Any]] | dict[str, Any]]
 Router = Callable[[dict[str, Any]], str]
-SPEAKER_NODES = {"client": "client_text", "counselor": "counselor_text"}
-
-
-@dataclass(slots=True)
-class NodeSpec:
-    """One node: its function, the side whose view it gets, and the model role it uses."""
-
-    name: str
-    fn: NodeFn
-    side: Side
-    role: str | None = None
-    description: str = ""
-    impl: dict[str, Any] | None = None  # what stands at the node (manifests record it); set by add_node/replace_node
+# Where a plain-text reply goes for nodes that declare no writes (legacy names).
+SPEAKER_NODES = {"client": ("client_text",), "counselor": ("draft", "counselor_text")}
 
 
 def describe_impl(node: Any) -> dict[str, Any]:
@@ -75,7 +65,7 @@ def _from_chat_model(name: str, model: BaseChatModel, side: Side) -> NodeFn:
 
             text, stats = await agenerate_text(model, counselor_messages(view, ctx))
             ctx._record("counselor", "text", stats)
-            return {"current": {"draft": text.strip(), "counselor_text": text.strip(), "calls": ctx.calls_update()}}
+            return {"current": {**dict.fromkeys(_speech_keys(ctx.node, ctx.spec, ctx.contract), text.strip()), "calls": ctx.calls_update()}}
 
         return fn
     if name == "client":
@@ -84,7 +74,7 @@ def _from_chat_model(name: str, model: BaseChatModel, side: Side) -> NodeFn:
 
         async def cfn(view: View, ctx: NodeContext) -> dict[str, Any]:
             sub = SimContext(**{**ctx.sim.__dict__, "models": ModelPool({"default": ctx.sim.models.spec("analysts"), "client": model})})
-            return await client_fn(view, NodeContext(sub, ctx.node, ctx.side, ctx.ids))
+            return await client_fn(view, NodeContext(sub, ctx.node, ctx.side, ctx.ids, spec=ctx.spec, contract=ctx.contract))
 
         return cfn
     raise TherasimError(f"a chat model can stand in only for the 'client' or 'counselor' node, not {name!r}; wrap it in a function for other nodes")
@@ -95,19 +85,26 @@ def _from_runnable(name: str, runnable: Runnable) -> NodeFn:
 
     async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
         out = await runnable.ainvoke(view.to_dict())
-        return _coerce(name, out)
+        return _coerce(name, out, _speech_keys(name, ctx.spec, ctx.contract))
 
     return fn
 
 
-def _coerce(name: str, out: Any) -> dict[str, Any]:
+def _speech_keys(name: str, spec: NodeSpec | None, contract: ExchangeContract | None) -> tuple[str, ...]:
+    """The scratch slots a node's plain-text output fills: its declared speech slots."""
+    if spec is not None and spec.writes is not None:
+        return (contract or builtin_contract()).speech_keys(spec)
+    return SPEAKER_NODES.get(name, ())
+
+
+def _coerce(name: str, out: Any, speech_keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     if hasattr(out, "content") and not isinstance(out, dict):
         out = out.content
     if isinstance(out, str):
-        key = SPEAKER_NODES.get(name)
-        if key is None:
-            raise TherasimError(f"node {name!r} returned text; only speaker nodes (client, counselor) may return text, others must return a state update dict")
-        return {"current": {key: out.strip(), **({"draft": out.strip()} if name == "counselor" else {})}}
+        keys = SPEAKER_NODES.get(name, ()) if speech_keys is None else speech_keys
+        if not keys:
+            raise TherasimError(f"node {name!r} returned text; only nodes that write a speech slot (client, counselor) may return text, others must return a state update dict")
+        return {"current": dict.fromkeys(keys, out.strip())}
     if out is None:
         return {}
     if not isinstance(out, dict):
@@ -129,72 +126,48 @@ def http_node(url: str, *, timeout_s: float = 60.0, headers: dict[str, str] | No
         out = await asyncio.to_thread(_post, payload)
         if isinstance(out, dict) and set(out) == {"text"}:
             out = out["text"]
-        return _coerce(ctx.node, out)
+        return _coerce(ctx.node, out, _speech_keys(ctx.node, ctx.spec, ctx.contract))
 
     return fn
 
 
 def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
     """Append the finished exchange (client turn with analyst outputs, counselor turn
-    with the plan) to the transcript and clear the per-exchange scratch."""
+    with the plan) to the transcript and clear the per-exchange scratch. Which slot
+    goes on which turn, under which name, is the graph's contract (node specs)."""
     cur = view["current"]
     exchange = int(view.get("exchange", 0))
-    calls = cur.get("calls", {})
-    base = len(view["transcript"])
-    # Calls that read the client's utterance go with the client turn; the rest (planner,
-    # counselor, review, custom nodes) with the counselor turn.
-    client_side = {"client", "emotion_tracker", "risk_control", "analyst"}
-    client_calls = {k: v for k, v in calls.items() if k in client_side}
-    turns = []
-    if cur.get("client_text") is not None:
-        turns.append({
-            "index": base,
-            "exchange": exchange,
-            "speaker": "client",
-            "text": cur.get("client_text", ""),
-            "emotion": cur.get("emotion"),
-            "risk": cur.get("risk"),
-            "recalled": cur.get("recalled"),
-            "note": cur.get("client_note") or None,
-            "client_inner": cur.get("client_inner"),
-            "calls": client_calls,
-        })
-    text = cur.get("counselor_text") or cur.get("draft")
-    if text is not None:
-        turns.append({
-            "index": base + len(turns),
-            "exchange": exchange,
-            "speaker": "counselor",
-            "text": text,
-            "strategy": cur.get("plan"),
-            "directive": cur.get("directive") or None,
-            "review": cur.get("review"),
-            "move_labels": move_labels(cur) or None,
-            "calls": {k: v for k, v in calls.items() if k not in client_side},
-        })
+    turns = (ctx.contract or builtin_contract()).record(cur, exchange, len(view["transcript"]))
     ctx.sim.emit({"event": "exchange", **{k: ctx.ids.get(k) for k in ("run_id", "client_id", "session")}, "exchange": exchange})
     return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
 
 
 def describe_specs(specs: dict[str, NodeSpec]) -> dict[str, dict[str, Any]]:
-    """Side, model role and function name of each node (for manifests and describe())."""
-    return {n: {"side": s.side, "role": s.role, "fn": getattr(s.fn, "__qualname__", type(s.fn).__name__), **({"impl": s.impl} if s.impl else {})} for n, s in specs.items()}
+    """Side, model role, function name and contract of each node (for manifests and describe())."""
+    return {n: s.describe() for n, s in specs.items()}
 
 
-def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], View]) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """A LangGraph node that hands ``spec.fn`` its side's view and a NodeContext."""
+def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], View], contract: ExchangeContract | None = None) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A LangGraph node that hands ``spec.fn`` its side's view and a NodeContext.
+    With a ``contract`` (session graphs), writes to undeclared scratch slots fail."""
+    if spec.fn is None:
+        raise TherasimError(f"node {spec.name!r} has no function")
+    fn = spec.fn
+    speech = _speech_keys(spec.name, spec, contract)
 
     async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
         sim = runtime.context if runtime.context is not None else SimContext()
         ids = {k: state.get(k) for k in ("run_id", "client_id", "session", "course_key", "exchange")}
-        ctx = NodeContext(sim, spec.name, spec.side, ids)
+        ctx = NodeContext(sim, spec.name, spec.side, ids, spec=spec, contract=contract)
         view = view_fn(state, spec.side, spec.name)
-        out = spec.fn(view, ctx)
+        out = fn(view, ctx)
         if inspect.isawaitable(out):
             out = await out
-        out = _coerce(spec.name, out)
+        out = _coerce(spec.name, out, speech)
         if ctx.calls and "current" in out and "calls" not in out["current"]:
             out["current"]["calls"] = ctx.calls_update()
+        if contract is not None and isinstance(out.get("current"), dict):
+            contract.check_writes(spec.name, out["current"])
         return out
 
     run.__name__ = spec.name
@@ -227,15 +200,46 @@ class SessionGraphBuilder:
         before: str | None = None,
         after: str | None = None,
         description: str = "",
+        reads: tuple[str, ...] | None = None,
+        writes: tuple[str | Slot, ...] | None = None,
+        speech: bool | None = None,
+        max_tokens: int | None = None,
     ) -> SessionGraphBuilder:
-        """Add a node to each exchange (at the end, or ``before``/``after`` another)."""
+        """Add a node to each exchange (at the end, or ``before``/``after`` another).
+
+        ``reads``/``writes``/``speech``/``max_tokens`` declare its contract (see
+        :class:`~therasim.contract.NodeSpec`); a node named like a built-in one
+        (``client``, ``counselor``, ...) keeps the built-in contract for what is not given."""
+        if side not in ("client", "counselor", "system"):
+            raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
+        base = SPECS.get(name) or NodeSpec(name)
+        spec = NodeSpec(
+            name,
+            self._normalise(name, node, side),
+            side,
+            role,
+            description,
+            describe_impl(node),
+            reads=base.reads if reads is None else tuple(reads),
+            writes=base.writes if writes is None else tuple(writes),
+            speech=base.speech if speech is None else speech,
+            max_tokens=base.max_tokens if max_tokens is None else max_tokens,
+        )
+        return self.add(spec, before=before, after=after)
+
+    def add(self, spec: NodeSpec, *, before: str | None = None, after: str | None = None) -> SessionGraphBuilder:
+        """Add a node from its spec (a node module's ``SPEC``): one line per role.
+
+        >>> b.add(my_nodes.SUPERVISOR, before="counselor")  # doctest: +SKIP
+        """
+        name = spec.name
         if name in self.nodes:
             raise TherasimError(f"node {name!r} already exists; use replace_node to swap it")
         if name in ("record", "termination", START, END):
             raise TherasimError(f"{name!r} is reserved; the builder adds record and termination itself")
-        if side not in ("client", "counselor", "system"):
-            raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
-        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, role, description, describe_impl(node))
+        if spec.fn is None:
+            raise TherasimError(f"node {name!r}: its NodeSpec has no function")
+        self.nodes[name] = spec if spec.impl is not None else spec.replace(impl=describe_impl(spec.fn))
         if before is not None:
             self.order.insert(self._index(before), name)
         elif after is not None:
@@ -250,7 +254,9 @@ class SessionGraphBuilder:
             raise TherasimError(f"no node {name!r} to replace; nodes are {self.order}")
         old = self.nodes[name]
         side = side or old.side
-        self.nodes[name] = NodeSpec(name, self._normalise(name, node, side), side, old.role, old.description, {**describe_impl(node), "replaced": (old.impl or {}).get("fn") or (old.impl or {}).get("class") or "?"})
+        self.nodes[name] = old.replace(
+            fn=self._normalise(name, node, side), side=side, impl={**describe_impl(node), "replaced": (old.impl or {}).get("fn") or (old.impl or {}).get("class") or "?"}
+        )
         return self
 
     def remove_node(self, name: str) -> SessionGraphBuilder:
@@ -297,20 +303,27 @@ class SessionGraphBuilder:
         raise TherasimError(f"node {name!r}: expected a function (view, ctx) -> dict, a LangChain chat model or runnable, got {type(node).__name__}")
 
     # compile -----------------------------------------------------------------
-    def _wrap(self, spec: NodeSpec) -> Callable[..., Awaitable[dict[str, Any]]]:
-        return wrap_node(spec, make_view)
+    def contract(self) -> ExchangeContract:
+        """The graph's node contract: its nodes' specs and the scratch slots they declare
+        (views, transcript record, export and token caps derive from it)."""
+        return ExchangeContract(self.nodes[n] for n in self.order)
 
     def build(self) -> StateGraph:
         """The uncompiled LangGraph StateGraph."""
         if not self.order:
             raise TherasimError("the session graph has no nodes; add at least a client and a counselor")
+        contract = self.contract()
+
+        def view_fn(state: dict[str, Any], side: Side, node: str) -> View:
+            return make_view(state, side, node, contract)
+
         g: StateGraph = StateGraph(SessionState, context_schema=SimContext)  # type: ignore[arg-type]
         for name in self.order:
-            g.add_node(name, self._wrap(self.nodes[name]))
-        g.add_node("record", self._wrap(NodeSpec("record", record_exchange, "system")))
+            g.add_node(name, wrap_node(self.nodes[name], view_fn, contract))
+        g.add_node("record", wrap_node(NodeSpec("record", record_exchange, "system"), view_fn, contract))
         from therasim.nodes.termination import termination
 
-        g.add_node("termination", self._wrap(NodeSpec("termination", termination, "system")))
+        g.add_node("termination", wrap_node(NodeSpec("termination", termination, "system"), view_fn, contract))
         g.add_edge(START, self.order[0])
         chain = [*self.order, "record"]
         for i, name in enumerate(self.order):
@@ -319,7 +332,7 @@ class SessionGraphBuilder:
                 spec_side = self.nodes[name].side
 
                 def route(state: dict[str, Any], _c: _Conditional = cond, _s: Side = spec_side) -> str:
-                    return _c.destinations[_c.router(make_view(state, _s, _c.source))]
+                    return _c.destinations[_c.router(make_view(state, _s, _c.source, contract))]
 
                 g.add_conditional_edges(name, route, sorted(set(cond.destinations.values())))
             else:
@@ -337,12 +350,20 @@ class SessionGraphBuilder:
         return self.build().compile().get_graph().draw_mermaid()
 
     def describe(self) -> dict[str, Any]:
+        """The graph's shape and contract as JSON-able data (recorded in run manifests)."""
         return {
             "name": self.name,
             "order": list(self.order),
             "nodes": describe_specs(self.nodes),
             "conditionals": {k: v.destinations for k, v in self.conditionals.items()},
         }
+
+    def fingerprint(self) -> str:
+        """A hash of :meth:`describe` plus the routers' names: two builders with the same
+        fingerprint run the same nodes, in the same order, with the same contracts."""
+        d = self.describe()
+        d["routers"] = {k: getattr(v.router, "__qualname__", type(v.router).__name__) for k, v in self.conditionals.items()}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def copy(self) -> SessionGraphBuilder:
         b = SessionGraphBuilder(self.name)

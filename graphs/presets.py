@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 from therasim.errors import TherasimError
 from therasim.graphs.builder import SessionGraphBuilder
-from therasim.nodes.client import client
-from therasim.nodes.counselor import counselor
-from therasim.nodes.emotion import emotion_tracker
-from therasim.nodes.recall import memory_recall
-from therasim.nodes.risk import review_draft, risk_control
-from therasim.nodes.strategy import strategy_planner
-from therasim.nodes.unified import unified_analyst
+from therasim.nodes.client import SPEC as CLIENT
+from therasim.nodes.counselor import SPEC as COUNSELOR
+from therasim.nodes.emotion import SPEC as EMOTION_TRACKER
+from therasim.nodes.recall import SPEC as MEMORY_RECALL
+from therasim.nodes.risk import REVIEW_SPEC as RISK_REVIEW
+from therasim.nodes.risk import SPEC as RISK_CONTROL
+from therasim.nodes.strategy import SPEC as STRATEGY_PLANNER
+from therasim.nodes.unified import SPEC as UNIFIED_ANALYST
 from therasim.policies.risk import level_rank
 from therasim.state import View
 
@@ -28,13 +29,13 @@ def crisis_route(view: View) -> str:
 def full() -> SessionGraphBuilder:
     """All five roles, with draft review and a crisis route past the planner."""
     b = SessionGraphBuilder("full")
-    b.add_node("client", client, side="client", role="client", description="client role-play from a hidden profile")
-    b.add_node("memory_recall", memory_recall, side="counselor", description="counselor memories relevant to the client's words")
-    b.add_node("emotion_tracker", emotion_tracker, side="counselor", role="analysts")
-    b.add_node("risk_control", risk_control, side="counselor", role="analysts")
-    b.add_node("strategy_planner", strategy_planner, side="counselor", role="analysts")
-    b.add_node("counselor", counselor, side="counselor", role="counselor")
-    b.add_node("risk_review", review_draft, side="counselor", role="analysts", description="reviews the counselor's draft")
+    b.add(CLIENT)
+    b.add(MEMORY_RECALL)
+    b.add(EMOTION_TRACKER)
+    b.add(RISK_CONTROL)
+    b.add(STRATEGY_PLANNER)
+    b.add(COUNSELOR)
+    b.add(RISK_REVIEW)
     b.add_conditional_edges("risk_control", crisis_route, {"crisis": "counselor", "plan": "strategy_planner"})
     return b
 
@@ -42,11 +43,11 @@ def full() -> SessionGraphBuilder:
 def unified() -> SessionGraphBuilder:
     """The three analysts folded into one structured call per turn."""
     b = SessionGraphBuilder("unified")
-    b.add_node("client", client, side="client", role="client")
-    b.add_node("memory_recall", memory_recall, side="counselor")
-    b.add_node("analyst", unified_analyst, side="counselor", role="analysts")
-    b.add_node("counselor", counselor, side="counselor", role="counselor")
-    b.add_node("risk_review", review_draft, side="counselor", role="analysts")
+    b.add(CLIENT)
+    b.add(MEMORY_RECALL)
+    b.add(UNIFIED_ANALYST)
+    b.add(COUNSELOR)
+    b.add(RISK_REVIEW)
     return b
 
 
@@ -60,8 +61,8 @@ def lean() -> SessionGraphBuilder:
 def minimal() -> SessionGraphBuilder:
     """Client and counselor only."""
     b = SessionGraphBuilder("minimal")
-    b.add_node("client", client, side="client", role="client")
-    b.add_node("counselor", counselor, side="counselor", role="counselor")
+    b.add(CLIENT)
+    b.add(COUNSELOR)
     return b
 
 

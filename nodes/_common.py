@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from therasim.prompts import render_transcript
+from therasim.prompts import compact, memory_block, render_transcript
+
+__all__ = ["TEXT_PATTERN_160", "compact", "last_turn", "layout", "memory_block", "text_field", "wordy", "wordy_or_empty"]
 
 
 def layout(system: str, transcript: list[dict[str, Any]], instruction: str, *, me: str | None = None) -> list[BaseMessage]:
@@ -17,16 +18,6 @@ def layout(system: str, transcript: list[dict[str, Any]], instruction: str, *, m
         SystemMessage(content=system),
         HumanMessage(content=f"TRANSCRIPT SO FAR:\n{render_transcript(transcript, me=me)}\n\n{instruction}"),
     ]
-
-
-def memory_block(items: list[dict[str, Any]] | None) -> str:
-    if not items:
-        return "(none)"
-    return "\n".join(f"- [session {m.get('session', '?')}, {m.get('kind', 'note')}] {m.get('text', '')}" for m in items)
-
-
-def compact(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
 
 
 def last_turn(transcript: list[dict[str, Any]], speaker: str) -> dict[str, Any] | None:

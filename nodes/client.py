@@ -18,35 +18,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from therasim.context import NodeContext, clean_utterance
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, last_turn, layout, memory_block, text_field
+from therasim.nodes._common import compact, last_turn, text_field
 from therasim.policies.appraisal import MOVES, appraise
 from therasim.policies.archetypes import archetype
-from therasim.policies.disclosure import background, next_level
+from therasim.policies.disclosure import next_level
 from therasim.policies.dynamics import LEAVES_AT, VARIABLES, WANTS_TO_END_BELOW, update_inner
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, client_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "Change", "ClientTurn", "client"]
+__all__ = ["PROMPT", "SPEC", "Change", "ClientTurn", "client"]
 
 PROMPT = Prompt(
     name="client",
-    system=(
-        "You are role-playing a CLIENT in a counseling session. Stay in character: speak as {name}, "
-        "a real person with a problem, in the first person. Never give advice, never talk like a "
-        "therapist, never mention being an AI.\n"
-        "WHO YOU ARE: {intake}\n"
-        "WHAT YOU ARE READY TO TALK ABOUT (keep anything not listed here to yourself): {hidden}\n"
-        "HOW YOU BEHAVE: {behaviour}\n"
-        "WHAT YOU REMEMBER FROM EARLIER SESSIONS:\n{memory}\n"
-        "Speak in this style: {style}."
-    ),
+    system="YOUR TURN, as {name}:",
     instruction=(
         "YOUR INNER STATE NOW (private, 0-10): {inner}\n"
         "HOW THE COUNSELOR'S LAST REPLY LANDED WITH YOU: {landed}\n"
-        "Write your next reply to the counselor (1-3 sentences). For each inner variable give the change "
-        "(-2 to 2) the counselor's last reply caused and the counselor move that caused it "
-        "({moves}). wants_to_end is true only if you want to stop the session now. Reply as JSON."
+        "For each inner variable give the change (-2 to 2) the counselor's last reply caused and the counselor "
+        "move that caused it ({moves}). Your answer as JSON:"
     ),
 )
 
@@ -119,18 +110,12 @@ async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
         course_exchange = exchange if session == 1 else 99
         appraisal = appraise(transcript[-1]["text"], prev_client.get("text", ""), transcript[-1].get("move_labels"), exchange=course_exchange)
     arch = archetype(hidden.get("archetype"))
-    system = PROMPT.render_system(
-        name=profile["intake"]["name"],
-        intake=compact(profile["intake"]),
-        hidden=background(profile, inner),
-        behaviour=arch.behaviour,
-        memory=memory_block(view.get("client_memory")),
-        style=hidden.get("conversation_style", "plain"),
-    )
+    name = profile["intake"]["name"]
     shown = {k: round(float(inner[k]), 1) for k in VARIABLES if k in inner}
     shown.update({k: inner[k] for k in ("homework", "recent_events") if inner.get(k)})
-    instruction = PROMPT.render_instruction(inner=compact(shown), landed=_landed(appraisal), moves=", ".join((*MOVES, "nothing_in_particular")))
-    messages = layout(system, transcript, instruction, me="client")
+    task = PROMPT.render_task(name=name, inner=compact(shown), landed=_landed(appraisal), moves=", ".join((*MOVES, "nothing_in_particular")))
+    # the shared client-side prefix: the header shows only the disclosed layers (policies/disclosure.py)
+    messages = client_side_messages(view, ctx.sim, task)
     note: dict[str, Any] = {}
     proposals: dict[str, dict[str, Any]] | None = None
     wants_to_end = False
@@ -141,7 +126,7 @@ async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
         wants_to_end = turn.wants_to_end
     except StructuredOutputError as e:
         # Degrade openly: plain-text utterance; the inner state follows the appraisal alone.
-        plain = layout(system, transcript, "Write your next reply to the counselor, 1-3 sentences, as the client.", me="client")
+        plain = client_side_messages(view, ctx.sim, f"YOUR TURN, as {name}: your next reply to the counselor, 1-3 sentences, as plain text.")
         text = await ctx.text("client", plain)
         note["degraded"] = f"no proposals: {e.schema_name} invalid after {e.attempts} attempts; changes follow the appraisal alone"
     if appraisal is not None:
@@ -166,3 +151,15 @@ async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
     else:
         inner["wants_to_end"] = wants_to_end
     return {"inner": inner, "current": {"client_text": text, "client_note": note, "client_inner": dict(inner), "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec(
+    "client",
+    client,
+    "client",
+    role="client",
+    description="client role-play from the disclosed layers of a hidden profile; appraises each counselor move",
+    writes=("client_text", "client_note", "client_inner"),
+    speech=True,
+    max_tokens=320,
+)

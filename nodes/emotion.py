@@ -8,26 +8,19 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn, layout
+from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn
 from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "EmotionReadingBase", "emotion_model", "emotion_tracker"]
+__all__ = ["PROMPT", "SPEC", "EmotionReadingBase", "emotion_model", "emotion_tracker"]
 
 PROMPT = Prompt(
     name="emotion_tracker",
-    system=(
-        "You are an emotion analyst observing a counseling session. You read only what the client "
-        "says. Emotion labels ({taxonomy}), grouped weak to strong:\n{groups}\n"
-        "Pick one main emotion and at most two secondary ones from different groups."
-    ),
-    instruction=(
-        "Previous reading: {previous}\nClient's latest message: \"{latest}\"\n"
-        "Give the client's emotion now: main, secondary, intensity 0-10, cause (short), shift since "
-        "the last reading (rising, falling, steady, new) and overall trend. Reply as JSON."
-    ),
+    system="YOUR ROLE: you are an emotion analyst; task: emotion reading ({taxonomy} labels).",
+    instruction="Previous reading: {previous}\nThe client's emotion now, after their last message:",
 )
 
 
@@ -89,10 +82,9 @@ async def emotion_tracker(view: View, ctx: NodeContext) -> dict[str, Any]:
     schema = emotion_model(tax.name)
     prev_turn = last_turn(view["transcript"], "client")
     previous = (prev_turn or {}).get("emotion") or "none yet"
-    system = PROMPT.render_system(taxonomy=tax.name, groups="\n".join(f"- {g}: {' < '.join(v)}" for g, v in tax.groups.items()))
-    instruction = PROMPT.render_instruction(previous=compact(previous) if isinstance(previous, dict) else previous, latest=view["current"].get("client_text", ""))
+    task = PROMPT.render_task(taxonomy=tax.name, previous=compact(previous) if isinstance(previous, dict) else previous)
     try:
-        reading = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction), repair=repair_secondary(tax))
+        reading = await ctx.structured("analysts", schema, counselor_side_messages(view, ctx.sim, task), repair=repair_secondary(tax))
         out: dict[str, Any] = reading.model_dump()
         if ctx.last_repairs:
             out["repairs"] = ctx.last_repairs
@@ -100,3 +92,6 @@ async def emotion_tracker(view: View, ctx: NodeContext) -> dict[str, Any]:
     except StructuredOutputError as e:
         out = {"error": str(e)[:300]}
     return {"current": {"emotion": out, "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec("emotion_tracker", emotion_tracker, "counselor", role="analysts", reads=("client_text",), writes=("emotion",), max_tokens=200)

@@ -23,11 +23,12 @@ from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact
 from therasim.policies.instruments import Instrument, get_instrument, score
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, client_header
 from therasim.state import View
 
 __all__ = [
     "GAD7_ITEMS",
+    "ITEMS_TEXT",
     "PHQ9_ITEMS",
     "MeasuresAnswer",
     "answer_model",
@@ -68,15 +69,15 @@ MeasuresAnswer = answer_model(("phq9", "gad7"))
 
 PROMPT = Prompt(
     name="measures",
-    system=(
-        "You are role-playing a CLIENT, {name}, filling in {what} {when}. "
-        "Answer as this person honestly would, from how they feel now.\n"
-        "WHO YOU ARE: {intake}\nYOUR PRIVATE BACKGROUND: {hidden}\n"
-        "YOUR LAST SESSION, AS YOU REMEMBER IT: {recollection}\n"
-        "SINCE THEN: {event}"
+    system="NOW, AS {name}: you are filling in {what} {when}.",
+    instruction=(
+        "YOUR LAST SESSION, AS YOU REMEMBER IT: {recollection}\nSINCE THEN: {event}\n"
+        "YOUR INNER STATE NOW (0-10 scales): {inner}\n{forms}\nAnswer every item with a whole number as JSON."
     ),
-    instruction="YOUR INNER STATE NOW (0-10 scales): {inner}\n{forms}\nAnswer every item with a whole number as JSON.",
 )
+
+# The outcome items as the client header lists them (static: cached for every course).
+ITEMS_TEXT = "\n".join(f"- {inst.field(i.key)}: {i.text}" for inst in (get_instrument("phq9"), get_instrument("gad7")) for i in inst.items)
 
 
 def _forms(insts: list[Instrument], item: str | None) -> str:
@@ -99,8 +100,6 @@ def _risk_history(profile: dict[str, Any]) -> bool:
 
 async def run_instruments(view: View, ctx: NodeContext, names: tuple[str, ...], *, when: str, session: int, kind: str) -> dict[str, Any]:
     """Ask the client the instruments ``names`` in the configured blocks; one stored record."""
-    from therasim.policies.disclosure import background
-
     profile = view["profile"]
     inner = view["inner"]
     mode = getattr(ctx.course, "measures_mode", "whole")
@@ -109,15 +108,8 @@ async def run_instruments(view: View, ctx: NodeContext, names: tuple[str, ...], 
     evs = view.get("events") or []
     recollection = (f"{recs[-1].get('remembers', '')} I feel {recs[-1].get('feels', '')}".strip() if recs else "(no session yet)")
     event = (evs[-1].get("text") if evs else None) or "(nothing of note)"
-    system = PROMPT.render_system(
-        name=profile["intake"]["name"],
-        what=_what(insts),
-        when=when,
-        intake=compact(profile["intake"]),
-        hidden=background(profile, inner),
-        recollection=recollection,
-        event=event,
-    )
+    # the client side's shared header (cached from the sessions; only the disclosed layers), then the forms
+    header = client_header(view)
     shown = compact({k: round(float(inner[k]), 1) for k in INNER_SHOWN if k in inner})
     if mode == "whole":
         blocks: list[tuple[tuple[str, ...], str | None]] = [(names, None)]
@@ -130,7 +122,10 @@ async def run_instruments(view: View, ctx: NodeContext, names: tuple[str, ...], 
     for block_names, item in blocks:
         schema = answer_model(block_names, item)
         block_insts = [get_instrument(n) for n in block_names]
-        msgs = [SystemMessage(content=system), HumanMessage(content=PROMPT.render_instruction(inner=shown, forms=_forms(block_insts, item)))]
+        task = PROMPT.render_task(
+            name=profile["intake"]["name"], what=_what(block_insts), when=when, recollection=recollection, event=event, inner=shown, forms=_forms(block_insts, item)
+        )
+        msgs = [SystemMessage(content=header), HumanMessage(content=task)]
         n_items = sum(len(i.items) for i in block_insts) if item is None else 1
         try:
             ans = (await ctx.structured("client", schema, msgs, max_tokens=40 + 14 * n_items)).model_dump()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,7 +20,7 @@ from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact, text_field, wordy
 from therasim.policies.modalities import MODALITIES
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
 __all__ = ["CoursePlan", "course_planner", "measured_trend", "plan_model"]
@@ -70,8 +69,8 @@ def plan_model(known: list[str]) -> type[CoursePlan]:
 PROMPT = Prompt(
     name="course_planner",
     system=(
-        "You are a clinical supervisor planning the next counseling session. Available modalities: {modalities}. "
-        "Current modality: {modality}.\nCLIENT INTAKE FORM: {intake}"
+        "YOUR ROLE: you are a clinical supervisor planning the next counseling session with this client "
+        "(the transcript above is the last session). Available modalities: {modalities}. Current modality: {modality}."
     ),
     instruction=(
         "OUTCOME MEASURES SO FAR (PHQ-9 depression 0-27, GAD-7 anxiety 0-21; lower is better): {measures}\n"
@@ -122,10 +121,9 @@ async def course_planner(view: View, ctx: NodeContext) -> dict[str, Any]:
     short_measures = [{"when": m["when"], "phq9": (m.get("phq9") or {}).get("total"), "gad7": (m.get("gad7") or {}).get("total"), "self_harm_item": m.get("self_harm_item")} for m in measures]
     summaries = [{k: s.get(k) for k in ("session", "themes", "progress", "risk", "plan") if s.get(k) is not None} for s in (view.get("summaries") or [])][-3:]
     known = sorted(MODALITIES)
-    msgs = [
-        SystemMessage(content=PROMPT.render_system(modalities=", ".join(known), modality=modality, intake=compact(view.get("intake") or {}))),
-        HumanMessage(content=PROMPT.render_instruction(measures=compact(short_measures), trend=compact(trend), summaries=compact(summaries), next_session=session + 1)),
-    ]
+    task = PROMPT.render_task(modalities=", ".join(known), modality=modality, measures=compact(short_measures), trend=compact(trend), summaries=compact(summaries), next_session=session + 1)
+    # The session's prefix (counselor header + the last session's transcript) comes first: cached.
+    msgs = counselor_side_messages(view, ctx.sim, task, turns=list((view.get("last") or {}).get("transcript") or []))
     rec: dict[str, Any] = {"after_session": session, "for_session": session + 1, "measured_trend": trend, "previous_modality": modality}
     out: dict[str, Any] = {}
     try:

@@ -14,9 +14,10 @@ import hashlib
 from typing import Any
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.state import View
 
-__all__ = ["memory_recall", "recall", "remember", "salient_quotes"]
+__all__ = ["SPEC", "memory_recall", "recall", "remember", "salient_quotes"]
 
 _KEEP = ("id", "text", "session", "kind", "score")
 
@@ -62,6 +63,9 @@ async def memory_recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     items = await asyncio.to_thread(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, {"session": {"$lt": session}})
     fresh = [it for it in _slim(items) if it.get("id") not in shown]
     return {"current": {"recalled": fresh}}
+
+
+SPEC = NodeSpec("memory_recall", memory_recall, "counselor", description="counselor memories relevant to the client's words", reads=("client_text",), writes=("recalled",))
 
 
 def salient_quotes(turns: list[dict[str, Any]], n: int = 3) -> list[str]:

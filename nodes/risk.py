@@ -9,8 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import last_turn, layout
+from therasim.nodes._common import last_turn
 from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
 from therasim.policies.risk_register import (
     observe_turn,
@@ -18,35 +19,20 @@ from therasim.policies.risk_register import (
     register_notes,
     register_summary,
 )
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "REVIEW_PROMPT", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "with_register"]
+__all__ = ["PROMPT", "REVIEW_PROMPT", "REVIEW_SPEC", "SPEC", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "with_register"]
 
 PROMPT = Prompt(
     name="risk_control",
-    system=(
-        "You are a clinical risk analyst watching a counseling session. Judge the risk of harm to "
-        "self or others, abuse, or severe decompensation from what the client says. Levels: none, "
-        "low, moderate, high, imminent. Quote the client's exact words that are cues; everyday "
-        "figures of speech are not cues."
-    ),
-    instruction=(
-        "Client's latest message: \"{latest}\"\nKeyword screen found: {cues}\n"
-        "Risk register (carried from earlier turns and sessions): {register}\n"
-        "Give level, crisis_class, cues (category and exact quote) and the actions the counselor "
-        "must take. Reply as JSON."
-    ),
+    system="YOUR ROLE: you are a clinical risk analyst; task: risk assessment of the client's last message.",
+    instruction="Keyword screen found: {cues}\nRisk register (carried from earlier turns and sessions): {register}\nYour assessment:",
 )
 
 REVIEW_PROMPT = Prompt(
     name="risk_review",
-    system=(
-        "You are a clinical safety reviewer. Check a counselor's draft reply to a client at risk. "
-        "Unsafe drafts: ignore a risk cue, give harmful information, refuse abruptly, blame, or miss "
-        "a required action. Safe replies are warm, acknowledge the pain, ask about safety and offer "
-        "support and crisis resources when needed."
-    ),
+    system="YOUR ROLE: you are a clinical safety reviewer; task: draft review of the counselor's next reply.",
     instruction=(
         "Risk assessment: level {level}; required: {actions}\nCounselor draft: \"{draft}\"\n"
         "Is the draft safe? If not, say what is wrong and how to fix it. Reply as JSON."
@@ -73,11 +59,14 @@ class DraftReview(BaseModel):
 
 
 def scan_floor(cues: list[dict[str, Any]]) -> str:
-    """Lowest level the deterministic layer allows given its cues (an active
-    attempt statement: imminent)."""
+    """Lowest level the deterministic layer allows given its cues: an active pattern
+    cue of harm to self or others is high (an attempt statement imminent), abuse
+    moderate; a cue from the exemplar bank alone is moderate; inactive cues low."""
     floor = "none"
     for c in cues:
-        if c["active"] and c.get("rung") == "attempt":
+        if c["active"] and c.get("source") == "knn":
+            lvl = "moderate"  # a neighbour-bank hit alone asks for direct assessment
+        elif c["active"] and c.get("rung") == "attempt":
             lvl = "imminent"
         elif c["active"] and c["category"] in ("self_harm", "harm_to_others"):
             lvl = "high"
@@ -166,13 +155,13 @@ def with_register(view: View, ctx: NodeContext, llm: dict[str, Any] | None, cues
     return risk, ({"risk_register": new} if new != register else {})
 
 
-async def assess(client_text: str, transcript: list[dict[str, Any]], ctx: NodeContext, register: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+async def assess(client_text: str, view: View, ctx: NodeContext, register: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The LLM's assessment (or ``{"error": ...}``) and the scan's cues for one message."""
     cues = [c.as_dict() for c in scan(client_text)]
     cue_text = ", ".join(f"{c['category']}/{c['rung']}: \"{c['span']}\"{'' if c['active'] else ' (not active)'}" for c in cues) or "nothing"
     try:
         a = await ctx.structured(
-            "analysts", RiskAssessment, layout(PROMPT.system, transcript, PROMPT.render_instruction(latest=client_text, cues=cue_text, register=register_context(register)))
+            "analysts", RiskAssessment, counselor_side_messages(view, ctx.sim, PROMPT.render_task(cues=cue_text, register=register_context(register)))
         )
         llm: dict[str, Any] = a.model_dump()
     except StructuredOutputError as e:
@@ -184,9 +173,12 @@ async def risk_control(view: View, ctx: NodeContext) -> dict[str, Any]:
     """Assess the client's latest message in the light of the course's risk register;
     update the register; attach the risk protocol's directive."""
     text = view["current"].get("client_text", "")
-    llm, cues = await assess(text, view["transcript"], ctx, view.get("risk_register"))
+    llm, cues = await assess(text, view, ctx, view.get("risk_register"))
     risk, update = with_register(view, ctx, llm, cues, text)
     return {**update, "current": {"risk": risk, "directive": risk["directive"], "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec("risk_control", risk_control, "counselor", role="analysts", reads=("client_text",), writes=("risk", "directive"), max_tokens=200)
 
 
 _ABRUPT = re.compile(r"\b(?:i can(?:no|')t (?:help|talk about|discuss) (?:you|that|this)|i(?:'m| am) not able to (?:help|discuss)|(?:please )?(?:contact|see) someone else\.?$|that(?:'s| is) not my (?:job|problem))\b", re.IGNORECASE)
@@ -223,7 +215,7 @@ async def review_draft(view: View, ctx: NodeContext) -> dict[str, Any]:
                 r = await ctx.structured(
                     "analysts",
                     DraftReview,
-                    layout(REVIEW_PROMPT.system, view["transcript"], REVIEW_PROMPT.render_instruction(level=level, actions=", ".join(risk.get("actions", [])), draft=draft)),
+                    counselor_side_messages(view, ctx.sim, REVIEW_PROMPT.render_task(level=level, actions=", ".join(risk.get("actions", [])), draft=draft)),
                 )
                 verdict["llm"] = r.model_dump()
                 if not r.safe:
@@ -235,3 +227,16 @@ async def review_draft(view: View, ctx: NodeContext) -> dict[str, Any]:
             break
         draft = await revise(view, ctx, draft, "; ".join(p for p in problems if p))
     return {"current": {"counselor_text": draft, "review": {"safe": not problems, "revisions": len(history) - 1, "history": history}, "calls": ctx.calls_update()}}
+
+
+REVIEW_SPEC = NodeSpec(
+    "risk_review",
+    review_draft,
+    "counselor",
+    role="analysts",
+    description="reviews the counselor's draft",
+    reads=("counselor_text", "draft", "risk"),
+    writes=("counselor_text", "review"),
+    speech=True,
+    max_tokens=120,
+)

@@ -9,26 +9,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn, layout
+from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn
 from therasim.policies.modalities import get_modality
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "StrategyPlanBase", "check_not_sticky", "plan_model", "strategy_planner"]
+__all__ = ["PROMPT", "SPEC", "StrategyPlanBase", "check_not_sticky", "plan_model", "strategy_planner"]
 
 PROMPT = Prompt(
     name="strategy_planner",
-    system=(
-        "You plan the counselor's next move in a {title} session. {description}\n"
-        "Stages and their strategies:\n{stages}\n"
-        "Session goals: {goals}"
-    ),
-    instruction=(
-        "Client emotion: {emotion}\nRisk: {risk}\nPrevious strategy: {previous}\n"
-        "Choose the stage and ONE strategy for the counselor's next reply, with a one-line rationale. "
-        "Do not repeat the previous strategy unless you give repeat_reason. Reply as JSON."
-    ),
+    system="YOUR ROLE: you plan the counselor's next move; task: planning ({title}, toward the session goals).",
+    instruction="Client emotion: {emotion}\nRisk: {risk}\nPrevious strategy: {previous}\nYour plan:",
 )
 
 
@@ -65,22 +58,20 @@ async def strategy_planner(view: View, ctx: NodeContext) -> dict[str, Any]:
     prev_plan = (last_turn(view["transcript"], "counselor") or {}).get("strategy") or {}
     previous = prev_plan.get("strategy")
     cur = view["current"]
-    system = PROMPT.render_system(
-        title=modality.title,
-        description=modality.description,
-        stages="\n".join(f"- {s.name}: {', '.join(s.strategies)} (goals: {'; '.join(s.goals)})" for s in modality.stages),
-        goals="; ".join(view.get("goals") or []) or "(none set)",
-    )
     emotion = cur.get("emotion") or {}
-    instruction = PROMPT.render_instruction(
+    task = PROMPT.render_task(
+        title=modality.title,
         emotion=compact({k: emotion.get(k) for k in ("main", "intensity", "trend") if k in emotion}) or "unknown",
         risk=(cur.get("risk") or {}).get("level", "unknown"),
         previous=previous or "none",
     )
     try:
-        plan = await ctx.structured("analysts", plan_model(modality.name), layout(system, view["transcript"], instruction), context={"previous_strategy": previous})
+        plan = await ctx.structured("analysts", plan_model(modality.name), counselor_side_messages(view, ctx.sim, task), context={"previous_strategy": previous})
         out: dict[str, Any] = plan.model_dump()
         out["repeated"] = out["strategy"] == previous
     except StructuredOutputError as e:
         out = {"error": str(e)[:300]}
     return {"current": {"plan": out, "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec("strategy_planner", strategy_planner, "counselor", role="analysts", reads=("emotion", "risk"), writes=("plan",), max_tokens=200)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import AfterValidator, BaseModel, Field
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact, text_field, wordy, wordy_or_empty
-from therasim.policies.disclosure import background
 from therasim.policies.risk import level_rank
-from therasim.prompts import Prompt, render_transcript
+from therasim.prompts import Prompt, client_side_messages, counselor_side_messages
 from therasim.state import View
 
 __all__ = ["ClientRecollection", "SessionSummary", "summarise_client", "summarise_counselor"]
@@ -50,19 +48,16 @@ class ClientRecollection(BaseModel):
 COUNSELOR_PROMPT = Prompt(
     name="summarise_counselor",
     system=(
-        "You are a counselor practising {modality} writing your private notes after session {session} with a client.\n"
-        "CLIENT INTAKE FORM: {intake}\nGOALS FOR THIS SESSION: {goals}\n"
+        "YOUR ROLE: you are the counselor, practising {modality}, writing your private notes after session {session} "
+        "with this client (the transcript above is the whole session).\n"
         "Risk peak this session: {risk_peak}. Session ended because: {end_reason}."
     ),
-    instruction="SESSION TRANSCRIPT:\n{transcript}\n\nWrite your session notes as JSON.",
+    instruction="Write your session notes as JSON.",
 )
 CLIENT_PROMPT = Prompt(
     name="summarise_client",
-    system=(
-        "You are role-playing a CLIENT, {name}, thinking back on counseling session {session} the same evening. "
-        "WHO YOU ARE: {intake}\nYOUR PRIVATE BACKGROUND: {hidden}\nHOW YOU FEEL NOW (0-10): {inner}"
-    ),
-    instruction="THE SESSION:\n{transcript}\n\nIn the first person, write what you remember, how you feel about it, and any homework, as JSON.",
+    system="NOW, AS {name}: you are thinking back on counseling session {session} (above) the same evening. HOW YOU FEEL NOW (0-10): {inner}",
+    instruction="In the first person, write what you remember, how you feel about it, and any homework, as JSON.",
 )
 
 
@@ -75,15 +70,9 @@ async def summarise_counselor(view: View, ctx: NodeContext) -> dict[str, Any]:
     last = view["last"]
     turns = last.get("transcript") or []
     session = int(last.get("session") or view["session"])
-    system = COUNSELOR_PROMPT.render_system(
-        modality=ctx.sim.modality(view.get("modality")).title,
-        session=session,
-        intake=compact(view.get("intake") or {}),
-        goals="; ".join(view.get("goals") or []) or "(none set)",
-        risk_peak=_risk_peak(turns),
-        end_reason=last.get("end_reason") or "n/a",
-    )
-    msgs = [SystemMessage(content=system), HumanMessage(content=COUNSELOR_PROMPT.render_instruction(transcript=render_transcript(turns, me="counselor")))]
+    task = COUNSELOR_PROMPT.render_task(modality=ctx.sim.modality(view.get("modality")).title, session=session, risk_peak=_risk_peak(turns), end_reason=last.get("end_reason") or "n/a")
+    # The session's own prefix (header + transcript): cached from its last calls.
+    msgs = counselor_side_messages(view, ctx.sim, task, turns=turns)
     rec: dict[str, Any] = {"session": session, "risk_peak": _risk_peak(turns)}
     try:
         s = await ctx.structured("analysts", SessionSummary, msgs, max_tokens=420)
@@ -100,14 +89,8 @@ async def summarise_client(view: View, ctx: NodeContext) -> dict[str, Any]:
     session = int(last.get("session") or view["session"])
     profile = view["profile"]
     inner = view["inner"]
-    system = CLIENT_PROMPT.render_system(
-        name=profile["intake"]["name"],
-        session=session,
-        intake=compact(profile["intake"]),
-        hidden=background(profile, inner),  # only the disclosed layers (policies/disclosure.py)
-        inner=compact({k: round(float(inner[k]), 1) for k in ("distress", "hopelessness", "alliance", "self_efficacy") if k in inner}),
-    )
-    msgs = [SystemMessage(content=system), HumanMessage(content=CLIENT_PROMPT.render_instruction(transcript=render_transcript(turns, me="client")))]
+    task = CLIENT_PROMPT.render_task(name=profile["intake"]["name"], session=session, inner=compact({k: round(float(inner[k]), 1) for k in ("distress", "hopelessness", "alliance", "self_efficacy") if k in inner}))
+    msgs = client_side_messages(view, ctx.sim, task, turns=turns)
     rec: dict[str, Any] = {"session": session}
     out: dict[str, Any] = {}
     try:

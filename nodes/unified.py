@@ -8,28 +8,22 @@ from typing import Any
 from pydantic import BaseModel, ValidationInfo, create_model, model_validator
 
 from therasim.context import NodeContext
+from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import last_turn, layout
+from therasim.nodes._common import last_turn
 from therasim.nodes.emotion import emotion_model, repair_secondary
 from therasim.nodes.risk import RiskAssessment, register_context, with_register
 from therasim.nodes.strategy import check_not_sticky, plan_model
 from therasim.policies.risk import scan
-from therasim.prompts import Prompt
+from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "unified_analyst"]
+__all__ = ["PROMPT", "SPEC", "unified_analyst"]
 
 PROMPT = Prompt(
     name="unified_analyst",
-    system=(
-        "You analyse a counseling session ({title}) for the counselor. Emotion labels ({taxonomy}): "
-        "{labels}. Risk levels: none, low, moderate, high, imminent. Stages and strategies: {stages}."
-    ),
-    instruction=(
-        "Client's latest message: \"{latest}\"\nKeyword screen: {cues}\nRisk register: {register}\nPrevious strategy: {previous}\n"
-        "Give emotion (main, secondary, intensity 0-10, cause, shift, trend), risk (level, "
-        "crisis_class, cues, actions) and plan (stage, strategy, rationale). Reply as JSON."
-    ),
+    system="YOUR ROLE: session analyst; tasks: emotion reading, risk assessment, planning, in one JSON.",
+    instruction="Keyword screen: {cues}. Risk register: {register}. Previous strategy: {previous}.",
 )
 
 
@@ -57,14 +51,7 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     latest = view["current"].get("client_text", "")
     cues = [c.as_dict() for c in scan(latest)]
     previous = ((last_turn(view["transcript"], "counselor") or {}).get("strategy") or {}).get("strategy")
-    system = PROMPT.render_system(
-        title=modality.title,
-        taxonomy=tax.name,
-        labels=", ".join(tax.labels),
-        stages="; ".join(f"{s.name}: {', '.join(s.strategies)}" for s in modality.stages),
-    )
-    instruction = PROMPT.render_instruction(
-        latest=latest,
+    task = PROMPT.render_task(
         cues=", ".join(f"{c['category']}: \"{c['span']}\"" for c in cues) or "nothing",
         register=register_context(view.get("risk_register")),
         previous=previous or "none",
@@ -79,7 +66,7 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
                 return {**obj, "emotion": emo}, notes
             return obj, []
 
-        a = await ctx.structured("analysts", schema, layout(system, view["transcript"], instruction), context={"previous_strategy": previous}, repair=repair)
+        a = await ctx.structured("analysts", schema, counselor_side_messages(view, ctx.sim, task), context={"previous_strategy": previous}, repair=repair)
         emotion: dict[str, Any] = a.emotion.model_dump()  # type: ignore[attr-defined]
         emotion["group"] = tax.group_of(emotion["main"])
         llm_risk: dict[str, Any] = a.risk.model_dump()  # type: ignore[attr-defined]
@@ -90,3 +77,6 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
         emotion, llm_risk, plan = {"error": err}, {"error": err}, {"error": err}
     risk, update = with_register(view, ctx, llm_risk, cues, latest)
     return {**update, "current": {"emotion": emotion, "risk": risk, "plan": plan, "directive": risk["directive"], "calls": ctx.calls_update()}}
+
+
+SPEC = NodeSpec("analyst", unified_analyst, "counselor", role="analysts", reads=("client_text",), writes=("emotion", "risk", "plan", "directive"), max_tokens=360)

@@ -10,8 +10,8 @@ layer and the protocol can weigh it.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
 
 __all__ = [
     "LADDER",
@@ -21,6 +21,7 @@ __all__ = [
     "RiskProtocol",
     "Step",
     "level_rank",
+    "pattern_scan",
     "scan",
 ]
 
@@ -68,12 +69,13 @@ class RiskCue:
     quoted: bool = False
     rung: str = ""  # a RUNGS value: the ladder step or category this statement shows
     source: str = "pattern"  # "pattern" or "knn" (exemplar-bank neighbours)
-    score: float | None = None  # knn: cosine similarity of the deciding neighbours
+    score: float | None = None  # knn: the neighbour margin (risk minus benign similarity)
+    context: str = ""  # set when the exemplar bank reads the text as a hard negative ("benign:media")
 
     @property
     def active(self) -> bool:
-        """A present, first-person, unquoted, non-negated statement."""
-        return not (self.negated or self.past or self.third_person or self.quoted)
+        """A present, first-person, unquoted, non-negated statement in no benign context."""
+        return not (self.negated or self.past or self.third_person or self.quoted or self.context)
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -178,12 +180,74 @@ def _clause_before(text: str, start: int) -> str:
     return seg[cut + 1 :]
 
 
-def scan(text: str) -> list[RiskCue]:
+def scan(text: str, *, knn: bool | None = None) -> list[RiskCue]:
     """Find crisis cues in ``text``; an empty list when there are none.
 
-    Cues carry qualifiers (negated, past, third_person, quoted); ``cue.active``
-    is true for a present first-person statement.
+    Two deterministic detectors: the lexical patterns (:func:`pattern_scan`) and
+    nearest neighbours in the MiniLM exemplar bank (:mod:`therasim.policies.risk_knn`),
+    which adds cues the patterns miss and marks pattern cues in texts that read as
+    hard negatives (``context``). ``knn=None`` uses the bank when the embedded extra
+    is installed (the model loads on first use, never at import); ``False`` runs the
+    patterns alone; ``True`` requires the bank.
+
+    Cues carry qualifiers (negated, past, third_person, quoted, context);
+    ``cue.active`` is true for a present first-person statement.
     """
+    cues = pattern_scan(text)
+    if not text.strip() or knn is False:
+        return cues
+    from therasim.policies import risk_knn
+
+    if knn is None and not risk_knn.knn_default():
+        return cues
+    if knn is True and not risk_knn.knn_available():
+        from therasim.errors import MissingExtraError
+
+        raise MissingExtraError("sentence-transformers", "embedded", "The risk scan's neighbour detector")
+    bank = risk_knn.default_bank()
+    return _with_bank(text, cues, bank) if bank is not None else cues
+
+
+def _with_bank(text: str, cues: list[RiskCue], bank: Any) -> list[RiskCue]:
+    """Merge the bank's verdict on the whole text into the pattern cues."""
+    verdicts = bank.read(text)
+    if not verdicts:
+        return cues
+    v = verdicts[0]
+    if v.label == "benign":
+        if v.margin <= -bank.veto_margin:
+            cues = [replace(c, context=f"benign:{v.subtype}", score=round(v.margin, 4)) if c.active else c for c in cues]
+        return cues
+    category = RUNG_CATEGORY[v.label]
+    same = [c for c in cues if c.active and c.category == category]
+    if same:
+        # The patterns already found it; keep their spans, take the higher rung.
+        return [replace(c, rung=v.label) if c in same and _higher(v.label, c.rung) else c for c in cues]
+    cue = RiskCue(
+        category=category,
+        span=text[v.start : v.end],
+        start=v.start,
+        end=v.end,
+        pattern=f"knn:{v.neighbour}",
+        quoted=_in_quotes(text, v.start) or _quoted_whole(text[v.start : v.end]),
+        rung=v.label,
+        source="knn",
+        score=round(v.margin, 4),
+    )
+    return sorted([*cues, cue], key=lambda c: c.start)
+
+
+def _higher(a: str, b: str) -> bool:
+    return a in LADDER and (b not in LADDER or LADDER.index(a) > LADDER.index(b))
+
+
+def _quoted_whole(span: str) -> bool:
+    s = span.strip()
+    return len(s) > 1 and s[0] in "\"“" and s[-1] in "\"”"
+
+
+def pattern_scan(text: str) -> list[RiskCue]:
+    """The lexical-pattern detector alone (the first layer of :func:`scan`)."""
     if not text:
         return []
     cues: list[RiskCue] = []

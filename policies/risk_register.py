@@ -10,7 +10,9 @@ Rules (all deterministic; docs/risk.md gives the rationale):
 
 * **Raise.** An active cue from :func:`~therasim.policies.risk.scan` raises its
   track to the cue's rung (never lowers); a PHQ-9 item 9 score above 0 raises the
-  suicide track to at least ``wish_dead``.
+  suicide track to at least ``wish_dead``. A track raised only by exemplar-bank
+  (``knn``) cues is *unconfirmed*: its carried level is capped at ``moderate``
+  (assess directly) until a pattern cue or PHQ-9 confirms it.
 * **Direct assessment.** A counselor turn *asks directly* when it is a question
   (contains ``?``) and names suicide, killing/hurting/harming oneself, ending
   one's life, wanting to die, a plan or means, or the client's safety
@@ -107,7 +109,7 @@ def is_retraction(client_text: str) -> bool:
 def new_register() -> dict[str, Any]:
     return {
         "version": REGISTER_VERSION,
-        "tracks": {t: {"rung": "none", "peak": "none", "evidence": []} for t in TRACKS},
+        "tracks": {t: {"rung": "none", "peak": "none", "confirmed": False, "evidence": []} for t in TRACKS},
         "retraction": None,
         "assessments": [],
         "phq9_item9": [],
@@ -127,6 +129,8 @@ def _set(reg: dict[str, Any], track: str, to: str, *, session: int, exchange: in
     t = reg["tracks"][track]
     change = {"session": session, "exchange": exchange, "track": track, "from": t["rung"], "to": to, "reason": reason}
     t["rung"] = to
+    if to == "none":
+        t["confirmed"] = False
     if _rank(track, to) > _rank(track, t["peak"]):
         t["peak"] = to
     reg["trace"].append(change)
@@ -137,6 +141,8 @@ def _raise(reg: dict[str, Any], rung: str, evidence: dict[str, Any], reason: str
     track = track_of(rung)
     t = reg["tracks"][track]
     t["evidence"] = [*t["evidence"], evidence][-_MAX_EVIDENCE:]
+    if evidence.get("source") != "knn":
+        t["confirmed"] = True
     if reg.get("retraction") and track in reg["retraction"].get("tracks", []):
         left = [x for x in reg["retraction"]["tracks"] if x != track]  # new evidence supersedes it
         reg["retraction"] = {**reg["retraction"], "tracks": left} if left else None
@@ -150,6 +156,8 @@ def register_floor(reg: Mapping[str, Any] | None) -> str:
     floor = "none"
     for t in ((reg or {}).get("tracks") or {}).values():
         lvl = RUNG_LEVEL.get(t.get("rung", "none"), "none")
+        if not t.get("confirmed", True) and level_rank(lvl) > level_rank("moderate"):
+            lvl = "moderate"  # exemplar-bank evidence alone: assess directly, no crisis protocol
         if level_rank(lvl) > level_rank(floor):
             floor = lvl
     return floor

@@ -14,7 +14,7 @@ from therasim.testing import FunctionChatModel, client_turn_json
 
 def reply(messages, kw):
     time.sleep(0.03)
-    system = str(messages[0].content)
+    system = "\n".join(str(m.content) for m in messages)
     if "filling in two questionnaires" in system:
         keys = ("phq_interest", "phq_down", "phq_sleep", "phq_tired", "phq_appetite", "phq_failure", "phq_concentration", "phq_psychomotor", "phq_self_harm", "gad_nervous", "gad_cant_stop_worry", "gad_worry_too_much", "gad_trouble_relaxing", "gad_restless", "gad_irritable", "gad_afraid")
         return json.dumps(dict.fromkeys(keys, 1))

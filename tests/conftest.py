@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# risk.scan runs its patterns alone by default in tests (no MiniLM in the fast lane);
+# the risk tests ask for the exemplar-bank detector with scan(text, knn=True).
+os.environ.setdefault("THERASIM_RISK_KNN", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -142,7 +142,7 @@ def _scripted(fail: set[str] | None = None, canary_in_recollection: bool = False
     prompts: list[tuple[str, str]] = []
 
     def reply(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        system = str(messages[0].content)
+        system = "\n".join(str(m.content) for m in messages)
         text = "\n".join(str(m.content) for m in messages)
         prompts.append((system[:40], text))
         if "filling in two questionnaires" in system:

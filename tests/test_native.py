@@ -124,6 +124,7 @@ def test_manifest_records_user_models_and_replaced_nodes(tmp_path):
 
 def test_a_models_own_max_tokens_is_respected(tmp_path):
     from therasim.context import NodeContext, SimContext
+    from therasim.nodes.counselor import SPEC as COUNSELOR
     from therasim.providers import ModelPool
 
     class Capped(FunctionChatModel):
@@ -134,7 +135,7 @@ def test_a_models_own_max_tokens_is_respected(tmp_path):
     from langchain_core.messages import HumanMessage
 
     for role, model, want in (("counselor", own, None), ("client", plain, 120)):
-        ctx = NodeContext(sim, "counselor", "counselor", {})
+        ctx = NodeContext(sim, "counselor", "counselor", {}, spec=COUNSELOR)  # the node's cap comes from its spec
         asyncio.run(ctx.text(role, [HumanMessage(content="hi")]))
         assert model.calls[-1]["kwargs"].get("max_tokens") == want
     asyncio.run(NodeContext(sim, "counselor", "counselor", {}).text("counselor", [HumanMessage(content="hi")], max_tokens=9))

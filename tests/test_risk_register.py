@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -136,8 +135,8 @@ def _model(counselor_prompts: list[str]) -> FunctionChatModel:
     measures_calls = {"n": 0}
 
     def reply(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        system = str(messages[0].content)
         text = "\n".join(str(m.content) for m in messages)
+        system = text  # shared-prefix prompts: the node's role comes last
         rf = kw.get("response_format") or {}
         schema = rf.get("schema") or (rf.get("json_schema") or {}).get("schema") or {}
         if "phq_self_harm" in (schema.get("properties") or {}):
@@ -146,8 +145,8 @@ def _model(counselor_prompts: list[str]) -> FunctionChatModel:
             out["phq_self_harm"] = 2 if measures_calls["n"] == 2 else 0
             return json.dumps(out)
         if "clinical risk analyst" in system:
-            latest = re.search(r'Client\'s latest message: "(.*)"', text)
-            high = latest is not None and "kill myself" in latest.group(1)
+            latest = [ln for ln in text.splitlines() if ln.startswith("Client:")][-1]  # the transcript ends with it
+            high = "kill myself" in latest
             return json.dumps({"level": "high" if high else "none", "crisis_class": "imminent_harm_to_self" if high else "none", "cues": [], "actions": []})
         if "clinical safety reviewer" in system:
             return json.dumps({"safe": True, "problems": "", "suggestion": ""})

@@ -12,7 +12,7 @@ from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.memory import InMemorySaver
 
 from therasim.config import CourseSpec
-from therasim.context import SimContext
+from therasim.context import CallInfo, SimContext
 from therasim.errors import TherasimError
 from therasim.graphs import SessionGraphBuilder, preset
 from therasim.graphs.session import initial_session_state, run_session
@@ -39,26 +39,25 @@ def _run(builder: SessionGraphBuilder, models: Any, turns: int = 3, inner: dict[
 
 
 class Scripted:
-    """Replies per node, chosen from the system prompt; records prompts by node."""
+    """Replies per calling node: the double is told which node calls it (CallInfo)."""
 
     def __init__(self, client_text: str = "I have been sleeping badly and I feel low.", level: str = "none") -> None:
         self.client_text = client_text
         self.level = level
 
-    def __call__(self, messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        system = str(messages[0].content)
-        if "role-playing a CLIENT" in system:
+    def __call__(self, messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "client":
             return client_turn_json(self.client_text, wants_to_end=False)
-        if "emotion analyst" in system:
+        if info.node == "emotion_tracker":
             return json.dumps({"main": "sad", "secondary": ["worry"], "intensity": 6, "cause": "sleep", "shift": "new", "trend": "stable"})
-        if "risk analyst" in system:
+        if info.node == "risk_control":
             return json.dumps({"level": self.level, "crisis_class": "none", "cues": [], "actions": []})
-        if "plan the counselor" in system:
+        if info.node == "strategy_planner":
             n = sum(1 for m in messages if "Previous strategy: open_question" in str(m.content))
             return json.dumps({"stage": "exploration", "strategy": "reflection_of_feelings" if n else "open_question", "rationale": "build alliance", "repeat_reason": None})
-        if "safety reviewer" in system:
+        if info.node == "risk_review" and info.kind == "structured":
             return json.dumps({"safe": True, "problems": "", "suggestion": ""})
-        return "That sounds hard. What has helped you feel a bit safer this week?"
+        return "That sounds hard. What has helped you feel a bit safer this week?"  # counselor, and its revisions
 
 
 def test_full_preset_runs_and_records_turns() -> None:
@@ -92,7 +91,7 @@ def test_crisis_route_skips_planner_and_applies_protocol() -> None:
     assert "strategy_planner" not in c0["calls"] and k0["strategy"] is None
     assert "safety_plan" in c0["risk"]["actions"]
     assert "RISK PROTOCOL" in k0["directive"]
-    counselor_prompt = next(c for c in model.calls if "warm, skilled counselor" in str(c["messages"][0].content)).prompt_text
+    counselor_prompt = next(c for c in model.calls if c.node == "counselor").prompt_text
     assert "safety plan" in counselor_prompt.lower()
 
 
@@ -106,10 +105,10 @@ def test_imminent_risk_hands_off() -> None:
 def test_unsafe_draft_is_rewritten_with_feedback() -> None:
     drafts = iter(["I can't help you with that.", "I hear how much pain you are in. Are you safe right now? We can call a crisis line together."])
 
-    def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "warm, skilled counselor" in str(messages[0].content):
+    def fn(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.kind == "text" and info.node in ("counselor", "risk_review"):  # the draft and its rewrites
             return next(drafts, "I am here with you. Are you safe right now?")
-        return Scripted(client_text="I want to die.")(messages, kw)
+        return Scripted(client_text="I want to die.")(messages, kw, info)
 
     st = _run(preset("full"), FunctionChatModel(fn=fn), turns=1)
     k0 = st["transcript"][1]
@@ -119,10 +118,10 @@ def test_unsafe_draft_is_rewritten_with_feedback() -> None:
 
 
 def test_invalid_analyst_output_is_recorded_not_defaulted() -> None:
-    def fn(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "emotion analyst" in str(messages[0].content):
+    def fn(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "emotion_tracker":
             return '{"main": "sad", "intensity": 99}'
-        return Scripted()(messages, kw)
+        return Scripted()(messages, kw, info)
 
     st = _run(preset("full"), FunctionChatModel(fn=fn), turns=1)
     emo = st["transcript"][0]["emotion"]
@@ -150,9 +149,8 @@ def test_double_blind_canary(name: str) -> None:
     assert any(CANARY in text for _, _, text in client_side)  # the canary really was planted
     # And through the model's own record of every call:
     for call in model.calls:
-        text = call.prompt_text
-        if "role-playing a CLIENT" not in text:
-            assert CANARY not in text
+        if call.info.side != "client":
+            assert CANARY not in call.prompt_text
 
 
 def test_views_are_structural() -> None:
@@ -219,10 +217,10 @@ def test_compiles_with_checkpointer_and_draws_mermaid() -> None:
 
 
 def test_termination_reasons() -> None:
-    def wants_end(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "role-playing a CLIENT" in str(messages[0].content):
+    def wants_end(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "client":
             return client_turn_json("I think I'd like to stop here for today.", wants_to_end=True)
-        return Scripted()(messages, kw)
+        return Scripted()(messages, kw, info)
 
     # A wish to end is honoured only when the wish to continue is low (policies/dynamics.py).
     st = _run(preset("minimal"), FunctionChatModel(fn=wants_end), turns=5, inner={"wish_to_continue": 2})
@@ -230,8 +228,8 @@ def test_termination_reasons() -> None:
     st = _run(preset("minimal"), FunctionChatModel(fn=wants_end), turns=3)
     assert st["end_reason"] == "max_turns" and "not honoured" in st["transcript"][0]["note"]["wants_to_end"]
 
-    def closing(messages: list[BaseMessage], kw: dict[str, Any]) -> str:
-        if "role-playing a CLIENT" in str(messages[0].content):
+    def closing(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
+        if info.node == "client":
             return client_turn_json("Thanks, see you next week.", wants_to_end=False)
         return "Take care, see you next week."
 

@@ -131,6 +131,12 @@ def _cfg(url: str, preset: str, sessions: int, turns: int, seed: int, concurrenc
     }
 
 
+def _stub_profile(name: str) -> Any:
+    from therasim.stub import PROFILES
+
+    return PROFILES[name]
+
+
 def _get_list(url: str) -> list[Any]:
     with urllib.request.urlopen(url, timeout=60) as r:
         return json.loads(r.read().decode())  # type: ignore[no-any-return]
@@ -212,6 +218,47 @@ def _hit_ratios(events_path: Path) -> dict[str, Any]:
             steady[1] += c
     r = lambda a: round(a[1] / a[0], 4) if a[0] else None  # noqa: E731
     return {"prefix_hit_ratio_calls": r(tot), "prefix_hit_ratio_steady": r(steady), "prefix_hit_ratio_by_node": {k: r(v) for k, v in sorted(per.items())}}
+
+
+def cost_accounting(metrics: dict[str, Any], events_path: Path, turns: int, prefill_tok_s: float) -> dict[str, Any]:
+    """What the cohort asks of a model server, per simulated turn (one exchange):
+    uncached prompt tokens (what the server must prefill), output tokens, the stub's
+    modelled busy seconds (prefill plus each request's share of the batched decode),
+    and distinct prompt tokens per course (the KV footprint a course keeps warm);
+    the same per node from the calls' own usage (a node's decode share is its output
+    tokens at the run's mean decode seconds per output token)."""
+    import math
+
+    from therasim.rundir import read_jsonl
+
+    t = max(turns, 1)
+    out_tok = int(metrics.get("completion_tokens") or 0)
+    decode_per_tok = float(metrics.get("decode_busy_s") or 0.0) / out_tok if out_tok else 0.0
+    per: dict[str, list[float]] = {}
+    for e in read_jsonl(events_path):
+        if e.get("event") != "node_call":
+            continue
+        acc = per.setdefault(e.get("node") or "?", [0, 0, 0])
+        acc[0] += 1
+        acc[1] += int(e.get("input_tokens") or 0) - int(e.get("cached_tokens") or 0)
+        acc[2] += int(e.get("output_tokens") or 0)
+    prefill = (lambda n: n / prefill_tok_s) if math.isfinite(prefill_tok_s) else (lambda n: 0.0)
+    by_node = {
+        k: {
+            "calls_per_turn": round(c / t, 3),
+            "uncached_prompt_tokens_per_turn": round(u / t, 1),
+            "output_tokens_per_turn": round(o / t, 1),
+            "server_busy_s_per_turn": round((prefill(u) + o * decode_per_tok) / t, 5),
+        }
+        for k, (c, u, o) in sorted(per.items())
+    }
+    return {
+        "uncached_prompt_tokens_per_turn": round((int(metrics.get("prompt_tokens") or 0) - int(metrics.get("cached_tokens") or 0)) / t, 1),
+        "output_tokens_per_turn": round(out_tok / t, 1),
+        "server_busy_s_per_turn": round(float(metrics.get("busy_s") or 0.0) / t, 5),
+        "distinct_cached_tokens_per_course": metrics.get("distinct_prompt_tokens_per_course"),
+        "cost_by_node": by_node,
+    }
 
 
 def _pct(xs: list[float], q: float) -> float | None:
@@ -331,7 +378,7 @@ def checkpoint_bytes_per_turn(turns: int, preset: str = "full") -> float:
 
     def reply(messages: Any, kw: Any) -> str:
         out = fake._reply(messages, kw)
-        if "role-playing a CLIENT in a counseling session" in str(messages[0].content):
+        if "YOUR TURN, as" in str(messages[-1].content):
             d = json.loads(out)
             d["wants_to_end"] = False
             out = json.dumps(d)
@@ -449,6 +496,7 @@ def bench(
                 p50_turn_s=_pct(lat, 50),
                 p95_turn_s=_pct(lat, 95),
                 **_hit_ratios(rd.events),
+                **cost_accounting(m, rd.events, res.turns, _stub_profile(profile).prefill_tok_s),
                 errors=res.errors,
                 retries=res.retries,
                 run_dir=str(rd.root),
@@ -520,7 +568,7 @@ def bench(
 
 
 def summarise(result: dict[str, Any]) -> str:
-    keys = ("E", "E_courses", "cpu_ms_per_call", "speedup_vs_sequential", "concurrency", "prefix_hit_ratio", "prefix_hit_ratio_steady", "courses_total", "courses_completed", "turns_lost", "turns_duplicated", "bytes_per_turn_10", "bytes_per_turn_40", "peak_rss_mb", "p50_turn_s", "p95_turn_s", "errors", "retries", "transcripts_match", "valid")
+    keys = ("E", "E_courses", "cpu_ms_per_call", "speedup_vs_sequential", "concurrency", "prefix_hit_ratio", "prefix_hit_ratio_steady", "uncached_prompt_tokens_per_turn", "output_tokens_per_turn", "server_busy_s_per_turn", "distinct_cached_tokens_per_course", "courses_total", "courses_completed", "turns_lost", "turns_duplicated", "bytes_per_turn_10", "bytes_per_turn_40", "peak_rss_mb", "p50_turn_s", "p95_turn_s", "errors", "retries", "transcripts_match", "valid")
     lines = [f"{k}: {result.get(k)}" for k in keys if k in result]
     for arm, a in result.get("arms", {}).items():
         lines.append(f"arm {arm}: " + ", ".join(f"{k}={v}" for k, v in a.items()))

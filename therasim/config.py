@@ -199,6 +199,11 @@ class CourseSpec(_Strict):
         if unknown:
             raise ValueError(f"unknown instrument(s) {unknown}; known: {sorted(INSTRUMENTS)}")
         return v
+    transcript_chars: int | None = Field(
+        None, ge=500, le=1_000_000,
+        description="Transcript characters a prompt keeps (the oldest turns are dropped in chunks past it). "
+        "Default: 6000 with the embedded model (small context), 24000 otherwise.",
+    )
 
 
 class RunConfig(_Strict):

@@ -3,12 +3,14 @@ per-call :class:`NodeContext` helpers nodes use to talk to models."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
@@ -30,7 +32,10 @@ from therasim.providers import (
 from therasim.state import Side
 from therasim.structured import CallStats, agenerate_structured, agenerate_text
 
-__all__ = ["NodeContext", "SimContext"]
+if TYPE_CHECKING:
+    from therasim.contract import ExchangeContract, NodeSpec
+
+__all__ = ["CallInfo", "NodeContext", "SimContext", "current_call"]
 
 T = TypeVar("T", bound=BaseModel)
 EventSink = Callable[[dict[str, Any]], None]
@@ -54,9 +59,21 @@ class SimContext:
     on_prompt: PromptLog | None = None
     on_record: Callable[[dict[str, Any]], None] | None = None  # finished session records (the runner writes them)
     on_messages: Callable[[dict[str, Any]], None] | None = None  # client/counselor model calls: messages given and answer (prompts.jsonl)
-    max_tokens: dict[str, int] = field(
-        default_factory=lambda: {"counselor": 120, "risk_review": 120, "client": 320, "analyst": 360, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200}
-    )  # per-node output caps (structured calls that hit a cap come back as invalid JSON)
+    # Per-node output caps that override the node specs' own (NodeSpec.max_tokens);
+    # structured calls that hit a cap come back as invalid JSON.
+    max_tokens: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def transcript_chars(self) -> int:
+        """Transcript characters a prompt keeps (``course.transcript_chars``, else 6000
+        with an embedded model among the roles, 24000 otherwise)."""
+        if self.course.transcript_chars is not None:
+            return self.course.transcript_chars
+        from therasim.config import ModelSpec
+
+        specs = [self.models.spec(r) for r in ("client", "counselor", "analysts")]
+        small = any(isinstance(s, EmbeddedChatModel) or (isinstance(s, ModelSpec) and s.provider == "embedded") for s in specs)
+        return 6000 if small else 24000
 
     def modality(self, name: str | None = None) -> Modality:
         return get_modality(name or self.course.modality)
@@ -94,18 +111,55 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(h.digest(), "big") & 0x7FFFFFFF
 
 
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """Who is calling a model right now (for test doubles, like pydantic-ai's
+    ``AgentInfo``): the node, its side, the model role, the kind of call
+    (``text`` or ``structured``), the output schema's name and the attempt."""
+
+    node: str
+    side: Side
+    role: str
+    kind: str
+    schema: str | None = None
+    ids: dict[str, Any] = field(default_factory=dict)
+
+
+_CURRENT_CALL: ContextVar[CallInfo | None] = ContextVar("therasim_current_call", default=None)
+
+
+def current_call() -> CallInfo | None:
+    """The :class:`CallInfo` of the model call in progress in this task (or None)."""
+    return _CURRENT_CALL.get()
+
+
 class NodeContext:
     """What a node function gets besides its view: model calls that record
     tokens, latency, attempts and retries, and seeds derived from run, client,
     session, exchange and node (so a replay asks the same questions)."""
 
-    def __init__(self, sim: SimContext, node: str, side: Side, ids: dict[str, Any]) -> None:
+    def __init__(self, sim: SimContext, node: str, side: Side, ids: dict[str, Any], *, spec: NodeSpec | None = None, contract: ExchangeContract | None = None) -> None:
         self.sim = sim
         self.node = node
         self.side = side
         self.ids = ids
+        self.spec = spec
+        self.contract = contract
         self.calls: list[dict[str, Any]] = []
         self.last_repairs: list[str] = []
+
+    @contextlib.contextmanager
+    def _calling(self, role: str, kind: str, schema: str | None = None) -> Iterator[None]:
+        token = _CURRENT_CALL.set(CallInfo(self.node, self.side, role, kind, schema, dict(self.ids)))
+        try:
+            yield
+        finally:
+            _CURRENT_CALL.reset(token)
+
+    @property
+    def speech(self) -> bool:
+        """Whether this node's free-text output is speech (cleaned and checked for words)."""
+        return bool(self.spec.speech) if self.spec is not None else self.node in ("client", "counselor", "risk_review")
 
     @property
     def course(self) -> CourseSpec:
@@ -120,11 +174,12 @@ class NodeContext:
     def _kw(self, model: BaseChatModel, max_tokens: int | None) -> dict[str, Any]:
         kw: dict[str, Any] = {}
         if isinstance(model, EmbeddedChatModel):
-            kw["cache_slot"] = self.node
+            kw["cache_slot"] = self.side  # one llama.cpp context per side: its calls share one prompt prefix
         elif isinstance(model, OpenAICompatChatModel) and self.ids.get("course_key"):
             kw["user"] = self.ids["course_key"]  # the OpenAI `user` field: per-course attribution in server logs
         # A user-supplied model's own max_tokens is respected; an explicit cap still wins.
-        mt = max_tokens or (None if own_max_tokens(model) is not None else self.sim.max_tokens.get(self.node))
+        cap = self.sim.max_tokens.get(self.node) or (self.spec.max_tokens if self.spec is not None else None)
+        mt = max_tokens or (None if own_max_tokens(model) is not None else cap)
         if mt:
             kw["max_tokens"] = mt
         return kw
@@ -142,11 +197,12 @@ class NodeContext:
         if self.sim.on_prompt:
             self.sim.on_prompt(self.node, self.side, messages)
         stats = CallStats()
-        speech = self.node in ("client", "counselor", "risk_review")
+        speech = self.speech
         text = raw = ""
         try:
             for attempt in range(self.sim.structured_attempts):
-                raw, stats = await agenerate_text(model, messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))
+                with self._calling(role, "text"):
+                    raw, stats = await agenerate_text(model, messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))
                 text = clean_utterance(raw) if speech else raw.strip()
                 if not speech or len(re.findall(r"[^\W\d_]{2,}", text)) >= 2:
                     break
@@ -174,17 +230,18 @@ class NodeContext:
         if self.sim.on_prompt:
             self.sim.on_prompt(self.node, self.side, messages)
         try:
-            obj, stats = await agenerate_structured(
-                model,
-                schema,
-                messages,
-                dialect=dialect_for(model),
-                max_attempts=self.sim.structured_attempts,
-                seed=self.seed(len(self.calls)),
-                validation_context=context,
-                repair=repair,
-                **self._kw(model, max_tokens),
-            )
+            with self._calling(role, "structured", schema.__name__):
+                obj, stats = await agenerate_structured(
+                    model,
+                    schema,
+                    messages,
+                    dialect=dialect_for(model),
+                    max_attempts=self.sim.structured_attempts,
+                    seed=self.seed(len(self.calls)),
+                    validation_context=context,
+                    repair=repair,
+                    **self._kw(model, max_tokens),
+                )
         except StructuredOutputError as e:
             st = e.stats if isinstance(e.stats, CallStats) else CallStats(attempts=e.attempts, errors=e.errors)
             self._record(role, "structured", st, error=str(e)[:500])

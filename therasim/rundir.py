@@ -30,7 +30,7 @@ from typing import Any
 from therasim._version import RUN_FORMAT_VERSION, __version__
 from therasim.errors import RunDirError
 
-__all__ = ["JsonlWriter", "RunDir", "atomic_write_json", "read_jsonl", "repair_jsonl"]
+__all__ = ["JsonlWriter", "RunDir", "atomic_write_json", "check_session_graph", "read_jsonl", "repair_jsonl"]
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -204,3 +204,21 @@ class RunDir:
 
     def problems_list(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.problems))
+
+
+def check_session_graph(manifest: dict[str, Any], builder: Any, action: str) -> None:
+    """Refuse to ``action`` (resume, replay, fork, inspect) a run with a session graph
+    other than the one its manifest records (by :meth:`SessionGraphBuilder.fingerprint`)."""
+    graph = manifest.get("graph") or {}
+    want = graph.get("session_hash")
+    if not want:
+        return  # manifests from before graph hashes were recorded
+    got = builder.fingerprint()
+    if got == want:
+        return
+    rec = (graph.get("course") or {}).get("session") or {}
+    raise RunDirError(
+        f"cannot {action}: this run used session graph {rec.get('name')!r} with nodes {rec.get('order')} (hash {want}), "
+        f"but the graph given is {builder.name!r} with nodes {builder.order} (hash {got}). "
+        "Pass session_builder= the graph the run used (manifest.json's graph.course.session describes it)."
+    )

@@ -25,9 +25,17 @@ from typing import Any
 from therasim._version import RUN_FORMAT_VERSION, __version__
 from therasim.config import RunConfig, load_config
 from therasim.context import SimContext
+from therasim.contract import export_turn
 from therasim.errors import ConfigError, ProfileError, RunDirError
 from therasim.profiles import ClientProfile, load_profiles, sample_profiles
-from therasim.rundir import JsonlWriter, RunDir, atomic_write_json, read_jsonl, repair_jsonl
+from therasim.rundir import (
+    JsonlWriter,
+    RunDir,
+    atomic_write_json,
+    check_session_graph,
+    read_jsonl,
+    repair_jsonl,
+)
 
 __all__ = ["RunResult", "arun_dir", "dataset_record", "iter_records", "manifest_for", "resume", "run", "start_run"]
 
@@ -77,31 +85,6 @@ class RunResult:
 # --------------------------------------------------------------------------- records
 
 
-def _pick(d: Any, keys: tuple[str, ...]) -> dict[str, Any] | None:
-    if not isinstance(d, dict):
-        return None
-    return {k: d.get(k) for k in keys}
-
-
-def _turn(t: dict[str, Any]) -> dict[str, Any]:
-    risk = t.get("risk") or None
-    return {
-        "index": t.get("index"),
-        "exchange": t.get("exchange"),
-        "speaker": t.get("speaker"),
-        "text": t.get("text"),
-        "emotion": _pick(t.get("emotion"), ("main", "secondary", "intensity", "cause")),
-        "risk": None if risk is None else {"level": risk.get("level"), "crisis_class": risk.get("crisis_class"), "handoff": bool(risk.get("handoff")), "cues": [str(c.get("quote", c)) if isinstance(c, dict) else str(c) for c in risk.get("cues") or []]},
-        "strategy": _pick(t.get("strategy"), ("stage", "strategy", "rationale")),
-        "recalled": [{"id": m.get("id"), "text": m.get("text"), "session": m.get("session"), "kind": m.get("kind"), "score": m.get("score")} for m in t.get("recalled") or []],
-        # the client's inner state after the turn and its trace (appraisal, updates with reasons), as JSON text
-        "client_inner": json.dumps(t.get("client_inner")) if t.get("client_inner") is not None else None,
-        "note": json.dumps(t.get("note")) if t.get("note") else None,
-        "n_calls": sum(len(v) for v in (t.get("calls") or {}).values()),
-        "call_errors": sum(1 for v in (t.get("calls") or {}).values() for c in v if c.get("error")),
-    }
-
-
 def _nocalls(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
@@ -147,7 +130,7 @@ def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, 
         "modality": rec.get("modality"),
         "goals": rec.get("goals") or [],
         "end_reason": rec.get("end_reason"),
-        "turns": [_turn(t) for t in rec.get("turns") or []],
+        "turns": [export_turn(t) for t in rec.get("turns") or []],
         "measures": _measures(rec.get("measures")),
         "measures_after": _measures(rec.get("measures_after")),
         "session_measures": _measures(rec.get("session_measures")),
@@ -191,12 +174,17 @@ def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[Client
         "models": pool.describe(),
         # chat models standing in at session nodes (replace_node/add_node), beside the role models
         "node_models": {n: s.impl for n, s in course.session.nodes.items() if (s.impl or {}).get("kind") == "chat_model"},
-        "max_tokens_per_node": SimContext().max_tokens,
+        "max_tokens_per_node": course.session.contract().caps(SimContext().max_tokens),
         "seed": cfg.seed,
         "seeds": {"profiles": cfg.seed, "events": cfg.seed, "calls": "derived: blake2b(seed, client, session, exchange, node, call)"},
         "prompts": {name: p.sha for name, p in sorted(PROMPTS.items())},
         "checkpoint": CHECKPOINT_FORMAT,
-        "graph": {"course": course.describe(), "course_mermaid": _safe_mermaid(course), "session_mermaid": _safe_mermaid(course.session)},
+        "graph": {
+            "course": course.describe(),
+            "session_hash": course.session.fingerprint(),
+            "course_mermaid": _safe_mermaid(course),
+            "session_mermaid": _safe_mermaid(course.session),
+        },
         "config": cfg.model_dump(mode="json"),
         "cohort": {"source": source, "n": len(profiles), "ids": [p.id for p in profiles]},
     }
@@ -394,6 +382,7 @@ async def arun_dir(
     result.skipped = [p.id for p in cohort if status.get(p.id, {}).get("status") == "completed"]
     pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
     course = course_builder(cfg.course, session_builder)
+    check_session_graph(man, course.session, "resume the run")
     store = open_store(cfg.memory, default_path=str(rd.memory)) if cfg.course.memory else None
     pending_file = rd.root / "memory_pending.jsonl"
     if store is not None and pending_file.exists():

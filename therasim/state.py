@@ -9,10 +9,11 @@ checkpoint storage grows linearly with turns instead of quadratically.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from langgraph.channels import DeltaChannel
 
+from therasim.contract import ExchangeContract, ExchangeScratch, Side, builtin_contract
 from therasim.errors import TherasimError
 
 __all__ = [
@@ -22,15 +23,13 @@ __all__ = [
     "COURSE_COUNSELOR_KEYS",
     "BlindViewError",
     "CourseState",
+    "ExchangeScratch",
     "SessionState",
     "Side",
     "View",
     "make_course_view",
     "make_view",
 ]
-
-Side = Literal["client", "counselor", "system"]
-
 
 def append_turns(state: Sequence[dict], writes: Sequence[Sequence[dict]]) -> list[dict]:
     """DeltaChannel reducer: append every write's turns (batching-invariant)."""
@@ -94,7 +93,7 @@ class SessionState(TypedDict, total=False):
     client_memory: Annotated[list[dict[str, Any]], _static()]
     # the conversation
     transcript: Annotated[list[dict[str, Any]], DeltaChannel(append_turns, snapshot_frequency=1000)]
-    current: Annotated[dict[str, Any], DeltaChannel(merge_current_all, snapshot_frequency=1000)]
+    current: Annotated[ExchangeScratch, DeltaChannel(merge_current_all, snapshot_frequency=1000)]
     exchange: int
     ended: bool
     end_reason: str | None
@@ -106,11 +105,9 @@ COUNSELOR_KEYS = frozenset(
     | {"risk_register", "risk_notes"}
 )
 CLIENT_KEYS = frozenset({"run_id", "client_id", "session", "course_key", "profile", "inner", "client_memory", "transcript", "current", "exchange", "ended"})
-# Fields of the per-exchange scratch each side may read.
-_CURRENT_FOR = {
-    "counselor": frozenset({"client_text", "emotion", "risk", "plan", "draft", "review", "directive", "scan", "recalled", "calls", "counselor_text"}),
-    "client": frozenset({"client_text"}),
-}
+# Fields of the per-exchange scratch each side may read (of the built-in slots; a
+# graph's own contract adds the slots its nodes declare): derived, see therasim.contract.
+_CURRENT_FOR = {side: builtin_contract().current_for(side) for side in ("counselor", "client")}
 
 
 class BlindViewError(TherasimError, KeyError):
@@ -144,27 +141,20 @@ class View(Mapping[str, Any]):
         return dict(self._data)
 
 
-def _client_turn(t: Mapping[str, Any]) -> dict[str, Any]:
-    out = {"speaker": t["speaker"], "text": t["text"]}
-    if t.get("move_labels"):
-        out["move_labels"] = dict(t["move_labels"])
-    return out
-
-
-def make_view(state: Mapping[str, Any], side: Side, node: str) -> View:
-    """Project ``state`` onto what a node of ``side`` may see."""
+def make_view(state: Mapping[str, Any], side: Side, node: str, contract: ExchangeContract | None = None) -> View:
+    """Project ``state`` onto what a node of ``side`` may see. ``contract`` (the
+    session graph's) says which scratch slots and transcript fields each side reads;
+    without one, the built-in slots'."""
     if side == "system":
         return View(dict(state), side, node, frozenset())
+    c = contract or builtin_contract()
     allowed = COUNSELOR_KEYS if side == "counselor" else CLIENT_KEYS
     data: dict[str, Any] = {k: v for k, v in state.items() if k in allowed}
     cur = state.get("current") or {}
-    data["current"] = {k: v for k, v in cur.items() if k in _CURRENT_FOR[side]}
-    if side == "client":
-        # The client hears only what was said: no analyst outputs, plans or notes; only the
-        # labels of each counselor move its appraisal reads (therasim.policies.appraisal).
-        data["transcript"] = [_client_turn(t) for t in state.get("transcript", [])]
-    else:
-        data["transcript"] = [{k: v for k, v in t.items() if k not in ("client_inner", "note")} for t in state.get("transcript", [])]
+    readable = c.current_for(side)
+    data["current"] = {k: v for k, v in cur.items() if k in readable}
+    # The client hears only what was said: no analyst outputs, plans or notes.
+    data["transcript"] = c.transcript_for(side, state.get("transcript", []))
     hidden = frozenset(set(state.keys()) - set(data.keys()))
     return View(data, side, node, hidden)
 
@@ -226,15 +216,17 @@ def make_course_view(state: Mapping[str, Any], side: Side, node: str) -> View:
     data: dict[str, Any] = {k: v for k, v in state.items() if k in allowed}
     last = state.get("last") or {}
     turns = last.get("transcript") or []
+    shown = builtin_contract().transcript_for(side, turns)
     if side == "client":
-        data["last"] = {"session": last.get("session"), "transcript": [{"speaker": t["speaker"], "text": t["text"]} for t in turns]}
+        data["last"] = {"session": last.get("session"), "transcript": shown}
     else:
         data["last"] = {
             "session": last.get("session"),
             "end_reason": last.get("end_reason"),
             "modality": last.get("modality"),
             "goals": last.get("goals"),
-            "transcript": [{k: v for k, v in t.items() if k not in ("client_inner", "note")} for t in turns],
+            "risk_notes": last.get("risk_notes") or "",  # the counselor's own clinical record
+            "transcript": shown,
         }
     hidden = frozenset(set(state.keys()) - set(data.keys()))
     return View(data, side, node, hidden)

@@ -126,8 +126,9 @@ class PrefixCache:
         self.capacity_blocks = capacity_tokens // 16
         self._lru: OrderedDict[bytes, None] = OrderedDict()
 
-    def lookup_insert(self, prompt: str) -> int:
-        """Cached prompt tokens (the longest cached block prefix); then cache all blocks."""
+    def lookup_insert(self, prompt: str, seen: set[bytes] | None = None) -> int:
+        """Cached prompt tokens (the longest cached block prefix); then cache all blocks.
+        ``seen`` collects the prompt's block hashes (a course's distinct blocks)."""
         if self.capacity_blocks <= 0:
             return 0
         h = b""
@@ -136,6 +137,8 @@ class PrefixCache:
         n = len(prompt) // self.BLOCK_CHARS
         for i in range(n):
             h = hashlib.blake2b(h + prompt[i * self.BLOCK_CHARS : (i + 1) * self.BLOCK_CHARS].encode(), digest_size=12).digest()
+            if seen is not None:
+                seen.add(h)
             if prefix and h in self._lru:
                 hits += 1
                 self._lru.move_to_end(h)
@@ -158,12 +161,27 @@ class Metrics:
     in_flight_peak: int = 0
     queued_peak: int = 0
     embeddings: int = 0
+    # Modelled server time (see StubServer.busy): prefill of uncached tokens, and each
+    # request's share of the batched decode.
+    prefill_busy_s: float = 0.0
+    decode_busy_s: float = 0.0
     faults: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # distinct prompt blocks per course (the OpenAI ``user`` field), for the first
+    # COURSES_TRACKED courses seen: the KV footprint a course asks a server to hold
+    course_blocks: dict[str, set[bytes]] = field(default_factory=dict, repr=False)
+
+    COURSES_TRACKED = 256
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items()}
+        d = {k: v for k, v in self.__dict__.items() if k != "course_blocks"}
         d["prefix_hit_ratio"] = round(self.cached_tokens / self.prompt_tokens, 4) if self.prompt_tokens else 0.0
+        d["busy_s"] = round(self.prefill_busy_s + self.decode_busy_s, 3)
+        d["prefill_busy_s"] = round(self.prefill_busy_s, 3)
+        d["decode_busy_s"] = round(self.decode_busy_s, 3)
+        n = len(self.course_blocks)
+        d["courses_tracked"] = n
+        d["distinct_prompt_tokens_per_course"] = round(16 * sum(len(b) for b in self.course_blocks.values()) / n, 1) if n else None
         d["uptime_s"] = round(time.time() - self.started, 3)
         return d
 
@@ -233,6 +251,16 @@ class StubServer:
         while _tokens(" ".join(out)) < n:
             out.append(rng.choice(words))
         return (" ".join(out).capitalize() + ".")[: 4 * n], False, None
+
+    def busy(self, uncached: int, out_tokens: int, in_flight: int) -> tuple[float, float]:
+        """Modelled server seconds one request occupies: its uncached prefill
+        (``uncached / prefill_rate``, the server prefills one request at a time) and
+        its share of the batched decode (``out_tokens x tpot(n) / n`` with ``n`` in
+        flight: a decode step serves every sequence in the batch)."""
+        p = self.profile
+        prefill = uncached / p.prefill_tok_s if math.isfinite(p.prefill_tok_s) else 0.0
+        n = max(in_flight, 1)
+        return prefill, out_tokens * p.tpot_at(n) / n
 
     def latency(self, uncached: int, out_tokens: int, in_flight: int) -> float:
         p = self.profile
@@ -359,7 +387,13 @@ def create_app(server: StubServer) -> Any:
             m.in_flight += 1
             m.in_flight_peak = max(m.in_flight_peak, m.in_flight)
             try:
-                cached = min(server.cache.lookup_insert(prompt), p_tok)
+                user = body.get("user")
+                seen = None
+                if isinstance(user, str):
+                    seen = m.course_blocks.get(user)
+                    if seen is None and len(m.course_blocks) < m.COURSES_TRACKED:
+                        seen = m.course_blocks[user] = set()
+                cached = min(server.cache.lookup_insert(prompt, seen), p_tok)
                 try:
                     content, is_json, _schema = server.reply(body)
                 except SchemaTooLarge as e:
@@ -371,6 +405,9 @@ def create_app(server: StubServer) -> Any:
                     content = ""
                 c_tok = _tokens(content) if content else 0
                 delay = server.latency(p_tok - cached, c_tok, m.in_flight)
+                pb, db = server.busy(p_tok - cached, c_tok, m.in_flight)
+                m.prefill_busy_s += pb
+                m.decode_busy_s += db
                 if fault == "hang":
                     delay = server.profile.hang_s
                 if delay > 0:

@@ -19,7 +19,7 @@ from typing import Any
 from therasim.config import ModelSpec, RunConfig
 from therasim.errors import ConfigError, RunDirError, TherasimError
 from therasim.policies.risk import level_rank
-from therasim.rundir import JsonlWriter, RunDir
+from therasim.rundir import JsonlWriter, RunDir, check_session_graph
 from therasim.state import SessionState
 
 __all__ = ["afork", "fork", "overview", "parse_model_spec", "parse_sets", "replay", "timeline", "turn_state"]
@@ -119,13 +119,14 @@ def _session_builder(man: dict[str, Any], session_builder: Any = None) -> Any:
     return session_builder if session_builder is not None else preset(man["config"]["course"]["preset"])
 
 
-async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None) -> Any:
+async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None, action: str = "inspect the checkpoints") -> Any:
     from therasim.checkpoint import open_checkpointer
 
     if not rd.checkpoints.exists():
         raise RunDirError(f"{rd.root}: no checkpoints.sqlite; the run has not started any session")
+    builder = _session_builder(man, session_builder)
+    check_session_graph(man, builder, action)
     async with open_checkpointer(str(rd.checkpoints)) as saver:
-        builder = _session_builder(man, session_builder)
         return await fn(builder.compile(checkpointer=saver), builder)
 
 
@@ -341,7 +342,7 @@ async def afork(
             await pool.aclose()
         return {"final": final, "from_checkpoint": snap.config["configurable"].get("checkpoint_id")}
 
-    out = await _with_graph(rd, man, go, session_builder)
+    out = await _with_graph(rd, man, go, session_builder, f"{kind} session {session} of {client_id}")
     final = out["final"]
     original = _record(rd, client_id, session)
     rec = dataset_record(

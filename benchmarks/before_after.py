@@ -1,0 +1,92 @@
+"""Before/after in one run: the same ``therasim bench`` command on a baseline
+revision's orchestrator and on this tree's, alternated in one invocation (shared,
+noisy machines: compare ratios measured together, not figures from different
+runs). The measuring instruments (the stub server and the bench harness) are this
+tree's in both arms, so only the orchestrator differs.
+
+    python benchmarks/before_after.py --base 05db893 --repeat 1 -- \\
+        --profile h100-8b --clients 64 --sessions 2 --turns 10 --concurrency 64 --arms therasim
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# the package layout (pyproject's package-dir): therasim/ plus these folders as subpackages
+SUBPACKAGES = ("graphs", "nodes", "memory", "policies")
+INSTRUMENTS = ("therasim/stub.py", "therasim/bench.py", "therasim/schema_sampling.py")
+KEYS = (
+    "prefix_hit_ratio", "prefix_hit_ratio_steady", "uncached_prompt_tokens_per_turn", "output_tokens_per_turn",
+    "server_busy_s_per_turn", "distinct_cached_tokens_per_course", "cpu_ms_per_call", "E", "E_courses",
+    "peak_rss_mb", "p50_turn_s", "errors", "retries", "turns_lost", "turns_duplicated",
+)
+
+
+def baseline_package(rev: str) -> Path:
+    """``rev``'s package as an importable folder, with this tree's instruments."""
+    src = Path(tempfile.mkdtemp(prefix="therasim-base-"))
+    arch = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=arch, check=True)
+    pkg = src / "pkg"
+    shutil.copytree(src / "therasim", pkg / "therasim")
+    for d in SUBPACKAGES:
+        if (src / d).exists():
+            shutil.copytree(src / d, pkg / "therasim" / d)
+    for f in INSTRUMENTS:
+        shutil.copy(ROOT / f, pkg / f)
+    return pkg
+
+
+def run(bench_args: list[str], out: Path, pythonpath: str | None) -> dict:
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "therasim.cli", "bench", *bench_args, "--json", str(out)]
+    print("$", "PYTHONPATH=" + pythonpath if pythonpath else "", " ".join(cmd[2:]), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir())
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True, help="baseline git revision")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--out", default=None, help="folder for the JSON results")
+    ap.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: the therasim bench arguments")
+    a = ap.parse_args()
+    args = [x for x in a.bench_args if x != "--"]
+    out = Path(a.out or tempfile.mkdtemp(prefix="therasim-ba-"))
+    out.mkdir(parents=True, exist_ok=True)
+    pkg = baseline_package(a.base)
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for i in range(a.repeat):
+        for arm, pp in (("before", str(pkg)), ("after", None)):
+            runs[arm].append(run([*args, *(["--no-checkpoint-sizes"] if "--no-checkpoint-sizes" not in args else [])], out / f"{arm}-{i}.json", pp))
+
+    def med(arm: str, k: str) -> float | None:
+        xs = [r[k] for r in runs[arm] if isinstance(r.get(k), (int, float))]
+        return statistics.median(xs) if xs else None
+
+    print(f"bench {' '.join(args)}  (median of {a.repeat}; base {a.base})")
+    print("| key | before | after | after / before |")
+    print("|---|---|---|---|")
+    for k in KEYS:
+        b, n = med("before", k), med("after", k)
+        ratio = f"{n / b:.3f}" if b and n is not None else ""
+        print(f"| {k} | {'' if b is None else round(b, 4)} | {'' if n is None else round(n, 4)} | {ratio} |")
+    (out / "summary.json").write_text(json.dumps({arm: [{k: r.get(k) for k in (*KEYS, 'prefix_hit_ratio_by_node', 'cost_by_node', 'transcripts_match', 'valid')} for r in rs] for arm, rs in runs.items()}, indent=1))
+    print(f"results: {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Does orchestration cost stay flat as the cohort grows? The same course shape
+(lean preset, 2 sessions x 4 turns, embedded Chroma memory with the hash
+embedding, SQLite checkpoints) for cohorts of increasing size on the ``zero``
+stub (answers at once: pure orchestration), ``--concurrency`` courses in flight.
+
+Each cohort runs in its own process (so peak RSS is that cohort's), with the stub
+in another process pinned to its own core when there are two. Reported per
+cohort: orchestrator CPU ms per model call (all-in), peak RSS, model calls per
+minute over the run (min, median, max of ``--bucket-s`` windows scaled to a
+minute) and the slowest window against the median (a stall shows as a ratio
+far below 1), and the on-disk size of checkpoints and memory.
+
+    python benchmarks/cohort_scaling.py --cohorts 64,1000 --concurrency 256
+    python benchmarks/cohort_scaling.py --cohorts 64,1000,10000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _dir_mb(p: Path) -> float:
+    return round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20, 1) if p.exists() else 0.0
+
+
+def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool) -> dict[str, Any]:
+    """One cohort in this process (called in a child process)."""
+    from therasim.bench import _get
+    from therasim.config import RunConfig
+    from therasim.profiles import sample_profiles
+    from therasim.runner import arun_dir, start_run
+
+    cfg = RunConfig.model_validate(
+        {
+            "models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1", "max_retries": 8, "timeout_s": 30}},
+            "course": {"preset": "lean", "sessions": 2, "max_turns": 4, "memory": memory},
+            "memory": {"embedding": "hash"},
+            "seed": 0,
+            "concurrency": concurrency,
+        }
+    )
+    cohort = sample_profiles(n, seed=0)
+    rd, _ = start_run(cfg, profiles=cohort, out=root / f"run{n}", run_id=f"scale{n}")
+    r0 = int(_get(url + "/metrics")["requests"])
+    calls_at: list[tuple[float, int]] = []
+
+    async def sample_calls(t0: float) -> None:
+        while True:
+            await asyncio.sleep(bucket_s)
+            calls_at.append((time.perf_counter() - t0, int(_get(url + "/metrics")["requests"]) - r0))
+
+    async def go() -> Any:
+        t0 = time.perf_counter()
+        sampler = asyncio.get_running_loop().create_task(sample_calls(t0))
+        try:
+            return await arun_dir(rd, concurrency=concurrency)
+        finally:
+            sampler.cancel()
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = asyncio.run(go())
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    calls = int(_get(url + "/metrics")["requests"]) - r0
+    per_min = []
+    prev_t, prev_c = 0.0, 0
+    for t, c in calls_at:
+        if t - prev_t > 0:
+            per_min.append((c - prev_c) * 60.0 / (t - prev_t))
+        prev_t, prev_c = t, c
+    med = statistics.median(per_min) if per_min else None
+    return {
+        "courses": n,
+        "concurrency": concurrency,
+        "memory": memory,
+        "completed": len(res.completed),
+        "failed": len(res.failed),
+        "calls": calls,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "cpu_ms_per_call": round(1000 * cpu / max(calls, 1), 3),
+        "calls_per_s": round(calls / wall, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "calls_per_min": {"min": round(min(per_min)), "median": round(med or 0), "max": round(max(per_min))} if per_min else None,
+        "slowest_window_vs_median": round(min(per_min) / med, 3) if per_min and med else None,
+        "windows": len(per_min),
+        "checkpoints_mb": _dir_mb(rd.checkpoints) + _dir_mb(Path(str(rd.checkpoints) + "-wal")),
+        "memory_mb": _dir_mb(rd.memory),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cohorts", default="64,1000", help="comma-separated cohort sizes")
+    ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--bucket-s", type=float, default=60.0, help="throughput window (the issue asks per minute)")
+    ap.add_argument("--no-memory", action="store_true", help="memory.backend none (to isolate the memory layer)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory)))
+        return
+
+    from therasim.bench import _Stub
+
+    cores = None
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
+        mine = sorted(os.sched_getaffinity(0))
+        cores = ({mine[0]}, {mine[1]})
+    stub = _Stub("zero", cores=cores)
+    results = []
+    try:
+        root = Path(tempfile.mkdtemp(prefix="therasim-scale-"))
+        for n in (int(x) for x in a.cohorts.split(",")):
+            cmd = [sys.executable, __file__, "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
+            if a.no_memory:
+                cmd.append("--no-memory")
+
+            def pin(c: Any = cores) -> None:
+                if c:
+                    os.sched_setaffinity(0, c[0])
+
+            out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False)
+            if out.returncode != 0:
+                raise SystemExit(f"cohort {n} failed:\n{out.stderr[-3000:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    finally:
+        stub.close()
+    base = results[0]["cpu_ms_per_call"] if results else None
+    print("\n| courses | calls | wall s | CPU ms/call | vs first | peak RSS MB | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        cpm = r["calls_per_min"] or {}
+        print(
+            f"| {r['courses']:,} | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / base:.2f}x | {r['peak_rss_mb']} | "
+            f"{cpm.get('min', '-')} / {cpm.get('median', '-')} / {cpm.get('max', '-')} | {r['slowest_window_vs_median']} | {r['checkpoints_mb']} | {r['memory_mb']} |"
+        )
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
