@@ -147,8 +147,8 @@ def test_caps_come_from_specs_and_context_overrides() -> None:
     ctx = SimContext(models=ModelPool({"default": model}), course=CourseSpec(max_turns=1), max_tokens={"counselor": 64})
     asyncio.run(run_session(preset("lean").compile(), initial_session_state(example_profiles()[0]), ctx))
     caps = {c.node: c["kwargs"].get("max_tokens") for c in model.calls}
-    assert caps == {"client": 200, "analyst": 360, "counselor": 64}
-    assert preset("full").contract().caps() == {"client": 200, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200, "counselor": 120, "risk_review": 120}
+    assert caps == {"client": 320, "analyst": 360, "counselor": 64}
+    assert preset("full").contract().caps() == {"client": 320, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200, "counselor": 120, "risk_review": 120}
 
 
 def test_plain_function_doubles_are_told_the_node() -> None:
