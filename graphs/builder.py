@@ -63,7 +63,7 @@ def _from_chat_model(name: str, model: BaseChatModel, side: Side) -> NodeFn:
         async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
             from therasim.structured import agenerate_text
 
-            text, stats = await agenerate_text(model, counselor_messages(view, ctx))
+            text, stats = await agenerate_text(model.with_config(tags=ctx.tags("counselor", "text")), counselor_messages(view, ctx))  # type: ignore[arg-type]
             ctx._record("counselor", "text", stats)
             return {"current": {**dict.fromkeys(_speech_keys(ctx.node, ctx.spec, ctx.contract), text.strip()), "calls": ctx.calls_update()}}
 

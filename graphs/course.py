@@ -122,12 +122,55 @@ async def _detached(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return await asyncio.get_running_loop().create_task(coro_fn(), context=ctx)
 
 
+def _parent_stream() -> tuple[Any, tuple[str, ...]] | None:
+    """When the course graph is streamed with ``subgraphs=True``: its stream and this
+    task's namespace, so the detached session graph's stream parts can be forwarded
+    (a session then shows up like a subgraph). None otherwise."""
+    try:
+        from langgraph._internal._constants import (
+            CONFIG_KEY_CHECKPOINT_NS,
+            CONFIG_KEY_STREAM,
+            NS_SEP,
+        )
+        from langgraph.config import get_config
+
+        conf = get_config().get("configurable") or {}
+    except Exception:  # outside a run, or a LangGraph without these internals: no forwarding
+        return None
+    stream = conf.get(CONFIG_KEY_STREAM)
+    if stream is None or not getattr(stream, "modes", None):
+        return None
+    ns = str(conf.get(CONFIG_KEY_CHECKPOINT_NS) or "session")
+    return stream, tuple(ns.split(NS_SEP))
+
+
+async def _streamed(graph: Any, inp: Any, cfg: dict[str, Any], sim: SimContext, forward: tuple[Any, tuple[str, ...]], **kw: Any) -> dict[str, Any]:
+    """Run the session graph streaming the modes the course is streamed with, forward
+    every part under the session task's namespace, and return the final state."""
+    stream, ns = forward
+    modes = [m for m in ("values", "updates", "messages", "custom", "debug", "tasks", "checkpoints") if m in stream.modes or m == "values"]
+    final: dict[str, Any] = {}
+    async for sub_ns, mode, payload in graph.astream(inp, config=cfg, context=sim, stream_mode=modes, subgraphs=True, **kw):
+        if mode == "values" and not sub_ns:
+            final = payload
+        if mode in stream.modes:
+            stream((ns + tuple(sub_ns), mode, payload))
+    return dict(final)
+
+
 def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def session(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
         sim = runtime.context if runtime.context is not None else SimContext()
         n = int(state["session"])
         tid = session_thread_id(state["course_key"], n, branch)
         cfg: dict[str, Any] = {"recursion_limit": 20 * (sim.course.max_turns + 2) + 50, "configurable": {"thread_id": tid}}
+
+        forward = _parent_stream()
+
+        async def run_graph(inp: Any, **kw: Any) -> dict[str, Any]:
+            if forward is None:
+                return await session_graph.ainvoke(inp, config=cfg, context=sim, **kw)  # type: ignore[no-any-return]
+            return await _streamed(session_graph, inp, cfg, sim, forward, **kw)
 
         async def go() -> dict[str, Any]:
             if session_graph.checkpointer is not None:
@@ -136,11 +179,11 @@ def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Await
                 # but whose checkpoint was not has tasks but an empty ``next``.
                 if snap.values and (snap.next or snap.tasks):
                     sim.emit({"event": "session_resumed", "thread_id": tid, "exchange": snap.values.get("exchange")})
-                    return await session_graph.ainvoke(None, config=cfg, context=sim, durability=DURABILITY)  # type: ignore[no-any-return]
+                    return await run_graph(None, durability=DURABILITY)
                 if snap.values and snap.values.get("ended"):  # finished before a crash
                     return dict(snap.values)
-                return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim, durability=DURABILITY)  # type: ignore[no-any-return]
-            return await session_graph.ainvoke(_session_input(state), config=cfg, context=sim)  # type: ignore[no-any-return]
+                return await run_graph(_session_input(state), durability=DURABILITY)
+            return await run_graph(_session_input(state))
 
         final = await _detached(go)
         last = {

@@ -139,6 +139,7 @@ def session(
     turns: Annotated[Optional[int], typer.Option("--turns")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="print client and counselor replies token by token as they are generated")] = False,
 ) -> None:
     """Run one session on an example profile and print the transcript."""
     from therasim.context import SimContext
@@ -155,6 +156,12 @@ def session(
     try:
         g = get_preset(course.preset).compile()
         ctx = SimContext(models=ModelPool(cfg.models), course=course, seed=cfg.seed, structured_attempts=cfg.structured_attempts)
+        if stream:
+            from therasim.cli_data import print_streamed_session
+
+            st = asyncio.run(print_streamed_session(g, initial_session_state(profiles[profile], modality=course.modality), ctx))
+            out.print(f"session ended: {st.get('end_reason')}")
+            return
         st = asyncio.run(run_session(g, initial_session_state(profiles[profile], modality=course.modality), ctx))
     except TherasimError as e:
         _fail(e)
@@ -465,6 +472,11 @@ def bench(
     if json_out is not None:
         json_out.write_text(json.dumps(res, indent=2, default=str))
     out.print(summarise(res), highlight=False, markup=False)
+
+
+from therasim import cli_data  # noqa: E402  (export and profiles commands)
+
+cli_data.register(app)
 
 
 def main() -> None:

@@ -83,8 +83,17 @@ class SimContext:
         return emotion_taxonomy(self.course.emotion_taxonomy)
 
     def emit(self, event: dict[str, Any]) -> None:
+        """Hand an event to ``on_event`` and, inside a graph streamed with the ``custom``
+        mode, to LangGraph's stream (each event is a dict with an ``event`` key)."""
         if self.on_event is not None:
             self.on_event(event)
+        try:
+            from langgraph.config import get_stream_writer
+
+            writer = get_stream_writer()
+        except RuntimeError:  # not inside a graph run
+            return
+        writer(dict(event))
 
 
 _SPEAKER_PREFIX = re.compile(r"^\s*(?:\(?(?:counsel+or|therapist|client|you)\)?\s*(?:\(you\))?\s*:\s*)+", re.IGNORECASE)
@@ -171,6 +180,13 @@ class NodeContext:
     def model(self, role: Role) -> BaseChatModel:
         return self.sim.models.get(role, self.ids.get("course_key"))
 
+    def tags(self, role: Role, kind: str) -> list[str]:
+        """Run tags of a model call, in LangGraph's ``messages`` stream metadata: speech of
+        the client or counselor is ``therasim:speech`` (inside JSON for the client's
+        structured turn), analyst output ``therasim:analysis``; JSON calls add ``therasim:json``."""
+        speech = role in ("client", "counselor") and self.node in ("client", "counselor", "risk_review")
+        return ["therasim:speech" if speech else "therasim:analysis", *(["therasim:json"] if kind == "structured" else []), f"therasim:node:{self.node}", f"therasim:role:{role}"]
+
     def _kw(self, model: BaseChatModel, max_tokens: int | None) -> dict[str, Any]:
         kw: dict[str, Any] = {}
         if isinstance(model, EmbeddedChatModel):
@@ -202,7 +218,7 @@ class NodeContext:
         try:
             for attempt in range(self.sim.structured_attempts):
                 with self._calling(role, "text"):
-                    raw, stats = await agenerate_text(model, messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))
+                    raw, stats = await agenerate_text(model.with_config(tags=self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
                 text = clean_utterance(raw) if speech else raw.strip()
                 if not speech or len(re.findall(r"[^\W\d_]{2,}", text)) >= 2:
                     break
@@ -232,7 +248,7 @@ class NodeContext:
         try:
             with self._calling(role, "structured", schema.__name__):
                 obj, stats = await agenerate_structured(
-                    model,
+                    model.with_config(tags=self.tags(role, "structured")),  # type: ignore[arg-type]
                     schema,
                     messages,
                     dialect=dialect_for(model),

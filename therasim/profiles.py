@@ -199,6 +199,11 @@ def load_profiles(path: str | Path, *, strict: bool = False) -> tuple[list[Clien
         if not isinstance(obj, dict):
             problems.append(ProfileError(f"profile {rec}: expected a mapping, found {type(obj).__name__}", record=rec))
             continue
+        from therasim.profile_import import foreign_format
+
+        if (fmt := foreign_format(obj)) is not None:
+            problems.append(ProfileError(f"profile {rec}: this is a {fmt} profile, not therasim's format; convert the file first: therasim profiles import {fmt} {p} -o profiles.jsonl", record=rec))
+            continue
         try:
             prof = ClientProfile.model_validate(obj)
         except ValidationError as e:

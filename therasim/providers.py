@@ -18,15 +18,15 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 from therasim.config import ROLES, ModelSpec, Role, RoleModels, StructuredDialect
@@ -105,6 +105,43 @@ def _role_of(m: BaseMessage) -> str:
     return {"system": "system", "human": "user", "ai": "assistant"}.get(m.type, "user")
 
 
+class _GenerationCancelled(Exception):
+    """Stops a generation whose caller is gone (the run was cancelled)."""
+
+
+def _token_stream(llama: Any, payload: dict[str, Any], cancel: threading.Event) -> Iterator[tuple[str, Any]]:
+    """llama.cpp generation token by token: ``("text", piece)``, ``("finish", reason)``,
+    then ``("usage", (prompt_tokens, completion_tokens))``; raises
+    :class:`_GenerationCancelled` at the next token once ``cancel`` is set."""
+    n_out = 0
+    for part in llama.create_chat_completion(**payload, stream=True):
+        if cancel.is_set():
+            raise _GenerationCancelled
+        choice = part["choices"][0]
+        delta = (choice.get("delta") or {}).get("content")
+        if delta:
+            n_out += 1
+            yield "text", delta
+        if choice.get("finish_reason"):
+            yield "finish", choice["finish_reason"]
+    # the context now holds the templated prompt and the completion
+    yield "usage", (max(int(getattr(llama, "n_tokens", 0) or 0) - n_out, 0), n_out)
+
+
+def _collect(items: Iterator[tuple[str, Any]]) -> dict[str, Any]:
+    """A chat.completion response assembled from :func:`_token_stream`."""
+    text: list[str] = []
+    finish, n_in, n_out = None, 0, 0
+    for kind, val in items:
+        if kind == "text":
+            text.append(val)
+        elif kind == "finish":
+            finish = val
+        else:
+            n_in, n_out = val
+    return {"choices": [{"message": {"content": "".join(text)}, "finish_reason": finish}], "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
+
+
 class EmbeddedChatModel(BaseChatModel):
     """llama.cpp chat model running in this process.
 
@@ -137,23 +174,16 @@ class EmbeddedChatModel(BaseChatModel):
 
     def _call(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatResult:
         slot = str(kwargs.pop("cache_slot", "default"))
+        cancel: threading.Event | None = kwargs.pop("_cancel", None)
         llama, lock = _load_llama(self.model_path, self.n_ctx, self.n_threads, slot)
-        payload: dict[str, Any] = {
-            "messages": [{"role": _role_of(m), "content": str(m.content)} for m in messages],
-            "temperature": kwargs.get("temperature", self.temperature),
-            "top_p": kwargs.get("top_p", self.top_p),
-            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
-        }
-        seed = kwargs.get("seed", self.seed)
-        if seed is not None:
-            payload["seed"] = int(seed) % (2**31)
-        if stop:
-            payload["stop"] = stop
-        if kwargs.get("response_format") is not None:
-            payload["response_format"] = kwargs["response_format"]
+        payload = self._payload(messages, stop, kwargs)
         with lock:
             try:
-                out = llama.create_chat_completion(**payload)
+                if cancel is None:
+                    out = llama.create_chat_completion(**payload)
+                else:
+                    # token by token, so a cancelled caller stops the generation at the next token
+                    out = _collect(_token_stream(llama, payload, cancel))
             except ValueError as e:
                 if "context window" in str(e) or "exceed" in str(e):
                     raise TherasimError(
@@ -174,6 +204,71 @@ class EmbeddedChatModel(BaseChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=msg)], llm_output={"token_usage": usage})
 
+    def _payload(self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "messages": [{"role": _role_of(m), "content": str(m.content)} for m in messages],
+            "temperature": kwargs.get("temperature", self.temperature),
+            "top_p": kwargs.get("top_p", self.top_p),
+            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
+        }
+        seed = kwargs.get("seed", self.seed)
+        if seed is not None:
+            payload["seed"] = int(seed) % (2**31)
+        if stop:
+            payload["stop"] = stop
+        if kwargs.get("response_format") is not None:
+            payload["response_format"] = kwargs["response_format"]
+        return payload
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Tokens as llama.cpp generates them (LangGraph's ``messages`` stream uses this).
+        Generation runs in a worker thread holding the model's lock; a cancelled
+        consumer stops it at the next token, so the model is freed."""
+        slot = str(kwargs.pop("cache_slot", "default"))
+        llama, lock = _load_llama(self.model_path, self.n_ctx, self.n_threads, slot)
+        payload = self._payload(messages, stop, kwargs)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        done = object()
+
+        def work() -> None:
+            try:
+                with lock:
+                    for item in _token_stream(llama, payload, cancelled):
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
+            except _GenerationCancelled:
+                pass
+            except BaseException as e:  # handed to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, (done, None))
+
+        thread = threading.Thread(target=work, name="therasim-llama-stream", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, val = await queue.get()
+                if kind is done:
+                    break
+                if kind == "error":
+                    raise val
+                if kind == "text":
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=val))
+                elif kind == "finish":
+                    yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"finish_reason": val, "model_name": Path(self.model_path).name}))
+                elif kind == "usage":
+                    n_in, n_out = val
+                    yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}))
+        finally:
+            cancelled.set()  # a consumer that stops early (cancelled run) stops the generation
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -190,7 +285,14 @@ class EmbeddedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await asyncio.to_thread(self._call, messages, stop, **kwargs)
+        # asyncio cannot stop a thread: on cancellation (a run cancelled in a server, a
+        # timeout) the event makes llama.cpp stop at its next token and free the model.
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(self._call, messages, stop, _cancel=cancel, **kwargs)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
 
 def choose_replica(urls: Sequence[str], course_key: str | None) -> str:
@@ -343,6 +445,43 @@ class OpenAICompatChatModel(BaseChatModel):
             self._sync = self._build()
         return self._sync._generate(messages, stop=stop, **kwargs)
 
+    async def _astream(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Server-sent events (``stream: true``) from the first replica that answers; tokens
+        as they arrive, then finish reason and usage (``stream_options.include_usage``)."""
+        import aiohttp
+
+        body = {**self._body(messages, stop, kwargs), "stream": True, "stream_options": {"include_usage": True}}
+        headers = {"Authorization": f"Bearer {_api_key(self.spec)}", "Content-Type": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=self.spec.timeout_s * 4, sock_read=self.spec.timeout_s)
+        last: Exception | None = None
+        started = False  # once tokens have been handed on, a failure is not retried elsewhere
+        for url in self.urls or [self.base_url]:
+            try:
+                async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url.rstrip("/") + "/chat/completions", json=body, headers=headers) as resp:
+                    if resp.status >= 400:
+                        raise TherasimError(f"{url}: HTTP {resp.status} for a streamed completion: {(await resp.text())[:300]}")
+                    async for data in _sse_lines(resp):
+                        for ch in data.get("choices") or []:
+                            delta = (ch.get("delta") or {}).get("content")
+                            if delta:
+                                started = True
+                                yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+                            if ch.get("finish_reason"):
+                                yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"finish_reason": ch["finish_reason"], "model_name": data.get("model")}))
+                        usage = data.get("usage")
+                        if usage:
+                            pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                            cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
+                            yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata={"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}}))
+                    return
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                if started:
+                    raise
+                last = e  # nothing streamed yet: try the next replica
+        raise TherasimError(f"no replica answered the streamed completion ({type(last).__name__}: {last}); check models.*.base_url")
+
     async def _agenerate(
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
     ) -> ChatResult:
@@ -406,6 +545,23 @@ def describe_chat_model(model: BaseChatModel) -> dict[str, Any]:
         pass
     out["max_tokens_source"] = "model" if own_max_tokens(model) is not None else "therasim per-node caps"
     return out
+
+
+async def _sse_lines(resp: Any) -> AsyncIterator[dict[str, Any]]:
+    """JSON payloads of a server-sent-events response (``data: ...`` lines until ``[DONE]``)."""
+    buf = b""
+    async for piece in resp.content.iter_any():
+        buf += piece
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            if data:
+                yield json.loads(data)
 
 
 def dialect_for(model: BaseChatModel) -> StructuredDialect:

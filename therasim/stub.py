@@ -242,6 +242,13 @@ class StubServer:
         rng = random.Random(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") ^ self.seed)
         rf = body.get("response_format") or {}
         schema = (rf.get("json_schema") or {}).get("schema") or rf.get("schema")
+        if not schema and rf.get("type") == "json_object":
+            # vLLM's json_object: always a JSON object. therasim's json_object dialect puts the
+            # schema in the prompt ("... matching this JSON schema: {...}"); honour it when present.
+            schema = _schema_in_prompt(body.get("messages") or [])
+            if not schema:
+                words = "I hear how hard this week has been".split()
+                return json.dumps({"reply": " ".join(rng.choice(words) for _ in range(8))}), True, None
         if schema:
             # booleans (a client's wish to end, a draft judged unsafe) rarely true, as in real sessions
             return json.dumps(instance_from_schema(schema, rng, p_true=0.08, p_true_by_name={"safe": 0.95})), True, schema
@@ -251,6 +258,13 @@ class StubServer:
         while _tokens(" ".join(out)) < n:
             out.append(rng.choice(words))
         return (" ".join(out).capitalize() + ".")[: 4 * n], False, None
+
+    def replies(self, body: dict[str, Any]) -> list[tuple[str, bool, dict[str, Any] | None]]:
+        """``n`` replies (vLLM's ``n``): the first is :meth:`reply`, the others drawn with
+        shifted seeds, so they differ."""
+        n = body.get("n") or 1
+        n = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16 else 1
+        return [self.reply(body if i == 0 else {**body, "seed": (body.get("seed") or 0) + 7919 * i}) for i in range(n)]
 
     def busy(self, uncached: int, out_tokens: int, in_flight: int) -> tuple[float, float]:
         """Modelled server seconds one request occupies: its uncached prefill
@@ -278,6 +292,23 @@ class StubServer:
                 self.metrics.faults[k] = self.metrics.faults.get(k, 0) + 1
                 return k
         return None
+
+
+def _schema_in_prompt(messages: list[Any]) -> dict[str, Any] | None:
+    """A JSON schema given in the last user message after ``JSON schema:`` (therasim's
+    prompt and json_object dialects), or None."""
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            text = m["content"]
+            i = text.rfind("JSON schema:")
+            if i < 0:
+                return None
+            try:
+                obj, _ = json.JSONDecoder().raw_decode(text[i + len("JSON schema:") :].lstrip())
+            except json.JSONDecodeError:
+                return None
+            return obj if isinstance(obj, dict) else None
+    return None
 
 
 def _out_of_range(obj: Any) -> Any:
@@ -326,6 +357,52 @@ def _chat_problem(body: Any) -> str | None:
     if body.get("seed") is not None and (isinstance(body["seed"], bool) or not isinstance(body["seed"], int)):
         return "seed must be an integer"
     return None
+
+
+def _stops(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        return [stop] if stop else []
+    return [x for x in stop or [] if isinstance(x, str) and x]
+
+
+def _cut_at_stop(text: str, body: dict[str, Any]) -> str:
+    """vLLM's ``stop``: the text up to (not including) the first stop string."""
+    cut = min((i for i in (text.find(s) for s in _stops(body)) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def _pieces(text: str) -> list[str]:
+    """Token-sized pieces of a reply, for streaming (a word and its trailing space)."""
+    import re
+
+    return re.findall(r"\S+\s*|\s+", text) or ([text] if text else [])
+
+
+async def _stream_sse(request: Any, server: StubServer, body: dict[str, Any], cid: str, texts: list[str], finish: list[str], usage: dict[str, Any]) -> Any:
+    """An OpenAI/vLLM ``stream: true`` reply: ``chat.completion.chunk`` server-sent events
+    (role, content pieces, finish reason per choice; usage last when
+    ``stream_options.include_usage``), then ``data: [DONE]``."""
+    from aiohttp import web
+
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.get("model", "stub")}
+
+    async def send(obj: dict[str, Any]) -> None:
+        await resp.write(b"data: " + json.dumps({**base, **obj}).encode() + b"\n\n")
+
+    for i, text in enumerate(texts):
+        await send({"choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        for piece in _pieces(text):
+            await send({"choices": [{"index": i, "delta": {"content": piece}, "finish_reason": None}]})
+        await send({"choices": [{"index": i, "delta": {}, "finish_reason": finish[i]}]})
+        server.served.add(content_hash(text))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await send({"choices": [], "usage": usage})
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
 
 
 def create_app(server: StubServer) -> Any:
@@ -395,10 +472,11 @@ def create_app(server: StubServer) -> Any:
                         seen = m.course_blocks[user] = set()
                 cached = min(server.cache.lookup_insert(prompt, seen), p_tok)
                 try:
-                    content, is_json, _schema = server.reply(body)
+                    contents = server.replies(body)
                 except SchemaTooLarge as e:
                     m.completed += 1
                     return _bad(f"response_format: {e}")
+                content, is_json, _schema = contents[0]
                 if fault == "out_of_range" and is_json:
                     content = json.dumps(_out_of_range(json.loads(content)))
                 if fault == "empty":
@@ -418,14 +496,23 @@ def create_app(server: StubServer) -> Any:
         m.prompt_tokens += p_tok
         m.cached_tokens += cached
         m.completion_tokens += c_tok
+        texts = [content, *(c for c, _, _ in contents[1:])]
+        finish = ["stop"] * len(texts)  # the stub's text always ends naturally (max_tokens already caps it)
+        texts = [_cut_at_stop(t, body) for t in texts]
+        c_tok += sum(_tokens(t) for t in texts[1:])
+        usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok, "prompt_tokens_details": {"cached_tokens": cached}}
+        cid = "chatcmpl-" + hashlib.blake2b(prompt.encode(), digest_size=6).hexdigest()
+        if body.get("stream"):
+            return await _stream_sse(request, server, body, cid, texts, finish, usage)
         payload = {
-            "id": "chatcmpl-" + hashlib.blake2b(prompt.encode(), digest_size=6).hexdigest(),
+            "id": cid,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "stub"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok, "prompt_tokens_details": {"cached_tokens": cached}},
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish[i], "logprobs": None} for i, t in enumerate(texts)],
+            "usage": usage,
         }
+        content = texts[0]
         raw = json.dumps(payload)
         if fault == "malformed":
             raw = raw.replace('"choices"', "'choices'", 1)
