@@ -78,6 +78,8 @@ def test_full_preset_runs_and_records_turns() -> None:
     assert "appraisal" not in (tr[0]["note"] or {})  # nothing to appraise yet
     note = tr[2]["note"]
     assert {"validation", "exploration"} <= set(note["appraisal"]["moves"])
+    # the analyst labels of that exchange reach the client's appraisal through the counselor turn
+    assert note["appraisal"]["labels"] == {"strategy": "open_question", "client_risk": "none"} == tr[1]["move_labels"]
     alliance = next(u for u in note["updates"] if u["variable"] == "alliance")
     assert alliance["delta"] > 0 and "validation" in alliance["moves"] and "validation" in alliance["reason"]
     assert tr[2]["client_inner"]["alliance"] > tr[0]["client_inner"]["alliance"]
