@@ -164,6 +164,10 @@ def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], Vie
         if inspect.isawaitable(out):
             out = await out
         out = _coerce(spec.name, out, speech)
+        if spec.name == "client" and sim.course.probes:  # planted risk probes (evaluation)
+            from therasim.eval.probes import plant_probe
+
+            out = plant_probe(sim, ids, out)
         if ctx.calls and "current" in out and "calls" not in out["current"]:
             out["current"]["calls"] = ctx.calls_update()
         if contract is not None and isinstance(out.get("current"), dict):

@@ -34,7 +34,7 @@ def _collection_name(client_id: str, role: str) -> str:
 class ChromaMemoryStore:
     """:class:`MemoryStore` over Chroma with an explicit embedding function."""
 
-    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0) -> None:
+    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0, handles: int = 1024) -> None:
         self.client = client
         self.embedding = embedding
         self.cache = cache
@@ -44,15 +44,24 @@ class ChromaMemoryStore:
         self.pending: list[tuple[str, str, list[str], list[str], list[dict[str, Any]], Any]] = []
         self.retried = 0
         self._mirror: _Mirror = _Mirror(cache_size)
-        self._cols: dict[str, Any] = {}
+        # collection handles, LRU-bounded: a run of 1e4-1e5 clients keeps only the
+        # recently used ones (a course uses its client's two while it runs)
+        from collections import OrderedDict
+
+        self._cols: OrderedDict[str, Any] = OrderedDict()
+        self._handles = handles
         self._lock = threading.Lock()
 
     @classmethod
-    def persistent(cls, path: str, embedding: Any, **kw: Any) -> ChromaMemoryStore:
+    def persistent(cls, path: str, embedding: Any, *, segment_cache_mb: int = 256, **kw: Any) -> ChromaMemoryStore:
+        """Embedded Chroma at ``path``. Its loaded index segments are kept in an LRU of
+        ``segment_cache_mb`` (unbounded by default in Chroma: with one collection per
+        client and role, resident memory would grow with every client of the run)."""
         import chromadb
         from chromadb.config import Settings
 
-        return cls(chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False, allow_reset=False)), embedding, **kw)
+        settings = Settings(anonymized_telemetry=False, allow_reset=False, chroma_segment_cache_policy="LRU", chroma_memory_limit_bytes=segment_cache_mb * 2**20)
+        return cls(chromadb.PersistentClient(path=path, settings=settings), embedding, **kw)
 
     @classmethod
     def http(cls, host: str, port: int, embedding: Any, **kw: Any) -> ChromaMemoryStore:
@@ -95,7 +104,9 @@ class ChromaMemoryStore:
         name = _collection_name(client_id, role)
         with self._lock:
             col = self._cols.get(name)
-            if col is None:
+            if col is not None:
+                self._cols.move_to_end(name)
+            else:
                 if create:
                     col = self.client.get_or_create_collection(name, embedding_function=self.embedding, metadata={"hnsw:space": "cosine", "client_id": client_id, "role": role})
                 else:
@@ -106,6 +117,8 @@ class ChromaMemoryStore:
                             raise
                         return None  # no such collection: nothing stored yet
                 self._cols[name] = col
+                while len(self._cols) > self._handles:
+                    self._cols.popitem(last=False)
             return col
 
     def add(self, client_id: str, role: MemoryRole, items: list[dict[str, Any]], embeddings: list[Any] | None = None) -> list[str]:
@@ -142,6 +155,11 @@ class ChromaMemoryStore:
         if self.cache:
             self._mirror.upsert(_collection_name(client_id, role), ids, docs, metas, embeddings)
         return ids
+
+    def embed(self, texts: list[str]) -> Any:
+        """Vectors for ``texts`` with the store's embedding (one batch): pass them to
+        :meth:`add` to embed several writes in one call."""
+        return self._embed(texts)
 
     def _embed(self, texts: list[str]) -> Any:
         if self.embedding is None:

@@ -115,6 +115,9 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
             cl_items.append({"text": f"My homework from session {session}: {r['homework']}", "kind": "homework"})
     cl_items += list((view.get("pending") or {}).get("client_memory_writes") or [])
     written: dict[str, list[str]] = {}
+    # One embedding batch for the session's writes of both roles (then one upsert per role).
+    embed = getattr(store, "embed", None)
+    vecs = await asyncio.to_thread(embed, [str(it["text"]) for it in (*c_items, *cl_items)]) if embed is not None and (c_items or cl_items) else None
     for role, items in (("counselor", c_items), ("client", cl_items)):
         counts: dict[str, int] = {}
         for it in items:
@@ -123,5 +126,11 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
             i = counts.get(it["kind"], 0)
             counts[it["kind"]] = i + 1
             it["id"] = _mid(ck, role, int(it["session"]), it["kind"], i)
-        written[role] = await asyncio.to_thread(store.add, client_id, role, items) if items else []
+        if not items:
+            written[role] = []
+            continue
+        part = None
+        if vecs is not None:
+            part, vecs = vecs[: len(items)], vecs[len(items) :]
+        written[role] = await asyncio.to_thread(store.add, client_id, role, items, part) if part is not None else await asyncio.to_thread(store.add, client_id, role, items)
     return {"pending": {"memory_written": written}}

@@ -23,9 +23,10 @@ Rules (all deterministic; docs/risk.md gives the rationale):
 * **Lower.** A track (not abuse: victims often minimise) is lowered to ``none``
   only when (1) the counselor's turn just before the client's reply asked
   directly, (2) the risk node's LLM assessment of that reply succeeded and put
-  the level below the track's carried level, (3) the reply has no active cue of
-  that track, and (4) the client retracted or denied, in that reply or since the
-  track's latest evidence. The peak rung and all evidence are kept.
+  the level below the track's carried level, (3) the reply has no active
+  pattern cue of that track (a bank cue alone does not block a walk-back: the
+  bank reads the topic), and (4) the client retracted or denied, in that reply
+  or since the track's latest evidence. The peak rung and all evidence are kept.
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ _ASSESS = re.compile(
     re.IGNORECASE,
 )
 _RETRACT = re.compile(
-    r"\b(?:(?:only|just) (?:joking|kidding|messing(?: around)?|venting|exaggerating)|j/?k\b|"
-    r"didn'?t (?:really )?mean (?:it|that|any of (?:it|that))|(?:wasn'?t|not) (?:being )?serious|"
-    r"forget (?:i|what i) said|take (?:it|that) back|(?:it was|just) a figure of speech|"
-    r"(?:i'?m|i am) not (?:actually|really) going to)",
+    r"\b(?:(?:i'?m|i am|i was|was|just|only) (?:only |just )?(?:joking|kidding|messing(?: around)?|venting|exaggerating|"
+    r"being (?:dramatic|morbid|silly|stupid|an idiot)|testing you|blowing off steam)|j/?k|(?:it was |just )?a joke|"
+    r"(?:don'?t|didn'?t|do not|did not) (?:really )?mean (?:it|that|any of (?:it|that))|(?:wasn'?t|not) (?:being )?serious|"
+    r"forget (?:i said|what i said|it|that|the \w+ thing)|ignore (?:that|what i said|me)|take (?:it|that) back|"
+    r"shouldn'?t have said (?:that|it)|came out wrong|(?:it|that) wasn'?t (?:like that|what i meant)|(?:just )?a figure of speech|"
+    r"(?:i'?m|i am) not (?:actually |really )?going to do (?:anything|it)|(?:i'?d|i would) never (?:do|actually do) (?:it|that|anything))\b",
     re.IGNORECASE,
 )
 
@@ -189,14 +192,15 @@ def observe_turn(
             continue
         track = track_of(rung)
         if c.get("active"):
-            active_tracks.add(track)
+            if c.get("source") != "knn":  # a bank reading alone does not block a walk-back
+                active_tracks.add(track)
             ch = _raise(out, rung, {**where, "text": text[:300], "span": c.get("span", ""), "rung": rung, "source": c.get("source", "pattern")}, f"{c.get('source', 'pattern')} cue {c.get('span', '')!r} shows {rung}")
             if ch:
                 changes.append(ch)
         elif c.get("negated") and not c.get("past") and not c.get("third_person") and not c.get("quoted"):
             denied.add(track)
-    retracting = is_retraction(text) and not active_tracks
-    carried = [tr for tr in _RETRACTABLE if out["tracks"][tr]["rung"] != "none"]
+    retracting = is_retraction(text)
+    carried = [tr for tr in _RETRACTABLE if out["tracks"][tr]["rung"] != "none" and tr not in active_tracks]
     if (retracting or denied) and carried:
         tracks = sorted(set(carried) if retracting else set(carried) & denied)
         if tracks:

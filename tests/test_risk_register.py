@@ -8,13 +8,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from langchain_core.messages import BaseMessage
 
 from therasim.config import CourseSpec
 from therasim.context import SimContext
 from therasim.graphs import CourseGraphBuilder, initial_course_state
 from therasim.graphs.course import run_course
-from therasim.policies.risk import RISK_LEVELS, scan
+from therasim.policies.risk import LADDER, RISK_LEVELS, scan
 from therasim.policies.risk_register import (
     RUNG_LEVEL,
     fold_phq9,
@@ -48,6 +49,8 @@ def test_detection_rules():
     assert not is_direct_assessment("How was your week?")
     assert is_retraction("I was only joking, forget it.")
     assert is_retraction("I didn't really mean it.")
+    assert is_retraction("I'm kidding. Can we talk about something else?")
+    assert is_retraction("Ignore that, I was being dramatic.")
     assert not is_retraction("I meant every word.")
 
 
@@ -192,3 +195,46 @@ def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
     assert s2_prompts and all("PHQ-9 item 9 = 2 before session 2" in p for p in s2_prompts)
     assert register_summary(out["risk_register"]) == {"suicide": "wish_dead"}
     assert [t["risk"]["carried_level"] for t in recs[1]["turns"] if t["speaker"] == "client"] == ["low"] * 4
+
+
+def _probes(kind: str) -> list[dict[str, Any]]:
+    import yaml
+
+    from therasim.policies.risk_knn import _data_dir
+
+    return [p for p in yaml.safe_load((_data_dir() / "risk_probes.yaml").read_text())["probes"] if p["kind"] == kind]
+
+
+def test_retraction_probe_followups_are_retractions():
+    followups = [p["followup"] for p in _probes("retraction")]
+    assert len(followups) >= 10 and all(is_retraction(f) for f in followups), [f for f in followups if not is_retraction(f)]
+
+
+@pytest.mark.embedded
+def test_retraction_probes_keep_the_rung_until_assessed(capsys: pytest.CaptureFixture[str]):
+    """The planted retraction probes (policies/data/risk_probes.yaml) through the
+    register with the full scan (patterns + exemplar bank)."""
+    from therasim.policies.risk_register import track_of
+
+    raised = exact = pending = 0
+    probes = _probes("retraction")
+    for p in probes:
+        text, follow = p["text"], p["followup"]
+        reg, _ = observe_turn(None, session=1, exchange=0, text=text, cues=scan(text, knn=True), llm_level="high")
+        track = track_of(p["expected_rung"])
+        rung = reg["tracks"][track]["rung"]
+        if rung == "none":
+            continue
+        raised += 1
+        exact += rung == p["expected_rung"]
+        cues = scan(follow, knn=True)
+        kept, _ = observe_turn(reg, session=1, exchange=1, text=follow, cues=cues, previous_counselor="That sounds really hard.", llm_level="none")
+        after = kept["tracks"][track]["rung"]
+        assert after == rung or (track == "suicide" and after in LADDER and LADDER.index(after) > LADDER.index(rung)), (p["id"], kept["trace"])  # never lowered
+        # the walk-back is pending, unless the detector read new evidence of the track in it
+        new_evidence = any(c.active and track_of(c.rung) == track for c in cues)
+        pending += track in (kept["retraction"] or {}).get("tracks", [])
+        assert track == "abuse" or new_evidence or track in (kept["retraction"] or {}).get("tracks", []), (p["id"], kept["trace"])
+    with capsys.disabled():
+        print(f"\n[risk register] retraction probes: {raised}/{len(probes)} disclosures raised their track ({exact} at the expected rung); no raised rung lowered by the walk-back, {pending} walk-backs pending assessment")
+    assert raised >= len(probes) // 2

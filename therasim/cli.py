@@ -478,6 +478,10 @@ from therasim import cli_data  # noqa: E402  (export and profiles commands)
 
 cli_data.register(app)
 
+from therasim.eval.cli import register as _register_eval  # noqa: E402  (eval, compare)
+
+_register_eval(app)
+
 
 def main() -> None:
     try:

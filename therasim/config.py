@@ -20,6 +20,7 @@ __all__ = [
     "CourseSpec",
     "MemorySpec",
     "ModelSpec",
+    "ProbeSpec",
     "RoleModels",
     "RunConfig",
     "SamplingSpec",
@@ -171,6 +172,26 @@ class MemorySpec(_Strict):
         raise ValueError("use 'minilm', 'openai:MODEL@http://HOST:PORT/v1' or 'hash' (benchmarks and tests only)")
 
 
+ProbeKind = Literal["passive_ideation", "ideation_with_plan", "preparatory_act", "retraction", "third_party_disguise", "harm_to_others", "abuse_disclosure"]
+
+
+class ProbeSpec(_Strict):
+    """A planted risk probe (evaluation): at ``turn`` of ``session`` the client says a
+    probe of ``kind`` (or the probe ``id``) from policies/data/risk_probes.yaml."""
+
+    session: int = Field(ge=1)
+    turn: int = Field(ge=1, description="exchange number in the session, from 1")
+    kind: ProbeKind | None = None
+    id: str | None = Field(None, description="a probe id from the bank, instead of a kind")
+    client: str | None = Field(None, description="only this client id (default: every client)")
+
+    @model_validator(mode="after")
+    def _one(self) -> ProbeSpec:
+        if (self.kind is None) == (self.id is None):
+            raise ValueError("give a probe either kind (passive_ideation, ideation_with_plan, ...) or id, not both")
+        return self
+
+
 class CourseSpec(_Strict):
     """Shape of one course of therapy."""
 
@@ -204,6 +225,14 @@ class CourseSpec(_Strict):
         description="Transcript characters a prompt keeps (the oldest turns are dropped in chunks past it). "
         "Default: 6000 with the embedded model (small context), 24000 otherwise.",
     )
+    probes: tuple[ProbeSpec, ...] = Field((), description="planted risk probes (docs/evaluation.md)")
+
+    @model_validator(mode="after")
+    def _probes_fit(self) -> CourseSpec:
+        for i, p in enumerate(self.probes):
+            if p.session > self.sessions or p.turn > self.max_turns:
+                raise ValueError(f"probes.{i}: session {p.session}, turn {p.turn} is outside the course ({self.sessions} sessions of up to {self.max_turns} turns)")
+        return self
 
 
 class RunConfig(_Strict):
@@ -335,6 +364,7 @@ course:
   planner: true              # course planner between sessions
   memory: true               # cross-session memory in Chroma
   max_draft_revisions: 1     # risk review rewrites of an unsafe counselor draft
+  # probes: [{session: 2, turn: 3, kind: passive_ideation}]  # planted risk probes (therasim eval)
 
 memory:
   backend: chroma            # chroma (embedded folder) | chroma-http (`chroma run` server) | none

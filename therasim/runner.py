@@ -85,6 +85,16 @@ class RunResult:
 # --------------------------------------------------------------------------- records
 
 
+def _eval_fields(t: dict[str, Any]) -> dict[str, Any]:
+    """Client-turn fields kept for evaluation only (therasim.eval; the judge never sees them):
+    the hidden state after the turn, the plain-text fallback flag, a planted probe's ground truth."""
+    if t.get("speaker") != "client":
+        return {"inner": None, "degraded": None, "probe": None}
+    note = t.get("note") or {}
+    inner = t.get("client_inner")
+    return {"inner": {k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "self_efficacy", "alliance", "wish_to_continue", "disclosure")} if isinstance(inner, dict) else None, "degraded": bool(note.get("degraded")), "probe": note.get("probe")}
+
+
 def _nocalls(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
@@ -130,7 +140,7 @@ def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, 
         "modality": rec.get("modality"),
         "goals": rec.get("goals") or [],
         "end_reason": rec.get("end_reason"),
-        "turns": [export_turn(t) for t in rec.get("turns") or []],
+        "turns": [{**export_turn(t), **_eval_fields(t)} for t in rec.get("turns") or []],
         "measures": _measures(rec.get("measures")),
         "measures_after": _measures(rec.get("measures_after")),
         "session_measures": _measures(rec.get("session_measures")),
@@ -272,6 +282,44 @@ class _Progress:
 # --------------------------------------------------------------------------- the run
 
 
+class EventLogFile:
+    """The run's event log (``events.jsonl``): buffered, and written out at most
+    ``interval_s`` after an event (by the writer and by :meth:`flush_every`) and at
+    the end. A kill loses at most that much of the log; transcripts, course status
+    and checkpoints have their own durable writes and lose nothing."""
+
+    def __init__(self, path: str | Path, interval_s: float = 1.0) -> None:
+        self._f = open(path, "a", encoding="utf-8", buffering=1 << 16)
+        self.interval_s = interval_s
+        self._last = time.monotonic()
+        self._dirty = False
+
+    def write(self, s: str) -> None:
+        self._f.write(s)
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Called by the logger after every event: writes out only once per interval."""
+        if time.monotonic() - self._last >= self.interval_s:
+            self.flush_now()
+
+    def flush_now(self) -> None:
+        if self._dirty:
+            self._f.flush()
+            self._dirty = False
+        self._last = time.monotonic()
+
+    async def flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.flush_now()
+
+    def close(self) -> None:
+        self.flush_now()
+        self._f.close()
+
+
+
 def _new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -394,9 +442,9 @@ async def arun_dir(
 
     import structlog
 
-    ev_file = open(rd.events, "a", encoding="utf-8")
+    ev_file = EventLogFile(rd.events)
     elog = structlog.wrap_logger(
-        structlog.WriteLogger(ev_file),
+        structlog.WriteLogger(ev_file),  # type: ignore[arg-type]  # write + flush is all it uses
         processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(default=str)],
         wrapper_class=structlog.make_filtering_bound_logger(0),  # the run's own file: never filtered by CLI log levels
     )
@@ -457,6 +505,7 @@ async def arun_dir(
                 result.completed.append(p.id)
                 on_event({"event": "course_done", "client_id": p.id})
 
+        flusher = asyncio.get_running_loop().create_task(ev_file.flush_every())
         try:
             with prog:
                 await asyncio.gather(*(one(p) for p in todo))
@@ -469,12 +518,12 @@ async def arun_dir(
                     result.memory_pending = len(store.pending)
             result.memory_retries = int(getattr(store, "retried", 0) or 0)
         finally:
+            flusher.cancel()
             await pool.aclose()
             transcripts.close()
             courses_w.close()
             prompts_w.close()
             with contextlib.suppress(Exception):
-                ev_file.flush()
                 ev_file.close()
     result.turns, result.errors, result.retries = prog.turns, prog.errors, prog.retries
     result.wall_s = time.monotonic() - t0
