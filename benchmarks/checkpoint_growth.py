@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from therasim.bench import checkpoint_bytes_per_turn
+from therasim.tools.bench import checkpoint_bytes_per_turn
 
 
 def main() -> int:

@@ -36,10 +36,10 @@ def _dir_mb(p: Path) -> float:
 
 def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool) -> dict[str, Any]:
     """One cohort in this process (called in a child process)."""
-    from therasim.bench import _get
     from therasim.config import RunConfig
     from therasim.profiles import sample_profiles
     from therasim.runner import arun_dir, start_run
+    from therasim.tools.bench import _get
 
     cfg = RunConfig.model_validate(
         {
@@ -114,7 +114,7 @@ def main() -> None:
         print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory)))
         return
 
-    from therasim.bench import _Stub
+    from therasim.tools.bench import _Stub
 
     cores = None
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:

@@ -23,7 +23,7 @@ from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from therasim.context import NodeContext, SimContext
+from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.contract import ExchangeContract, NodeFn, NodeSpec, Slot, builtin_contract
 from therasim.errors import TherasimError
 from therasim.nodes import SPECS
@@ -156,7 +156,7 @@ def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], Vie
     speech = _speech_keys(spec.name, spec, contract)
 
     async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
-        sim = runtime.context if runtime.context is not None else SimContext()
+        sim = as_sim_context(runtime.context)
         ids = {k: state.get(k) for k in ("run_id", "client_id", "session", "course_key", "exchange")}
         ctx = NodeContext(sim, spec.name, spec.side, ids, spec=spec, contract=contract)
         view = view_fn(state, spec.side, spec.name)

@@ -27,10 +27,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from therasim.config import CourseSpec
-from therasim.context import NodeContext, SimContext
+from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.errors import TherasimError
 from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, describe_specs, wrap_node
 from therasim.graphs.presets import preset
+from therasim.graphs.session import course_recursion_limit, session_recursion_limit
 from therasim.nodes.events import between_session_events
 from therasim.nodes.measures import measures, session_measures
 from therasim.nodes.planner import course_planner
@@ -160,10 +161,10 @@ async def _streamed(graph: Any, inp: Any, cfg: dict[str, Any], sim: SimContext, 
 
 def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def session(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
-        sim = runtime.context if runtime.context is not None else SimContext()
+        sim = as_sim_context(runtime.context)
         n = int(state["session"])
         tid = session_thread_id(state["course_key"], n, branch)
-        cfg: dict[str, Any] = {"recursion_limit": 20 * (sim.course.max_turns + 2) + 50, "configurable": {"thread_id": tid}}
+        cfg: dict[str, Any] = {"recursion_limit": session_recursion_limit(sim.course.max_turns), "configurable": {"thread_id": tid}}
 
         forward = _parent_stream()
 
@@ -422,7 +423,7 @@ async def run_course(graph: Any, state: dict[str, Any] | None, context: SimConte
     already has checkpoints, continue it (``state`` is then ignored); a finished
     course returns its final state without running anything."""
     n = int((state or {}).get("sessions_planned") or context.course.sessions)
-    config: dict[str, Any] = {"recursion_limit": (len(graph.get_graph().nodes) + 2) * (n + 1) + 50}
+    config: dict[str, Any] = {"recursion_limit": course_recursion_limit(n, len(graph.get_graph().nodes) + 2)}
     if thread_id is not None:
         config["configurable"] = {"thread_id": thread_id}
         if graph.checkpointer is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from therasim.errors import TherasimError
+from therasim._internal.registry import Registry
 from therasim.graphs.builder import SessionGraphBuilder
 from therasim.nodes.client import SPEC as CLIENT
 from therasim.nodes.counselor import SPEC as COUNSELOR
@@ -66,16 +66,13 @@ def minimal() -> SessionGraphBuilder:
     return b
 
 
-PRESETS: dict[str, Callable[[], SessionGraphBuilder]] = {"full": full, "unified": unified, "lean": lean, "minimal": minimal}
+PRESETS: Registry[Callable[[], SessionGraphBuilder]] = Registry("preset", {"full": full, "unified": unified, "lean": lean, "minimal": minimal}, hint="or register_preset")
 
 
 def register_preset(name: str, factory: Callable[[], SessionGraphBuilder]) -> None:
-    PRESETS[name] = factory
+    PRESETS.register(name, factory)
 
 
 def preset(name: str) -> SessionGraphBuilder:
     """A fresh builder for a named preset (change it freely)."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise TherasimError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)} (or register_preset)") from None
+    return PRESETS.lookup(name)()

@@ -7,7 +7,23 @@ from typing import Any
 from therasim.context import SimContext
 from therasim.profiles import ClientProfile
 
-__all__ = ["initial_session_state", "run_session"]
+__all__ = ["course_recursion_limit", "initial_session_state", "recursion_limit", "run_session", "session_recursion_limit"]
+
+
+def recursion_limit(steps_per_round: int, rounds: int) -> int:
+    """LangGraph's recursion limit for a loop of ``rounds`` rounds of at most
+    ``steps_per_round`` steps (two rounds and 50 steps of slack)."""
+    return steps_per_round * (rounds + 2) + 50
+
+
+def session_recursion_limit(max_turns: int) -> int:
+    """For a session of at most ``max_turns`` exchanges (20 steps each, rewrites included)."""
+    return recursion_limit(20, max_turns)
+
+
+def course_recursion_limit(sessions: int, steps: int = 40) -> int:
+    """For a course of ``sessions`` sessions of at most ``steps`` course steps each."""
+    return recursion_limit(steps, sessions)
 
 
 def initial_session_state(
@@ -45,7 +61,7 @@ def initial_session_state(
 
 async def run_session(graph: Any, state: dict[str, Any], context: SimContext, *, thread_id: str | None = None) -> dict[str, Any]:
     """Run a compiled session graph to its end and return the final state."""
-    config: dict[str, Any] = {"recursion_limit": 20 * (context.course.max_turns + 2) + 50}
+    config: dict[str, Any] = {"recursion_limit": session_recursion_limit(context.course.max_turns)}
     if thread_id is not None:
         config["configurable"] = {"thread_id": thread_id}
     return await graph.ainvoke(state, config=config, context=context)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["MEMORY_KINDS", "MemoryRole", "MemoryStore"]
+__all__ = ["MEMORY_KINDS", "BufferedMemoryStore", "MemoryRole", "MemoryStore"]
 
 MemoryRole = Literal["counselor", "client"]
 MEMORY_KINDS = ("summary", "fact", "homework", "event", "risk", "plan")
@@ -29,3 +29,29 @@ class MemoryStore(Protocol):
 
     def delete_client(self, client_id: str) -> None:
         ...
+
+
+@runtime_checkable
+class BufferedMemoryStore(MemoryStore, Protocol):
+    """What the runner and the memory nodes also use when a store offers it (each is
+    looked up with ``getattr``, so a plain :class:`MemoryStore` still works):
+    batch embedding, writes and searches with precomputed vectors, and writes
+    buffered across an outage of a memory server."""
+
+    pending: list[Any]  # write batches not yet delivered (client, role, ids, docs, metas, embeddings)
+    retried: int  # transient errors retried so far
+
+    def embed(self, texts: list[str]) -> list[Any]:
+        """One embedding per text (one batch), for ``add(..., embeddings=...)``."""
+        ...
+
+    def add(self, client_id: str, role: MemoryRole, items: list[dict[str, Any]], embeddings: list[Any] | None = None) -> list[str]:
+        ...
+
+    def search(self, client_id: str, role: MemoryRole, query: str, k: int = 4, where: dict[str, Any] | None = None, embedding: Any = None) -> list[dict[str, Any]]:
+        ...
+
+    def flush(self) -> int:
+        """Deliver buffered writes; returns how many batches are still pending."""
+        ...
+

@@ -3,6 +3,7 @@ a model on first use."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from importlib import resources
@@ -11,7 +12,7 @@ from typing import Any
 
 from therasim.errors import MissingExtraError, TherasimError
 
-__all__ = ["MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "minilm_path", "register_embeddings"]
+__all__ = ["HashEmbedding", "MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "minilm_path", "register_embeddings"]
 
 
 def minilm_path() -> Path:
@@ -104,14 +105,52 @@ class OpenAIEmbedding(MiniLMEmbedding):
         return [np.asarray(d.embedding, dtype="float32") for d in out.data]
 
 
+class HashEmbedding:
+    """A tiny deterministic bag-of-words embedding (64 dims) for fast Chroma tests.
+    Not a real embedding: use MiniLM (the default) for anything but tests."""
+
+    @staticmethod
+    def name() -> str:
+        return "test-hash"
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> HashEmbedding:
+        return HashEmbedding()
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine"]
+
+    def __call__(self, input: list[str]) -> list[Any]:
+        import numpy as np
+
+        out = []
+        for text in input:
+            v = np.zeros(64, dtype="float32")
+            for w in text.lower().split():
+                v[int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
+            n = float(np.linalg.norm(v)) or 1.0
+            out.append(v / n)
+        return out
+
+    def embed_query(self, input: list[str]) -> list[Any]:
+        return self(input)
+
+
 def make_embedding(spec: str) -> Any:
     """``minilm``, ``openai:MODEL@BASE_URL``, or ``hash`` (a deterministic bag-of-words
     stand-in for benchmarks and tests; not a semantic embedding)."""
     if spec == "minilm":
         return MiniLMEmbedding()
     if spec == "hash":
-        from therasim.testing import HashEmbedding
-
         return HashEmbedding()
     if spec.startswith("openai:") and "@" in spec:
         model, url = spec[len("openai:") :].split("@", 1)
@@ -129,7 +168,5 @@ def register_embeddings() -> None:
         from chromadb.utils.embedding_functions import register_embedding_function
     except ImportError:  # chromadb missing or too old to have a registry
         return
-    from therasim.testing import HashEmbedding
-
     for cls in (MiniLMEmbedding, OpenAIEmbedding, HashEmbedding):
         register_embedding_function(cls)

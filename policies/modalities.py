@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from therasim._internal.registry import Registry
 from therasim.errors import UnknownNameError
 
 __all__ = ["MODALITIES", "Modality", "Stage", "get_modality", "load_modalities", "register_modality"]
@@ -61,7 +62,7 @@ def _m(name: str, title: str, description: str, stages: list[tuple[str, list[str
     )
 
 
-MODALITIES: dict[str, Modality] = {
+MODALITIES: Registry[Modality] = Registry("modality", hint="register your own with register_modality", items={
     "cbt": _m(
         "cbt",
         "Cognitive behavioural therapy",
@@ -107,19 +108,16 @@ MODALITIES: dict[str, Modality] = {
         ],
         homework=True,
     ),
-}
+})
 
 
 def register_modality(modality: Modality) -> None:
     """Add or replace a modality by name."""
-    MODALITIES[modality.name] = modality
+    MODALITIES.register(modality.name, modality)
 
 
 def get_modality(name: str) -> Modality:
-    try:
-        return MODALITIES[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown modality {name!r}; known: {sorted(MODALITIES)} (register your own with register_modality)") from None
+    return MODALITIES.lookup(name)
 
 
 def load_modalities(path: str | Path) -> list[Modality]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from therasim.errors import UnknownNameError
+from therasim._internal.registry import Registry
 
 __all__ = [
     "EMOTION_TAXONOMIES",
@@ -46,7 +46,7 @@ class EmotionTaxonomy:
         return 0
 
 
-EMOTION_TAXONOMIES: dict[str, EmotionTaxonomy] = {
+EMOTION_TAXONOMIES: Registry[EmotionTaxonomy] = Registry("emotion taxonomy", items={
     "plutchik": EmotionTaxonomy(
         name="plutchik",
         description="Plutchik, 8 groups x 3 intensities (PsychēChat)",
@@ -66,21 +66,18 @@ EMOTION_TAXONOMIES: dict[str, EmotionTaxonomy] = {
         description="Basic 8 emotions (TheraMind); intensity carried separately",
         groups={k: (k,) for k in ("joy", "sadness", "anger", "fear", "disgust", "surprise", "trust", "anticipation")},
     ),
-}
+})
 
 
 def register_emotion_taxonomy(tax: EmotionTaxonomy) -> None:
     """Add or replace an emotion taxonomy by name."""
     if not tax.groups or any(not v for v in tax.groups.values()):
         raise ValueError(f"emotion taxonomy {tax.name!r}: every group needs at least one label")
-    EMOTION_TAXONOMIES[tax.name] = tax
+    EMOTION_TAXONOMIES.register(tax.name, tax)
 
 
 def emotion_taxonomy(name: str) -> EmotionTaxonomy:
-    try:
-        return EMOTION_TAXONOMIES[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown emotion taxonomy {name!r}; known: {sorted(EMOTION_TAXONOMIES)}") from None
+    return EMOTION_TAXONOMIES.lookup(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,9 +81,11 @@ def test_dpo_pairs_from_a_fork_ranked_by_evals(tmp_path):
     with pytest.raises(RunDirError, match="therasim eval"):
         export_run(rd, "dpo", tmp_path / "none")
     (rd / "evals").mkdir()
+    # the shape `therasim eval` writes: one line per judge sample, scores per criterion; invalid samples have none
     lines = [
-        {"client_id": cid, "session": 1, "branch": None, "rubric": "mindeval", "scores": {"alliance": {"median": 3}, "accuracy": 4}},
-        {"client_id": cid, "session": 1, "branch": "alt", "rubric": "mindeval", "scores": {"alliance": {"median": 5}, "accuracy": 5}},
+        {"client_id": cid, "session": 1, "branch": None, "rubric": "mindeval", "sample": 0, "valid": True, "scores": {"alliance": {"score": 3, "evidence": [2]}, "accuracy": {"score": 4, "evidence": [4]}}},
+        {"client_id": cid, "session": 1, "branch": "alt", "rubric": "mindeval", "sample": 0, "valid": True, "scores": {"alliance": {"score": 5, "evidence": [2]}, "accuracy": {"score": 5, "evidence": [4]}}},
+        {"client_id": cid, "session": 1, "branch": "alt", "rubric": "mindeval", "sample": 1, "valid": False, "scores": None, "error": "invalid after 3 attempts"},
     ]
     (rd / "evals" / "judgments.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     info = export_run(rd, "dpo", tmp_path / "dpo")

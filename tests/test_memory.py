@@ -11,12 +11,13 @@ import pytest
 from conftest import free_port, wait_port
 
 from therasim.memory import ChromaMemoryStore, MemoryStore, MiniLMEmbedding
+from therasim.memory.base import BufferedMemoryStore
 
 pytestmark = pytest.mark.embedded
 
 
 def _round_trip(store: ChromaMemoryStore) -> None:
-    assert isinstance(store, MemoryStore)
+    assert isinstance(store, MemoryStore) and isinstance(store, BufferedMemoryStore)
     store.add("c1", "counselor", [
         {"text": "Client sleeps badly after night shifts", "kind": "fact", "session": 1, "course": "r"},
         {"text": "Homework: write down three automatic thoughts each evening", "kind": "homework", "session": 1, "course": "r"},

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,40 +20,6 @@ from therasim.config import CourseSpec, ModelSpec
 from therasim.context import SimContext
 from therasim.providers import ModelPool, make_chat_model
 from therasim.streaming import UtteranceExtractor, speech_deltas
-
-
-@pytest.fixture(scope="module")
-def stub_url() -> Iterator[str]:
-    """The stub in a thread of this process (aiohttp on 127.0.0.1)."""
-    from aiohttp import web
-
-    from therasim.stub import StubServer, create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(StubServer("zero")))
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        loop.run_forever()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(5)
 
 
 def _client(url: str) -> Any:

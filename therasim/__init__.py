@@ -4,6 +4,7 @@ Importing therasim configures no logging, prints nothing, sends no telemetry
 and opens no network connection.
 """
 
+from therasim._internal.aliases import install as _install_aliases
 from therasim._version import __version__
 from therasim.config import (
     CourseSpec,
@@ -28,6 +29,9 @@ from therasim.providers import ModelPool, make_chat_model
 from therasim.runner import RunResult, arun_dir, resume, run, start_run
 from therasim.structured import CallStats, agenerate_structured
 from therasim.traces import afork, fork, overview, replay, timeline, turn_state
+
+# Modules that moved keep their old import paths.
+_install_aliases({f"therasim.{m}": f"therasim.tools.{m}" for m in ("bench", "stub", "schema_sampling")})
 
 __all__ = [
     "CallStats",

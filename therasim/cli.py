@@ -146,7 +146,6 @@ def session(
     from therasim.graphs import preset as get_preset
     from therasim.graphs.session import initial_session_state, run_session
     from therasim.profiles import example_profiles
-    from therasim.providers import ModelPool
 
     cfg = _load(config)
     course = cfg.course.model_copy(update={k: v for k, v in {"max_turns": turns, "preset": preset}.items() if v is not None})
@@ -155,7 +154,7 @@ def session(
         _fail(TherasimError(f"--profile {profile!r} is not a shipped example; choose one of {sorted(profiles)}"))
     try:
         g = get_preset(course.preset).compile()
-        ctx = SimContext(models=ModelPool(cfg.models), course=course, seed=cfg.seed, structured_attempts=cfg.structured_attempts)
+        ctx = SimContext.from_config(cfg, course=course)
         if stream:
             from therasim.cli_data import print_streamed_session
 
@@ -418,7 +417,7 @@ def stub(
     trace_dir: Annotated[Optional[Path], typer.Option("--trace-dir", help="folder where POST /trace {\"name\": NAME} may start NAME.jsonl (off without it)")] = None,
 ) -> None:
     """An OpenAI-compatible stub model server (benchmarks and tests only)."""
-    from therasim.stub import PROFILES, parse_faults, run_stub
+    from therasim.tools.stub import PROFILES, parse_faults, run_stub
 
     try:
         if profile not in PROFILES:
@@ -453,9 +452,9 @@ def bench(
     no_checkpoint_sizes: Annotated[bool, typer.Option("--no-checkpoint-sizes")] = False,
 ) -> None:
     """Benchmark therasim against the sequential and thread-pool ways, on the stub server."""
-    from therasim.bench import bench as _bench
-    from therasim.bench import summarise
-    from therasim.stub import PROFILES, parse_faults
+    from therasim.tools.bench import bench as _bench
+    from therasim.tools.bench import summarise
+    from therasim.tools.stub import PROFILES, parse_faults
 
     try:
         if profile not in PROFILES:

@@ -16,7 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
-from therasim.config import CourseSpec, Role
+from therasim.config import CourseSpec, Role, RunConfig
 from therasim.errors import StructuredOutputError
 from therasim.policies.modalities import Modality, get_modality
 from therasim.policies.risk import RiskProtocol
@@ -63,6 +63,21 @@ class SimContext:
     # structured calls that hit a cap come back as invalid JSON.
     max_tokens: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig, *, models: ModelPool | None = None, memory: Any = None, **overrides: Any) -> SimContext:
+        """The one factory from a run's config to its context: the config's models
+        (or ``models``), course, seed, attempts and recall depth, the ``memory`` store
+        opened for it, and any other field as a keyword (event sinks, caps)."""
+        kw: dict[str, Any] = {
+            "models": models if models is not None else ModelPool(cfg.models),
+            "course": cfg.course,
+            "seed": cfg.seed,
+            "structured_attempts": cfg.structured_attempts,
+            "memory": memory,
+            "recall_k": cfg.memory.recall_k,
+        }
+        return cls(**{**kw, **overrides})
+
     @property
     def transcript_chars(self) -> int:
         """Transcript characters a prompt keeps (``course.transcript_chars``, else 6000
@@ -94,6 +109,24 @@ class SimContext:
         except RuntimeError:  # not inside a graph run
             return
         writer(dict(event))
+
+
+def as_sim_context(ctx: Any) -> SimContext:
+    """The SimContext of a graph run: the context itself; ``SimContext()`` when none was
+    given; ``ctx.to_sim()`` for a JSON context (LangGraph Studio / ``langgraph dev``
+    give :class:`therasim.studio.StudioContext`, or a plain dict of its fields)."""
+    if isinstance(ctx, SimContext):
+        return ctx
+    if ctx is None:
+        return SimContext()
+    to_sim = getattr(ctx, "to_sim", None)
+    if callable(to_sim):
+        return to_sim()  # type: ignore[no-any-return]
+    if isinstance(ctx, dict):
+        from therasim.studio import StudioContext
+
+        return StudioContext.model_validate(ctx).to_sim()
+    raise TypeError(f"the graph's context must be a SimContext or a StudioContext/dict of model specs, got {type(ctx).__name__}")
 
 
 _SPEAKER_PREFIX = re.compile(r"^\s*(?:\(?(?:counsel+or|therapist|client|you)\)?\s*(?:\(you\))?\s*:\s*)+", re.IGNORECASE)

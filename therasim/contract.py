@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal
+
+from typing_extensions import (
+    TypedDict,  # LangGraph schema generation (pydantic) needs it before Python 3.12
+)
 
 from therasim.errors import TherasimError
 
@@ -40,7 +43,6 @@ __all__ = [
     "Slot",
     "Turn",
     "builtin_contract",
-    "export_turn",
 ]
 
 Side = Literal["client", "counselor", "system"]
@@ -317,24 +319,3 @@ class ExchangeContract:
 def builtin_contract() -> ExchangeContract:
     """The contract of the built-in slots alone (views of a state with no graph)."""
     return ExchangeContract()
-
-
-def export_turn(t: Mapping[str, Any], contract: ExchangeContract | None = None) -> dict[str, Any]:
-    """A transcript turn in the export's fixed shape: core fields, every exported
-    built-in slot (``None`` when absent), call counts; fields of slots declared by
-    nodes go in ``extra`` as JSON strings (so the columns stay fixed)."""
-    calls = t.get("calls") or {}
-    out: dict[str, Any] = {k: t.get(k) for k in ("index", "exchange", "speaker", "text")}
-    for s in BUILTIN_SLOTS.values():
-        if callable(s.export):
-            out[s.name] = s.export(t.get(s.name))
-    out["n_calls"] = sum(len(v) for v in calls.values())
-    out["call_errors"] = sum(1 for v in calls.values() for c in v if c.get("error"))
-    builtin = {s.name for s in BUILTIN_SLOTS.values()} | set(TURN_CORE)
-    if contract is not None:
-        builtin |= {s.name for s in contract.slots.values() if s.export is None}
-    extra = {k: json.dumps(v, default=str, ensure_ascii=False) for k, v in t.items() if k not in builtin}
-    if extra:
-        out["extra"] = extra
-    return out
-

@@ -107,12 +107,15 @@ class OpenRun:
     def session_config(self, client_id: str, session: int, branch: str | None = None) -> dict[str, Any]:
         """``{"configurable": {"thread_id": "RUN/CLIENT/sN[@BRANCH]"}}``."""
         from therasim.graphs.course import session_thread_id
+        from therasim.graphs.session import session_recursion_limit
 
-        return {"configurable": {"thread_id": session_thread_id(f"{self.run_id}/{client_id}", session, branch)}, "recursion_limit": 20 * (self.config.course.max_turns + 2) + 50}
+        return {"configurable": {"thread_id": session_thread_id(f"{self.run_id}/{client_id}", session, branch)}, "recursion_limit": session_recursion_limit(self.config.course.max_turns)}
 
     def course_config(self, client_id: str) -> dict[str, Any]:
         """``{"configurable": {"thread_id": "RUN/CLIENT/course"}}``."""
-        return {"configurable": {"thread_id": f"{self.run_id}/{client_id}/course"}, "recursion_limit": 40 * (self.config.course.sessions + 1) + 50}
+        from therasim.graphs.session import course_recursion_limit
+
+        return {"configurable": {"thread_id": f"{self.run_id}/{client_id}/course"}, "recursion_limit": course_recursion_limit(self.config.course.sessions)}
 
     def threads(self) -> list[str]:
         """Every checkpoint thread in the run."""
@@ -132,7 +135,7 @@ class OpenRun:
             base = self._models if self._models is not None else cfg.models
             pool = base if isinstance(base, ModelPool) else ModelPool(base)
             store = open_store(cfg.memory, default_path=str(self.run_dir.memory)) if cfg.course.memory else None
-            self._context = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k)
+            self._context = SimContext.from_config(cfg, models=pool, memory=store)
         return self._context
 
     def close(self) -> None:

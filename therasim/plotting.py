@@ -12,7 +12,33 @@ from therasim.errors import MissingExtraError, RunDirError
 from therasim.policies.risk import RISK_LEVELS, level_rank
 from therasim.rundir import RunDir
 
-__all__ = ["plot_client", "plot_run", "render_graph_png"]
+__all__ = ["SEVERITY_BANDS", "cohort_figure", "plot_client", "plot_run", "render_graph_png"]
+
+# Published severity cut-offs: PHQ-9 (Kroenke, Spitzer & Williams 2001, J Gen Intern Med
+# 16:606) and GAD-7 (Spitzer, Kroenke, Williams & Löwe 2006, Arch Intern Med 166:1092).
+SEVERITY_BANDS: dict[str, list[tuple[int, int, str]]] = {
+    "phq9": [(0, 4, "minimal"), (5, 9, "mild"), (10, 14, "moderate"), (15, 19, "moderately severe"), (20, 27, "severe")],
+    "gad7": [(0, 4, "minimal"), (5, 9, "mild"), (10, 14, "moderate"), (15, 21, "severe")],
+}
+_BAND_COLOURS = ("#e8f5e9", "#fffde7", "#fff3e0", "#fbe9e7", "#ffebee")
+# Beyond this many clients the cohort plot shows faint lines and the mean with its interval.
+COHORT_MEAN_FROM = 20
+
+
+def _bands(ax: Any, key: str, *, labels: bool = True) -> None:
+    """Shade the severity bands of ``key`` (phq9/gad7) behind the data, labelled at the right."""
+    top = SEVERITY_BANDS[key][-1][1]
+    for (lo, hi, name), colour in zip(SEVERITY_BANDS[key], _BAND_COLOURS, strict=False):
+        ax.axhspan(lo - 0.5 if lo else 0, min(hi + 0.5, top), color=colour, zorder=0, lw=0)
+        if labels:
+            ax.text(1.01, (lo + hi) / 2 / top, name, transform=ax.transAxes, fontsize=6, va="center", color="#555")
+    ax.set_ylim(0, top)
+
+
+def _integer_ticks(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _plt() -> Any:
@@ -37,7 +63,7 @@ def plot_client(run_dir: str | Path | RunDir, client_id: str, out: str | Path | 
     if not recs:
         ids = sorted({r["client_id"] for r in rd.records()})
         raise RunDirError(f"no finished sessions for client {client_id!r}; clients with sessions: {ids}")
-    xs, inten, risk, bounds, labels = [], [], [], [], []
+    xs, inten, risk, bounds, labels, emo = [], [], [], [], [], []
     x = 0
     for r in recs:
         bounds.append(x)
@@ -48,13 +74,17 @@ def plot_client(run_dir: str | Path | RunDir, client_id: str, out: str | Path | 
             xs.append(x)
             e = t.get("emotion") or {}
             inten.append(e.get("intensity") if e.get("intensity") is not None else float("nan"))
+            emo.append(e.get("main"))
             rk = (t.get("risk") or {}).get("level")
             risk.append(level_rank(rk) if rk else float("nan"))
             x += 1
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), constrained_layout=True)
     ax = axes[0]
     ax.plot(xs, inten, marker="o", color="tab:purple")
-    ax.set_ylim(-0.5, 10.5)
+    for xi, yi, lab in zip(xs, inten, emo, strict=True):
+        if lab and yi == yi:  # skip NaN intensities
+            ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=6, color="tab:purple")
+    ax.set_ylim(-0.5, 11.5)
     ax.set_ylabel("emotion intensity (0-10)")
     ax.set_title(f"{client_id}: course of {len(recs)} session(s)")
     ax = axes[1]
@@ -62,6 +92,8 @@ def plot_client(run_dir: str | Path | RunDir, client_id: str, out: str | Path | 
     ax.set_yticks(range(len(RISK_LEVELS)), list(RISK_LEVELS))
     ax.set_ylabel("risk level")
     ax.set_xlabel("client turn (across sessions)")
+    for a in axes[:2]:
+        _integer_ticks(a)
     for a in axes[:2]:
         for b, lab in zip(bounds, labels, strict=False):
             a.axvline(b - 0.5, color="grey", lw=0.8, ls="--")
@@ -76,10 +108,10 @@ def plot_client(run_dir: str | Path | RunDir, client_id: str, out: str | Path | 
         pts.append(("after", (last.get("phq9") or {}).get("total"), (last.get("gad7") or {}).get("total")))
     names = [p[0] for p in pts]
     nan = float("nan")
+    _bands(ax, "phq9")  # PHQ-9 bands; GAD-7 shares the 5/10/15 cut-offs
     ax.plot(names, [p[1] if p[1] is not None else nan for p in pts], marker="o", label="PHQ-9 (0-27)")
     ax.plot(names, [p[2] if p[2] is not None else nan for p in pts], marker="o", label="GAD-7 (0-21)")
-    ax.set_ylim(0, 27)
-    ax.set_ylabel("score")
+    ax.set_ylabel("score (bands: PHQ-9 severity)")
     ax.legend(loc="upper right", fontsize=8)
     path = Path(out) if out is not None else rd.plots / f"{client_id}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,22 +131,56 @@ def plot_run(run_dir: str | Path | RunDir, client_id: str | None = None) -> list
         raise RunDirError(f"{rd.root}: no finished sessions to plot yet")
     paths = [plot_client(rd, c) for c in ids]
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for c in ids:
-        recs = sorted((r for r in rd.records() if r["client_id"] == c), key=lambda r: r["session"])
-        for ax, key in zip(axes, ("phq9", "gad7"), strict=True):
-            ys = [((r.get("measures") or {}).get(key) or {}).get("total") for r in recs]
-            ax.plot([r["session"] for r in recs], [y if y is not None else float("nan") for y in ys], marker="o", label=c)
-    axes[0].set_title("PHQ-9 before each session")
-    axes[1].set_title("GAD-7 before each session")
-    for ax in axes:
-        ax.set_xlabel("session")
-    if len(ids) <= 12:
-        axes[1].legend(fontsize=7)
+    fig = cohort_figure(rd)
     p = rd.plots / "cohort_measures.png"
     fig.savefig(p, dpi=90)
     plt.close(fig)
     return [*paths, p]
+
+
+def _mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its 95% interval (normal approximation, mean +/- 1.96 SD/sqrt(n))."""
+    import statistics
+
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, m, m
+    half = 1.96 * statistics.stdev(values) / len(values) ** 0.5
+    return m, m - half, m + half
+
+
+def cohort_figure(run_dir: str | Path | RunDir) -> Any:
+    """PHQ-9 and GAD-7 before each session across the cohort, over severity bands; one
+    line per client, and beyond 20 clients faint lines with the cohort mean and its
+    95% interval."""
+    plt = _plt()
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for r in rd.records():
+        by_client.setdefault(r["client_id"], []).append(r)
+    many = len(by_client) > COHORT_MEAN_FROM
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4), constrained_layout=True)
+    for ax, key, title in zip(axes, ("phq9", "gad7"), ("PHQ-9", "GAD-7"), strict=True):
+        _bands(ax, key)
+        per_session: dict[int, list[float]] = {}
+        for c, recs in sorted(by_client.items()):
+            recs = sorted(recs, key=lambda r: r["session"])
+            ys = [((r.get("measures") or {}).get(key) or {}).get("total") for r in recs]
+            for r, y in zip(recs, ys, strict=True):
+                if y is not None:
+                    per_session.setdefault(int(r["session"]), []).append(float(y))
+            ax.plot([r["session"] for r in recs], [y if y is not None else float("nan") for y in ys], **({"color": "grey", "alpha": 0.15, "lw": 0.8} if many else {"marker": "o", "label": c}))
+        if many and per_session:
+            xs = sorted(per_session)
+            stats = [_mean_ci(per_session[x]) for x in xs]
+            ax.fill_between(xs, [s[1] for s in stats], [s[2] for s in stats], color="tab:blue", alpha=0.25, label="95% interval of the mean")
+            ax.plot(xs, [s[0] for s in stats], color="tab:blue", lw=2.2, marker="o", label=f"cohort mean (n={len(by_client)})")
+        ax.set_title(f"{title} before each session")
+        ax.set_xlabel("session")
+        _integer_ticks(ax)
+    if many or len(by_client) <= 12:
+        axes[1].legend(fontsize=7, loc="upper right")
+    return fig
 
 
 def render_graph_png(builder: Any, path: str | Path) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
-import json
 import platform
 import sys
 import time
@@ -25,9 +24,9 @@ from typing import Any
 from therasim._version import RUN_FORMAT_VERSION, __version__
 from therasim.config import RunConfig, load_config
 from therasim.context import SimContext
-from therasim.contract import export_turn
 from therasim.errors import ConfigError, ProfileError, RunDirError
 from therasim.profiles import ClientProfile, load_profiles, sample_profiles
+from therasim.records import dataset_record
 from therasim.rundir import (
     JsonlWriter,
     RunDir,
@@ -80,77 +79,6 @@ class RunResult:
             "memory_pending": self.memory_pending,
             "wall_s": round(self.wall_s, 1),
         }
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _eval_fields(t: dict[str, Any]) -> dict[str, Any]:
-    """Client-turn fields kept for evaluation only (therasim.eval; the judge never sees them):
-    the hidden state after the turn, the plain-text fallback flag, a planted probe's ground truth."""
-    if t.get("speaker") != "client":
-        return {"inner": None, "degraded": None, "probe": None}
-    note = t.get("note") or {}
-    inner = t.get("client_inner")
-    return {"inner": {k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "self_efficacy", "alliance", "wish_to_continue", "disclosure")} if isinstance(inner, dict) else None, "degraded": bool(note.get("degraded")), "probe": note.get("probe")}
-
-
-def _nocalls(d: Any) -> Any:
-    if not isinstance(d, dict):
-        return d
-    return {k: v for k, v in d.items() if k != "calls"}
-
-
-_INSTRUMENT_KEYS = ("items", "total", "band", "mean", "subscales", "flag", "missing")
-
-
-def _measures(d: Any) -> Any:
-    """A measures record in a fixed shape per instrument (the anchoring moves as a JSON string)."""
-    if not isinstance(d, dict):
-        return d
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if k == "calls":
-            continue
-        if isinstance(v, dict) and "items" in v:
-            v = {**{x: v.get(x) for x in _INSTRUMENT_KEYS}, "anchored": json.dumps(v.get("anchored") or {})}
-        out[k] = v
-    out.setdefault("error", None)
-    return out
-
-
-def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, Any]:
-    """A session record in a fixed shape (so ``datasets.load_dataset("json", ...)``
-    reads transcripts.jsonl): variable parts (filters, deltas) as JSON strings,
-    per-call details left to events.jsonl and the checkpoints."""
-    recall = rec.get("recall")
-    if recall:
-        recall = {side: {"query": r.get("query"), "where": json.dumps(r.get("where")), "items": r.get("items") or []} for side, r in recall.items() if r}
-    ev = rec.get("event_before")
-    if ev:
-        ev = {**ev, "deltas": json.dumps(ev.get("deltas") or {})}
-    plan = _nocalls(rec.get("plan"))
-    return {
-        "run_id": rec["run_id"],
-        "client_id": rec["client_id"],
-        "profile_id": rec["client_id"],
-        "session": rec["session"],
-        "branch": branch,
-        "thread_id": rec.get("thread_id"),
-        "modality": rec.get("modality"),
-        "goals": rec.get("goals") or [],
-        "end_reason": rec.get("end_reason"),
-        "turns": [{**export_turn(t), **_eval_fields(t)} for t in rec.get("turns") or []],
-        "measures": _measures(rec.get("measures")),
-        "measures_after": _measures(rec.get("measures_after")),
-        "session_measures": _measures(rec.get("session_measures")),
-        "event_before": ev,
-        "summary": _nocalls(rec.get("summary")),
-        "recollection": _nocalls(rec.get("recollection")),
-        "plan": plan,
-        "recall": recall,
-        "memory_written": rec.get("memory_written"),
-    }
 
 
 # --------------------------------------------------------------------------- manifest
@@ -413,7 +341,6 @@ async def arun_dir(
     from therasim.checkpoint import open_checkpointer
     from therasim.graphs.course import course_builder, initial_course_state, run_course
     from therasim.memory import open_store
-    from therasim.policies.risk import RiskProtocol
     from therasim.providers import ModelPool
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -473,18 +400,7 @@ async def arun_dir(
 
     async with open_checkpointer(str(rd.checkpoints)) as saver:
         graph = course.compile(checkpointer=saver)
-        ctx = SimContext(
-            models=pool,
-            course=cfg.course,
-            seed=cfg.seed,
-            structured_attempts=cfg.structured_attempts,
-            risk_protocol=RiskProtocol(),
-            memory=store,
-            recall_k=cfg.memory.recall_k,
-            on_event=on_event,
-            on_record=write_record,
-            on_messages=prompts_w.write,
-        )
+        ctx = SimContext.from_config(cfg, models=pool, memory=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write)
         sem = asyncio.Semaphore(n_conc)
 
         async def one(p: ClientProfile) -> None:

@@ -9,9 +9,12 @@ checkpoint storage grows linearly with turns instead of quadratically.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langgraph.channels import DeltaChannel
+from typing_extensions import (
+    TypedDict,  # pydantic (LangGraph's schema generation) needs it before Python 3.12
+)
 
 from therasim.contract import ExchangeContract, ExchangeScratch, Side, builtin_contract
 from therasim.errors import TherasimError

@@ -24,7 +24,10 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field
 
 from therasim.context import CallInfo, current_call
-from therasim.schema_sampling import instance_from_schema
+from therasim.memory.embeddings import (
+    HashEmbedding,  # moved to the library (the "hash" embedding); kept here for old imports
+)
+from therasim.tools.schema_sampling import instance_from_schema
 
 __all__ = ["CallInfo", "FakeCall", "FunctionChatModel", "HashEmbedding", "SchemaFakeChatModel", "ScriptedChatModel", "client_turn_json"]
 
@@ -175,43 +178,3 @@ class SchemaFakeChatModel(_Recording):
             return json.dumps(instance_from_schema(schema, rng))
         vocab = "I have been feeling tired and worried about work and my family lately but I want to try".split()
         return " ".join(rng.choice(vocab) for _ in range(self.words)).capitalize() + "."
-
-
-class HashEmbedding:
-    """A tiny deterministic bag-of-words embedding (64 dims) for fast Chroma tests.
-    Not a real embedding: use MiniLM (the default) for anything but tests."""
-
-    @staticmethod
-    def name() -> str:
-        return "test-hash"
-
-    def is_legacy(self) -> bool:
-        return False
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> HashEmbedding:
-        return HashEmbedding()
-
-    def default_space(self) -> str:
-        return "cosine"
-
-    def supported_spaces(self) -> list[str]:
-        return ["cosine"]
-
-    def __call__(self, input: list[str]) -> list[Any]:
-        import numpy as np
-
-        out = []
-        for text in input:
-            v = np.zeros(64, dtype="float32")
-            for w in text.lower().split():
-                v[int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
-            n = float(np.linalg.norm(v)) or 1.0
-            out.append(v / n)
-        return out
-
-    def embed_query(self, input: list[str]) -> list[Any]:
-        return self(input)

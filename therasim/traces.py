@@ -292,9 +292,10 @@ async def afork(
     from langchain_core.language_models import BaseChatModel
 
     from therasim.context import SimContext
+    from therasim.graphs.session import session_recursion_limit
     from therasim.memory import open_store
     from therasim.providers import ModelPool
-    from therasim.runner import dataset_record
+    from therasim.records import dataset_record
 
     rd, man = _rd(run_dir)
     cfg = RunConfig.model_validate(man["config"])
@@ -328,13 +329,10 @@ async def afork(
         snap = await _before_turn(graph, builder, parent, turn)
         values = _apply(dict(snap.values), changes)
         values["current"] = {}
-        cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": 20 * (cfg.course.max_turns + 2) + 50}
+        cfg_new: dict[str, Any] = {"configurable": {"thread_id": tid}, "recursion_limit": session_recursion_limit(cfg.course.max_turns)}
         await graph.aupdate_state(cfg_new, values, as_node="termination")
         pw = JsonlWriter(rd.prompts, fsync=False)
-        ctx = SimContext(
-            models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k,
-            on_messages=lambda r: pw.write({**r, "branch": name}),
-        )
+        ctx = SimContext.from_config(cfg, models=pool, memory=store, on_messages=lambda r: pw.write({**r, "branch": name}))
         try:
             final = await graph.ainvoke(None, config=cfg_new, context=ctx, durability="sync")
         finally:

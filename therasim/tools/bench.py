@@ -132,7 +132,7 @@ def _cfg(url: str, preset: str, sessions: int, turns: int, seed: int, concurrenc
 
 
 def _stub_profile(name: str) -> Any:
-    from therasim.stub import PROFILES
+    from therasim.tools.stub import PROFILES
 
     return PROFILES[name]
 
@@ -146,7 +146,7 @@ def _integrity(records: list[dict[str, Any]], *, cohort_ids: list[str], sessions
     """Count from the run's own transcripts: courses completed, turns lost (a missing
     session or exchange, or a counselor turn the stub never served whole) and turns
     duplicated (a session or exchange recorded twice)."""
-    from therasim.stub import content_hash
+    from therasim.tools.stub import content_hash
 
     seen: dict[tuple[str, int], int] = {}
     dup = lost = 0
@@ -275,15 +275,16 @@ async def _run_one_course_naive(cfg: Any, profile: Any, root: Path, run_id: str,
 
     from therasim.context import SimContext
     from therasim.graphs.course import course_builder, initial_course_state
+    from therasim.graphs.session import course_recursion_limit
     from therasim.providers import ModelPool
 
     pool = ModelPool(cfg.models)
     async with AsyncSqliteSaver.from_conn_string(str(root / f"{profile.id}.sqlite")) as saver:
         g = course_builder(cfg.course).compile(checkpointer=saver)
-        ctx = SimContext(models=pool, course=cfg.course, seed=cfg.seed, structured_attempts=cfg.structured_attempts, memory=store, recall_k=cfg.memory.recall_k, on_record=on_record)
+        ctx = SimContext.from_config(cfg, models=pool, memory=store, on_record=on_record)
         st = initial_course_state(profile, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality)
         n = cfg.course.sessions
-        await g.ainvoke(st, config={"configurable": {"thread_id": f"{run_id}/{profile.id}/course"}, "recursion_limit": 40 * (n + 1) + 50}, context=ctx)
+        await g.ainvoke(st, config={"configurable": {"thread_id": f"{run_id}/{profile.id}/course"}, "recursion_limit": course_recursion_limit(n)}, context=ctx)
     await pool.aclose()
 
 
@@ -306,7 +307,7 @@ def _naive_arm(cfg: Any, profiles: list[Any], workers: int, root: Path) -> dict[
         with ThreadPoolExecutor(workers) as ex:
             list(ex.map(one, profiles))
     wall = time.perf_counter() - t0
-    from therasim.runner import dataset_record
+    from therasim.records import dataset_record
 
     with open(root / "transcripts.jsonl", "w", encoding="utf-8") as f:
         for r in records:

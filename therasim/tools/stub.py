@@ -20,7 +20,7 @@
 - Safe by default: binds 127.0.0.1; every POST must be ``application/json``; a
   request from a browser page of another origin is refused (403); bodies are
   bounded (413 past ``max_body``), malformed ones get 400; schema sampling is
-  bounded (:mod:`therasim.schema_sampling`); request tracing only into the file
+  bounded (:mod:`therasim.tools.schema_sampling`); request tracing only into the file
   or folder given on the command line (``--trace FILE``, ``--trace-dir DIR``).
 """
 
@@ -236,7 +236,7 @@ class StubServer:
     # content ---------------------------------------------------------------
     def reply(self, body: dict[str, Any]) -> tuple[str, bool, dict[str, Any] | None]:
         """(content, is_json, schema) from a hash of the request."""
-        from therasim.schema_sampling import instance_from_schema
+        from therasim.tools.schema_sampling import instance_from_schema
 
         key = json.dumps({"m": body.get("messages"), "rf": body.get("response_format"), "s": body.get("seed"), "model": body.get("model")}, sort_keys=True)
         rng = random.Random(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") ^ self.seed)
@@ -408,7 +408,7 @@ async def _stream_sse(request: Any, server: StubServer, body: dict[str, Any], ci
 def create_app(server: StubServer) -> Any:
     from aiohttp import web
 
-    from therasim.schema_sampling import SchemaTooLarge
+    from therasim.tools.schema_sampling import SchemaTooLarge
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> Any:

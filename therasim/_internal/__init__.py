@@ -1,0 +1,1 @@
+"""therasim internals: no stability promise. Import from the public modules instead."""
