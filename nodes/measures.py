@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, create_model
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact
-from therasim.policies.instruments import Instrument, get_instrument, score
+from therasim.policies.instruments import Instrument, get_instrument, items_text, score
 from therasim.prompts import Prompt, client_header
 from therasim.state import View
 
@@ -77,7 +77,7 @@ PROMPT = Prompt(
 )
 
 # The outcome items as the client header lists them (static: cached for every course).
-ITEMS_TEXT = "\n".join(f"- {inst.field(i.key)}: {i.text}" for inst in (get_instrument("phq9"), get_instrument("gad7")) for i in inst.items)
+ITEMS_TEXT = items_text(("phq9", "gad7"))
 
 
 def _forms(insts: list[Instrument], item: str | None) -> str:

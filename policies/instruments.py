@@ -30,6 +30,7 @@ __all__ = [
     "Item",
     "anchor",
     "get_instrument",
+    "items_text",
     "register_instrument",
     "score",
 ]
@@ -187,6 +188,11 @@ register_instrument(Instrument(
     flag_below=(36, "below 36: the alliance may need attention"),
     source="Duncan, Miller, Sparks et al. (2003)",
 ))
+
+
+def items_text(names: tuple[str, ...] = ("phq9", "gad7")) -> str:
+    """The items of some instruments as ``- field: text`` lines (the client header lists the outcome items)."""
+    return "\n".join(f"- {inst.field(i.key)}: {i.text}" for inst in map(get_instrument, names) for i in inst.items)
 
 
 def anchor(inst: Instrument, item: Item, inner: Mapping[str, Any], *, risk_history: bool = False) -> float:

@@ -175,13 +175,13 @@ def client_header(view: Mapping[str, Any]) -> str:
     """The client side's shared header, from a client-side view (session or course):
     how to answer (the same for every course), then who the client is, the hidden
     background, their style, and what they remember (the session's part, last)."""
-    from therasim.nodes.measures import ITEMS_TEXT
     from therasim.policies.disclosure import background
+    from therasim.policies.instruments import items_text
 
     profile = view["profile"]
     hidden = profile.get("hidden") or {}
     return CLIENT_HEADER.render_system(
-        items=ITEMS_TEXT,
+        items=items_text(),
         name=(profile.get("intake") or {}).get("name", "the client"),
         intake=compact(profile.get("intake") or {}),
         hidden=background(profile, view.get("inner") or {}),  # only the disclosed layers
