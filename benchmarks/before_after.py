@@ -23,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # the package layout (pyproject's package-dir): therasim/ plus these folders as subpackages
 SUBPACKAGES = ("graphs", "nodes", "memory", "policies")
-INSTRUMENTS = ("therasim/stub.py", "therasim/bench.py", "therasim/schema_sampling.py")
+# the stub and the bench harness (therasim/tools/), also reachable at their old paths
+INSTRUMENTS = ("therasim/tools/stub.py", "therasim/tools/bench.py", "therasim/tools/schema_sampling.py")
+SHIMS = {"therasim/bench.py": "therasim.tools.bench", "therasim/stub.py": "therasim.tools.stub", "therasim/schema_sampling.py": "therasim.tools.schema_sampling"}
 KEYS = (
     "prefix_hit_ratio", "prefix_hit_ratio_steady", "uncached_prompt_tokens_per_turn", "output_tokens_per_turn",
     "server_busy_s_per_turn", "distinct_cached_tokens_per_course", "cpu_ms_per_call", "E", "E_courses",
@@ -41,14 +43,19 @@ def baseline_package(rev: str) -> Path:
     for d in SUBPACKAGES:
         if (src / d).exists():
             shutil.copytree(src / d, pkg / "therasim" / d)
+    (pkg / "therasim" / "tools").mkdir(exist_ok=True)
+    (pkg / "therasim" / "tools" / "__init__.py").write_text("")
     for f in INSTRUMENTS:
         shutil.copy(ROOT / f, pkg / f)
+    for old, new in SHIMS.items():
+        (pkg / old).write_text(f"from {new} import *  # noqa: F403\n" + ("from therasim.tools.bench import bench, summarise  # noqa: F401\n" if old.endswith("bench.py") else ""))
     return pkg
 
 
 def run(bench_args: list[str], out: Path, pythonpath: str | None) -> dict:
     env = dict(os.environ)
     if pythonpath:
+        env["THERASIM_STUB_PYTHONPATH"] = env.get("PYTHONPATH", "")  # the stub from this tree (therasim.bench._Stub)
         env["PYTHONPATH"] = pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "therasim.cli", "bench", *bench_args, "--json", str(out)]
     print("$", "PYTHONPATH=" + pythonpath if pythonpath else "", " ".join(cmd[2:]), file=sys.stderr, flush=True)

@@ -31,6 +31,8 @@ from typing import Any
 
 
 def _dir_mb(p: Path) -> float:
+    if p.is_file():
+        return round(p.stat().st_size / 2**20, 1)
     return round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20, 1) if p.exists() else 0.0
 
 

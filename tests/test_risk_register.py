@@ -164,8 +164,7 @@ def _model(counselor_prompts: list[str]) -> FunctionChatModel:
     return FunctionChatModel(fn=reply)
 
 
-def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
-    prompts: list[str] = []
+def _scripted_course(prompts: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     recs: list[dict[str, Any]] = []
     builder = CourseGraphBuilder("full").without("memory", "events")
     builder.session.replace_node("client", _scripted_client)
@@ -175,6 +174,22 @@ def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
     p = example_profiles()[0]
     p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"risk_history": "passive death wishes some years ago"}), "initial_state": p.initial_state.model_copy(update={"hopelessness": 3.0})})
     out = asyncio.run(run_course(builder.compile(), initial_course_state(p, sessions=2), ctx))
+    return out, recs
+
+
+@pytest.mark.embedded
+def test_scripted_course_with_the_exemplar_bank(monkeypatch):
+    """The same course with the full scan (patterns + MiniLM bank) in the risk node."""
+    monkeypatch.setenv("THERASIM_RISK_KNN", "1")
+    _, recs = _scripted_course([])
+    s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
+    assert [t["risk"]["register"] for t in s1[:3]] == [{"suicide": "intent"}, {"suicide": "intent"}, {}]
+    assert [t["risk"]["level"] for t in s1[:3]] == ["high", "high", "none"]
+
+
+def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
+    prompts: list[str] = []
+    out, recs = _scripted_course(prompts)
     s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
     levels = [t["risk"]["level"] for t in s1]
     registers = [t["risk"]["register"] for t in s1]

@@ -83,7 +83,7 @@ def _context(record: Mapping[str, Any], profile: Mapping[str, Any] | None, rubri
 def _criterion_text(rubric: Rubric, c: Criterion) -> str:
     head = f"- {c.id} ({c.name})" + (f": {c.description}" if c.description else "")
     if c.kind == "count":
-        return head + "\n    count how many times the counselor does this; cite every line where it occurs"
+        return head + "\n    list the counselor line number of every occurrence (repeat a line for several; [] for none)"
     anchors = "\n".join(f"    {k} = {v}" for k, v in rubric.anchors_for(c).items())
     na = "\n    null = not applicable in this session (say why)" if c.allow_na else ""
     return f"{head}\n{anchors}{na}"
@@ -107,7 +107,7 @@ def judge_messages(record: Mapping[str, Any], profile: Mapping[str, Any] | None,
 
 # --------------------------------------------------------------------------- the answer schema
 
-_MODELS: dict[tuple[str, str, tuple[str, ...], int], type[BaseModel]] = {}
+_MODELS: dict[tuple[Any, ...], type[BaseModel]] = {}
 
 
 def _check_answer(obj: BaseModel, info: ValidationInfo, rubric: Rubric, criteria: list[Criterion]) -> None:
@@ -121,8 +121,6 @@ def _check_answer(obj: BaseModel, info: ValidationInfo, rubric: Rubric, criteria
         if missing:
             raise ValueError(f"{c.id}: evidence lines {missing} do not exist; the transcript has lines 1..{n}")
         if c.kind == "count":
-            if item.count > 0 and not ev:
-                raise ValueError(f"{c.id}: a count above 0 must cite the lines where the behaviour occurs")
             wrong = [e for e in ev if counselor_lines and e not in counselor_lines]
             if wrong:
                 raise ValueError(f"{c.id}: lines {wrong} are not counselor lines; cite the counselor's own lines")
@@ -133,11 +131,11 @@ def _check_answer(obj: BaseModel, info: ValidationInfo, rubric: Rubric, criteria
             raise ValueError(f"{c.id}: cite at least one evidence line for the score")
 
 
-def judgment_model(rubric: Rubric, criteria: list[Criterion], n_lines: int) -> type[BaseModel]:
+def judgment_model(rubric: Rubric, criteria: list[Criterion], n_lines: int, counselor_lines: tuple[int, ...] = ()) -> type[BaseModel]:
     """The answer schema for ``criteria`` of ``rubric`` on a transcript of ``n_lines``
     lines: per criterion a score in the scale (or a count), evidence line numbers
     within 1..n_lines, and a rationale."""
-    key = (rubric.name, rubric.model_dump_json(), tuple(c.id for c in criteria), n_lines)
+    key = (rubric.name, rubric.model_dump_json(), tuple(c.id for c in criteria), n_lines, counselor_lines)
     if key in _MODELS:
         return _MODELS[key]
     lo, hi = rubric.scale
@@ -146,10 +144,12 @@ def judgment_model(rubric: Rubric, criteria: list[Criterion], n_lines: int) -> t
     fields: dict[str, Any] = {}
     for c in criteria:
         need = 1 if (c.kind == "score" and rubric.evidence_required) else 0
-        ev: tuple[Any, Any] = (list[line], Field(default_factory=list, min_length=need, max_length=6, json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": n}}))
+        # counted counselor behaviours cite counselor lines (an enum, so grammar backends cannot cite others)
+        items: dict[str, Any] = {"enum": list(counselor_lines)} if (c.kind == "count" and counselor_lines) else {"type": "integer", "minimum": 1, "maximum": n}
+        ev: tuple[Any, Any] = (list[line], Field(default_factory=list, min_length=need, max_length=3 * n if c.kind == "count" else 6, json_schema_extra={"items": items}))
         rationale = (str, Field(max_length=200, json_schema_extra={"pattern": _TEXT_PATTERN}))
-        if c.kind == "count":
-            value: dict[str, Any] = {"count": (int, Field(ge=0, le=3 * n))}
+        if c.kind == "count":  # the count is the number of cited occurrences (a line may repeat)
+            value: dict[str, Any] = {}
         elif c.allow_na:
             value = {"score": (int | None, Field(ge=lo, le=hi))}
         else:
@@ -195,7 +195,7 @@ async def judge_session(
     if not criteria:
         raise TherasimError(f"rubric {rubric.name!r} has no criterion {unit!r}")
     lines = number_transcript(record)
-    schema = judgment_model(rubric, criteria, len(lines))
+    schema = judgment_model(rubric, criteria, len(lines), tuple(ln["line"] for ln in lines if ln["speaker"] == "counselor"))
     msgs = judge_messages(record, profile, rubric, criteria)
     kw: dict[str, Any] = {"max_tokens": max_tokens or (90 * len(criteria) + 60)}
     if isinstance(model, EmbeddedChatModel):
@@ -205,7 +205,11 @@ async def judge_session(
     out: dict[str, Any] = {"valid": False, "scores": None, "error": None}
     try:
         obj, stats = await agenerate_structured(model, schema, msgs, dialect=dialect_for(model), max_attempts=attempts, seed=s, validation_context=context, **kw)
-        out.update(valid=True, scores=obj.model_dump())
+        scores = obj.model_dump()
+        for c in criteria:
+            if c.kind == "count":
+                scores[c.id]["count"] = len(scores[c.id]["evidence"])
+        out.update(valid=True, scores=scores)
     except StructuredOutputError as e:
         stats = e.stats if isinstance(e.stats, CallStats) else CallStats(attempts=e.attempts, errors=list(e.errors))
         out.update(error=f"invalid after {e.attempts} attempts: {'; '.join(e.errors[-2:])}"[:600], raw=str(e.raw)[:2000])

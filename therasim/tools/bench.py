@@ -86,7 +86,14 @@ class _Stub:
             if stub_cores:
                 os.sched_setaffinity(0, stub_cores)
 
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
+        env = None
+        if "THERASIM_STUB_PYTHONPATH" in os.environ:
+            # benchmarks/before_after.py: the stub (an instrument) from this install in
+            # every arm, whatever orchestrator PYTHONPATH points the bench at
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            if os.environ["THERASIM_STUB_PYTHONPATH"]:
+                env["PYTHONPATH"] = os.environ["THERASIM_STUB_PYTHONPATH"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin, env=env, cwd=tempfile.gettempdir() if env is not None else None)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
