@@ -29,6 +29,7 @@ from langgraph.runtime import Runtime
 from therasim.config import CourseSpec
 from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.errors import TherasimError
+from therasim.graphs.base import StepsBuilder
 from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, describe_specs, wrap_node
 from therasim.graphs.presets import preset
 from therasim.graphs.session import course_recursion_limit, session_recursion_limit
@@ -271,14 +272,15 @@ def _finish(view: View, ctx: NodeContext) -> dict[str, Any]:
     return out
 
 
-class CourseGraphBuilder:
+class CourseGraphBuilder(StepsBuilder):
     """Compose a course: a session graph plus the steps around each session."""
 
+    noun = "course step"
+    reserved = ("finish", START, END)
+
     def __init__(self, session: SessionGraphBuilder | str = "full", name: str = "course") -> None:
+        super().__init__(name)
         self.session = preset(session) if isinstance(session, str) else session
-        self.name = name
-        self.steps: dict[str, NodeSpec] = {}
-        self.order: list[str] = []
         self.branch: str | None = None
         for step, fn, side, role in (
             ("events", between_session_events, "client", None),
@@ -294,32 +296,30 @@ class CourseGraphBuilder:
         ):
             self.order.append(step)
             if fn is not None:
-                self.steps[step] = NodeSpec(step, fn, side, role)  # type: ignore[arg-type]
+                self.nodes[step] = NodeSpec(step, fn, side, role)  # type: ignore[arg-type]
+
+    @property
+    def steps(self) -> dict[str, NodeSpec]:
+        """The steps' specs by name (the session step runs the session graph and has none)."""
+        return self.nodes
+
+    @steps.setter
+    def steps(self, value: dict[str, NodeSpec]) -> None:
+        self.nodes = value
 
     def add_step(self, name: str, fn: NodeFn, *, side: Side, role: str | None = None, before: str | None = None, after: str | None = None) -> CourseGraphBuilder:
         """Add a step (a function ``(view, ctx) -> update``) to every course iteration."""
-        if name in self.order or name in ("finish", START, END):
-            raise TherasimError(f"course step {name!r} already exists or is reserved; use replace_step to swap it")
-        if side not in ("client", "counselor", "system"):
-            raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
+        self._check_new(name, "use replace_step to swap it")
+        self._check_side(side)
         if not callable(fn):
             raise TherasimError(f"course step {name!r}: expected a function (view, ctx) -> dict, got {type(fn).__name__}")
-        self.steps[name] = NodeSpec(name, fn, side, role)
-        if before is not None:
-            self.order.insert(self._index(before), name)
-        elif after is not None:
-            self.order.insert(self._index(after) + 1, name)
-        else:
-            self.order.insert(self._index("closing_measures") if "closing_measures" in self.order else len(self.order), name)
+        self._place(NodeSpec(name, fn, side, role), before, after, self.order.index("closing_measures") if "closing_measures" in self.order else None)
         return self
 
     def replace_step(self, name: str, fn: NodeFn, *, side: Side | None = None) -> CourseGraphBuilder:
         if name == "session":
             raise TherasimError("the session step runs the session graph; change it through CourseGraphBuilder(session=...) or .session")
-        if name not in self.steps:
-            raise TherasimError(f"no course step {name!r} to replace; steps are {self.order}")
-        old = self.steps[name]
-        self.steps[name] = NodeSpec(name, fn, side or old.side, old.role)
+        self._replace(name, side, fn=fn)
         return self
 
     def remove_step(self, name: str) -> CourseGraphBuilder:
@@ -342,12 +342,6 @@ class CourseGraphBuilder:
                 if n in self.order:
                     self.remove_step(n)
         return self
-
-    def _index(self, name: str) -> int:
-        try:
-            return self.order.index(name)
-        except ValueError:
-            raise TherasimError(f"no course step {name!r}; steps are {self.order}") from None
 
     def build(self, checkpointer: Any = None) -> StateGraph:
         session_graph = self.session.compile(checkpointer=checkpointer)
@@ -372,9 +366,6 @@ class CourseGraphBuilder:
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile the course graph and its session graph with one checkpointer."""
         return self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")
-
-    def mermaid(self) -> str:
-        return self.build().compile().get_graph().draw_mermaid()
 
     def describe(self) -> dict[str, Any]:
         return {
