@@ -169,7 +169,11 @@ def _scripted_course(prompts: list[str]) -> tuple[dict[str, Any], list[dict[str,
     builder = CourseGraphBuilder("full").without("memory", "events")
     builder.session.replace_node("client", _scripted_client)
     ctx = SimContext(models=ModelPool({"default": _model(prompts)}), course=CourseSpec(max_turns=4, sessions=2), on_record=recs.append)
-    out = asyncio.run(run_course(builder.compile(), initial_course_state(example_profiles()[0], sessions=2), ctx))
+    # PHQ-9 answers are anchored to the inner state (policies/instruments.py): item 9 may reach 2
+    # only for a client with a risk history, and with hopelessness 3 both 0 and 2 are within reach.
+    p = example_profiles()[0]
+    p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"risk_history": "passive death wishes some years ago"}), "initial_state": p.initial_state.model_copy(update={"hopelessness": 3.0})})
+    out = asyncio.run(run_course(builder.compile(), initial_course_state(p, sessions=2), ctx))
     return out, recs
 
 

@@ -30,7 +30,7 @@ __all__ = [
     "load_config",
 ]
 
-Provider = Literal["embedded", "openai", "vllm"]
+Provider = Literal["embedded", "openai", "vllm", "scripted"]
 StructuredDialect = Literal["json_schema", "json_object_schema", "json_object", "prompt"]
 Role = Literal["client", "counselor", "analysts", "judge"]
 ROLES: tuple[Role, ...] = ("client", "counselor", "analysts", "judge")
@@ -108,6 +108,8 @@ class ModelSpec(_Strict):
             )
         if self.provider in ("openai", "vllm") and not self.model:
             raise ValueError(f"provider {self.provider!r} needs model (the served model name)")
+        if self.provider == "scripted" and self.model not in ("dismissive", "eliza", "supportive"):
+            raise ValueError(f"provider 'scripted' needs model: dismissive, eliza or supportive (got {self.model!r})")
         return self
 
     @property
@@ -135,6 +137,14 @@ class RoleModels(_Strict):
     counselor: ModelSpec | None = None
     analysts: ModelSpec | None = None
     judge: ModelSpec | None = None
+
+    @model_validator(mode="after")
+    def _scripted_counselor_only(self) -> RoleModels:
+        for role in ("default", "client", "analysts", "judge"):
+            spec = getattr(self, role)
+            if spec is not None and spec.provider == "scripted":
+                raise ValueError(f"models.{role}: provider 'scripted' is a reference counselor; use it only under models.counselor")
+        return self
 
     def for_role(self, role: Role) -> ModelSpec:
         spec = getattr(self, role)
@@ -212,6 +222,21 @@ class CourseSpec(_Strict):
     planner: bool = True
     memory: bool = True
     max_draft_revisions: int = Field(1, ge=0, le=5)
+    measures_mode: Literal["whole", "blocks", "item"] = Field(
+        "whole", description="How the client answers the questionnaires: one call for all (whole), one per instrument (blocks), one per item (item)."
+    )
+    outcome_instruments: tuple[str, ...] = Field(("phq9", "gad7"), description="Answered before each session and after the last (names in the instruments registry).")
+    session_instruments: tuple[str, ...] = Field(("wai_sr", "srs"), description="Answered after each session.")
+
+    @field_validator("outcome_instruments", "session_instruments")
+    @classmethod
+    def _known_instruments(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from therasim.policies.instruments import INSTRUMENTS
+
+        unknown = [n for n in v if n not in INSTRUMENTS]
+        if unknown:
+            raise ValueError(f"unknown instrument(s) {unknown}; known: {sorted(INSTRUMENTS)}")
+        return v
     transcript_chars: int | None = Field(
         None, ge=500, le=1_000_000,
         description="Transcript characters a prompt keeps (the oldest turns are dropped in chunks past it). "
@@ -341,6 +366,9 @@ models:
   #   structured_output: json_schema
   #   timeout_s: 120
   #   max_retries: 2
+  # counselor:               # a reference counselor for a control arm (deterministic, no model)
+  #   provider: scripted
+  #   model: supportive      # dismissive | eliza | supportive
 
 course:
   preset: full               # full | unified | minimal | your registered preset
@@ -349,7 +377,8 @@ course:
   max_turns: 6               # counselor-client exchanges per session at most
   emotion_taxonomy: plutchik # plutchik | basic8
   events: true               # between-session events (gap, beats, homework)
-  measures: true             # PHQ-9 / GAD-7 before each session
+  measures: true             # PHQ-9 / GAD-7 before each session, WAI-SR / SRS after each
+  measures_mode: whole       # whole (one call) | blocks (one per instrument) | item (one per item)
   planner: true              # course planner between sessions
   memory: true               # cross-session memory in Chroma
   max_draft_revisions: 1     # risk review rewrites of an unsafe counselor draft

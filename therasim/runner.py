@@ -211,9 +211,10 @@ class _Progress:
 
 
 class EventLogFile:
-    """The run's event log (``events.jsonl``): buffered, and written out at most
-    ``interval_s`` after an event (by the writer and by :meth:`flush_every`) and at
-    the end. A kill loses at most that much of the log; transcripts, course status
+    """The run's event log (``events.jsonl``): per-call records are buffered and
+    written out at most ``interval_s`` later (by the writer and by
+    :meth:`flush_every`), lifecycle events at once (the runner calls
+    :meth:`flush_now`), and everything at the end. A kill loses at most that much of the log; transcripts, course status
     and checkpoints have their own durable writes and lose nothing."""
 
     def __init__(self, path: str | Path, interval_s: float = 1.0) -> None:
@@ -392,6 +393,8 @@ async def arun_dir(
         name = e.pop("event", "event")
         e.pop("ts", None)
         elog.info(name, **e)
+        if name != "node_call":  # lifecycle events (exchange, session, course) go out at once; per-call records are buffered
+            ev_file.flush_now()
         prog.event({"event": name, **e})
 
     def write_record(rec: dict[str, Any]) -> None:
