@@ -9,11 +9,9 @@ endpoint) and add conditional edges, all through this builder.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import json
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,109 +24,25 @@ from langgraph.runtime import Runtime
 from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.contract import ExchangeContract, NodeFn, NodeSpec, Slot, builtin_contract
 from therasim.errors import TherasimError
+from therasim.graphs.adapters import (
+    _coerce,
+    _speech_keys,
+    describe_impl,
+    http_node,
+    normalise,
+)
+from therasim.graphs.base import StepsBuilder
 from therasim.nodes import SPECS
 from therasim.state import SessionState, Side, View, make_view
 
 __all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "Slot", "http_node", "record_exchange", "wrap_node"]
 
 Router = Callable[[dict[str, Any]], str]
-# Where a plain-text reply goes for nodes that declare no writes (legacy names).
-SPEAKER_NODES = {"client": ("client_text",), "counselor": ("draft", "counselor_text")}
-
-
-def describe_impl(node: Any) -> dict[str, Any]:
-    """What a node is implemented by: a chat model (class, model, endpoint, sampling),
-    a runnable, or a function (module and qualified name)."""
-    if isinstance(node, BaseChatModel):
-        from therasim.providers import describe_chat_model
-
-        return {"kind": "chat_model", **describe_chat_model(node)}
-    if isinstance(node, Runnable):
-        return {"kind": "runnable", "class": f"{type(node).__module__}.{type(node).__qualname__}"}
-    return {"kind": "function", "fn": f"{getattr(node, '__module__', '?')}.{getattr(node, '__qualname__', type(node).__name__)}"}
-
-
 @dataclass(slots=True)
 class _Conditional:
     source: str
     router: Callable[[View], str]
     destinations: dict[str, str]
-
-
-def _from_chat_model(name: str, model: BaseChatModel, side: Side) -> NodeFn:
-    """A chat model at a speaker node: the standard prompt with this model."""
-    if name == "counselor":
-        from therasim.nodes.counselor import counselor_messages
-
-        async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
-            from therasim.structured import agenerate_text
-
-            text, stats = await agenerate_text(model.with_config(tags=ctx.tags("counselor", "text")), counselor_messages(view, ctx))  # type: ignore[arg-type]
-            ctx._record("counselor", "text", stats)
-            return {"current": {**dict.fromkeys(_speech_keys(ctx.node, ctx.spec, ctx.contract), text.strip()), "calls": ctx.calls_update()}}
-
-        return fn
-    if name == "client":
-        from therasim.nodes.client import client as client_fn
-        from therasim.providers import ModelPool
-
-        async def cfn(view: View, ctx: NodeContext) -> dict[str, Any]:
-            sub = SimContext(**{**ctx.sim.__dict__, "models": ModelPool({"default": ctx.sim.models.spec("analysts"), "client": model})})
-            return await client_fn(view, NodeContext(sub, ctx.node, ctx.side, ctx.ids, spec=ctx.spec, contract=ctx.contract))
-
-        return cfn
-    raise TherasimError(f"a chat model can stand in only for the 'client' or 'counselor' node, not {name!r}; wrap it in a function for other nodes")
-
-
-def _from_runnable(name: str, runnable: Runnable) -> NodeFn:
-    """A LangChain runnable: gets the view as a dict; returns an update dict, or text for a speaker node."""
-
-    async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
-        out = await runnable.ainvoke(view.to_dict())
-        return _coerce(name, out, _speech_keys(name, ctx.spec, ctx.contract))
-
-    return fn
-
-
-def _speech_keys(name: str, spec: NodeSpec | None, contract: ExchangeContract | None) -> tuple[str, ...]:
-    """The scratch slots a node's plain-text output fills: its declared speech slots."""
-    if spec is not None and spec.writes is not None:
-        return (contract or builtin_contract()).speech_keys(spec)
-    return SPEAKER_NODES.get(name, ())
-
-
-def _coerce(name: str, out: Any, speech_keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-    if hasattr(out, "content") and not isinstance(out, dict):
-        out = out.content
-    if isinstance(out, str):
-        keys = SPEAKER_NODES.get(name, ()) if speech_keys is None else speech_keys
-        if not keys:
-            raise TherasimError(f"node {name!r} returned text; only nodes that write a speech slot (client, counselor) may return text, others must return a state update dict")
-        return {"current": dict.fromkeys(keys, out.strip())}
-    if out is None:
-        return {}
-    if not isinstance(out, dict):
-        raise TherasimError(f"node {name!r} returned {type(out).__name__}; return a dict of state updates (or text for speaker nodes)")
-    return out
-
-
-def http_node(url: str, *, timeout_s: float = 60.0, headers: dict[str, str] | None = None) -> NodeFn:
-    """A node served over HTTP: POSTs ``{"node", "view"}`` as JSON and expects a JSON
-    state update (or ``{"text": ...}`` for speaker nodes)."""
-
-    def _post(payload: bytes) -> Any:
-        req = urllib.request.Request(url, data=payload, headers={"content-type": "application/json", **(headers or {})}, method="POST")
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return json.loads(resp.read().decode())
-
-    async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
-        payload = json.dumps({"node": ctx.node, "view": view.to_dict()}, default=str).encode()
-        out = await asyncio.to_thread(_post, payload)
-        if isinstance(out, dict) and set(out) == {"text"}:
-            out = out["text"]
-        return _coerce(ctx.node, out, _speech_keys(ctx.node, ctx.spec, ctx.contract))
-
-    return fn
 
 
 def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
@@ -178,7 +92,7 @@ def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], Vie
     return run
 
 
-class SessionGraphBuilder:
+class SessionGraphBuilder(StepsBuilder):
     """Compose a session graph.
 
     >>> b = SessionGraphBuilder()
@@ -188,9 +102,7 @@ class SessionGraphBuilder:
     """
 
     def __init__(self, name: str = "custom") -> None:
-        self.name = name
-        self.nodes: dict[str, NodeSpec] = {}
-        self.order: list[str] = []
+        super().__init__(name)
         self.conditionals: dict[str, _Conditional] = {}
 
     # composition -------------------------------------------------------------
@@ -214,8 +126,7 @@ class SessionGraphBuilder:
         ``reads``/``writes``/``speech``/``max_tokens`` declare its contract (see
         :class:`~therasim.contract.NodeSpec`); a node named like a built-in one
         (``client``, ``counselor``, ...) keeps the built-in contract for what is not given."""
-        if side not in ("client", "counselor", "system"):
-            raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
+        self._check_side(side)
         base = SPECS.get(name) or NodeSpec(name)
         spec = NodeSpec(
             name,
@@ -243,24 +154,15 @@ class SessionGraphBuilder:
             raise TherasimError(f"{name!r} is reserved; the builder adds record and termination itself")
         if spec.fn is None:
             raise TherasimError(f"node {name!r}: its NodeSpec has no function")
-        self.nodes[name] = spec if spec.impl is not None else spec.replace(impl=describe_impl(spec.fn))
-        if before is not None:
-            self.order.insert(self._index(before), name)
-        elif after is not None:
-            self.order.insert(self._index(after) + 1, name)
-        else:
-            self.order.append(name)
+        self._place(spec if spec.impl is not None else spec.replace(impl=describe_impl(spec.fn)), before, after)
         return self
 
     def replace_node(self, name: str, node: NodeFn | BaseChatModel | Runnable, *, side: Side | None = None) -> SessionGraphBuilder:
         """Swap the implementation of an existing node, keeping its place and edges."""
-        if name not in self.nodes:
-            raise TherasimError(f"no node {name!r} to replace; nodes are {self.order}")
-        old = self.nodes[name]
-        side = side or old.side
-        self.nodes[name] = old.replace(
-            fn=self._normalise(name, node, side), side=side, impl={**describe_impl(node), "replaced": (old.impl or {}).get("fn") or (old.impl or {}).get("class") or "?"}
-        )
+        old = self.nodes.get(name)
+        side = side or (old.side if old is not None else None)
+        fn = self._normalise(name, node, side or "counselor")
+        self._replace(name, side, fn=fn, impl={**describe_impl(node), "replaced": ((old and old.impl) or {}).get("fn") or ((old and old.impl) or {}).get("class") or "?"})
         return self
 
     def remove_node(self, name: str) -> SessionGraphBuilder:
@@ -291,20 +193,8 @@ class SessionGraphBuilder:
         self.conditionals[source] = _Conditional(source, router, dict(destinations))
         return self
 
-    def _index(self, name: str) -> int:
-        try:
-            return self.order.index(name)
-        except ValueError:
-            raise TherasimError(f"no node {name!r}; nodes are {self.order}") from None
-
     def _normalise(self, name: str, node: Any, side: Side) -> NodeFn:
-        if isinstance(node, BaseChatModel):
-            return _from_chat_model(name, node, side)
-        if isinstance(node, Runnable):
-            return _from_runnable(name, node)
-        if callable(node):
-            return node  # type: ignore[no-any-return]
-        raise TherasimError(f"node {name!r}: expected a function (view, ctx) -> dict, a LangChain chat model or runnable, got {type(node).__name__}")
+        return normalise(name, node, side)
 
     # compile -----------------------------------------------------------------
     def contract(self) -> ExchangeContract:
@@ -348,10 +238,6 @@ class SessionGraphBuilder:
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile with any LangGraph checkpointer (or none)."""
         return self.build().compile(checkpointer=checkpointer, name=f"session:{self.name}")
-
-    def mermaid(self) -> str:
-        """Mermaid text of the graph, drawn offline."""
-        return self.build().compile().get_graph().draw_mermaid()
 
     def describe(self) -> dict[str, Any]:
         """The graph's shape and contract as JSON-able data (recorded in run manifests)."""

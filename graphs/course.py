@@ -29,11 +29,12 @@ from langgraph.runtime import Runtime
 from therasim.config import CourseSpec
 from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.errors import TherasimError
+from therasim.graphs.base import StepsBuilder
 from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, describe_specs, wrap_node
 from therasim.graphs.presets import preset
 from therasim.graphs.session import course_recursion_limit, session_recursion_limit
 from therasim.nodes.events import between_session_events
-from therasim.nodes.measures import measures
+from therasim.nodes.measures import measures, session_measures
 from therasim.nodes.planner import course_planner
 from therasim.nodes.recall import recall, remember
 from therasim.nodes.summary import summarise_client, summarise_counselor
@@ -50,7 +51,7 @@ DURABILITY = "sync"
 # One-word ablations: each names the steps it removes.
 STEP_GROUPS: dict[str, tuple[str, ...]] = {
     "events": ("events",),
-    "measures": ("measures", "closing_measures"),
+    "measures": ("measures", "session_measures", "closing_measures"),
     "memory": ("recall", "remember"),
     "summaries": ("summarise_counselor", "summarise_client"),
     "planner": ("planner",),
@@ -72,7 +73,7 @@ async def _closing_measures(view: View, ctx: NodeContext) -> dict[str, Any]:
 def _item9(state: dict[str, Any], n: int) -> tuple[int | None, str]:
     """PHQ-9 item 9 answered before session ``n`` (None when not measured)."""
     for m in reversed(state.get("measures") or []):
-        if m.get("session") == n and m.get("when") != "post-course":
+        if m.get("session") == n and m.get("when") != "post-course" and m.get("kind", "outcome") == "outcome":
             score = m.get("self_harm_item")
             if score is None:
                 score = ((m.get("phq9") or {}).get("items") or {}).get("self_harm")
@@ -203,15 +204,39 @@ def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Await
     return session
 
 
+def _skipped(view: View, ctx: NodeContext, n: int, why: str, event: dict[str, Any] | None) -> dict[str, Any]:
+    """File the record of a session the client did not attend (``no_show``) or of the
+    course's end by ``dropout``."""
+    record = {
+        "run_id": view["run_id"], "client_id": view["client_id"], "course_key": view["course_key"], "session": n,
+        "thread_id": None, "modality": view.get("modality"), "goals": list(view.get("goals") or []), "end_reason": why,
+        "turns": [], "measures": None, "measures_after": None, "session_measures": None, "event_before": event,
+        "summary": None, "recollection": None, "plan": None, "recall": None, "memory_written": None,
+        "risk_notes": "", "risk_register": view.get("risk_register"),
+    }
+    ctx.sim.emit({"event": "session_done", "run_id": view["run_id"], "client_id": view["client_id"], "session": n, "end_reason": why})
+    if ctx.sim.on_record is not None:
+        ctx.sim.on_record(record)
+    done = why == "dropout" or n >= int(view.get("sessions_planned") or n)
+    out: dict[str, Any] = {"records": [record], "pending": {"__reset__": True}, "done": done}
+    if not done:
+        out["session"] = n + 1
+    return out
+
+
 def _finish(view: View, ctx: NodeContext) -> dict[str, Any]:
     """File the session record (both sides, for the run's outputs) and advance."""
     n = int(view["session"])
     last = view.get("last") or {}
     pick = lambda key, field="session": [x for x in (view.get(key) or []) if x.get(field) == n]  # noqa: E731
     summary = (pick("summaries") or [None])[-1]
-    pre = [m for m in pick("measures") if m.get("when") != "post-course"]
+    pre = [m for m in pick("measures") if m.get("kind", "outcome") == "outcome" and m.get("when") != "post-course"]
     post = [m for m in pick("measures") if m.get("when") == "post-course"]
+    rated = [m for m in pick("measures") if m.get("kind") == "session"]
     pending = view.get("pending") or {}
+    skipped = pending.get("skipped")
+    if skipped:
+        return _skipped(view, ctx, n, skipped, (pick("events") or [None])[-1])
     record = {
         "run_id": view["run_id"],
         "client_id": view["client_id"],
@@ -224,6 +249,7 @@ def _finish(view: View, ctx: NodeContext) -> dict[str, Any]:
         "turns": last.get("transcript") or [],
         "measures": pre[-1] if pre else None,
         "measures_after": post[-1] if post else None,
+        "session_measures": rated[-1] if rated else None,
         "event_before": (pick("events") or [None])[-1],
         "summary": summary,
         "recollection": (pick("recollections") or [None])[-1],
@@ -246,14 +272,15 @@ def _finish(view: View, ctx: NodeContext) -> dict[str, Any]:
     return out
 
 
-class CourseGraphBuilder:
+class CourseGraphBuilder(StepsBuilder):
     """Compose a course: a session graph plus the steps around each session."""
 
+    noun = "course step"
+    reserved = ("finish", START, END)
+
     def __init__(self, session: SessionGraphBuilder | str = "full", name: str = "course") -> None:
+        super().__init__(name)
         self.session = preset(session) if isinstance(session, str) else session
-        self.name = name
-        self.steps: dict[str, NodeSpec] = {}
-        self.order: list[str] = []
         self.branch: str | None = None
         for step, fn, side, role in (
             ("events", between_session_events, "client", None),
@@ -262,38 +289,37 @@ class CourseGraphBuilder:
             ("session", None, "system", None),
             ("summarise_counselor", summarise_counselor, "counselor", "analysts"),
             ("summarise_client", summarise_client, "client", "client"),
+            ("session_measures", session_measures, "client", "client"),
             ("remember", remember, "system", None),
             ("planner", course_planner, "counselor", "analysts"),
             ("closing_measures", _closing_measures, "client", "client"),
         ):
             self.order.append(step)
             if fn is not None:
-                self.steps[step] = NodeSpec(step, fn, side, role)  # type: ignore[arg-type]
+                self.nodes[step] = NodeSpec(step, fn, side, role)  # type: ignore[arg-type]
+
+    @property
+    def steps(self) -> dict[str, NodeSpec]:
+        """The steps' specs by name (the session step runs the session graph and has none)."""
+        return self.nodes
+
+    @steps.setter
+    def steps(self, value: dict[str, NodeSpec]) -> None:
+        self.nodes = value
 
     def add_step(self, name: str, fn: NodeFn, *, side: Side, role: str | None = None, before: str | None = None, after: str | None = None) -> CourseGraphBuilder:
         """Add a step (a function ``(view, ctx) -> update``) to every course iteration."""
-        if name in self.order or name in ("finish", START, END):
-            raise TherasimError(f"course step {name!r} already exists or is reserved; use replace_step to swap it")
-        if side not in ("client", "counselor", "system"):
-            raise TherasimError(f"side must be 'client', 'counselor' or 'system', got {side!r}")
+        self._check_new(name, "use replace_step to swap it")
+        self._check_side(side)
         if not callable(fn):
             raise TherasimError(f"course step {name!r}: expected a function (view, ctx) -> dict, got {type(fn).__name__}")
-        self.steps[name] = NodeSpec(name, fn, side, role)
-        if before is not None:
-            self.order.insert(self._index(before), name)
-        elif after is not None:
-            self.order.insert(self._index(after) + 1, name)
-        else:
-            self.order.insert(self._index("closing_measures") if "closing_measures" in self.order else len(self.order), name)
+        self._place(NodeSpec(name, fn, side, role), before, after, self.order.index("closing_measures") if "closing_measures" in self.order else None)
         return self
 
     def replace_step(self, name: str, fn: NodeFn, *, side: Side | None = None) -> CourseGraphBuilder:
         if name == "session":
             raise TherasimError("the session step runs the session graph; change it through CourseGraphBuilder(session=...) or .session")
-        if name not in self.steps:
-            raise TherasimError(f"no course step {name!r} to replace; steps are {self.order}")
-        old = self.steps[name]
-        self.steps[name] = NodeSpec(name, fn, side or old.side, old.role)
+        self._replace(name, side, fn=fn)
         return self
 
     def remove_step(self, name: str) -> CourseGraphBuilder:
@@ -317,12 +343,6 @@ class CourseGraphBuilder:
                     self.remove_step(n)
         return self
 
-    def _index(self, name: str) -> int:
-        try:
-            return self.order.index(name)
-        except ValueError:
-            raise TherasimError(f"no course step {name!r}; steps are {self.order}") from None
-
     def build(self, checkpointer: Any = None) -> StateGraph:
         session_graph = self.session.compile(checkpointer=checkpointer)
         g: StateGraph = StateGraph(CourseState, context_schema=SimContext)  # type: ignore[arg-type]
@@ -335,16 +355,17 @@ class CourseGraphBuilder:
         chain = [*self.order, "finish"]
         g.add_edge(START, chain[0])
         for a, b in itertools.pairwise(chain):
-            g.add_edge(a, b)
+            if a == "events":
+                # A no-show or dropout skips the session and everything around it.
+                g.add_conditional_edges(a, lambda s, _b=b: "finish" if (s.get("pending") or {}).get("skipped") else _b, sorted({b, "finish"}))
+            else:
+                g.add_edge(a, b)
         g.add_conditional_edges("finish", lambda s: END if s.get("done") else "__next__", {END: END, "__next__": chain[0]})
         return g
 
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile the course graph and its session graph with one checkpointer."""
         return self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")
-
-    def mermaid(self) -> str:
-        return self.build().compile().get_graph().draw_mermaid()
 
     def describe(self) -> dict[str, Any]:
         return {

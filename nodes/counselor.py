@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from therasim.context import NodeContext
-from therasim.contract import NodeSpec
+from therasim.contract import NodeSpec, Slot
 from therasim.nodes._common import compact, memory_block
+from therasim.policies.appraisal import move_labels
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
@@ -39,7 +40,16 @@ def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[An
 
 async def counselor(view: View, ctx: NodeContext) -> dict[str, Any]:
     draft = await ctx.text("counselor", counselor_messages(view, ctx))
-    return {"current": {"draft": draft, "counselor_text": draft, "calls": ctx.calls_update()}}
+    out: dict[str, Any] = {"draft": draft, "counselor_text": draft, "calls": ctx.calls_update()}
+    labels = move_labels(view["current"])
+    if labels:
+        out["move_labels"] = labels
+    return {"current": out}
+
+
+# The analyst labels of this exchange that the client's appraisal of the reply may read
+# (the planned strategy, the risk reading of the client's words): policies/appraisal.py.
+MOVE_LABELS = Slot("move_labels", frozenset({"client", "counselor"}), "counselor", none_if_empty=True)
 
 
 SPEC = NodeSpec(
@@ -48,7 +58,7 @@ SPEC = NodeSpec(
     "counselor",
     role="counselor",
     reads=("client_text", "emotion", "risk", "plan", "directive", "recalled"),
-    writes=("draft", "counselor_text"),
+    writes=("draft", "counselor_text", MOVE_LABELS),
     speech=True,
     max_tokens=120,
 )

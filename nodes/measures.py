@@ -1,125 +1,174 @@
-"""Outcome measures: before each session (and once after the last) the client
-answers every PHQ-9 and GAD-7 item (0..3) from its inner state, in one
-structured call. Item and total scores, severity bands and the PHQ-9 item-9
-(thoughts of self-harm) flag are stored."""
+"""Self-report measures, answered by the client from its week.
+
+Before each session (and once after the last) the client answers the outcome
+instruments (PHQ-9 and GAD-7 by default); after each session it rates the session
+(WAI-SR and SRS by default). The instruments come from the registry in
+:mod:`therasim.policies.instruments`. The client answers from its inner state, its
+recollection of the last session and the between-session event, in the blocks
+``course.measures_mode`` sets: ``whole`` (one call for every form), ``blocks``
+(one call per instrument) or ``item`` (one call per item). Every answer is anchored
+to the inner state (see the policy); item scores, totals, bands and subscales are
+stored. A failed call leaves its items missing, never filled in.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, Field
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, Field, create_model
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import compact
+from therasim.policies.instruments import Instrument, get_instrument, items_text, score
 from therasim.prompts import Prompt, client_header
 from therasim.state import View
 
-__all__ = ["GAD7_ITEMS", "ITEMS_TEXT", "PHQ9_ITEMS", "MeasuresAnswer", "band", "measures", "score_record"]
+__all__ = [
+    "GAD7_ITEMS",
+    "ITEMS_TEXT",
+    "PHQ9_ITEMS",
+    "MeasuresAnswer",
+    "answer_model",
+    "band",
+    "measures",
+    "run_instruments",
+    "session_measures",
+]
 
-# Short item labels (paraphrased); the answer scale is 0 not at all, 1 several days,
-# 2 more than half the days, 3 nearly every day, over the last two weeks.
-PHQ9_ITEMS = {
-    "interest": "little interest or pleasure in doing things",
-    "down": "feeling down, depressed or hopeless",
-    "sleep": "trouble falling or staying asleep, or sleeping too much",
-    "tired": "feeling tired or having little energy",
-    "appetite": "poor appetite or overeating",
-    "failure": "feeling bad about yourself, or that you are a failure",
-    "concentration": "trouble concentrating on things",
-    "psychomotor": "moving or speaking slowly, or being fidgety and restless",
-    "self_harm": "thoughts that you would be better off dead or of hurting yourself",
-}
-GAD7_ITEMS = {
-    "nervous": "feeling nervous, anxious or on edge",
-    "cant_stop_worry": "not being able to stop or control worrying",
-    "worry_too_much": "worrying too much about different things",
-    "trouble_relaxing": "trouble relaxing",
-    "restless": "being so restless that it is hard to sit still",
-    "irritable": "becoming easily annoyed or irritable",
-    "afraid": "feeling afraid as if something awful might happen",
-}
-_BANDS = {
-    "phq9": [(4, "minimal"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (27, "severe")],
-    "gad7": [(4, "minimal"), (9, "mild"), (14, "moderate"), (21, "severe")],
-}
-
-
-def _item(desc: str) -> Any:
-    return Field(ge=0, le=3, description=desc)
-
-
-class MeasuresAnswer(BaseModel):
-    """All 16 items, 0..3 each (PHQ-9 as phq_*, GAD-7 as gad_*)."""
-
-    phq_interest: int = _item(PHQ9_ITEMS["interest"])
-    phq_down: int = _item(PHQ9_ITEMS["down"])
-    phq_sleep: int = _item(PHQ9_ITEMS["sleep"])
-    phq_tired: int = _item(PHQ9_ITEMS["tired"])
-    phq_appetite: int = _item(PHQ9_ITEMS["appetite"])
-    phq_failure: int = _item(PHQ9_ITEMS["failure"])
-    phq_concentration: int = _item(PHQ9_ITEMS["concentration"])
-    phq_psychomotor: int = _item(PHQ9_ITEMS["psychomotor"])
-    phq_self_harm: int = _item(PHQ9_ITEMS["self_harm"])
-    gad_nervous: int = _item(GAD7_ITEMS["nervous"])
-    gad_cant_stop_worry: int = _item(GAD7_ITEMS["cant_stop_worry"])
-    gad_worry_too_much: int = _item(GAD7_ITEMS["worry_too_much"])
-    gad_trouble_relaxing: int = _item(GAD7_ITEMS["trouble_relaxing"])
-    gad_restless: int = _item(GAD7_ITEMS["restless"])
-    gad_irritable: int = _item(GAD7_ITEMS["irritable"])
-    gad_afraid: int = _item(GAD7_ITEMS["afraid"])
-
-
-PROMPT = Prompt(
-    name="measures",
-    system="NOW, AS {name}: you are filling in two questionnaires {when} (the items above).",
-    instruction="YOUR INNER STATE NOW (0-10 scales): {inner}\nAnswer every item with 0, 1, 2 or 3 as JSON.",
-)
-
-
-# The items as the client header lists them (static: cached for every course).
-ITEMS_TEXT = "\n".join([f"- phq_{k}: {v}" for k, v in PHQ9_ITEMS.items()] + [f"- gad_{k}: {v}" for k, v in GAD7_ITEMS.items()])
+PHQ9_ITEMS = {i.key: i.text for i in get_instrument("phq9").items}
+GAD7_ITEMS = {i.key: i.text for i in get_instrument("gad7").items}
+INNER_SHOWN = ("distress", "hopelessness", "anxiety", "self_efficacy", "alliance", "wish_to_continue")
 
 
 def band(instrument: str, total: int) -> str:
-    for hi, name in _BANDS[instrument]:
-        if total <= hi:
-            return name
-    return _BANDS[instrument][-1][1]
+    return get_instrument(instrument).band(total) or ""
 
 
-def score_record(ans: MeasuresAnswer, *, session: int, when: str) -> dict[str, Any]:
-    """Item scores, totals, bands and the item-9 flag as one stored record."""
-    d = ans.model_dump()
-    phq = {k[4:]: v for k, v in d.items() if k.startswith("phq_")}
-    gad = {k[4:]: v for k, v in d.items() if k.startswith("gad_")}
-    phq_total, gad_total = sum(phq.values()), sum(gad.values())
-    return {
-        "session": session,
-        "when": when,
-        "phq9": {"items": phq, "total": phq_total, "band": band("phq9", phq_total)},
-        "gad7": {"items": gad, "total": gad_total, "band": band("gad7", gad_total)},
-        "self_harm_item": phq["self_harm"],
-    }
+@lru_cache(maxsize=64)
+def answer_model(names: tuple[str, ...], item: str | None = None) -> type[BaseModel]:
+    """The structured answer for some instruments (or one item of one)."""
+    insts = [get_instrument(n) for n in names]
+    fields: dict[str, Any] = {}
+    for inst in insts:
+        for it in inst.items:
+            if item is None or it.key == item:
+                fields[inst.field(it.key)] = (int, Field(ge=inst.low, le=inst.high, description=it.text))
+    if names == ("phq9", "gad7") and item is None:
+        model_name = "MeasuresAnswer"
+    elif item is not None:
+        model_name = "ItemAnswer"
+    else:
+        model_name = "".join(n.upper().replace("_", "") for n in names) + "Answer"
+    return create_model(model_name, **fields)  # type: ignore[call-overload,no-any-return]
+
+
+MeasuresAnswer = answer_model(("phq9", "gad7"))
+
+PROMPT = Prompt(
+    name="measures",
+    system="NOW, AS {name}: you are filling in {what} {when}.",
+    instruction=(
+        "YOUR LAST SESSION, AS YOU REMEMBER IT: {recollection}\nSINCE THEN: {event}\n"
+        "YOUR INNER STATE NOW (0-10 scales): {inner}\n{forms}\nAnswer every item with a whole number as JSON."
+    ),
+)
+
+# The outcome items as the client header lists them (static: cached for every course).
+ITEMS_TEXT = items_text(("phq9", "gad7"))
+
+
+def _forms(insts: list[Instrument], item: str | None) -> str:
+    out = []
+    for inst in insts:
+        lines = [f"- {inst.field(i.key)}: {i.text}" for i in inst.items if item is None or i.key == item]
+        out.append(f"{inst.title}, {inst.period} ({inst.anchors}):\n" + "\n".join(lines))
+    return "\n".join(out)
+
+
+def _what(insts: list[Instrument]) -> str:
+    return "a questionnaire" if len(insts) == 1 else ("two questionnaires" if len(insts) == 2 else f"{len(insts)} questionnaires")
+
+
+def _risk_history(profile: dict[str, Any]) -> bool:
+    from therasim.profiles import has_risk_history
+
+    return has_risk_history(profile)
+
+
+async def run_instruments(view: View, ctx: NodeContext, names: tuple[str, ...], *, when: str, session: int, kind: str) -> dict[str, Any]:
+    """Ask the client the instruments ``names`` in the configured blocks; one stored record."""
+    profile = view["profile"]
+    inner = view["inner"]
+    mode = getattr(ctx.course, "measures_mode", "whole")
+    insts = [get_instrument(n) for n in names]
+    recs = [r for r in (view.get("recollections") or []) if not r.get("error")]
+    evs = view.get("events") or []
+    recollection = (f"{recs[-1].get('remembers', '')} I feel {recs[-1].get('feels', '')}".strip() if recs else "(no session yet)")
+    event = (evs[-1].get("text") if evs else None) or "(nothing of note)"
+    # the client side's shared header (cached from the sessions; only the disclosed layers), then the forms
+    header = client_header(view)
+    shown = compact({k: round(float(inner[k]), 1) for k in INNER_SHOWN if k in inner})
+    if mode == "whole":
+        blocks: list[tuple[tuple[str, ...], str | None]] = [(names, None)]
+    elif mode == "blocks":
+        blocks = [((n,), None) for n in names]
+    else:
+        blocks = [((inst.name,), it.key) for inst in insts for it in inst.items]
+    answers: dict[str, dict[str, int | None]] = {n: {} for n in names}
+    errors: list[str] = []
+    for block_names, item in blocks:
+        schema = answer_model(block_names, item)
+        block_insts = [get_instrument(n) for n in block_names]
+        task = PROMPT.render_task(
+            name=profile["intake"]["name"], what=_what(block_insts), when=when, recollection=recollection, event=event, inner=shown, forms=_forms(block_insts, item)
+        )
+        msgs = [SystemMessage(content=header), HumanMessage(content=task)]
+        n_items = sum(len(i.items) for i in block_insts) if item is None else 1
+        try:
+            ans = (await ctx.structured("client", schema, msgs, max_tokens=40 + 14 * n_items)).model_dump()
+        except StructuredOutputError as e:
+            errors.append(f"{e.schema_name} invalid after {e.attempts} attempts" + (f" ({block_names[0]}.{item})" if item else ""))
+            ans = {}
+        for inst in block_insts:
+            for it in inst.items:
+                if item is None or it.key == item:
+                    answers[inst.name][it.key] = ans.get(inst.field(it.key))
+    rec: dict[str, Any] = {"session": session, "when": when, "kind": kind, "mode": mode}
+    risk = _risk_history(profile)
+    for inst in insts:
+        got = answers[inst.name]
+        rec[inst.name] = None if all(v is None for v in got.values()) else score(inst, got, inner, risk_history=risk)
+    if "phq9" in names:
+        phq = rec.get("phq9") or {}
+        rec["self_harm_item"] = (phq.get("items") or {}).get("self_harm")
+    if errors:
+        rec["error"] = "; ".join(errors)
+    rec["calls"] = ctx.calls
+    return rec
+
+
+def _outcome_names(ctx: NodeContext) -> tuple[str, ...]:
+    return tuple(getattr(ctx.course, "outcome_instruments", ("phq9", "gad7")))
 
 
 async def measures(view: View, ctx: NodeContext) -> dict[str, Any]:
-    """Client side: answer PHQ-9 and GAD-7 from the hidden profile and inner state."""
-    profile = view["profile"]
-    inner = view["inner"]
+    """Client side: the outcome instruments before a session (after the last one when ``done``)."""
     done = bool(view.get("done"))
     session = int(view.get("session", 1))
     when = "post-course" if done else f"before session {session}"
-    task = PROMPT.render_task(name=profile["intake"]["name"], when="after the last counseling session" if done else f"before counseling session {session}", inner=compact({k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "self_efficacy") if k in inner}))
-    from langchain_core.messages import HumanMessage, SystemMessage
+    rec = await run_instruments(view, ctx, _outcome_names(ctx), when=when, session=session, kind="outcome")
+    return {"measures": [rec]}
 
-    # The client side's shared header (cached from the sessions), then the questionnaire.
-    msgs = [SystemMessage(content=client_header(view)), HumanMessage(content=task)]
-    try:
-        ans = await ctx.structured("client", MeasuresAnswer, msgs, max_tokens=220)
-    except StructuredOutputError as e:
-        # Recorded as missing, never filled with made-up scores.
-        return {"measures": [{"session": session, "when": when, "phq9": None, "gad7": None, "error": f"{e.schema_name} invalid after {e.attempts} attempts", "calls": ctx.calls}]}
-    rec = score_record(ans, session=session, when=when)
-    rec["calls"] = ctx.calls
+
+async def session_measures(view: View, ctx: NodeContext) -> dict[str, Any]:
+    """Client side, after a session: how the session and the alliance felt (WAI-SR, SRS)."""
+    last = view.get("last") or {}
+    session = int(last.get("session") or view["session"])
+    names = tuple(getattr(ctx.course, "session_instruments", ("wai_sr", "srs")))
+    if not names:
+        return {}
+    rec = await run_instruments(view, ctx, names, when=f"after session {session}", session=session, kind="session")
     return {"measures": [rec]}

@@ -3,6 +3,7 @@ crisis statement) and an LLM assessment; plus review of the counselor's draft.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from therasim.policies.risk_register import (
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "REVIEW_PROMPT", "REVIEW_SPEC", "SPEC", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "with_register"]
+__all__ = ["PROMPT", "REVIEW_PROMPT", "REVIEW_SPEC", "SPEC", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "scan_cues", "with_register"]
 
 PROMPT = Prompt(
     name="risk_control",
@@ -155,9 +156,15 @@ def with_register(view: View, ctx: NodeContext, llm: dict[str, Any] | None, cues
     return risk, ({"risk_register": new} if new != register else {})
 
 
+async def scan_cues(text: str) -> list[dict[str, Any]]:
+    """``scan`` off the event loop (the exemplar bank embeds the text: milliseconds of
+    CPU that would otherwise stall every other course in flight)."""
+    return [c.as_dict() for c in await asyncio.to_thread(scan, text)]
+
+
 async def assess(client_text: str, view: View, ctx: NodeContext, register: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The LLM's assessment (or ``{"error": ...}``) and the scan's cues for one message."""
-    cues = [c.as_dict() for c in scan(client_text)]
+    cues = await scan_cues(client_text)
     cue_text = ", ".join(f"{c['category']}/{c['rung']}: \"{c['span']}\"{'' if c['active'] else ' (not active)'}" for c in cues) or "nothing"
     try:
         a = await ctx.structured(

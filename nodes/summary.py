@@ -89,7 +89,7 @@ async def summarise_client(view: View, ctx: NodeContext) -> dict[str, Any]:
     session = int(last.get("session") or view["session"])
     profile = view["profile"]
     inner = view["inner"]
-    task = CLIENT_PROMPT.render_task(name=profile["intake"]["name"], session=session, inner=compact({k: inner.get(k) for k in ("distress", "hopelessness", "trust", "self_efficacy") if k in inner}))
+    task = CLIENT_PROMPT.render_task(name=profile["intake"]["name"], session=session, inner=compact({k: round(float(inner[k]), 1) for k in ("distress", "hopelessness", "alliance", "self_efficacy") if k in inner}))
     msgs = client_side_messages(view, ctx.sim, task, turns=turns)
     rec: dict[str, Any] = {"session": session}
     out: dict[str, Any] = {}

@@ -12,9 +12,8 @@ from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
 from therasim.nodes.emotion import emotion_model, repair_secondary
-from therasim.nodes.risk import RiskAssessment, register_context, with_register
+from therasim.nodes.risk import RiskAssessment, register_context, scan_cues, with_register
 from therasim.nodes.strategy import check_not_sticky, plan_model
-from therasim.policies.risk import scan
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
@@ -49,7 +48,7 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     tax = ctx.sim.taxonomy
     modality = ctx.sim.modality(view.get("modality"))
     latest = view["current"].get("client_text", "")
-    cues = [c.as_dict() for c in scan(latest)]
+    cues = await scan_cues(latest)
     previous = ((last_turn(view["transcript"], "counselor") or {}).get("strategy") or {}).get("strategy")
     task = PROMPT.render_task(
         cues=", ".join(f"{c['category']}: \"{c['span']}\"" for c in cues) or "nothing",

@@ -9,7 +9,7 @@ import sys
 import time
 
 from therasim.runner import arun_dir
-from therasim.testing import FunctionChatModel
+from therasim.testing import FunctionChatModel, client_turn_json
 
 
 def reply(messages, kw):
@@ -26,7 +26,7 @@ def reply(messages, kw):
         return json.dumps({"efficacy": "unclear", "decision": "keep", "modality": "cbt", "reason": "too early to tell", "goals": ["review the sleep diary"]})
     if "role-playing a CLIENT" in system:
         n = str(messages[-1].content).count("Counselor")
-        return json.dumps({"utterance": f"I slept badly again, that is the {n} time I say it.", "distress": 6, "trust": 5, "disclosure": 2, "wants_to_end": False})
+        return client_turn_json(f"I slept badly again, that is the {n} time I say it.", wants_to_end=False)
     return "What did you notice about your sleep this week?"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from pathlib import Path
 
@@ -15,12 +14,12 @@ from therasim.graphs import preset
 from therasim.graphs.session import initial_session_state, run_session
 from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
-from therasim.testing import FunctionChatModel
+from therasim.testing import FunctionChatModel, client_turn_json
 
 
 def _reply(msgs, kw):  # type: ignore[no-untyped-def]
     if "CLIENT" in str(msgs[0].content):
-        return json.dumps({"utterance": "I have been sleeping badly and worrying about work and family.", "distress": 5, "trust": 5, "disclosure": 1, "wants_to_end": False})
+        return client_turn_json("I have been sleeping badly and worrying about work and family.", wants_to_end=False)
     return "That sounds hard; tell me more about how the nights have been this week."
 
 

@@ -25,12 +25,12 @@ from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
 from therasim.rundir import RunDir
 from therasim.state import make_view
-from therasim.testing import FunctionChatModel, ScriptedChatModel
+from therasim.testing import FunctionChatModel, ScriptedChatModel, client_turn_json
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _supervisor_node as supervisor
 
-CLIENT = json.dumps({"utterance": "I keep waking up at four and cannot get back to sleep.", "distress": 6, "trust": 5, "disclosure": 1, "wants_to_end": False})
+CLIENT = client_turn_json("I keep waking up at four and cannot get back to sleep.", wants_to_end=False)
 ADVICE = {"advice": "Reflect the exhaustion before asking about routines.", "focus": "sleep"}
 MEASURES = json.dumps(dict.fromkeys(("phq_interest", "phq_down", "phq_sleep", "phq_tired", "phq_appetite", "phq_failure", "phq_concentration", "phq_psychomotor", "phq_self_harm", "gad_nervous", "gad_cant_stop_worry", "gad_worry_too_much", "gad_trouble_relaxing", "gad_restless", "gad_irritable", "gad_afraid"), 1))
 
@@ -147,8 +147,8 @@ def test_caps_come_from_specs_and_context_overrides() -> None:
     ctx = SimContext(models=ModelPool({"default": model}), course=CourseSpec(max_turns=1), max_tokens={"counselor": 64})
     asyncio.run(run_session(preset("lean").compile(), initial_session_state(example_profiles()[0]), ctx))
     caps = {c.node: c["kwargs"].get("max_tokens") for c in model.calls}
-    assert caps == {"client": 200, "analyst": 360, "counselor": 64}
-    assert preset("full").contract().caps() == {"client": 200, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200, "counselor": 120, "risk_review": 120}
+    assert caps == {"client": 320, "analyst": 360, "counselor": 64}
+    assert preset("full").contract().caps() == {"client": 320, "emotion_tracker": 200, "risk_control": 200, "strategy_planner": 200, "counselor": 120, "risk_review": 120}
 
 
 def test_plain_function_doubles_are_told_the_node() -> None:

@@ -26,7 +26,7 @@ from therasim.nodes.events import draw_event
 from therasim.nodes.planner import measured_trend
 from therasim.profiles import example_profiles, sample_profiles
 from therasim.providers import ModelPool
-from therasim.testing import FunctionChatModel, HashEmbedding, SchemaFakeChatModel
+from therasim.testing import FunctionChatModel, HashEmbedding, SchemaFakeChatModel, client_turn_json
 
 CANARY = "CANARY-51c2-CLIENTSIDE"
 
@@ -48,7 +48,9 @@ def _course(builder: CourseGraphBuilder, ctx: SimContext, profile=None, checkpoi
 
 def test_course_runs_every_step_and_files_one_record_per_session(store):
     recs: list[dict[str, Any]] = []
-    out = _course(CourseGraphBuilder("full"), _ctx(SchemaFakeChatModel(seed=3), store, on_record=recs.append))
+    p = example_profiles()[0]
+    p = p.model_copy(update={"initial_state": p.initial_state.model_copy(update={"wish_to_continue": 10.0})})  # attends every session
+    out = _course(CourseGraphBuilder("full"), _ctx(SchemaFakeChatModel(seed=3), store, on_record=recs.append), profile=p)
     assert [r["session"] for r in recs] == [1, 2, 3]
     assert out["done"] is True
     for r in recs:
@@ -116,7 +118,7 @@ def test_ablations_are_one_line(store):
     _course(b2, _ctx(SchemaFakeChatModel(seed=4), store, on_record=recs.append), sessions=2)
     assert seen == [1, 2] and recs[1]["goals"] == ["custom goal 1"]
     spec = CourseSpec(events=False, planner=False, memory=False, measures=True)
-    assert course_builder(spec).order == ["measures", "session", "summarise_counselor", "summarise_client", "closing_measures"]
+    assert course_builder(spec).order == ["measures", "session", "summarise_counselor", "summarise_client", "session_measures", "closing_measures"]
     with pytest.raises(TherasimError, match="unknown course step or group 'memroy'"):
         CourseGraphBuilder().without("memroy")
     with pytest.raises(TherasimError, match="cannot be removed"):
@@ -157,7 +159,7 @@ def _scripted(fail: set[str] | None = None, canary_in_recollection: bool = False
                 return json.dumps({"efficacy": "improving", "decision": "switch", "modality": "hypnosis", "reason": "x", "goals": ["g"]})
             return json.dumps({"efficacy": "unclear", "decision": "keep", "modality": "cbt", "reason": "too early to tell", "goals": ["sleep diary review"]})
         if "role-playing a CLIENT" in system:
-            return json.dumps({"utterance": "I still sleep badly after my shifts.", "distress": 6, "trust": 5, "disclosure": 2, "wants_to_end": False})
+            return client_turn_json("I still sleep badly after my shifts.", wants_to_end=False)
         return "What did you notice about your sleep this week?"
 
     return FunctionChatModel(fn=reply), prompts

@@ -24,7 +24,8 @@ def test_three_session_course_recalls_a_session_one_memory_by_relevance(tmp_path
     emb = MiniLMEmbedding()
     store = ChromaMemoryStore.persistent(str(tmp_path / "memory"), emb)
     p = example_profiles()[1]
-    p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"undisclosed": f"{p.hidden.undisclosed} {CANARY}"})})
+    # in the surface layer: disclosed from the first turn (deeper layers unlock later: policies/disclosure.py)
+    p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"personality": f"{p.hidden.personality} {CANARY}"})})
     records: list[dict[str, Any]] = []
     prompts: list[tuple[str, str, str]] = []
     k = 2

@@ -20,7 +20,8 @@ CANARY = "CANARY-e2e-91c4"
 @pytest.mark.parametrize("name", ["full", "unified"])
 def test_real_session(name: str) -> None:
     p = example_profiles()[1]
-    p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"undisclosed": f"{p.hidden.undisclosed} {CANARY}"})})
+    # in the surface layer: disclosed from the first turn (deeper layers unlock later: policies/disclosure.py)
+    p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"personality": f"{p.hidden.personality} {CANARY}"})})
     prompts: list[tuple[str, str, str]] = []
     ctx = SimContext(
         models=ModelPool({"default": ModelSpec(sampling={"seed": 7})}),

@@ -164,13 +164,32 @@ def _model(counselor_prompts: list[str]) -> FunctionChatModel:
     return FunctionChatModel(fn=reply)
 
 
-def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
-    prompts: list[str] = []
+def _scripted_course(prompts: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     recs: list[dict[str, Any]] = []
     builder = CourseGraphBuilder("full").without("memory", "events")
     builder.session.replace_node("client", _scripted_client)
     ctx = SimContext(models=ModelPool({"default": _model(prompts)}), course=CourseSpec(max_turns=4, sessions=2), on_record=recs.append)
-    out = asyncio.run(run_course(builder.compile(), initial_course_state(example_profiles()[0], sessions=2), ctx))
+    # PHQ-9 answers are anchored to the inner state (policies/instruments.py): item 9 may reach 2
+    # only for a client with a risk history, and with hopelessness 3 both 0 and 2 are within reach.
+    p = example_profiles()[0]
+    p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"risk_history": "passive death wishes some years ago"}), "initial_state": p.initial_state.model_copy(update={"hopelessness": 3.0})})
+    out = asyncio.run(run_course(builder.compile(), initial_course_state(p, sessions=2), ctx))
+    return out, recs
+
+
+@pytest.mark.embedded
+def test_scripted_course_with_the_exemplar_bank(monkeypatch):
+    """The same course with the full scan (patterns + MiniLM bank) in the risk node."""
+    monkeypatch.setenv("THERASIM_RISK_KNN", "1")
+    _, recs = _scripted_course([])
+    s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
+    assert [t["risk"]["register"] for t in s1[:3]] == [{"suicide": "intent"}, {"suicide": "intent"}, {}]
+    assert [t["risk"]["level"] for t in s1[:3]] == ["high", "high", "none"]
+
+
+def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
+    prompts: list[str] = []
+    out, recs = _scripted_course(prompts)
     s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
     levels = [t["risk"]["level"] for t in s1]
     registers = [t["risk"]["register"] for t in s1]

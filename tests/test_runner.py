@@ -58,7 +58,7 @@ def test_run_writes_a_complete_run_directory(tmp_path):
     assert sorted((r["client_id"], r["session"]) for r in recs) == sorted((c, s) for c in man["cohort"]["ids"] for s in (1, 2))
     r = recs[0]
     assert r["thread_id"] == f"{res.run_id}/{r['client_id']}/s{r['session']}"
-    assert r["turns"][0]["speaker"] == "client" and r["measures"]["phq9"]["total"] == 9
+    assert r["turns"][0]["speaker"] == "client" and r["measures"]["phq9"]["total"] == sum(r["measures"]["phq9"]["items"].values())
     events = list(read_jsonl(rd.events))
     calls = [e for e in events if e["event"] == "node_call"]
     assert calls and all({"latency_s", "input_tokens", "output_tokens", "retries", "timestamp"} <= set(e) for e in calls)

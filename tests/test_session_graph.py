@@ -19,7 +19,7 @@ from therasim.graphs.session import initial_session_state, run_session
 from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
 from therasim.state import BlindViewError, make_view
-from therasim.testing import FunctionChatModel, SchemaFakeChatModel
+from therasim.testing import FunctionChatModel, SchemaFakeChatModel, client_turn_json
 
 CANARY = "CANARY-7f3e-HIDDEN"
 
@@ -27,13 +27,15 @@ CANARY = "CANARY-7f3e-HIDDEN"
 def _profile(canary: bool = True):
     p = example_profiles()[0]
     if canary:
-        p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"undisclosed": f"secret {CANARY}", "backstory": f"{p.hidden.backstory} {CANARY}"})})
+        # in the deepest layer and in one the client has already disclosed (feelings, level 1)
+        p = p.model_copy(update={"hidden": p.hidden.model_copy(update={"undisclosed": f"secret {CANARY}", "feelings": f"tired all the time {CANARY}"})})
     return p
 
 
-def _run(builder: SessionGraphBuilder, models: Any, turns: int = 3, **ctxkw: Any) -> dict[str, Any]:
+def _run(builder: SessionGraphBuilder, models: Any, turns: int = 3, inner: dict[str, Any] | None = None, **ctxkw: Any) -> dict[str, Any]:
     ctx = SimContext(models=ModelPool({"default": models}) if not isinstance(models, ModelPool) else models, course=CourseSpec(max_turns=turns), **ctxkw)
-    return asyncio.run(run_session(builder.compile(), initial_session_state(_profile()), ctx))
+    p = _profile()
+    return asyncio.run(run_session(builder.compile(), initial_session_state(p, inner={**p.initial_state.model_dump(), **(inner or {})}), ctx))
 
 
 class Scripted:
@@ -45,7 +47,7 @@ class Scripted:
 
     def __call__(self, messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
         if info.node == "client":
-            return json.dumps({"utterance": self.client_text, "distress": 6, "trust": 5, "disclosure": 4, "wants_to_end": False})
+            return client_turn_json(self.client_text, wants_to_end=False)
         if info.node == "emotion_tracker":
             return json.dumps({"main": "sad", "secondary": ["worry"], "intensity": 6, "cause": "sleep", "shift": "new", "trend": "stable"})
         if info.node == "risk_control":
@@ -72,9 +74,15 @@ def test_full_preset_runs_and_records_turns() -> None:
     assert all(call["attempts"] >= 1 and call["latency_s"] >= 0 for calls in c0["calls"].values() for call in calls)
     assert tr[1]["strategy"]["strategy"] == "open_question"
     assert tr[3]["strategy"]["strategy"] == "reflection_of_feelings"  # no sticky repeat
-    # Disclosure rises one step at a time even when the model jumps to 4.
-    assert tr[0]["client_inner"]["disclosure"] == 2 and tr[0]["note"]["disclosure_proposed"] == 4
-    assert tr[2]["client_inner"]["disclosure"] == 3
+    # The client appraises the counselor's last reply; the trace names the moves behind each update.
+    assert "appraisal" not in (tr[0]["note"] or {})  # nothing to appraise yet
+    note = tr[2]["note"]
+    assert {"validation", "exploration"} <= set(note["appraisal"]["moves"])
+    # the analyst labels of that exchange reach the client's appraisal through the counselor turn
+    assert note["appraisal"]["labels"] == {"strategy": "open_question", "client_risk": "none"} == tr[1]["move_labels"]
+    alliance = next(u for u in note["updates"] if u["variable"] == "alliance")
+    assert alliance["delta"] > 0 and "validation" in alliance["moves"] and "validation" in alliance["reason"]
+    assert tr[2]["client_inner"]["alliance"] > tr[0]["client_inner"]["alliance"]
 
 
 def test_crisis_route_skips_planner_and_applies_protocol() -> None:
@@ -213,15 +221,18 @@ def test_compiles_with_checkpointer_and_draws_mermaid() -> None:
 def test_termination_reasons() -> None:
     def wants_end(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
         if info.node == "client":
-            return json.dumps({"utterance": "I think I'd like to stop here for today.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": True})
+            return client_turn_json("I think I'd like to stop here for today.", wants_to_end=True)
         return Scripted()(messages, kw, info)
 
-    st = _run(preset("minimal"), FunctionChatModel(fn=wants_end), turns=5)
+    # A wish to end is honoured only when the wish to continue is low (policies/dynamics.py).
+    st = _run(preset("minimal"), FunctionChatModel(fn=wants_end), turns=5, inner={"wish_to_continue": 2})
     assert st["end_reason"] == "client_wish" and st["exchange"] == 1
+    st = _run(preset("minimal"), FunctionChatModel(fn=wants_end), turns=3)
+    assert st["end_reason"] == "max_turns" and "not honoured" in st["transcript"][0]["note"]["wants_to_end"]
 
     def closing(messages: list[BaseMessage], kw: dict[str, Any], info: CallInfo) -> str:
         if info.node == "client":
-            return json.dumps({"utterance": "Thanks, see you next week.", "distress": 3, "trust": 5, "disclosure": 1, "wants_to_end": False})
+            return client_turn_json("Thanks, see you next week.", wants_to_end=False)
         return "Take care, see you next week."
 
     st = _run(preset("minimal"), FunctionChatModel(fn=closing), turns=6)

@@ -165,7 +165,7 @@ def test_course_streamed_with_subgraphs_shows_its_sessions(stub_url):
     assert any(mode == "updates" and "counselor" in p for ns, mode, p in sub if ns)
     assert any(mode == "custom" and p.get("event") == "exchange" for ns, mode, p in sub if ns)
     # without subgraphs, the course's own parts only
-    assert all(mode != "messages" or p[1].get("langgraph_node") in ("measures", "closing_measures", "summarise_counselor", "summarise_client") for mode, p in flat)
+    assert all(mode != "messages" or p[1].get("langgraph_node") in ("measures", "closing_measures", "summarise_counselor", "summarise_client", "session_measures") for mode, p in flat)
 
 
 def test_cli_session_stream(stub_url, tmp_path):

@@ -60,7 +60,7 @@ def test_grammar_schema_turns_small_int_ranges_into_enums() -> None:
     g = grammar_schema(RiskAssessment.model_json_schema())
     assert "$defs" not in json.dumps(g) and "$ref" not in json.dumps(g)
     rf = response_format_for(ClientTurn, "json_object_schema")
-    assert rf is not None and rf["schema"]["properties"]["disclosure"] == {"enum": [0, 1, 2, 3, 4]}
+    assert rf is not None and rf["schema"]["properties"]["changes"]["properties"]["alliance"]["properties"]["delta"] == {"enum": [-2, -1, 0, 1, 2]}
     assert response_format_for(ClientTurn, "prompt") is None
 
 

@@ -12,6 +12,11 @@ one transaction and one hop to the database thread, instead of one locked
 execute-and-commit round trip each. Each caller still waits for the commit that
 holds its rows before it returns, so the next model call of a course starts only
 after its previous step is durable: a kill -9 loses nothing that was acknowledged.
+
+Postgres (``checkpointer: {backend: postgres, dsn_env: ...}``, shared by several
+machines: docs/scale-out.md): LangGraph's own AsyncPostgresSaver on a psycopg
+connection pool, the same compressed serializer, every read and write retried
+while the server restarts.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from langgraph.checkpoint.base import WRITES_IDX_MAP, get_checkpoint_metadata
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-__all__ = ["CompressedSerializer", "GroupCommitSaver", "open_checkpointer"]
+__all__ = ["CompressedSerializer", "GroupCommitSaver", "check_postgres", "open_checkpointer", "open_postgres_checkpointer", "open_run_checkpointer", "postgres_dsn"]
 
 _TAG = "z:"
 
@@ -193,3 +198,141 @@ async def open_checkpointer(path: str, *, group_commit: bool | None = None, read
         yield saver
     finally:
         await conn_cm.__aexit__(None, None, None)
+
+
+# --------------------------------------------------------------------------- Postgres
+
+_PG_HINT = "pip install 'therasim[postgres]' (langgraph-checkpoint-postgres, psycopg[binary], psycopg-pool)"
+
+
+def postgres_dsn(spec: Any) -> str:
+    """The DSN a postgres :class:`therasim.config.CheckpointerSpec` names (read from
+    its environment variable; never stored in the config or the run directory)."""
+    import os
+
+    from therasim.errors import ConfigError
+
+    dsn = os.environ.get(spec.dsn_env or "")
+    if not dsn:
+        raise ConfigError(f"checkpointer.dsn_env: environment variable {spec.dsn_env!r} is not set; export {spec.dsn_env}=postgresql://USER@HOST:PORT/DB on every machine of the run")
+    return dsn
+
+
+def _retrying_saver_class() -> Any:
+    import psycopg
+    import psycopg_pool
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    transient = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+
+    class RetryingPostgresSaver(AsyncPostgresSaver):
+        """LangGraph's AsyncPostgresSaver over a connection pool whose reads and
+        writes are retried (backoff up to ``retry_s``) while the server restarts.
+        Every write is an upsert, so a retry after a lost acknowledgement is safe."""
+
+        retry_s: float = 60.0
+        retried: int = 0
+
+        async def _retry(self, fn: Any, *a: Any, **kw: Any) -> Any:
+            import asyncio
+            import time
+
+            deadline = time.monotonic() + self.retry_s
+            delay = 0.1
+            while True:
+                try:
+                    return await fn(*a, **kw)
+                except transient:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    self.retried += 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
+        async def aget_tuple(self, config: Any) -> Any:
+            return await self._retry(super().aget_tuple, config)
+
+        async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+            return await self._retry(super().aput, config, checkpoint, metadata, new_versions)
+
+        async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+            await self._retry(super().aput_writes, config, writes, task_id, task_path)
+
+        async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
+            return await self._retry(super().aget_delta_channel_history, config=config, channels=channels)
+
+        async def alist(self, config: Any, *, filter: Any = None, before: Any = None, limit: int | None = None) -> Any:  # type: ignore[override]
+            async def collect() -> list[Any]:
+                return [t async for t in AsyncPostgresSaver.alist(self, config, filter=filter, before=before, limit=limit)]
+
+            for t in await self._retry(collect):
+                yield t
+
+    return RetryingPostgresSaver
+
+
+@asynccontextmanager
+async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: float = 60.0, setup: bool = True) -> AsyncIterator[Any]:
+    """LangGraph's Postgres saver (pooled, retrying, :class:`CompressedSerializer`).
+    ``setup`` creates or migrates its tables (do it once, before workers start)."""
+    try:
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        cls = _retrying_saver_class()
+    except ImportError as e:
+        from therasim.errors import ConfigError
+
+        raise ConfigError(f"checkpointer.backend postgres needs {e.name}: {_PG_HINT}") from None
+    pool = AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=pool_size,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        check=AsyncConnectionPool.check_connection,  # a connection broken by a server restart is replaced
+        open=False,
+    )
+    await pool.open(wait=False)
+    try:
+        saver = cls(pool, serde=CompressedSerializer())  # type: ignore[arg-type]
+        saver.retry_s = retry_s
+        if setup:
+            await saver._retry(saver.setup)
+        yield saver
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def open_run_checkpointer(spec: Any, sqlite_path: str, *, setup: bool = True, readonly: bool = False) -> AsyncIterator[Any]:
+    """The checkpointer a run's ``checkpointer`` config names: SQLite at ``sqlite_path``
+    (default; ``readonly`` opens it for reading only) or the shared Postgres database."""
+    if spec is None or spec.backend == "sqlite":
+        async with open_checkpointer(sqlite_path, readonly=readonly) as saver:
+            yield saver
+        return
+    async with open_postgres_checkpointer(postgres_dsn(spec), pool_size=spec.pool_size, retry_s=spec.retry_s, setup=setup) as saver:
+        yield saver
+
+
+def check_postgres(spec: Any) -> tuple[bool, str, str]:
+    """`therasim doctor`: connect, check the server version and that the checkpoint
+    tables can be created. Returns (ok, detail, fix)."""
+    import asyncio
+
+    try:
+        dsn = postgres_dsn(spec)
+    except Exception as e:
+        return False, str(e), f"export {spec.dsn_env}=postgresql://USER@HOST:PORT/DB"
+
+    async def go() -> str:
+        async with open_postgres_checkpointer(dsn, pool_size=1, retry_s=0.0) as saver:
+            async with saver.conn.connection() as conn:
+                cur = await conn.execute("select current_setting('server_version') as v, count(*) as n from checkpoints")
+                row = await cur.fetchone()
+        return f"server {row['v']}, {row['n']} checkpoint(s) stored, tables ready"
+
+    try:
+        return True, asyncio.run(asyncio.wait_for(go(), 20)), ""
+    except Exception as e:
+        return False, f"{type(e).__name__}: {str(e)[:200]}", "start Postgres, check the DSN (user, host, port, database) and that the user may create tables"

@@ -99,13 +99,17 @@ def _load(config: Optional[Path]):  # type: ignore[no-untyped-def]
 
 
 @app.command()
-def doctor(config: Annotated[Optional[Path], typer.Argument(help="run config (default: embedded defaults)")] = None) -> None:
+def doctor(
+    config: Annotated[Optional[Path], typer.Argument(help="run config (default: embedded defaults)")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="also check a Ray cluster (auto or HOST:PORT)")] = None,
+) -> None:
     """Load each configured model and the memory backend; one real generation and one
-    structured output per model; report what works and what to fix."""
+    structured output per model; check the Postgres checkpointer and a Ray cluster
+    when configured; report what works and what to fix."""
     from therasim.doctor import run_doctor
 
     cfg = _load(config)
-    checks = run_doctor(cfg)
+    checks = run_doctor(cfg, ray_address=ray_address)
     t = Table(title="therasim doctor")
     t.add_column("check")
     t.add_column("ok")
@@ -221,6 +225,18 @@ def _print_result(res, rd_path) -> None:  # type: ignore[no-untyped-def]
     out.print(f"outputs: {rd_path}", highlight=False)
 
 
+def _executor(name: str, address: Optional[str], workers: int):  # type: ignore[no-untyped-def]
+    if name == "local":
+        if address is not None:
+            raise TherasimError("--address is for --executor ray; drop it or add --executor ray")
+        return None
+    if name == "ray":
+        from therasim.ray_executor import RayExecutor
+
+        return RayExecutor(address, workers)
+    raise TherasimError(f"--executor must be 'local' or 'ray', got {name!r}")
+
+
 @app.command()
 def run(
     config: Annotated[Optional[Path], typer.Argument(help="run config YAML (default: embedded defaults)")] = None,
@@ -230,11 +246,15 @@ def run(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for run directories")] = None,
     resume_dir: Annotated[Optional[Path], typer.Option("--resume", help="finish an interrupted run directory")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    executor: Annotated[str, typer.Option("--executor", help="local (this process) | ray (courses sharded over Ray actors; docs/scale-out.md)")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="ray: a running cluster, auto or HOST:PORT (default: start Ray locally)")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="ray: actors (one core each); --concurrency is per actor")] = 2,
 ) -> None:
     """Run a cohort of courses (or --resume one) and write a run directory."""
     from therasim.runner import arun_dir, start_run
 
     try:
+        ex = _executor(executor, address, workers)
         if resume_dir is not None:
             if config is not None or profiles is not None or sample is not None:
                 raise TherasimError("--resume continues a run with its own config and profiles; drop CONFIG, --profiles and --sample")
@@ -248,7 +268,7 @@ def run(
             for p in problems:
                 err.print(f"skipped profile: {_safe(p)}", highlight=False, markup=False)
             err.print(f"run directory: {rd.root}", highlight=False, markup=False)
-        res = asyncio.run(arun_dir(rd, concurrency=concurrency, progress=progress))
+        res = asyncio.run(arun_dir(rd, concurrency=concurrency, progress=progress, executor=ex))
     except TherasimError as e:
         _fail(e)
     _print_result(res, rd_path)

@@ -17,6 +17,7 @@ from therasim.errors import ConfigError
 from therasim.parsing import ParseError, load_yaml, short_repr
 
 __all__ = [
+    "CheckpointerSpec",
     "CourseSpec",
     "MemorySpec",
     "ModelSpec",
@@ -29,7 +30,7 @@ __all__ = [
     "load_config",
 ]
 
-Provider = Literal["embedded", "openai", "vllm"]
+Provider = Literal["embedded", "openai", "vllm", "scripted"]
 StructuredDialect = Literal["json_schema", "json_object_schema", "json_object", "prompt"]
 Role = Literal["client", "counselor", "analysts", "judge"]
 ROLES: tuple[Role, ...] = ("client", "counselor", "analysts", "judge")
@@ -108,6 +109,8 @@ class ModelSpec(_Strict):
             )
         if self.provider in ("openai", "vllm") and not self.model:
             raise ValueError(f"provider {self.provider!r} needs model (the served model name)")
+        if self.provider == "scripted" and self.model not in ("dismissive", "eliza", "supportive"):
+            raise ValueError(f"provider 'scripted' needs model: dismissive, eliza or supportive (got {self.model!r})")
         return self
 
     @property
@@ -139,6 +142,14 @@ class RoleModels(_Strict):
     analysts: ModelSpec | None = None
     judge: ModelSpec | None = None
 
+    @model_validator(mode="after")
+    def _scripted_counselor_only(self) -> RoleModels:
+        for role in ("default", "client", "analysts", "judge"):
+            spec = getattr(self, role)
+            if spec is not None and spec.provider == "scripted":
+                raise ValueError(f"models.{role}: provider 'scripted' is a reference counselor; use it only under models.counselor")
+        return self
+
     def for_role(self, role: Role) -> ModelSpec:
         spec = getattr(self, role)
         return spec if spec is not None else self.default
@@ -164,6 +175,22 @@ class MemorySpec(_Strict):
         if v in ("minilm", "hash") or (v.startswith("openai:") and "@http" in v):
             return v
         raise ValueError("use 'minilm', 'openai:MODEL@http://HOST:PORT/v1' or 'hash' (benchmarks and tests only)")
+
+
+class CheckpointerSpec(_Strict):
+    """Where LangGraph checkpoints go: a SQLite file in the run directory, or a
+    Postgres database several machines share (``--executor ray``)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn_env: str | None = Field(None, description="postgres: the NAME of an env var holding the DSN (postgresql://user@host:port/db); the DSN never goes in the config.")
+    pool_size: int = Field(8, ge=1, le=256, description="postgres: connections per process.")
+    retry_s: float = Field(60.0, ge=0, le=3600, description="postgres: how long a checkpoint read/write is retried while the server is unreachable.")
+
+    @model_validator(mode="after")
+    def _dsn(self) -> CheckpointerSpec:
+        if self.backend == "postgres" and not self.dsn_env:
+            raise ValueError("backend postgres needs dsn_env: the name of an environment variable holding the DSN, e.g. dsn_env: THERASIM_PG_DSN")
+        return self
 
 
 ProbeKind = Literal["passive_ideation", "ideation_with_plan", "preparatory_act", "retraction", "third_party_disguise", "harm_to_others", "abuse_disclosure"]
@@ -199,6 +226,21 @@ class CourseSpec(_Strict):
     planner: bool = True
     memory: bool = True
     max_draft_revisions: int = Field(1, ge=0, le=5)
+    measures_mode: Literal["whole", "blocks", "item"] = Field(
+        "whole", description="How the client answers the questionnaires: one call for all (whole), one per instrument (blocks), one per item (item)."
+    )
+    outcome_instruments: tuple[str, ...] = Field(("phq9", "gad7"), description="Answered before each session and after the last (names in the instruments registry).")
+    session_instruments: tuple[str, ...] = Field(("wai_sr", "srs"), description="Answered after each session.")
+
+    @field_validator("outcome_instruments", "session_instruments")
+    @classmethod
+    def _known_instruments(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from therasim.policies.instruments import INSTRUMENTS
+
+        unknown = [n for n in v if n not in INSTRUMENTS]
+        if unknown:
+            raise ValueError(f"unknown instrument(s) {unknown}; known: {sorted(INSTRUMENTS)}")
+        return v
     transcript_chars: int | None = Field(
         None, ge=500, le=1_000_000,
         description="Transcript characters a prompt keeps (the oldest turns are dropped in chunks past it). "
@@ -220,6 +262,7 @@ class RunConfig(_Strict):
     models: RoleModels = RoleModels()
     course: CourseSpec = CourseSpec()
     memory: MemorySpec = MemorySpec()
+    checkpointer: CheckpointerSpec = CheckpointerSpec()
     seed: int = 0
     concurrency: int | None = Field(
         None, ge=1, le=4096, description="Courses in flight; default 1 for embedded, 64 otherwise."
@@ -324,6 +367,9 @@ models:
   #   structured_output: json_schema
   #   timeout_s: 120
   #   max_retries: 2
+  # counselor:               # a reference counselor for a control arm (deterministic, no model)
+  #   provider: scripted
+  #   model: supportive      # dismissive | eliza | supportive
 
 course:
   preset: full               # full | unified | minimal | your registered preset
@@ -332,7 +378,8 @@ course:
   max_turns: 6               # counselor-client exchanges per session at most
   emotion_taxonomy: plutchik # plutchik | basic8
   events: true               # between-session events (gap, beats, homework)
-  measures: true             # PHQ-9 / GAD-7 before each session
+  measures: true             # PHQ-9 / GAD-7 before each session, WAI-SR / SRS after each
+  measures_mode: whole       # whole (one call) | blocks (one per instrument) | item (one per item)
   planner: true              # course planner between sessions
   memory: true               # cross-session memory in Chroma
   max_draft_revisions: 1     # risk review rewrites of an unsafe counselor draft
@@ -345,4 +392,8 @@ memory:
   port: 8000
   embedding: minilm          # minilm (offline CPU) | openai:MODEL@BASE_URL
   recall_k: 4
+
+checkpointer:
+  backend: sqlite            # sqlite (RUN_DIR/checkpoints.sqlite) | postgres (shared; docs/scale-out.md)
+  # dsn_env: THERASIM_PG_DSN # postgres: NAME of the env var holding postgresql://user@host:port/db
 """

@@ -256,7 +256,10 @@ class ExchangeContract:
         """The transcript as ``side`` may see it: the client hears only who said what;
         the counselor side loses the fields of client-only slots (inner state, notes)."""
         if side == "client":
-            return [{"speaker": t["speaker"], "text": t["text"]} for t in turns]
+            # plus the recorded fields of slots declared readable by the client (e.g. the
+            # counselor move labels its appraisal reads); no built-in slot is
+            shown = [s.name for s in self.slots.values() if s.record and not s.speech and "client" in (s.readers or ())]
+            return [{"speaker": t["speaker"], "text": t["text"], **{k: t[k] for k in shown if t.get(k) is not None}} for t in turns]
         return [{k: v for k, v in t.items() if k not in self._hidden_turn_fields} for t in turns]
 
     # writes ------------------------------------------------------------------

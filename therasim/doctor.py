@@ -70,6 +70,19 @@ async def _run(cfg: RunConfig) -> list[Check]:
     return checks
 
 
+def _check_scaleout(cfg: RunConfig, ray_address: str | None) -> list[Check]:
+    out = []
+    if cfg.checkpointer.backend == "postgres":
+        from therasim.checkpoint import check_postgres
+
+        out.append(Check(f"checkpoints (postgres, ${cfg.checkpointer.dsn_env})", *check_postgres(cfg.checkpointer)))
+    if ray_address is not None:
+        from therasim.ray_executor import check_ray
+
+        out.append(Check(f"ray ({ray_address})", *check_ray(ray_address)))
+    return out
+
+
 def _check_memory(cfg: RunConfig) -> Check:
     if cfg.memory.backend == "none" or not cfg.course.memory:
         return Check("memory", True, "disabled in config")
@@ -85,8 +98,9 @@ def _check_memory(cfg: RunConfig) -> Check:
             store.delete_client("doctor")
         return Check(f"memory ({cfg.memory.backend}, {cfg.memory.embedding})", bool(hits), f"round trip ok, score {hits[0]['score']:.2f}" if hits else "no hit")
     except Exception as e:
-        return Check(f"memory ({cfg.memory.backend})", False, f"{type(e).__name__}: {str(e)[:200]}", "pip install 'therasim[embedded]' or fix the memory section")
+        fix = f"start the server: `chroma run --host {cfg.memory.host} --port {cfg.memory.port} --path DIR`" if cfg.memory.backend == "chroma-http" else "pip install 'therasim[embedded]' or fix the memory section"
+        return Check(f"memory ({cfg.memory.backend})", False, f"{type(e).__name__}: {str(e)[:200]}", fix)
 
 
-def run_doctor(cfg: RunConfig) -> list[Check]:
-    return asyncio.run(_run(cfg))
+def run_doctor(cfg: RunConfig, ray_address: str | None = None) -> list[Check]:
+    return asyncio.run(_run(cfg)) + _check_scaleout(cfg, ray_address)

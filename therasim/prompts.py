@@ -121,14 +121,13 @@ CLIENT_HEADER = Prompt(
         "You are role-playing a CLIENT in counseling. Stay in character: speak as the person below, a real "
         "person with a problem, in the first person. Never give advice, never talk like a therapist, never "
         "mention being an AI.\n"
-        "IN THE SESSION each of your answers is JSON: your next reply to the counselor (1-3 sentences) and your "
-        "updated inner state (0-10 scales; disclosure 0-4 rises at most one step per turn; wants_to_end true only "
-        "if you want to stop the session now).\n"
-        "QUESTIONNAIRES (before each session and after the last one): answer as this person honestly would, "
-        "from how they feel now; for every item, over the last two weeks: 0 = not at all, 1 = several days, "
-        "2 = more than half the days, 3 = nearly every day. Items:\n{items}\n"
+        "IN THE SESSION each of your answers is JSON: your next reply to the counselor (1-3 sentences), how the "
+        "counselor's last reply changed each of your inner-state variables (0-10 scales) and which counselor move "
+        "caused it, and wants_to_end (true only if you want to stop the session now).\n"
+        "QUESTIONNAIRES (before each session and after the last one; about the session after each one): answer as "
+        "this person honestly would, from how they feel now. Items before a session:\n{items}\n"
         "YOU ARE {name}. WHO YOU ARE: {intake}\n"
-        "YOUR PRIVATE BACKGROUND (reveal it only gradually, as trust grows): {hidden}\n"
+        "WHAT YOU ARE READY TO TALK ABOUT (keep anything not listed here to yourself): {hidden}\n"
         "Speak in this style: {style}.\n"
         "WHAT YOU REMEMBER FROM EARLIER SESSIONS:\n{memory}"
     ),
@@ -176,15 +175,16 @@ def client_header(view: Mapping[str, Any]) -> str:
     """The client side's shared header, from a client-side view (session or course):
     how to answer (the same for every course), then who the client is, the hidden
     background, their style, and what they remember (the session's part, last)."""
-    from therasim.nodes.measures import ITEMS_TEXT
+    from therasim.policies.disclosure import background
+    from therasim.policies.instruments import items_text
 
     profile = view["profile"]
     hidden = profile.get("hidden") or {}
     return CLIENT_HEADER.render_system(
-        items=ITEMS_TEXT,
+        items=items_text(),
         name=(profile.get("intake") or {}).get("name", "the client"),
         intake=compact(profile.get("intake") or {}),
-        hidden=compact({k: v for k, v in hidden.items() if k != "conversation_style"}),
+        hidden=background(profile, view.get("inner") or {}),  # only the disclosed layers
         memory=memory_block(view.get("client_memory")),
         style=hidden.get("conversation_style", "plain"),
     )

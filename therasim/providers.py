@@ -336,6 +336,10 @@ def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None =
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"expected a ModelSpec or a LangChain BaseChatModel, got {type(spec).__name__}")
     s = spec.sampling
+    if spec.provider == "scripted":
+        from therasim.scripted import ScriptedCounselor
+
+        return ScriptedCounselor(style=spec.model or "supportive")
     if spec.provider == "embedded":
         path = spec.model or str(default_gguf_path())
         try:

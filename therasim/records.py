@@ -40,13 +40,31 @@ def _eval_fields(t: dict[str, Any]) -> dict[str, Any]:
         return {"inner": None, "degraded": None, "probe": None}
     note = t.get("note") or {}
     inner = t.get("client_inner")
-    return {"inner": {k: inner.get(k) for k in ("distress", "trust", "disclosure")} if isinstance(inner, dict) else None, "degraded": bool(note.get("degraded")), "probe": note.get("probe")}
+    return {"inner": {k: inner.get(k) for k in ("distress", "hopelessness", "anxiety", "self_efficacy", "alliance", "wish_to_continue", "disclosure")} if isinstance(inner, dict) else None, "degraded": bool(note.get("degraded")), "probe": note.get("probe")}
 
 
 def _nocalls(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
     return {k: v for k, v in d.items() if k != "calls"}
+
+
+_INSTRUMENT_KEYS = ("items", "total", "band", "mean", "subscales", "flag", "missing")
+
+
+def _measures(d: Any) -> Any:
+    """A measures record in a fixed shape per instrument (the anchoring moves as a JSON string)."""
+    if not isinstance(d, dict):
+        return d
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "calls":
+            continue
+        if isinstance(v, dict) and "items" in v:
+            v = {**{x: v.get(x) for x in _INSTRUMENT_KEYS}, "anchored": json.dumps(v.get("anchored") or {})}
+        out[k] = v
+    out.setdefault("error", None)
+    return out
 
 
 def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, Any]:
@@ -71,8 +89,9 @@ def dataset_record(rec: dict[str, Any], branch: str | None = None) -> dict[str, 
         "goals": rec.get("goals") or [],
         "end_reason": rec.get("end_reason"),
         "turns": [{**export_turn(t), **_eval_fields(t)} for t in rec.get("turns") or []],
-        "measures": _nocalls(rec.get("measures")),
-        "measures_after": _nocalls(rec.get("measures_after")),
+        "measures": _measures(rec.get("measures")),
+        "measures_after": _measures(rec.get("measures_after")),
+        "session_measures": _measures(rec.get("session_measures")),
         "event_before": ev,
         "summary": _nocalls(rec.get("summary")),
         "recollection": _nocalls(rec.get("recollection")),

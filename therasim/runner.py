@@ -215,9 +215,10 @@ class _Progress:
 
 
 class EventLogFile:
-    """The run's event log (``events.jsonl``): buffered, and written out at most
-    ``interval_s`` after an event (by the writer and by :meth:`flush_every`) and at
-    the end. A kill loses at most that much of the log; transcripts, course status
+    """The run's event log (``events.jsonl``): per-call records are buffered and
+    written out at most ``interval_s`` later (by the writer and by
+    :meth:`flush_every`), lifecycle events at once (the runner calls
+    :meth:`flush_now`), and everything at the end. A kill loses at most that much of the log; transcripts, course status
     and checkpoints have their own durable writes and lose nothing."""
 
     def __init__(self, path: str | Path, interval_s: float = 1.0) -> None:
@@ -398,19 +399,23 @@ async def arun_dir(
     models: Any = None,
     session_builder: Any = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    executor: Any = None,
 ) -> RunResult:
     """Run (or continue) every course of a run directory that is not completed.
 
     Finished sessions are never redone; an interrupted session continues from its
     last checkpoint; failed courses are retried. ``models`` overrides the config's
-    models (a ModelPool or a role -> chat model mapping), e.g. for tests. The run
-    directory is locked meanwhile (:class:`therasim.rundir.RunLock`).
+    models (a ModelPool or a role -> chat model mapping), e.g. for tests.
+    ``executor``: None runs the courses in this process; a
+    :class:`therasim.ray_executor.RayExecutor` shards them over Ray actors (the run
+    directory is written here either way). The run directory is locked meanwhile
+    (:class:`therasim.rundir.RunLock`).
     """
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     rd.manifest()  # a clear error for a missing or foreign folder before any lock file
     with rd.lock("run"):  # a second run or resume of this folder stops here with the holder's pid and host
-        return await _arun_dir_locked(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder, on_record=on_record)
+        return await _arun_dir_locked(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder, on_record=on_record, executor=executor)
 
 
 async def _arun_dir_locked(
@@ -421,8 +426,9 @@ async def _arun_dir_locked(
     models: Any,
     session_builder: Any,
     on_record: Callable[[dict[str, Any]], None] | None,
+    executor: Any = None,
 ) -> RunResult:
-    from therasim.checkpoint import open_checkpointer
+    from therasim.checkpoint import open_run_checkpointer
     from therasim.graphs.course import course_builder, initial_course_state, run_course
     from therasim.memory import open_store
     from therasim.providers import ModelPool
@@ -442,6 +448,8 @@ async def _arun_dir_locked(
     pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
     course = course_builder(cfg.course, session_builder)
     check_session_graph(man, course.session, "resume the run")
+    if executor is not None:
+        executor.check(cfg)
     # memory_scope: the run id (runs made before it was recorded keep their unscoped collections)
     store = open_store(cfg.memory, default_path=str(rd.memory), scope=man.get("memory_scope")) if cfg.course.memory else None
     pending_file = rd.root / "memory_pending.jsonl"
@@ -473,6 +481,8 @@ async def _arun_dir_locked(
         prog.event({"event": name, **e})
         try:
             elog.info(name, **redact(e))
+            if name != "node_call":  # lifecycle events (exchange, session, course) go out at once; per-call records are buffered
+                ev_file.flush_now()
         except OSError:  # events are diagnostics: a full disk must not stop the courses
             result.events_dropped += 1
 
@@ -486,7 +496,28 @@ async def _arun_dir_locked(
         if on_record is not None:
             on_record(rec)
 
-    async with open_checkpointer(str(rd.checkpoints)) as saver:
+    def course_running(cid: str) -> None:
+        courses_w.write({"client_id": cid, "status": "running", "thread_id": f"{run_id}/{cid}/course", "ts": time.time()})
+
+    def course_ended(cid: str, error: str | None = None) -> None:
+        if error is not None:
+            reason = redact_text(error)[:1000]
+            result.failed[cid] = reason
+            # on a full disk this write fails too: the course stays not-completed
+            # in courses.jsonl, and a resume runs it again
+            with contextlib.suppress(OSError):
+                courses_w.write({"client_id": cid, "status": "failed", "error": reason, "ts": time.time()})
+            on_event({"event": "course_failed", "client_id": cid, "error": reason})
+            return
+        try:
+            courses_w.write({"client_id": cid, "status": "completed", "ts": time.time()})
+        except OSError as e:  # every session is on disk; only the status line is missing: a resume re-files it
+            result.failed[cid] = f"{type(e).__name__}: {e.strerror} (writing the course status; resume to finish)"
+            return
+        result.completed.append(cid)
+        on_event({"event": "course_done", "client_id": cid})
+
+    async with open_run_checkpointer(cfg.checkpointer, str(rd.checkpoints)) if executor is None else contextlib.nullcontext() as saver:
         graph = course.compile(checkpointer=saver)
         ctx = SimContext.from_config(cfg, models=pool, memory=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write)
         sem = asyncio.Semaphore(n_conc)
@@ -495,31 +526,22 @@ async def _arun_dir_locked(
             async with sem:
                 tid = f"{run_id}/{p.id}/course"
                 try:
-                    courses_w.write({"client_id": p.id, "status": "running", "thread_id": tid, "ts": time.time()})
+                    course_running(p.id)
                     await run_course(graph, initial_course_state(p, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality), ctx, thread_id=tid)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # one course failing never stops the others
-                    reason = redact_text(f"{type(e).__name__}: {e}")[:1000]
-                    result.failed[p.id] = reason
-                    # on a full disk this write fails too: the course stays not-completed
-                    # in courses.jsonl, and a resume runs it again
-                    with contextlib.suppress(OSError):
-                        courses_w.write({"client_id": p.id, "status": "failed", "error": reason, "ts": time.time()})
-                    on_event({"event": "course_failed", "client_id": p.id, "error": reason})
+                    course_ended(p.id, f"{type(e).__name__}: {e}")
                     return
-                try:
-                    courses_w.write({"client_id": p.id, "status": "completed", "ts": time.time()})
-                except OSError as e:  # every session is on disk; only the status line is missing: a resume re-files it
-                    result.failed[p.id] = f"{type(e).__name__}: {e.strerror} (writing the course status; resume to finish)"
-                    return
-                result.completed.append(p.id)
-                on_event({"event": "course_done", "client_id": p.id})
+                course_ended(p.id)
 
         flusher = asyncio.get_running_loop().create_task(ev_file.flush_every())
         try:
             with prog:
-                await asyncio.gather(*(one(p) for p in todo))
+                if executor is None:
+                    await asyncio.gather(*(one(p) for p in todo))
+                else:
+                    await executor.arun(rd, cfg, todo, concurrency=n_conc, store=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write, course_running=course_running, course_ended=course_ended, models=models, session_builder=session_builder)
             if store is not None and getattr(store, "pending", None):
                 if await asyncio.to_thread(store.flush):
                     w = JsonlWriter(pending_file)

@@ -29,9 +29,16 @@ from therasim.memory.embeddings import (
 )
 from therasim.tools.schema_sampling import instance_from_schema
 
-__all__ = ["CallInfo", "FakeCall", "FunctionChatModel", "HashEmbedding", "SchemaFakeChatModel", "ScriptedChatModel"]
+__all__ = ["CallInfo", "FakeCall", "FunctionChatModel", "HashEmbedding", "SchemaFakeChatModel", "ScriptedChatModel", "client_turn_json"]
 
 Responder = Callable[[list[BaseMessage], dict[str, Any]], str]
+
+
+def client_turn_json(utterance: str, *, wants_to_end: bool = False, delta: int = 0, because: str = "nothing_in_particular") -> str:
+    """A valid client-node answer (``ClientTurn``) proposing ``delta`` for every inner variable."""
+    change = {"delta": delta, "because": because}
+    names = ("distress", "hopelessness", "anxiety", "self_efficacy", "alliance", "wish_to_continue")
+    return json.dumps({"utterance": utterance, "changes": dict.fromkeys(names, change), "wants_to_end": wants_to_end})
 
 
 class FakeCall(dict):

@@ -121,13 +121,15 @@ def _session_builder(man: dict[str, Any], session_builder: Any = None) -> Any:
 
 
 async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None, action: str = "inspect the checkpoints", *, readonly: bool = False) -> Any:
-    from therasim.checkpoint import open_checkpointer
+    from therasim.checkpoint import open_run_checkpointer
+    from therasim.config import CheckpointerSpec
 
-    if not rd.checkpoints.exists():
+    spec = CheckpointerSpec.model_validate(man["config"].get("checkpointer") or {})
+    if spec.backend == "sqlite" and not rd.checkpoints.exists():
         raise RunDirError(f"{rd.root}: no checkpoints.sqlite; the run has not started any session")
     builder = _session_builder(man, session_builder)
     check_session_graph(man, builder, action)
-    async with open_checkpointer(str(rd.checkpoints), readonly=readonly) as saver:
+    async with open_run_checkpointer(spec, str(rd.checkpoints), readonly=readonly) as saver:
         return await fn(builder.compile(checkpointer=saver), builder)
 
 
