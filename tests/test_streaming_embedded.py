@@ -41,6 +41,18 @@ def test_a_cancelled_call_frees_the_model(monkeypatch):
 
     def spy(**kw: Any) -> Any:
         started.set()
+        if kw.get("stream"):
+            gen = real(**kw)
+
+            def tokens() -> Any:
+                try:
+                    yield from gen
+                except GeneratorExit:  # closed by therasim at the next token after the cancel
+                    outcome.append("cancelled")
+                    raise
+                outcome.append("finished")
+
+            return tokens()
         try:
             out = real(**kw)
         except _GenerationCancelled:

@@ -114,16 +114,23 @@ def _token_stream(llama: Any, payload: dict[str, Any], cancel: threading.Event) 
     then ``("usage", (prompt_tokens, completion_tokens))``; raises
     :class:`_GenerationCancelled` at the next token once ``cancel`` is set."""
     n_out = 0
-    for part in llama.create_chat_completion(**payload, stream=True):
-        if cancel.is_set():
-            raise _GenerationCancelled
-        choice = part["choices"][0]
-        delta = (choice.get("delta") or {}).get("content")
-        if delta:
-            n_out += 1
-            yield "text", delta
-        if choice.get("finish_reason"):
-            yield "finish", choice["finish_reason"]
+    stream = llama.create_chat_completion(**payload, stream=True)
+    try:
+        for part in stream:
+            if cancel.is_set():
+                raise _GenerationCancelled
+            choice = part["choices"][0]
+            delta = (choice.get("delta") or {}).get("content")
+            if delta:
+                n_out += 1
+                yield "text", delta
+            if choice.get("finish_reason"):
+                yield "finish", choice["finish_reason"]
+    finally:
+        # close llama.cpp's generator now (not at garbage collection), while the model lock is held
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
     # the context now holds the templated prompt and the completion
     yield "usage", (max(int(getattr(llama, "n_tokens", 0) or 0) - n_out, 0), n_out)
 
