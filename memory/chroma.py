@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from therasim.errors import TherasimError
@@ -58,15 +60,20 @@ class ChromaMemoryStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def persistent(cls, path: str, embedding: Any, *, segment_cache_mb: int = 256, **kw: Any) -> ChromaMemoryStore:
+    def persistent(cls, path: str, embedding: Any, *, segment_cache_mb: int = 256, hnsw_cache: int = 64, **kw: Any) -> ChromaMemoryStore:
         """Embedded Chroma at ``path``. Its loaded index segments are kept in an LRU of
-        ``segment_cache_mb`` (unbounded by default in Chroma: with one collection per
-        client and role, resident memory would grow with every client of the run)."""
+        ``segment_cache_mb`` (Python segment manager) and at most ``hnsw_cache`` HNSW
+        indexes stay loaded (Chroma 1.x's Rust core keeps RLIMIT_NOFILE / 5 of them,
+        about 2.5 MB each: with one collection per client and role, resident memory
+        grew with every client of the run). Recall is served from the mirror, so an
+        evicted index is reloaded only for the next write to that collection."""
         import chromadb
         from chromadb.config import Settings
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False, chroma_segment_cache_policy="LRU", chroma_memory_limit_bytes=segment_cache_mb * 2**20)
-        return cls(chromadb.PersistentClient(path=path, settings=settings), embedding, **kw)
+        with _hnsw_cache_limit(hnsw_cache):
+            client = chromadb.PersistentClient(path=path, settings=settings)
+        return cls(client, embedding, **kw)
 
     @classmethod
     def http(cls, host: str, port: int, embedding: Any, **kw: Any) -> ChromaMemoryStore:
@@ -181,7 +188,10 @@ class ChromaMemoryStore:
             return entry
         col = self._retry(lambda: self._col(client_id, role, create=False))
         if col is None:
-            return None
+            # Nothing stored yet: mirror it as empty (this store is the client's only
+            # writer while cached, and add() updates mirrored entries), so a new
+            # client's recalls never ask Chroma again.
+            return self._mirror.put(name, [], [], [], [])
         res = self._retry(lambda: col.get(include=["embeddings", "documents", "metadatas"]))
         return self._mirror.put(name, res["ids"], res["documents"], res["metadatas"], res["embeddings"])
 
@@ -232,6 +242,36 @@ class ChromaMemoryStore:
                 self.client.delete_collection(name)
             except Exception:  # not there: nothing to delete
                 pass
+
+
+_HNSW_LIMIT = threading.local()
+
+
+@contextmanager
+def _hnsw_cache_limit(n: int) -> Iterator[None]:
+    """Cap the number of HNSW indexes the Rust core of a client created meanwhile
+    keeps loaded (its size is set once, when the client's system is built)."""
+    try:
+        from chromadb.api.rust import RustBindingsAPI
+    except ImportError:  # another Chroma build: nothing to cap
+        yield
+        return
+    if not getattr(RustBindingsAPI, "_therasim_capped", False):
+        real_start = RustBindingsAPI.start
+
+        def start(self: Any) -> None:
+            cap = getattr(_HNSW_LIMIT, "n", None)
+            if cap and isinstance(getattr(self, "hnsw_cache_size", None), int):
+                self.hnsw_cache_size = min(self.hnsw_cache_size, cap)
+            real_start(self)
+
+        RustBindingsAPI.start = start  # type: ignore[method-assign]
+        RustBindingsAPI._therasim_capped = True  # type: ignore[attr-defined]
+    _HNSW_LIMIT.n = n
+    try:
+        yield
+    finally:
+        _HNSW_LIMIT.n = None
 
 
 def _where(where: dict[str, Any] | None) -> dict[str, Any] | None:
