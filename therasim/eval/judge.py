@@ -33,10 +33,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
 
+from therasim._internal.rundir import JsonlWriter, RunDir, read_jsonl, repair_jsonl
 from therasim.errors import RunDirError, StructuredOutputError, TherasimError
 from therasim.eval.rubrics import Criterion, Rubric
 from therasim.eval.stats import describe, mean_ci
-from therasim.rundir import JsonlWriter, RunDir, read_jsonl, repair_jsonl
 
 __all__ = ["JudgeTask", "aggregate_judgments", "ajudge_run", "judge_messages", "judge_session", "judgment_model", "number_transcript"]
 
