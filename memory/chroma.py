@@ -18,6 +18,7 @@ several processes write the same client's memory, pass ``cache=False``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -39,8 +40,12 @@ def _collection_name(client_id: str, role: str, scope: str | None = None) -> str
 class ChromaMemoryStore:
     """:class:`MemoryStore` over Chroma with an explicit embedding function."""
 
-    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0, handles: int = 1024, scope: str | None = None) -> None:
+    def __init__(
+        self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0, handles: int = 1024, scope: str | None = None, serialize: bool = False
+    ) -> None:
         self.client = client
+        # serialize: Chroma calls one at a time (the embedded client; see persistent())
+        self._io: Any = threading.RLock() if serialize else contextlib.nullcontext()
         # Memories are kept per scope (a run id): collections of another scope are never read.
         self.scope = scope
         self.embedding = embedding
@@ -73,7 +78,10 @@ class ChromaMemoryStore:
         settings = Settings(anonymized_telemetry=False, allow_reset=False, chroma_segment_cache_policy="LRU", chroma_memory_limit_bytes=segment_cache_mb * 2**20)
         with _hnsw_cache_limit(hnsw_cache):
             client = chromadb.PersistentClient(path=path, settings=settings)
-        return cls(client, embedding, **kw)
+        # One Chroma call at a time: with a bounded HNSW cache, an index evicted while
+        # another thread opens a new collection's reader fails ("Error creating hnsw
+        # segment reader: Nothing found on disk"); serialised, every write persists.
+        return cls(client, embedding, serialize=True, **kw)
 
     @classmethod
     def http(cls, host: str, port: int, embedding: Any, **kw: Any) -> ChromaMemoryStore:
@@ -89,7 +97,8 @@ class ChromaMemoryStore:
         delay = 0.2
         while True:
             try:
-                return fn()
+                with self._io:
+                    return fn()
             except Exception as e:
                 if not _transient(e) or time.monotonic() + delay > deadline:
                     raise
@@ -226,10 +235,11 @@ class ChromaMemoryStore:
         return out[:k]
 
     def list(self, client_id: str, role: MemoryRole, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        col = self._col(client_id, role, create=False)
-        if col is None:
-            return []
-        res = col.get(where=_where(where))
+        with self._io:
+            col = self._col(client_id, role, create=False)
+            if col is None:
+                return []
+            res = col.get(where=_where(where))
         return [{"id": i, "text": d, **(m or {})} for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)]
 
     def delete_client(self, client_id: str) -> None:
@@ -239,7 +249,8 @@ class ChromaMemoryStore:
                 self._cols.pop(name, None)
             self._mirror.drop(name)
             try:
-                self.client.delete_collection(name)
+                with self._io:
+                    self.client.delete_collection(name)
             except Exception:  # not there: nothing to delete
                 pass
 

@@ -253,6 +253,25 @@ class EventLogFile:
 
 
 
+@contextlib.contextmanager
+def _gc_for_run() -> Iterator[None]:
+    """The cyclic garbage collector tuned for the run's duration (restored after):
+    objects alive at the start (modules, the compiled graphs, the cohort) are frozen
+    out of its scans, and young collections run every 20,000 allocations instead of
+    700. Measured on the ``zero`` stub with memory on: collector pauses were about a
+    third of the orchestrator's CPU and up to 1.3 s each (the throughput stalls)."""
+    import gc
+
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(old[0], 20_000), old[1], old[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 def _new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -414,7 +433,7 @@ async def arun_dir(
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     rd.manifest()  # a clear error for a missing or foreign folder before any lock file
-    with rd.lock("run"):  # a second run or resume of this folder stops here with the holder's pid and host
+    with rd.lock("run"), _gc_for_run():  # a second run or resume of this folder stops here with the holder's pid and host
         return await _arun_dir_locked(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder, on_record=on_record, executor=executor)
 
 
