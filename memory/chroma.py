@@ -264,6 +264,17 @@ class ChromaMemoryStore:
             res = col.get(where=_where(where))
         return [{"id": i, "text": d, **(m or {})} for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)]
 
+    def release(self, client_id: str) -> None:
+        """Forget a finished course's client in process: its mirror entries and
+        collection handles (the data stays in Chroma; a later use reloads it). The
+        runner calls this when a course ends, so what the store holds depends on the
+        courses in flight, not on the courses in the run."""
+        for role in ("counselor", "client"):
+            name = _collection_name(client_id, role, self.scope)
+            with self._lock:
+                self._cols.pop(name, None)
+            self._mirror.drop(name)
+
     def delete_client(self, client_id: str) -> None:
         for role in ("counselor", "client"):
             name = _collection_name(client_id, role, self.scope)

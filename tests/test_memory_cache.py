@@ -79,3 +79,10 @@ def test_bounded_hnsw_cache_keeps_every_write_and_new_clients_never_query_chroma
     for i in range(6):
         assert store.search(f"c{i}", "counselor", "walks", k=1)[0]["text"] == f"walks daily {i}"  # mirror followed the writes
         assert {x["text"] for x in direct.search(f"c{i}", "counselor", "sleep", k=5)} == {f"sleeps badly {i}", f"walks daily {i}"}
+    # a finished course's client is released: no mirror entry or handle left, data still there
+    store.release("c0")
+    from therasim.memory.chroma import _collection_name
+
+    gone = {_collection_name("c0", r, store.scope) for r in ("counselor", "client")}
+    assert not gone & set(store._cols) and not gone & set(store._mirror._d) and len(store._mirror._d) == 5
+    assert store.search("c0", "counselor", "walks", k=1)[0]["text"] == "walks daily 0"  # reloaded from Chroma

@@ -540,6 +540,9 @@ async def _arun_dir_locked(
         graph = course.compile(checkpointer=saver)
         ctx = SimContext.from_config(cfg, models=pool, memory=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write)
         sem = asyncio.Semaphore(n_conc)
+        # a finished course's memory caches go (what the store keeps in process then
+        # depends on the courses in flight, not on the cohort)
+        release = getattr(store, "release", None) or (lambda cid: None)
 
         async def one(p: ClientProfile) -> None:
             async with sem:
@@ -552,13 +555,23 @@ async def _arun_dir_locked(
                 except Exception as e:  # one course failing never stops the others
                     course_ended(p.id, f"{type(e).__name__}: {e}")
                     return
+                finally:
+                    release(p.id)
                 course_ended(p.id)
 
         flusher = asyncio.get_running_loop().create_task(ev_file.flush_every())
         try:
             with prog:
                 if executor is None:
-                    await asyncio.gather(*(one(p) for p in todo))
+                    # n_conc workers over one iterator: a task per course in flight,
+                    # not one per course of the cohort waiting on the semaphore
+                    pending = iter(todo)
+
+                    async def worker() -> None:
+                        for p in pending:
+                            await one(p)
+
+                    await asyncio.gather(*(worker() for _ in range(min(n_conc, len(todo)))))
                 else:
                     await executor.arun(rd, cfg, todo, concurrency=n_conc, store=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write, course_running=course_running, course_ended=course_ended, models=models, session_builder=session_builder)
             if store is not None and getattr(store, "pending", None):
