@@ -41,6 +41,10 @@ def categorise(path: str) -> tuple[Counter[str], int]:
     with open(path) as f:
         for line in f:
             stack, _, n = line.rstrip().rpartition(" ")
+            if not stack.strip():  # the GIL holder had no Python frame (native code, the collector)
+                counts["no Python frame (native code, garbage collector)"] += int(n)
+                total += int(n)
+                continue
             frames = stack.split(";")
             if any(IMPORT.search(fr) for fr in frames):
                 continue
