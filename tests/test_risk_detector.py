@@ -222,12 +222,12 @@ def test_heldout_figures_per_rung(capsys: pytest.CaptureFixture[str]):
     assert _rate(both, "fp") <= CEILING_FP
 
 
-FLOOR_EXPLICIT = 0.90
-CEILING_FP = 0.50
+FLOOR_EXPLICIT = 0.93  # measured 86/91 = 94.5%
+CEILING_FP = 0.20  # measured 14/84 = 16.7%
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="not reached yet (docs/risk.md)")
+@pytest.mark.xfail(strict=True, reason="issue #14 targets not reached (docs/risk.md): held-out explicit recall 94.5% (target 98%), benign false positives 16.7% (target 5%; denial 6/12)")
 def test_heldout_targets_of_issue_14():
     both = _heldout_figures(True)
     e = both["explicit"]

@@ -184,7 +184,11 @@ def test_scripted_course_with_the_classifier(monkeypatch):
     _, recs = _scripted_course([])
     s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
     assert [t["risk"]["register"] for t in s1[:3]] == [{"suicide": "intent"}, {"suicide": "intent"}, {}]
-    assert [t["risk"]["level"] for t in s1[:3]] == ["high", "high", "none"]
+    # the denial after the direct question lowers the register; the classifier reads it as
+    # a denial (an inactive, negated cue), whose floor is a gentle check-in ("low")
+    assert [t["risk"]["level"] for t in s1[:3]] == ["high", "high", "low"]
+    cues = s1[2]["risk"]["scan"]
+    assert cues and not any(c["active"] for c in cues) and any(c["negated"] and c["source"] == "model" for c in cues), cues
 
 
 def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
