@@ -158,7 +158,12 @@ class RoleModels(_Strict):
 class MemorySpec(_Strict):
     """Cross-session memory backend."""
 
-    backend: Literal["chroma", "chroma-http", "none"] = "chroma"
+    backend: str = Field(
+        "chroma",
+        min_length=1,
+        description="A registered memory backend: 'chroma' (embedded folder), 'chroma-http' (a `chroma run` server), 'none', "
+        "or one added with therasim.memory.register_memory_backend.",
+    )
     path: str | None = Field(None, description="Folder of the embedded Chroma store (default: RUN_DIR/memory).")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
