@@ -15,7 +15,6 @@ from typing import Any
 
 from therasim.context import NodeContext
 from therasim.contract import NodeSpec
-from therasim.memory.base import MemoryFilter
 from therasim.state import View
 
 __all__ = ["SPEC", "memory_recall", "recall", "remember", "salient_quotes"]
@@ -34,6 +33,9 @@ async def recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     session = int(view["session"])
     if store is None or session <= 1:
         return {"counselor_memory": [], "client_memory": [], "pending": {"recall": None}}
+    # imported here: importing therasim.memory loads Chroma, not needed without a store
+    from therasim.memory.base import MemoryFilter
+
     client_id = view["client_id"]
     intake = view.get("intake") or {}
     k = ctx.sim.recall_k
@@ -60,6 +62,8 @@ async def memory_recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     text = (view["current"].get("client_text") or "").strip()
     if store is None or session <= 1 or not text:
         return {}
+    from therasim.memory.base import MemoryFilter
+
     shown = {m.get("id") for m in view.get("counselor_memory") or []}
     items = await asyncio.to_thread(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, MemoryFilter(session_before=session))
     fresh = [it for it in _slim(items) if it.get("id") not in shown]
