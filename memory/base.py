@@ -57,8 +57,9 @@ class MemoryStore(Protocol):
     Roles are kept apart: counselor notes vs the client's own recollections; a
     search for one role never returns the other's items.
 
-    A store without batching or write buffering implements ``embed`` as ``return
-    None``, ``flush`` as ``return 0`` and keeps ``pending = []``, ``retried = 0``."""
+    A store without batching, caches or write buffering implements ``embed`` as
+    ``return None``, ``flush`` as ``return 0``, ``release`` as a no-op and keeps
+    ``pending = []``, ``retried = 0``."""
 
     pending: list[Any]  # write batches not yet delivered (client, role, ids, docs, metas, embeddings)
     retried: int  # transient errors retried so far
@@ -80,6 +81,11 @@ class MemoryStore(Protocol):
 
     def delete_client(self, client_id: str) -> None:
         """Forget the client's memories of both roles."""
+        ...
+
+    def release(self, client_id: str) -> None:
+        """Drop what the store caches in process for a client whose course ended (the
+        memories stay stored); a store without caches does nothing."""
         ...
 
     def embed(self, texts: list[str]) -> Sequence[Any] | None:

@@ -101,6 +101,9 @@ class DictStore:
     def embed(self, texts: list[str]) -> None:
         return None
 
+    def release(self, client_id: str) -> None:
+        pass
+
     def flush(self) -> int:
         return 0
 
