@@ -148,21 +148,6 @@ class GroupCommitSaver(SqliteSaver):
         self.delete_thread(thread_id)
 
 
-async def _checkpoint_wal(path: str, every_s: float = 1.0) -> None:
-    """Passive WAL checkpoints of ``path`` every ``every_s`` seconds, in a worker thread."""
-    conn = await asyncio.to_thread(sqlite3.connect, path, check_same_thread=False)
-    try:
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:  # busy or locked now: the next round does it
-                pass
-    finally:
-        with contextlib.suppress(sqlite3.Error):  # a checkpoint still running: SQLite closes after it
-            conn.close()
-
-
 @asynccontextmanager
 async def open_checkpointer(path: str, *, group_commit: bool | None = None, readonly: bool = False) -> AsyncIterator[Any]:
     """A checkpointer on ``path`` with :class:`CompressedSerializer`: a
@@ -197,22 +182,13 @@ async def open_checkpointer(path: str, *, group_commit: bool | None = None, read
                     sconn.execute(pragma)
             except sqlite3.DatabaseError as e:
                 raise damaged(e) from None
-            # WAL checkpoints (copying the log into the database, with an fsync) off the
-            # loop's thread: automatic ones ran inside commits and held the loop up to
-            # 1.1 s on a shared disk; a passive checkpoint from another connection in a
-            # worker thread never waits for the writer, nor the writer for it.
-            sconn.execute("PRAGMA wal_autocheckpoint=0")
             gsaver = GroupCommitSaver(sconn, serde=CompressedSerializer())
-            walker = asyncio.get_running_loop().create_task(_checkpoint_wal(path))
             try:
                 yield gsaver
             finally:
-                walker.cancel()
-                with contextlib.suppress(BaseException):
-                    await walker
                 gsaver._commit()
         finally:
-            sconn.close()  # the last connection to close checkpoints what is left
+            sconn.close()
         return
 
     target, uri = path, False
