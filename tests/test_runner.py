@@ -150,7 +150,8 @@ def test_config_and_profiles_together_is_an_error(tmp_path):
 def test_resume_after_sigkill_at_several_moments(tmp_path):
     """Kill a real run process with SIGKILL mid-session, twice, resume each time: every
     session is on disk exactly once and the interrupted session continued."""
-    cfg = RunConfig.model_validate({**CFG, "course": {"preset": "minimal", "sessions": 3, "max_turns": 4}})
+    # the "hash" embedding in the run processes too (loading MiniLM three times made this the slowest test)
+    cfg = RunConfig.model_validate({**CFG, "course": {"preset": "minimal", "sessions": 3, "max_turns": 4}, "memory": {"embedding": "hash"}})
     rd, _ = start_run(cfg, sample=3, out=tmp_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     target = str(Path(__file__).parent / "_run_target.py")
@@ -174,7 +175,7 @@ def test_resume_after_sigkill_at_several_moments(tmp_path):
                 break
             if mode == "any" and len(list(read_jsonl(rd.events))) >= n0 + threshold:
                 break
-            time.sleep(0.01)
+            time.sleep(0.02)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         assert mode != "mid" or pause.exists(), "the run never reached exchange 2 of a session"
         os.kill(proc.pid, signal.SIGKILL)
