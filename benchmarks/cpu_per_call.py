@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.request
 
-from therasim.checkpoint import open_checkpointer
+from therasim._internal.checkpoint import open_checkpointer
 from therasim.config import RunConfig
 from therasim.context import SimContext
 from therasim.graphs.course import course_builder, initial_course_state, run_course

@@ -35,7 +35,7 @@ DSN_ENV = "THERASIM_BENCH_PG_DSN"
 
 
 def _calls(rd: Path) -> int:
-    from therasim.rundir import read_jsonl
+    from therasim._internal.rundir import read_jsonl
 
     return sum(1 for e in read_jsonl(rd / "events.jsonl") if e.get("event") == "node_call")
 

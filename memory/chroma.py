@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from typing import Any
 
+from therasim._internal.retry import RetryPolicy
 from therasim.errors import TherasimError
 from therasim.memory.base import MEMORY_KINDS, MemoryRole
 
 __all__ = ["ChromaMemoryStore"]
+
+
+def memory_retry_policy(budget_s: float) -> RetryPolicy:
+    """The retries of memory-server calls: 0.2 s doubling to 2 s, no jitter (one
+    process per server connection), for up to ``budget_s`` (0: none)."""
+    return RetryPolicy(max_retries=None, base_s=0.2, cap_s=2.0, budget_s=budget_s, jitter=False)
 
 
 def _collection_name(client_id: str, role: str, scope: str | None = None) -> str:
@@ -37,7 +43,7 @@ def _collection_name(client_id: str, role: str, scope: str | None = None) -> str
 class ChromaMemoryStore:
     """:class:`MemoryStore` over Chroma with an explicit embedding function."""
 
-    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0, handles: int = 1024, scope: str | None = None) -> None:
+    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0, handles: int = 1024, scope: str | None = None, retry: RetryPolicy | None = None) -> None:
         self.client = client
         # Memories are kept per scope (a run id): collections of another scope are never read.
         self.scope = scope
@@ -45,7 +51,7 @@ class ChromaMemoryStore:
         self.cache = cache
         # A `chroma run` server can restart mid-run: transient errors are retried for up
         # to this long, and writes that still fail are buffered (see flush / pending).
-        self.retry_budget_s = retry_budget_s
+        self.retry = memory_retry_policy(retry_budget_s) if retry is None else retry
         self.pending: list[tuple[str, str, list[str], list[str], list[dict[str, Any]], Any]] = []
         self.retried = 0
         self._mirror: _Mirror = _Mirror(cache_size)
@@ -76,19 +82,20 @@ class ChromaMemoryStore:
         kw.setdefault("retry_budget_s", 30.0)
         return cls(chromadb.HttpClient(host=host, port=port, settings=Settings(anonymized_telemetry=False)), embedding, **kw)
 
+    @property
+    def retry_budget_s(self) -> float:
+        return self.retry.budget_s
+
+    @retry_budget_s.setter
+    def retry_budget_s(self, value: float) -> None:
+        self.retry = memory_retry_policy(value)
+
+    def _count_retry(self, e: BaseException) -> None:
+        self.retried += 1
+
     def _retry(self, fn: Any) -> Any:
-        """Call ``fn``; retry transient (connection) errors with backoff within the budget."""
-        deadline = time.monotonic() + self.retry_budget_s
-        delay = 0.2
-        while True:
-            try:
-                return fn()
-            except Exception as e:
-                if not _transient(e) or time.monotonic() + delay > deadline:
-                    raise
-                self.retried += 1
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        """Call ``fn``; retry transient (connection) errors as :attr:`retry` allows."""
+        return self.retry.call(fn, transient=_transient, on_retry=self._count_retry)
 
     def flush(self) -> int:
         """Write buffered items (after an outage); returns how many batches are still pending."""

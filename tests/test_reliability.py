@@ -20,8 +20,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from therasim.config import ModelSpec
-from therasim.http import BREAKERS, ProviderError
-from therasim.providers import make_chat_model, replica_order
+from therasim._internal.http import Breakers, ProviderError
+from therasim._internal.retry import RetryPolicy
+from therasim.providers import ModelPool, make_chat_model, replica_order
 from therasim.structured import agenerate_structured, agenerate_text
 
 
@@ -113,7 +114,8 @@ def test_circuit_breaker_moves_a_course_to_a_healthy_replica(stub_factory) -> No
     good = stub_factory()
     urls = [bad.url, good.url]
     course = next(f"run/c{i}" for i in range(100) if replica_order(urls, f"run/c{i}")[0] == bad.url)
-    model = make_chat_model(ModelSpec(provider="openai", model="stub", base_url=urls, max_retries=6, timeout_s=2), course_key=course)
+    breakers = Breakers()
+    model = make_chat_model(ModelSpec(provider="openai", model="stub", base_url=urls, max_retries=6, timeout_s=2), course_key=course, breakers=breakers)
 
     async def go() -> list[Any]:
         out = []
@@ -125,9 +127,50 @@ def test_circuit_breaker_moves_a_course_to_a_healthy_replica(stub_factory) -> No
 
     transports = asyncio.run(go())
     assert all(t["url"].startswith(good.url.rsplit("/v1", 1)[0]) for t in transports)
-    assert BREAKERS[bad.url.rstrip("/")].trips >= 1
+    assert breakers[bad.url.rstrip("/")].trips >= 1
     assert transports[-1]["attempts"] == 1  # once open, the bad replica is skipped outright
     assert bad.metrics()["requests"] < 8 + 8  # not hammered on every call
+
+
+def test_sync_calls_share_the_transport_and_the_pool_owns_the_breakers(stub_factory) -> None:
+    bad = stub_factory("--fault", "http_500=1.0")
+    good = stub_factory()
+    urls = [bad.url, good.url]
+    spec = ModelSpec(provider="openai", model="stub", base_url=urls, max_retries=6, timeout_s=2)
+    pool, other = ModelPool({"default": spec}), ModelPool({"default": spec})
+    courses = [f"run/c{i}" for i in range(100) if replica_order(urls, f"run/c{i}")[0] == bad.url][:2]
+    first = pool.get("counselor", courses[0])
+    # sync invoke: the same client (retries, breaker, failover), not another library's rules
+    msg = first.invoke(MSGS, seed=1)
+    tr = msg.response_metadata["transport"]
+    assert tr["url"].startswith(good.url.rsplit("/v1", 1)[0]) and tr["attempts"] > 1
+    assert pool.breakers[bad.url.rstrip("/")].trips >= 1
+    # another course of the same pool skips the open replica at once; another pool does not know it
+    assert pool.get("counselor", courses[1]).invoke(MSGS, seed=2).response_metadata["transport"]["attempts"] == 1
+    assert other.get("counselor", courses[1]).invoke(MSGS, seed=3).response_metadata["transport"]["attempts"] > 1
+
+
+def test_retry_policy_counts_and_budget() -> None:
+    waits: list[float] = []
+    calls = {"n": 0}
+
+    def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] < 4:
+            raise ConnectionError("down")
+        return "up"
+
+    policy = RetryPolicy(max_retries=None, base_s=0.2, cap_s=0.5, budget_s=10, jitter=False)
+    assert policy.call(flaky, transient=lambda e: isinstance(e, ConnectionError), sleep=waits.append) == "up"
+    assert waits == [0.2, 0.4, 0.5]  # doubling, capped
+    with pytest.raises(ValueError):  # not transient: no retry
+        policy.call(lambda: int("x"), transient=lambda e: isinstance(e, ConnectionError), sleep=waits.append)
+    assert len(waits) == 3
+    assert RetryPolicy(max_retries=2).give_up(2, 0.0) == "retry budget spent"
+    assert RetryPolicy(budget_s=1.0).give_up(0, 1.0) == "time budget spent"
+    assert RetryPolicy(max_retries=0, budget_s=0).give_up(0, 0.0) is not None
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy(max_retries=-1)
 
 
 def test_faulty_cohort_completes_with_nothing_lost(tmp_path: Path) -> None:

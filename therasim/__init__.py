@@ -32,6 +32,7 @@ from therasim.traces import afork, fork, overview, replay, timeline, turn_state
 
 # Modules that moved keep their old import paths.
 _install_aliases({f"therasim.{m}": f"therasim.tools.{m}" for m in ("bench", "stub", "schema_sampling")})
+_install_aliases({f"therasim.{m}": f"therasim._internal.{m}" for m in ("checkpoint", "rundir", "http")})
 
 __all__ = [
     "CallStats",

@@ -259,7 +259,7 @@ def run(
             if config is not None or profiles is not None or sample is not None:
                 raise TherasimError("--resume continues a run with its own config and profiles; drop CONFIG, --profiles and --sample")
             rd_path = resume_dir
-            from therasim.rundir import RunDir
+            from therasim._internal.rundir import RunDir
 
             rd = RunDir(resume_dir)
         else:

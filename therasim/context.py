@@ -22,13 +22,7 @@ from therasim.policies.modalities import Modality, get_modality
 from therasim.policies.risk import RiskProtocol
 from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.policies.termination import TerminationRules
-from therasim.providers import (
-    EmbeddedChatModel,
-    ModelPool,
-    OpenAICompatChatModel,
-    dialect_for,
-    own_max_tokens,
-)
+from therasim.providers import ModelPool, as_provider, dialect_for, own_max_tokens
 from therasim.state import Side
 from therasim.structured import CallStats, agenerate_structured, agenerate_text
 
@@ -87,7 +81,7 @@ class SimContext:
         from therasim.config import ModelSpec
 
         specs = [self.models.spec(r) for r in ("client", "counselor", "analysts")]
-        small = any(isinstance(s, EmbeddedChatModel) or (isinstance(s, ModelSpec) and s.provider == "embedded") for s in specs)
+        small = any((isinstance(s, ModelSpec) and s.provider == "embedded") or ((p := as_provider(s)) is not None and p.small_context) for s in specs)
         return 6000 if small else 24000
 
     def modality(self, name: str | None = None) -> Modality:
@@ -222,10 +216,9 @@ class NodeContext:
 
     def _kw(self, model: BaseChatModel, max_tokens: int | None) -> dict[str, Any]:
         kw: dict[str, Any] = {}
-        if isinstance(model, EmbeddedChatModel):
-            kw["cache_slot"] = self.side  # one llama.cpp context per side: its calls share one prompt prefix
-        elif isinstance(model, OpenAICompatChatModel) and self.ids.get("course_key"):
-            kw["user"] = self.ids["course_key"]  # the OpenAI `user` field: per-course attribution in server logs
+        p = as_provider(model)
+        if p is not None:
+            kw.update(p.call_kwargs(cache_slot=self.side, course_key=self.ids.get("course_key")))
         # A user-supplied model's own max_tokens is respected; an explicit cap still wins.
         cap = self.sim.max_tokens.get(self.node) or (self.spec.max_tokens if self.spec is not None else None)
         mt = max_tokens or (None if own_max_tokens(model) is not None else cap)

@@ -73,7 +73,7 @@ async def _run(cfg: RunConfig) -> list[Check]:
 def _check_scaleout(cfg: RunConfig, ray_address: str | None) -> list[Check]:
     out = []
     if cfg.checkpointer.backend == "postgres":
-        from therasim.checkpoint import check_postgres
+        from therasim._internal.checkpoint import check_postgres
 
         out.append(Check(f"checkpoints (postgres, ${cfg.checkpointer.dsn_env})", *check_postgres(cfg.checkpointer)))
     if ray_address is not None:

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from therasim._internal.rundir import RunDir, read_jsonl
 from therasim.errors import ConfigError, MissingExtraError, RunDirError
-from therasim.rundir import RunDir, read_jsonl
 
 __all__ = ["export_run", "load_scores", "rows_dpo", "rows_mindeval", "rows_sft"]
 

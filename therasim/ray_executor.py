@@ -6,7 +6,7 @@ which courses are left, writes ``courses.jsonl``, ``transcripts.jsonl`` and
 actor has room. Each actor is one process with its own asyncio loop running
 :func:`therasim.graphs.course.run_course` for up to ``concurrency`` courses at
 once, over the shared durable state: checkpoints in Postgres (LangGraph's
-saver, :mod:`therasim.checkpoint`), memory on a ``chroma run`` server, model
+saver, :mod:`therasim._internal.checkpoint`), memory on a ``chroma run`` server, model
 replicas chosen per course as in a local run.
 
 Nothing is lost or doubled when a process dies:
@@ -68,7 +68,7 @@ class CourseWorker:
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def open(self) -> dict[str, Any]:
-        from therasim.checkpoint import open_run_checkpointer
+        from therasim._internal.checkpoint import open_run_checkpointer
         from therasim.context import SimContext
         from therasim.graphs.course import course_builder
         from therasim.memory import open_store
@@ -182,7 +182,7 @@ class RayExecutor:
 
     async def arun(self, rd: Any, cfg: Any, todo: list[Any], *, concurrency: int, store: Any, on_event: Any, on_record: Any, on_messages: Any, course_running: Any, course_ended: Any, models: Any = None, session_builder: Any = None) -> None:
         """Run ``todo`` (profiles) to the end; report through the runner's callbacks."""
-        from therasim.checkpoint import open_postgres_checkpointer, postgres_dsn
+        from therasim._internal.checkpoint import open_postgres_checkpointer, postgres_dsn
 
         ray = import_ray()
         from ray.exceptions import RayActorError, WorkerCrashedError

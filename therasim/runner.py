@@ -21,14 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from therasim._version import RUN_FORMAT_VERSION, __version__
-from therasim.config import RunConfig, load_config
-from therasim.context import SimContext
-from therasim.errors import ConfigError, ProfileError, RunDirError
-from therasim.profiles import ClientProfile, load_profiles, sample_profiles
-from therasim.records import dataset_record
-from therasim.redact import redact, redact_text
-from therasim.rundir import (
+from therasim._internal.rundir import (
     JsonlWriter,
     RunDir,
     atomic_write_json,
@@ -37,6 +30,13 @@ from therasim.rundir import (
     read_jsonl,
     repair_jsonl,
 )
+from therasim._version import RUN_FORMAT_VERSION, __version__
+from therasim.config import RunConfig, load_config
+from therasim.context import SimContext
+from therasim.errors import ConfigError, ProfileError, RunDirError
+from therasim.profiles import ClientProfile, load_profiles, sample_profiles
+from therasim.records import dataset_record
+from therasim.redact import redact, redact_text
 
 __all__ = ["RunResult", "arun_dir", "dataset_record", "iter_records", "manifest_for", "resume", "run", "start_run"]
 
@@ -409,7 +409,7 @@ async def arun_dir(
     ``executor``: None runs the courses in this process; a
     :class:`therasim.ray_executor.RayExecutor` shards them over Ray actors (the run
     directory is written here either way). The run directory is locked meanwhile
-    (:class:`therasim.rundir.RunLock`).
+    (:class:`therasim._internal.rundir.RunLock`).
     """
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -428,7 +428,7 @@ async def _arun_dir_locked(
     on_record: Callable[[dict[str, Any]], None] | None,
     executor: Any = None,
 ) -> RunResult:
-    from therasim.checkpoint import open_run_checkpointer
+    from therasim._internal.checkpoint import open_run_checkpointer
     from therasim.graphs.course import course_builder, initial_course_state, run_course
     from therasim.memory import open_store
     from therasim.providers import ModelPool

@@ -17,10 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+from therasim._internal.rundir import JsonlWriter, RunDir, check_session_graph
 from therasim.config import ModelSpec, RunConfig
 from therasim.errors import ConfigError, RunDirError, TherasimError
 from therasim.policies.risk import level_rank
-from therasim.rundir import JsonlWriter, RunDir, check_session_graph
 from therasim.state import SessionState
 
 __all__ = ["afork", "fork", "overview", "parse_model_spec", "parse_sets", "replay", "timeline", "turn_state"]
@@ -121,7 +121,7 @@ def _session_builder(man: dict[str, Any], session_builder: Any = None) -> Any:
 
 
 async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None, action: str = "inspect the checkpoints", *, readonly: bool = False) -> Any:
-    from therasim.checkpoint import open_run_checkpointer
+    from therasim._internal.checkpoint import open_run_checkpointer
     from therasim.config import CheckpointerSpec
 
     spec = CheckpointerSpec.model_validate(man["config"].get("checkpointer") or {})

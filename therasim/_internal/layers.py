@@ -26,7 +26,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "therasim.config",
             "therasim.contract",
             "therasim.state",
-            "therasim.http",
             "therasim.providers",
             "therasim.structured",
             "therasim.profiles",
@@ -54,8 +53,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "therasim",
             "therasim.records",
-            "therasim.rundir",
-            "therasim.checkpoint",
             "therasim.runner",
             "therasim.traces",
             "therasim.cli",

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from therasim._internal.rundir import RunDir, read_jsonl
 from therasim.errors import RunDirError
 from therasim.eval.health import NUMERIC_KEYS, health
 from therasim.eval.probes import RESPONSE_CHECKS, probe_outcomes
 from therasim.eval.stats import paired_compare
-from therasim.rundir import RunDir, read_jsonl
 
 __all__ = ["Side", "compare", "load_side", "session_metrics"]
 

@@ -33,10 +33,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
 
+from therasim._internal.rundir import JsonlWriter, RunDir, read_jsonl, repair_jsonl
 from therasim.errors import RunDirError, StructuredOutputError, TherasimError
 from therasim.eval.rubrics import Criterion, Rubric
 from therasim.eval.stats import describe, mean_ci
-from therasim.rundir import JsonlWriter, RunDir, read_jsonl, repair_jsonl
 
 __all__ = ["JudgeTask", "aggregate_judgments", "ajudge_run", "judge_messages", "judge_session", "judgment_model", "number_transcript"]
 
@@ -188,7 +188,7 @@ async def judge_session(
     """One judge call (with its retries): a result dict, ``valid`` False with the
     problem and raw text when every attempt was invalid (nothing defaulted)."""
     from therasim.context import derive_seed
-    from therasim.providers import EmbeddedChatModel, dialect_for
+    from therasim.providers import as_provider, dialect_for
     from therasim.structured import CallStats, agenerate_structured
 
     criteria = rubric.criteria if unit == "all" else [c for c in rubric.criteria if c.id == unit]
@@ -198,8 +198,9 @@ async def judge_session(
     schema = judgment_model(rubric, criteria, len(lines), tuple(ln["line"] for ln in lines if ln["speaker"] == "counselor"))
     msgs = judge_messages(record, profile, rubric, criteria)
     kw: dict[str, Any] = {"max_tokens": max_tokens or (90 * len(criteria) + 60)}
-    if isinstance(model, EmbeddedChatModel):
-        kw["cache_slot"] = "judge"
+    p = as_provider(model)
+    if p is not None:
+        kw.update(p.call_kwargs(cache_slot="judge", course_key=None))
     context = {"n_lines": len(lines), "counselor_lines": [ln["line"] for ln in lines if ln["speaker"] == "counselor"]}
     s = derive_seed(seed, record.get("client_id"), record.get("session"), record.get("branch"), rubric.name, unit, sample)
     out: dict[str, Any] = {"valid": False, "scores": None, "error": None}

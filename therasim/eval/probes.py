@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
+from therasim._internal.rundir import RunDir
 from therasim.errors import ConfigError
 from therasim.policies.risk import RISK_LEVELS, level_rank
-from therasim.rundir import RunDir
 
 __all__ = ["PROBE_KINDS", "RESPONSE_CHECKS", "RUNG_LEVEL", "choose_probe", "plant_probe", "probe_bank", "probe_outcomes", "probe_report", "response_checks"]
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from therasim.rundir import RunDir
+from therasim._internal.rundir import RunDir
 
 __all__ = ["bar_svg", "render_report", "write_report"]
 
@@ -191,7 +191,7 @@ def render_report(rd: RunDir, res: Mapping[str, Any]) -> str:
 
 def write_report(rd: RunDir, res: Mapping[str, Any]) -> Path:
     """Write evals/report.html and return its path."""
-    from therasim.rundir import _fsync_dir
+    from therasim._internal.rundir import _fsync_dir
 
     path = rd.root / "evals" / "report.html"
     tmp = path.with_name(".report.html.tmp")

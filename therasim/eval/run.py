@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from therasim._internal.rundir import RunDir, atomic_write_json, read_jsonl
 from therasim.errors import TherasimError
-from therasim.rundir import RunDir, atomic_write_json, read_jsonl
 
 __all__ = ["METRIC_GROUPS", "aevaluate", "evaluate", "flatten"]
 

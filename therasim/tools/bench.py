@@ -183,7 +183,7 @@ def _transcript_hash(records: list[dict[str, Any]], clients: set[str] | None = N
 
 
 def _turn_latencies(events_path: Path) -> list[float]:
-    from therasim.rundir import read_jsonl
+    from therasim._internal.rundir import read_jsonl
 
     last: dict[tuple[str, int], float] = {}
     out: list[float] = []
@@ -206,7 +206,7 @@ def _turn_latencies(events_path: Path) -> list[float]:
 def _hit_ratios(events_path: Path) -> dict[str, Any]:
     """Prefix-cache hits from the calls' own usage: all calls, in-session calls after
     a session's first exchange (steady state), and per node."""
-    from therasim.rundir import read_jsonl
+    from therasim._internal.rundir import read_jsonl
 
     tot = [0, 0]
     steady = [0, 0]
@@ -236,7 +236,7 @@ def cost_accounting(metrics: dict[str, Any], events_path: Path, turns: int, pref
     tokens at the run's mean decode seconds per output token)."""
     import math
 
-    from therasim.rundir import read_jsonl
+    from therasim._internal.rundir import read_jsonl
 
     t = max(turns, 1)
     out_tok = int(metrics.get("completion_tokens") or 0)
@@ -373,7 +373,7 @@ def checkpoint_bytes_per_turn(turns: int, preset: str = "full") -> float:
     run's compressed AsyncSqliteSaver, sync durability), scripted model."""
     import sqlite3
 
-    from therasim.checkpoint import open_checkpointer
+    from therasim._internal.checkpoint import open_checkpointer
     from therasim.config import CourseSpec
     from therasim.context import SimContext
     from therasim.graphs import CourseGraphBuilder, initial_course_state, run_course

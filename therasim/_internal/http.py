@@ -19,10 +19,11 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from therasim._internal.retry import RetryPolicy
 from therasim.errors import TherasimError
 from therasim.redact import redact_text, redact_url
 
-__all__ = ["BREAKERS", "CircuitBreaker", "HttpChatClient", "ProviderError", "RetryPolicy"]
+__all__ = ["Breakers", "CircuitBreaker", "HttpChatClient", "ProviderError", "RetryPolicy"]
 
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -36,22 +37,6 @@ class ProviderError(TherasimError):
         self.status = status
         self.attempts = attempts
         self.url = url
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with full jitter: attempt n waits U(0, min(cap, base*2^n)),
-    or the server's Retry-After when it gives one."""
-
-    max_retries: int = 2
-    base_s: float = 0.25
-    cap_s: float = 8.0
-    budget_s: float = 600.0  # wall-clock budget for one call, all attempts included
-
-    def delay(self, n: int, retry_after: float | None, rng: random.Random) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.cap_s * 4)
-        return rng.uniform(0, min(self.cap_s, self.base_s * (2**n)))
 
 
 @dataclass
@@ -88,7 +73,12 @@ class CircuitBreaker:
             return False
 
 
-class _Breakers:
+class Breakers:
+    """The circuit breakers of a set of replicas, one per base URL. A
+    :class:`therasim.providers.ModelPool` owns one, shared by every model it builds,
+    so a replica that trips for one course is skipped by all of the run's courses
+    (and by no other run in the process)."""
+
     def __init__(self) -> None:
         self._d: dict[str, CircuitBreaker] = {}
         self._lock = threading.Lock()
@@ -105,19 +95,18 @@ class _Breakers:
             return {u: {"failures": b.failures, "open": b.opened_at is not None, "trips": b.trips} for u, b in self._d.items()}
 
 
-BREAKERS = _Breakers()
-
 
 class HttpChatClient:
     """POST /chat/completions to one of ``urls`` (in preference order)."""
 
-    def __init__(self, urls: list[str], *, api_key: str, timeout_s: float, policy: RetryPolicy, seed: int = 0) -> None:
+    def __init__(self, urls: list[str], *, api_key: str, timeout_s: float, policy: RetryPolicy, seed: int = 0, breakers: Breakers | None = None) -> None:
         if not urls:
             raise TherasimError("no base_url to send requests to")
         self.urls = [u.rstrip("/") for u in urls]
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.timeout_s = timeout_s
         self.policy = policy
+        self.breakers = Breakers() if breakers is None else breakers
         self._rng = random.Random(seed)
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
@@ -146,9 +135,29 @@ class HttpChatClient:
 
     def _pick(self) -> str:
         for u in self.urls:
-            if BREAKERS[u].available():
+            if self.breakers[u].available():
                 return u
         return self.urls[0]  # all open: keep trying the preferred one (it may have recovered)
+
+    def chat_sync(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`chat` for a caller without an event loop (LangChain's ``invoke``): the
+        same request, retries and breakers, on a loop of its own (in a worker thread
+        when this thread already runs one)."""
+
+        async def once() -> tuple[dict[str, Any], dict[str, Any]]:
+            try:
+                return await self.chat(body)
+            finally:
+                await self.aclose()
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(once())
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="therasim-http-sync") as pool:
+            return pool.submit(asyncio.run, once()).result()
 
     async def chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The parsed response and transport info (attempts, retries, errors, url)."""
@@ -172,7 +181,7 @@ class HttpChatClient:
                         choice = data["choices"][0]["message"]
                         if not isinstance(choice.get("content"), (str, type(None))):
                             raise ValueError("message.content is not text")
-                        BREAKERS[url].success()
+                        self.breakers[url].success()
                         return data, {"attempts": n + 1, "retries": n, "errors": [redact_text(x) for x in errors], "url": redact_url(url)}
                     ra = resp.headers.get("Retry-After")
                     if ra:
@@ -190,11 +199,11 @@ class HttpChatClient:
                 kind, detail = "malformed", f"{type(e).__name__}: {e}"[:200]
             errors.append(f"{kind}: {detail}")
             retryable = kind in ("timeout", "connection", "malformed") or (status in _RETRY_STATUS)
-            if BREAKERS[url].failure() and len(self.urls) > 1:
+            if self.breakers[url].failure() and len(self.urls) > 1:
                 errors.append(f"circuit opened for {redact_url(url)}; moving to another replica")
             elapsed = time.monotonic() - t0
-            if not retryable or n >= self.policy.max_retries or elapsed >= self.policy.budget_s:
-                why = "not retryable" if not retryable else ("retry budget spent" if n >= self.policy.max_retries else "time budget spent")
+            why = "not retryable" if not retryable else self.policy.give_up(n, elapsed)
+            if why is not None:
                 raise ProviderError(redact_text(f"model call to {url} failed after {n + 1} attempt(s) ({why}); last: {errors[-1]}"), kind=kind, status=status, attempts=n + 1, url=redact_url(url))
             await asyncio.sleep(min(self.policy.delay(n, retry_after, self._rng), max(0.0, self.policy.budget_s - elapsed)))
             n += 1
