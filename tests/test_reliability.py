@@ -19,9 +19,9 @@ from conftest import free_port, wait_port  # type: ignore[import-not-found]
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from therasim.config import ModelSpec
 from therasim._internal.http import Breakers, ProviderError
 from therasim._internal.retry import RetryPolicy
+from therasim.config import ModelSpec
 from therasim.providers import ModelPool, make_chat_model, replica_order
 from therasim.structured import agenerate_structured, agenerate_text
 
