@@ -13,8 +13,10 @@
 # only by the llava/mtmd chat handlers, which therasim never uses) and llama.cpp's
 # `common` helpers (arg parsing, chat parsers, downloads: used by llama.cpp's own
 # tools, not by the bindings; llama-cpp-python forces it ON, a project include turns
-# it off again). That is 74 compile units instead of 178; if that build fails (a newer
-# llama-cpp-python laid out differently), the full build runs.
+# it off again). That is 74 compile units instead of 178 (the heavy C++ ones, chat
+# parsers and JSON templates, are the ones left out): about 5 CPU-minutes, a quarter
+# of the full build. If that build fails (a newer llama-cpp-python laid out
+# differently), the full build runs.
 # Usage: scripts/install-llama-cpp.sh [--build-only]
 set -euo pipefail
 spec="${LLAMA_CPP_SPEC:-llama-cpp-python>=0.3.7}"
@@ -28,7 +30,7 @@ if [ -z "$wheel" ]; then
   echo 'set(LLAMA_BUILD_COMMON OFF)  # shadows the FORCEd cache entry in this directory scope' > "$lean/no-common.cmake"
   lean_flags="$flags -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$lean/no-common.cmake"
   export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-  echo "building llama-cpp-python ($lean_flags) into $cache; about 3 minutes on 2 cores"
+  echo "building llama-cpp-python ($lean_flags) into $cache; about 3 minutes on 2 idle cores"
   if ! CMAKE_ARGS="$lean_flags" python -m pip wheel -q --no-deps --no-binary llama-cpp-python \
     --no-cache-dir "$spec" -w "$cache"; then
     echo "the library-only build failed; building everything ($flags), about 7 minutes on 2 cores"
