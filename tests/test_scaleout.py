@@ -35,8 +35,6 @@ DSN_ENV = "THERASIM_TEST_PG_DSN"
 # courses in the local-vs-Ray comparison: enough that both workers run several at once
 # (was 40: the same checks at 2.5 times the run time)
 N_CMP = 16
-# one xdist worker runs this module: its services (Postgres, Chroma, Ray) are started once
-pytestmark = pytest.mark.xdist_group("scaleout")
 
 
 # --------------------------------------------------------------------------- no services
