@@ -26,6 +26,8 @@ SUBPACKAGES = ("graphs", "nodes", "memory", "policies")
 # the stub and the bench harness (therasim/tools/), also reachable at their old paths
 INSTRUMENTS = ("therasim/tools/stub.py", "therasim/tools/bench.py", "therasim/tools/schema_sampling.py")
 SHIMS = {"therasim/bench.py": "therasim.tools.bench", "therasim/stub.py": "therasim.tools.stub", "therasim/schema_sampling.py": "therasim.tools.schema_sampling"}
+# modules that moved to therasim/_internal/ (the instruments import the new paths)
+MOVED = ("rundir", "checkpoint", "http")
 KEYS = (
     "prefix_hit_ratio", "prefix_hit_ratio_steady", "uncached_prompt_tokens_per_turn", "output_tokens_per_turn",
     "server_busy_s_per_turn", "distinct_cached_tokens_per_course", "cpu_ms_per_call", "E", "E_courses",
@@ -47,6 +49,11 @@ def baseline_package(rev: str) -> Path:
     (pkg / "therasim" / "tools" / "__init__.py").write_text("")
     for f in INSTRUMENTS:
         shutil.copy(ROOT / f, pkg / f)
+    for mod in MOVED:  # a baseline from before a module moved to therasim._internal
+        if not (pkg / "therasim" / "_internal" / f"{mod}.py").exists() and (pkg / "therasim" / f"{mod}.py").exists():
+            (pkg / "therasim" / "_internal").mkdir(exist_ok=True)
+            (pkg / "therasim" / "_internal" / "__init__.py").touch()
+            (pkg / "therasim" / "_internal" / f"{mod}.py").write_text(f"import sys\n\nfrom therasim import {mod} as _m\n\nsys.modules[__name__] = _m\n")
     for old, new in SHIMS.items():
         (pkg / old).write_text(f"from {new} import *  # noqa: F403\n" + ("from therasim.tools.bench import bench, summarise  # noqa: F401\n" if old.endswith("bench.py") else ""))
     return pkg

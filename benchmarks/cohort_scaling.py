@@ -36,14 +36,19 @@ def _dir_mb(p: Path) -> float:
     return round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20, 1) if p.exists() else 0.0
 
 
-def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool) -> dict[str, Any]:
-    """One cohort in this process (called in a child process)."""
-    from therasim.config import RunConfig
-    from therasim.profiles import sample_profiles
+def _warm_up(url: str, root: Path, memory: bool, tag: str) -> None:
+    """Two courses first, so that imports and one-time set-up (paid once per
+    process, not per call) are not counted in the cohort's CPU per call."""
     from therasim.runner import arun_dir, start_run
-    from therasim.tools.bench import _get
 
-    cfg = RunConfig.model_validate(
+    rd, _ = start_run(_config(url, 2, memory), sample=2, out=root / f"warmup{tag}", run_id="warmup")
+    asyncio.run(arun_dir(rd, concurrency=2))
+
+
+def _config(url: str, concurrency: int, memory: bool) -> Any:
+    from therasim.config import RunConfig
+
+    return RunConfig.model_validate(
         {
             "models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1", "max_retries": 8, "timeout_s": 30}},
             "course": {"preset": "lean", "sessions": 2, "max_turns": 4, "memory": memory},
@@ -52,6 +57,29 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
             "concurrency": concurrency,
         }
     )
+
+
+def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool, warmup: bool = True) -> dict[str, Any]:
+    """One cohort in this process (called in a child process)."""
+    import gc
+
+    from therasim.profiles import sample_profiles
+    from therasim.runner import arun_dir, start_run
+    from therasim.tools.bench import _get
+
+    if warmup:
+        _warm_up(url, root, memory, str(n))
+    cfg = _config(url, concurrency, memory)
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:  # the collector's pauses (a stall suspect)
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(on_gc)
     cohort = sample_profiles(n, seed=0)
     rd, _ = start_run(cfg, profiles=cohort, out=root / f"run{n}", run_id=f"scale{n}")
     r0 = int(_get(url + "/metrics")["requests"])
@@ -74,6 +102,7 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     res = asyncio.run(go())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     calls = int(_get(url + "/metrics")["requests"]) - r0
+    gc.callbacks.remove(on_gc)
     per_min = []
     prev_t, prev_c = 0.0, 0
     for t, c in calls_at:
@@ -96,6 +125,8 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "calls_per_min": {"min": round(min(per_min)), "median": round(med or 0), "max": round(max(per_min))} if per_min else None,
         "slowest_window_vs_median": round(min(per_min) / med, 3) if per_min and med else None,
         "windows": len(per_min),
+        "gc_pause_s": round(sum(pauses), 2),
+        "gc_max_pause_ms": round(1000 * max(pauses, default=0.0), 1),
         "checkpoints_mb": _dir_mb(rd.checkpoints) + _dir_mb(Path(str(rd.checkpoints) + "-wal")),
         "memory_mb": _dir_mb(rd.memory),
     }

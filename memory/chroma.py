@@ -18,8 +18,11 @@ several processes write the same client's memory, pass ``cache=False``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from therasim._internal.retry import RetryPolicy
@@ -43,8 +46,22 @@ def _collection_name(client_id: str, role: str, scope: str | None = None) -> str
 class ChromaMemoryStore:
     """:class:`MemoryStore` over Chroma with an explicit embedding function."""
 
-    def __init__(self, client: Any, embedding: Any, *, cache: bool = True, cache_size: int = 1024, retry_budget_s: float = 0.0, handles: int = 1024, scope: str | None = None, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        embedding: Any,
+        *,
+        cache: bool = True,
+        cache_size: int = 1024,
+        retry_budget_s: float = 0.0,
+        handles: int = 1024,
+        scope: str | None = None,
+        retry: RetryPolicy | None = None,
+        serialize: bool = False,
+    ) -> None:
         self.client = client
+        # serialize: Chroma calls one at a time (the embedded client; see persistent())
+        self._io: Any = threading.RLock() if serialize else contextlib.nullcontext()
         # Memories are kept per scope (a run id): collections of another scope are never read.
         self.scope = scope
         self.embedding = embedding
@@ -64,15 +81,23 @@ class ChromaMemoryStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def persistent(cls, path: str, embedding: Any, *, segment_cache_mb: int = 256, **kw: Any) -> ChromaMemoryStore:
+    def persistent(cls, path: str, embedding: Any, *, segment_cache_mb: int = 256, hnsw_cache: int = 64, **kw: Any) -> ChromaMemoryStore:
         """Embedded Chroma at ``path``. Its loaded index segments are kept in an LRU of
-        ``segment_cache_mb`` (unbounded by default in Chroma: with one collection per
-        client and role, resident memory would grow with every client of the run)."""
+        ``segment_cache_mb`` (Python segment manager) and at most ``hnsw_cache`` HNSW
+        indexes stay loaded (Chroma 1.x's Rust core keeps RLIMIT_NOFILE / 5 of them,
+        about 2.5 MB each: with one collection per client and role, resident memory
+        grew with every client of the run). Recall is served from the mirror, so an
+        evicted index is reloaded only for the next write to that collection."""
         import chromadb
         from chromadb.config import Settings
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False, chroma_segment_cache_policy="LRU", chroma_memory_limit_bytes=segment_cache_mb * 2**20)
-        return cls(chromadb.PersistentClient(path=path, settings=settings), embedding, **kw)
+        with _hnsw_cache_limit(hnsw_cache):
+            client = chromadb.PersistentClient(path=path, settings=settings)
+        # One Chroma call at a time: with a bounded HNSW cache, an index evicted while
+        # another thread opens a new collection's reader fails ("Error creating hnsw
+        # segment reader: Nothing found on disk"); serialised, every write persists.
+        return cls(client, embedding, serialize=True, **kw)
 
     @classmethod
     def http(cls, host: str, port: int, embedding: Any, **kw: Any) -> ChromaMemoryStore:
@@ -94,8 +119,14 @@ class ChromaMemoryStore:
         self.retried += 1
 
     def _retry(self, fn: Any) -> Any:
-        """Call ``fn``; retry transient (connection) errors as :attr:`retry` allows."""
-        return self.retry.call(fn, transient=_transient, on_retry=self._count_retry)
+        """Call ``fn``; retry transient (connection) errors as :attr:`retry` allows.
+        Each attempt holds the store's Chroma lock when calls are serialised."""
+
+        def attempt() -> Any:
+            with self._io:
+                return fn()
+
+        return self.retry.call(attempt, transient=_transient, on_retry=self._count_retry)
 
     def flush(self) -> int:
         """Write buffered items (after an outage); returns how many batches are still pending."""
@@ -188,7 +219,10 @@ class ChromaMemoryStore:
             return entry
         col = self._retry(lambda: self._col(client_id, role, create=False))
         if col is None:
-            return None
+            # Nothing stored yet: mirror it as empty (this store is the client's only
+            # writer while cached, and add() updates mirrored entries), so a new
+            # client's recalls never ask Chroma again.
+            return self._mirror.put(name, [], [], [], [])
         res = self._retry(lambda: col.get(include=["embeddings", "documents", "metadatas"]))
         return self._mirror.put(name, res["ids"], res["documents"], res["metadatas"], res["embeddings"])
 
@@ -223,11 +257,23 @@ class ChromaMemoryStore:
         return out[:k]
 
     def list(self, client_id: str, role: MemoryRole, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        col = self._col(client_id, role, create=False)
-        if col is None:
-            return []
-        res = col.get(where=_where(where))
+        with self._io:
+            col = self._col(client_id, role, create=False)
+            if col is None:
+                return []
+            res = col.get(where=_where(where))
         return [{"id": i, "text": d, **(m or {})} for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)]
+
+    def release(self, client_id: str) -> None:
+        """Forget a finished course's client in process: its mirror entries and
+        collection handles (the data stays in Chroma; a later use reloads it). The
+        runner calls this when a course ends, so what the store holds depends on the
+        courses in flight, not on the courses in the run."""
+        for role in ("counselor", "client"):
+            name = _collection_name(client_id, role, self.scope)
+            with self._lock:
+                self._cols.pop(name, None)
+            self._mirror.drop(name)
 
     def delete_client(self, client_id: str) -> None:
         for role in ("counselor", "client"):
@@ -236,9 +282,40 @@ class ChromaMemoryStore:
                 self._cols.pop(name, None)
             self._mirror.drop(name)
             try:
-                self.client.delete_collection(name)
+                with self._io:
+                    self.client.delete_collection(name)
             except Exception:  # not there: nothing to delete
                 pass
+
+
+_HNSW_LIMIT = threading.local()
+
+
+@contextmanager
+def _hnsw_cache_limit(n: int) -> Iterator[None]:
+    """Cap the number of HNSW indexes the Rust core of a client created meanwhile
+    keeps loaded (its size is set once, when the client's system is built)."""
+    try:
+        from chromadb.api.rust import RustBindingsAPI
+    except ImportError:  # another Chroma build: nothing to cap
+        yield
+        return
+    if not getattr(RustBindingsAPI, "_therasim_capped", False):
+        real_start = RustBindingsAPI.start
+
+        def start(self: Any) -> None:
+            cap = getattr(_HNSW_LIMIT, "n", None)
+            if cap and isinstance(getattr(self, "hnsw_cache_size", None), int):
+                self.hnsw_cache_size = min(self.hnsw_cache_size, cap)
+            real_start(self)
+
+        RustBindingsAPI.start = start  # type: ignore[method-assign]
+        RustBindingsAPI._therasim_capped = True  # type: ignore[attr-defined]
+    _HNSW_LIMIT.n = n
+    try:
+        yield
+    finally:
+        _HNSW_LIMIT.n = None
 
 
 def _where(where: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -64,3 +64,25 @@ def test_unsupported_filter_falls_back_to_chroma(stores):
     # $contains-style document filters are not mirrored; the where goes to Chroma unchanged
     with pytest.raises(Exception):  # noqa: B017 - Chroma rejects the bogus operator itself
         cached.search("c4", "counselor", "sleep", where={"session": {"$bogus": 1}})
+
+
+def test_bounded_hnsw_cache_keeps_every_write_and_new_clients_never_query_chroma(tmp_path):
+    # at most two HNSW indexes loaded: writes to six clients' collections evict and
+    # reload them; nothing written is lost
+    store = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), hnsw_cache=2)
+    assert store.client._server.hnsw_cache_size == 2
+    for i in range(6):
+        assert store.search(f"c{i}", "counselor", "sleep") == []  # a new client: mirrored as empty
+        store.add(f"c{i}", "counselor", [{"text": f"sleeps badly {i}", "kind": "fact", "session": 1}])
+        store.add(f"c{i}", "counselor", [{"text": f"walks daily {i}", "kind": "fact", "session": 2}])
+    direct = ChromaMemoryStore(store.client, HashEmbedding(), cache=False)
+    for i in range(6):
+        assert store.search(f"c{i}", "counselor", "walks", k=1)[0]["text"] == f"walks daily {i}"  # mirror followed the writes
+        assert {x["text"] for x in direct.search(f"c{i}", "counselor", "sleep", k=5)} == {f"sleeps badly {i}", f"walks daily {i}"}
+    # a finished course's client is released: no mirror entry or handle left, data still there
+    store.release("c0")
+    from therasim.memory.chroma import _collection_name
+
+    gone = {_collection_name("c0", r, store.scope) for r in ("counselor", "client")}
+    assert not gone & set(store._cols) and not gone & set(store._mirror._d) and len(store._mirror._d) == 5
+    assert store.search("c0", "counselor", "walks", k=1)[0]["text"] == "walks daily 0"  # reloaded from Chroma

@@ -191,19 +191,19 @@ def test_a_failed_fork_leaves_no_thread_and_its_name_can_be_reused(finished_run:
     assert not any(t.endswith("@again") for t in _threads(finished_run))  # cleaned up
 
     # a fork killed before it could clean up: its thread stays behind ...
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from therasim.checkpoint import GroupCommitSaver  # the run's saver
 
-    real_delete = AsyncSqliteSaver.adelete_thread
+    real_delete = GroupCommitSaver.adelete_thread
     calls["n"] = 0
 
     async def no_delete(self: Any, thread_id: str) -> None:
         return None
 
-    monkeypatch.setattr(AsyncSqliteSaver, "adelete_thread", no_delete)
+    monkeypatch.setattr(GroupCommitSaver, "adelete_thread", no_delete)
     with pytest.raises(ConnectionError):
         fork(finished_run, cid, 1, 1, sets=["inner.distress=9"], models=_models(flaky), branch="again")
     assert any(t.endswith("@again") for t in _threads(finished_run))
-    monkeypatch.setattr(AsyncSqliteSaver, "adelete_thread", real_delete)
+    monkeypatch.setattr(GroupCommitSaver, "adelete_thread", real_delete)
 
     # ... and the next fork of that name clears it: no doubled turns
     rec = fork(finished_run, cid, 1, 1, sets=["inner.distress=9"], models=_models(), branch="again")

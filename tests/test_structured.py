@@ -81,3 +81,39 @@ def test_prompt_dialect_carries_schema_in_last_message() -> None:
     assert obj.safe and st_.attempts == 1
     assert "JSON schema" in str(model.calls[0]["messages"][-1].content)
     assert "response_format" not in model.calls[0]["kwargs"]
+
+
+def test_own_http_model_skips_langchain_only_without_callbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct path sends the same request and returns the same message; with a
+    callback handler attached (LangGraph's messages stream, tracing) the langchain
+    path runs, so the handler still sees the call."""
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from therasim.config import ModelSpec
+    from therasim.providers import OpenAICompatChatModel, make_chat_model
+    from therasim.structured import _direct, agenerate_text
+
+    seen: list[dict[str, Any]] = []
+
+    async def fake(self: Any, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        seen.append({"n": len(messages), **kw})
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="hi", usage_metadata={"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}))])
+
+    monkeypatch.setattr(OpenAICompatChatModel, "_agenerate", fake)
+    model = make_chat_model(ModelSpec(provider="openai", model="m", base_url="http://127.0.0.1:9/v1"))
+    tagged = model.with_config(tags=["counselor"])
+    assert _direct(tagged) is model
+    text, stats = asyncio.run(agenerate_text(tagged, [HumanMessage(content="x")], seed=5, max_tokens=7))
+    assert text == "hi" and stats.input_tokens == 3 and seen[-1] == {"n": 1, "seed": 5, "max_tokens": 7}
+
+    class Spy(AsyncCallbackHandler):
+        calls = 0
+
+        async def on_chat_model_start(self, *a: Any, **kw: Any) -> None:
+            Spy.calls += 1
+
+    assert _direct(model.with_config(callbacks=[Spy()])) is None
+    text, _ = asyncio.run(agenerate_text(model.with_config(callbacks=[Spy()]), [HumanMessage(content="x")], seed=5, max_tokens=7))
+    assert text == "hi" and Spy.calls == 1 and seen[-1] == {"n": 1, "seed": 5, "max_tokens": 7}

@@ -31,7 +31,7 @@ __all__ = ["CHECKPOINT_FORMAT", "OpenRun", "RunSaver", "open_run", "run_serde"]
 # What the manifest records under "checkpoint" (and docs/langgraph.md explains).
 CHECKPOINT_FORMAT = {
     "file": "checkpoints.sqlite",
-    "saver": "langgraph.checkpoint.sqlite tables (written by therasim.checkpoint.GroupCommitSaver, an AsyncSqliteSaver; SqliteSaver reads them)",
+    "saver": "langgraph.checkpoint.sqlite tables (written by therasim.checkpoint.GroupCommitSaver, a SqliteSaver run on the event loop; SqliteSaver reads them)",
     "serde": "therasim.checkpoint.CompressedSerializer",
     "type_tags": "z:<type> = zlib-compressed payload of the JsonPlusSerializer type <type>",
     "threads": {"course": "RUN/CLIENT/course", "session": "RUN/CLIENT/sN", "branch": "RUN/CLIENT/sN@BRANCH"},

@@ -253,6 +253,25 @@ class EventLogFile:
 
 
 
+@contextlib.contextmanager
+def _gc_for_run() -> Iterator[None]:
+    """The cyclic garbage collector tuned for the run's duration (restored after):
+    objects alive at the start (modules, the compiled graphs, the cohort) are frozen
+    out of its scans, and young collections run every 20,000 allocations instead of
+    700. Measured on the ``zero`` stub with memory on: collector pauses were about a
+    third of the orchestrator's CPU and up to 1.3 s each (the throughput stalls)."""
+    import gc
+
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(old[0], 20_000), old[1], old[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 def _new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -414,7 +433,7 @@ async def arun_dir(
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     rd.manifest()  # a clear error for a missing or foreign folder before any lock file
-    with rd.lock("run"):  # a second run or resume of this folder stops here with the holder's pid and host
+    with rd.lock("run"), _gc_for_run():  # a second run or resume of this folder stops here with the holder's pid and host
         return await _arun_dir_locked(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder, on_record=on_record, executor=executor)
 
 
@@ -521,6 +540,9 @@ async def _arun_dir_locked(
         graph = course.compile(checkpointer=saver)
         ctx = SimContext.from_config(cfg, models=pool, memory=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write)
         sem = asyncio.Semaphore(n_conc)
+        # a finished course's memory caches go (what the store keeps in process then
+        # depends on the courses in flight, not on the cohort)
+        release = getattr(store, "release", None) or (lambda cid: None)
 
         async def one(p: ClientProfile) -> None:
             async with sem:
@@ -533,13 +555,23 @@ async def _arun_dir_locked(
                 except Exception as e:  # one course failing never stops the others
                     course_ended(p.id, f"{type(e).__name__}: {e}")
                     return
+                finally:
+                    release(p.id)
                 course_ended(p.id)
 
         flusher = asyncio.get_running_loop().create_task(ev_file.flush_every())
         try:
             with prog:
                 if executor is None:
-                    await asyncio.gather(*(one(p) for p in todo))
+                    # n_conc workers over one iterator: a task per course in flight,
+                    # not one per course of the cohort waiting on the semaphore
+                    pending = iter(todo)
+
+                    async def worker() -> None:
+                        for p in pending:
+                            await one(p)
+
+                    await asyncio.gather(*(worker() for _ in range(min(n_conc, len(todo)))))
                 else:
                     await executor.arun(rd, cfg, todo, concurrency=n_conc, store=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write, course_running=course_running, course_ended=course_ended, models=models, session_builder=session_builder)
             if store is not None and getattr(store, "pending", None):

@@ -1,17 +1,18 @@
-"""The run's checkpointer: LangGraph's AsyncSqliteSaver with zlib-compressed blobs
-and group commit.
+"""The run's checkpointer: LangGraph's SqliteSaver run inline on the event loop,
+with zlib-compressed blobs and group commit.
 
 LangGraph writes one checkpoint per superstep (about nine per turn in the
 ``full`` preset), each carrying channel versions and per-node ``versions_seen``;
 those repetitive blobs compress about 5x. Everything else (DeltaChannels for the
 transcript and for fields that rarely change) keeps growth linear in turns.
 
-Group commit (:class:`GroupCommitSaver`): every checkpoint and every batch of
-task writes waiting at one moment, from every course in flight, goes to SQLite in
-one transaction and one hop to the database thread, instead of one locked
-execute-and-commit round trip each. Each caller still waits for the commit that
-holds its rows before it returns, so the next model call of a course starts only
-after its previous step is durable: a kill -9 loses nothing that was acknowledged.
+Group commit (:class:`GroupCommitSaver`, the default): statements run inline on
+the event loop's thread (no hop to a database thread per statement), and every
+checkpoint and batch of task writes made in one loop iteration, by every course
+in flight, is committed in one transaction. Each caller still waits for the
+commit that holds its rows before it returns, so the next model call of a course
+starts only after its previous step is durable: a kill -9 loses nothing that was
+acknowledged.
 
 Postgres (``checkpointer: {backend: postgres, dsn_env: ...}``, shared by several
 machines: docs/scale-out.md): LangGraph's own AsyncPostgresSaver on a psycopg
@@ -22,8 +23,10 @@ while the server restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +34,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import WRITES_IDX_MAP, get_checkpoint_metadata
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 __all__ = ["CompressedSerializer", "GroupCommitSaver", "check_postgres", "open_checkpointer", "open_postgres_checkpointer", "open_run_checkpointer", "postgres_dsn"]
@@ -64,111 +68,128 @@ _PUT = "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint
 _WRITES = "INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-def _write_batch(conn: Any, batch: list[tuple[str, list[tuple[Any, ...]], Any]]) -> None:
-    """In the database thread: every statement of the batch, one commit."""
-    try:
-        for sql, rows, _ in batch:
-            conn.executemany(sql, rows)
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+class GroupCommitSaver(SqliteSaver):
+    """LangGraph's SqliteSaver run inline on the event loop, with group commit
+    (module docstring).
 
+    Each write executes at once on the loop's thread inside the open transaction;
+    the first write of a loop iteration schedules one commit (``call_soon``) for
+    every write made in that iteration, by any course, and every writer awaits the
+    commit holding its rows before it returns. No thread hop per statement (the
+    stock AsyncSqliteSaver pays three or four each, and the GIL handoffs that come
+    with them); a commit in WAL mode with ``synchronous=NORMAL`` is a write to the
+    WAL file, tens of microseconds. Reads run inline too (the same connection sees
+    its own uncommitted rows)."""
 
-class GroupCommitSaver(AsyncSqliteSaver):  # type: ignore[misc,valid-type]
-    """AsyncSqliteSaver whose writes are group-committed (module docstring).
-    Reads are the upstream ones; they share the upstream lock, so a read never
-    sees half a batch."""
-
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self._pending: list[tuple[str, list[tuple[Any, ...]], Any]] = []
-        self._flushing = False
+    def __init__(self, conn: sqlite3.Connection, *, serde: Any = None) -> None:
+        super().__init__(conn, serde=serde)
+        self._batch: asyncio.Future[None] | None = None
         self.commits = 0  # transactions committed (statistics)
         self.statements = 0  # checkpoint and write batches they carried
 
-    async def _submit(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((sql, rows, fut))
-        if not self._flushing:
-            # Leader: commit everything pending now (this course's rows and every other
-            # course's that arrived meanwhile) without waiting for another task to start.
-            self._flushing = True
-            try:
-                await self._commit(self._take())
-            finally:
-                if self._pending:  # arrived during the commit: the next batch, in its own task
-                    asyncio.get_running_loop().create_task(self._flush())
-                else:
-                    self._flushing = False
-        await fut
-
-    def _take(self) -> list[tuple[str, list[tuple[Any, ...]], Any]]:
-        batch, self._pending = self._pending, []
-        return batch
-
-    async def _commit(self, batch: list[tuple[str, list[tuple[Any, ...]], Any]]) -> None:
+    def _commit(self) -> None:
+        fut, self._batch = self._batch, None
+        if fut is None:
+            return
         try:
-            async with self.lock:
-                await self.conn._execute(_write_batch, self.conn._conn, batch)
-        except BaseException as e:  # every caller of the failed transaction sees the error
-            for *_, f in batch:
-                if not f.done():
-                    f.set_exception(e)
+            with self.lock:
+                self.conn.commit()
+        except BaseException as e:  # every writer of the failed transaction sees the error
+            with contextlib.suppress(Exception):
+                self.conn.rollback()
+            if not fut.done():
+                fut.set_exception(e)
             if not isinstance(e, Exception):
                 raise
         else:
             self.commits += 1
-            self.statements += len(batch)
-            for *_, f in batch:
-                if not f.done():
-                    f.set_result(None)
+            if not fut.done():
+                fut.set_result(None)
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                await self._commit(self._take())
-        finally:
-            self._flushing = False
+    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> asyncio.Future[None]:
+        self.setup()
+        with self.lock:
+            self.conn.executemany(sql, rows)
+        self.statements += 1
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
+            loop.call_soon(self._commit)
+        return self._batch
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        await self.setup()
         cfg = config["configurable"]
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode("utf-8", "ignore")
-        await self._submit(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)])
+        await self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)])
         return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
 
     async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        await self.setup()
         cfg = config["configurable"]
         verb = "REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "IGNORE"
         rows = [
             (str(cfg["thread_id"]), str(cfg["checkpoint_ns"]), str(cfg["checkpoint_id"]), task_id, task_path, WRITES_IDX_MAP.get(ch, i), ch, *self.serde.dumps_typed(v))
             for i, (ch, v) in enumerate(writes)
         ]
-        await self._submit(_WRITES.format(verb=verb), rows)
+        await self._write(_WRITES.format(verb=verb), rows)
+
+    async def aget_tuple(self, config: Any) -> Any:
+        return self.get_tuple(config)
+
+    async def alist(self, config: Any, *, filter: dict[str, Any] | None = None, before: Any = None, limit: int | None = None) -> AsyncIterator[Any]:  # type: ignore[override]
+        for t in list(self.list(config, filter=filter, before=before, limit=limit)):
+            yield t
+
+    async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
+        return self.get_delta_channel_history(config=config, channels=channels)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self._commit()
+        self.delete_thread(thread_id)
 
 
 @asynccontextmanager
 async def open_checkpointer(path: str, *, group_commit: bool | None = None, readonly: bool = False) -> AsyncIterator[Any]:
-    """A checkpointer on ``path`` with :class:`CompressedSerializer`: the plain
-    AsyncSqliteSaver, or a :class:`GroupCommitSaver` with ``group_commit=True`` (or
-    ``THERASIM_GROUP_COMMIT=1``). Off by default: on a 2-core machine it saved 10-15%
-    of the orchestrator's CPU but doubled the wall time of a 64-course run on the
-    ``h100-8b`` stub (docs/benchmarks.md), so it is opt-in until that is understood.
+    """A checkpointer on ``path`` with :class:`CompressedSerializer`: a
+    :class:`GroupCommitSaver` (default), or LangGraph's stock AsyncSqliteSaver with
+    ``group_commit=False`` (or ``THERASIM_GROUP_COMMIT=0``).
 
     ``readonly`` opens it for reading only (inspecting a run on a read-only disk).
     A file that is not a database raises :class:`therasim.errors.RunDirError`."""
-    import sqlite3
     from pathlib import Path
     from urllib.parse import quote
 
     if group_commit is None:
-        group_commit = os.environ.get("THERASIM_GROUP_COMMIT", "0").strip().lower() in ("1", "true", "yes", "on")
+        group_commit = os.environ.get("THERASIM_GROUP_COMMIT", "1").strip().lower() not in ("0", "false", "no", "off")
     import aiosqlite
 
     from therasim.errors import RunDirError
+
+    def damaged(e: Exception) -> RunDirError:
+        return RunDirError(f"{path}: the checkpoint database is damaged or unreadable ({e}); the finished sessions in transcripts.jsonl are still there")
+
+    # WAL with synchronous=NORMAL: a committed checkpoint survives the process being
+    # killed (the OS has it); only an OS crash could lose the last few commits.
+    pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+    if group_commit and not readonly:
+        try:
+            sconn = sqlite3.connect(path, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise RunDirError(f"{path}: cannot open the checkpoints ({e})") from None
+        try:
+            try:
+                for pragma in pragmas:
+                    sconn.execute(pragma)
+            except sqlite3.DatabaseError as e:
+                raise damaged(e) from None
+            gsaver = GroupCommitSaver(sconn, serde=CompressedSerializer())
+            try:
+                yield gsaver
+            finally:
+                gsaver._commit()
+        finally:
+            sconn.close()
+        return
 
     target, uri = path, False
     if readonly:
@@ -182,17 +203,11 @@ async def open_checkpointer(path: str, *, group_commit: bool | None = None, read
         raise RunDirError(f"{path}: cannot open the checkpoints ({e})") from None
     try:
         try:
-            if not readonly:
-                # WAL with synchronous=NORMAL: a committed checkpoint survives the process being
-                # killed (the OS has it); only an OS crash could lose the last few commits.
-                await conn.execute("PRAGMA journal_mode=WAL")
-                await conn.execute("PRAGMA synchronous=NORMAL")
-            else:
-                await conn.execute("SELECT count(*) FROM sqlite_master")
+            for pragma in pragmas if not readonly else ("SELECT count(*) FROM sqlite_master",):
+                await conn.execute(pragma)
         except sqlite3.DatabaseError as e:
-            raise RunDirError(f"{path}: the checkpoint database is damaged or unreadable ({e}); the finished sessions in transcripts.jsonl are still there") from None
-        cls = GroupCommitSaver if (group_commit and not readonly) else AsyncSqliteSaver
-        saver = cls(conn, serde=CompressedSerializer())
+            raise damaged(e) from None
+        saver = AsyncSqliteSaver(conn, serde=CompressedSerializer())
         if readonly:
             saver.is_setup = True  # no CREATE TABLE on a read-only file
         yield saver
