@@ -1,5 +1,5 @@
 """Latency of ``therasim.policies.risk.scan`` per utterance: the patterns alone and
-patterns + the MiniLM exemplar bank, over every utterance of the labelled set
+patterns + the MiniLM classifier (policies/risk_model.py), over every utterance of the labelled set
 (policies/data/risk_utterances.jsonl), one call per utterance, after a warm-up.
 Wall-clock and process-CPU milliseconds (p50, p95, max) in one run, with the
 machine's load average, so a loaded machine is visible in the figures.
@@ -25,17 +25,17 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-def measure(texts: list[str], knn: bool, repeat: int) -> dict[str, float]:
+def measure(texts: list[str], model: bool, repeat: int) -> dict[str, float]:
     from therasim.policies.risk import scan
 
     for t in texts[:20]:  # warm-up: model load, first-call allocations
-        scan(t, knn=knn)
+        scan(t, model=model)
     wall: list[float] = []
     cpu: list[float] = []
     for _ in range(repeat):
         for t in texts:
             w0, c0 = time.perf_counter(), time.process_time()
-            scan(t, knn=knn)
+            scan(t, model=model)
             wall.append((time.perf_counter() - w0) * 1e3)
             cpu.append((time.process_time() - c0) * 1e3)
     return {
@@ -51,17 +51,18 @@ def measure(texts: list[str], knn: bool, repeat: int) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the classifier (default 1)")
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)
-    from therasim.policies.risk_knn import load_rows
+    from therasim.policies.risk_model import _data_dir
 
-    texts = [r["text"] for r in load_rows()]
+    data = [json.loads(line) for line in (_data_dir() / "risk_utterances.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [r["text"] for r in data]
     load0 = os.getloadavg()[0]
-    rows = {"patterns": measure(texts, False, a.repeat), "patterns+bank": measure(texts, True, a.repeat)}
+    rows = {"patterns": measure(texts, False, a.repeat), "patterns+classifier": measure(texts, True, a.repeat)}
     out = {"cpu_count": os.cpu_count(), "torch_threads": a.threads, "loadavg_1min_before": round(load0, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2), **rows}
     print(f"| detector | utterances | p50 wall ms | p95 wall ms | max wall ms | p50 CPU ms | p95 CPU ms |  (load {load0:.1f} -> {out['loadavg_1min_after']:.1f} on {os.cpu_count()} cores)")
     print("|---|---|---|---|---|---|---|")

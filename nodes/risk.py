@@ -15,6 +15,7 @@ from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
 from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
 from therasim.policies.risk_register import (
+    UNCONFIRMED_SOURCES,
     observe_turn,
     register_floor,
     register_notes,
@@ -62,11 +63,11 @@ class DraftReview(BaseModel):
 def scan_floor(cues: list[dict[str, Any]]) -> str:
     """Lowest level the deterministic layer allows given its cues: an active pattern
     cue of harm to self or others is high (an attempt statement imminent), abuse
-    moderate; a cue from the exemplar bank alone is moderate; inactive cues low."""
+    moderate; a cue from the classifier alone is moderate; inactive cues low."""
     floor = "none"
     for c in cues:
-        if c["active"] and c.get("source") == "knn":
-            lvl = "moderate"  # a neighbour-bank hit alone asks for direct assessment
+        if c["active"] and c.get("source") in UNCONFIRMED_SOURCES:
+            lvl = "moderate"  # a classifier hit alone asks for direct assessment
         elif c["active"] and c.get("rung") == "attempt":
             lvl = "imminent"
         elif c["active"] and c["category"] in ("self_harm", "harm_to_others"):
@@ -157,7 +158,7 @@ def with_register(view: View, ctx: NodeContext, llm: dict[str, Any] | None, cues
 
 
 async def scan_cues(text: str) -> list[dict[str, Any]]:
-    """``scan`` off the event loop (the exemplar bank embeds the text: milliseconds of
+    """``scan`` off the event loop (the classifier runs MiniLM over the text: milliseconds of
     CPU that would otherwise stall every other course in flight)."""
     return [c.as_dict() for c in await asyncio.to_thread(scan, text)]
 

@@ -23,6 +23,7 @@ __all__ = [
     "level_rank",
     "pattern_scan",
     "scan",
+    "with_reading",
 ]
 
 Category = Literal["self_harm", "harm_to_others", "abuse"]
@@ -68,9 +69,9 @@ class RiskCue:
     third_person: bool = False
     quoted: bool = False
     rung: str = ""  # a RUNGS value: the ladder step or category this statement shows
-    source: str = "pattern"  # "pattern" or "knn" (exemplar-bank neighbours)
-    score: float | None = None  # knn: the neighbour margin (risk minus benign similarity)
-    context: str = ""  # set when the exemplar bank reads the text as a hard negative ("benign:media")
+    source: str = "pattern"  # "pattern" or "model" (the classifier, risk_model)
+    score: float | None = None  # model: P(risk) of the whole text
+    context: str = ""  # set when the classifier reads the text as a hard negative ("benign:media")
 
     @property
     def active(self) -> bool:
@@ -180,61 +181,77 @@ def _clause_before(text: str, start: int) -> str:
     return seg[cut + 1 :]
 
 
-def scan(text: str, *, knn: bool | None = None) -> list[RiskCue]:
+def scan(text: str, *, model: bool | None = None, knn: bool | None = None) -> list[RiskCue]:
     """Find crisis cues in ``text``; an empty list when there are none.
 
-    Two deterministic detectors: the lexical patterns (:func:`pattern_scan`) and
-    nearest neighbours in the MiniLM exemplar bank (:mod:`therasim.policies.risk_knn`),
-    which adds cues the patterns miss and marks pattern cues in texts that read as
-    hard negatives (``context``). ``knn=None`` uses the bank when the embedded extra
-    is installed (the model loads on first use, never at import); ``False`` runs the
-    patterns alone; ``True`` requires the bank.
+    Two deterministic detectors: the lexical patterns (:func:`pattern_scan`) and a
+    classifier over MiniLM (:mod:`therasim.policies.risk_model`), which adds a cue
+    the patterns miss (``source="model"``) and qualifies pattern cues in texts it
+    reads as benign (denial, resolved history, third person, media, professional,
+    figure of speech, everyday distress). ``model=None`` uses the classifier when
+    the embedded extra is installed (it loads on first use, never at import) and
+    ``THERASIM_RISK_KNN`` is not ``0``; ``False`` runs the patterns alone; ``True``
+    requires the classifier. ``knn`` is the older name of ``model``.
 
     Cues carry qualifiers (negated, past, third_person, quoted, context);
     ``cue.active`` is true for a present first-person statement.
     """
+    use = model if model is not None else knn
     cues = pattern_scan(text)
-    if not text.strip() or knn is False:
+    if not text.strip() or use is False:
         return cues
-    from therasim.policies import risk_knn
+    from therasim.policies import risk_model
 
-    if knn is None and not risk_knn.knn_default():
+    if use is None and not risk_model.model_default():
         return cues
-    if knn is True and not risk_knn.knn_available():
+    if use is True and not risk_model.model_available():
         from therasim.errors import MissingExtraError
 
-        raise MissingExtraError("sentence-transformers", "embedded", "The risk scan's neighbour detector")
-    bank = risk_knn.default_bank()
-    return _with_bank(text, cues, bank) if bank is not None else cues
+        raise MissingExtraError("transformers", "embedded", "The risk scan's classifier")
+    clf = risk_model.default_classifier()
+    return with_reading(text, cues, clf.read(text), threshold=clf.threshold, veto=clf.veto) if clf is not None else cues
 
 
-def _with_bank(text: str, cues: list[RiskCue], bank: Any) -> list[RiskCue]:
-    """Merge the bank's verdict on the whole text into the pattern cues."""
-    verdicts = bank.read(text)
-    if not verdicts:
-        return cues
-    v = verdicts[0]
-    if v.label == "benign":
-        if v.margin <= -bank.veto_margin:
-            cues = [replace(c, context=f"benign:{v.subtype}", score=round(v.margin, 4)) if c.active else c for c in cues]
-        return cues
-    category = RUNG_CATEGORY[v.label]
-    same = [c for c in cues if c.active and c.category == category]
-    if same:
-        # The patterns already found it; keep their spans, take the higher rung.
-        return [replace(c, rung=v.label) if c in same and _higher(v.label, c.rung) else c for c in cues]
-    cue = RiskCue(
-        category=category,
-        span=text[v.start : v.end],
-        start=v.start,
-        end=v.end,
-        pattern=f"knn:{v.neighbour}",
-        quoted=_in_quotes(text, v.start) or _quoted_whole(text[v.start : v.end]),
-        rung=v.label,
-        source="knn",
-        score=round(v.margin, 4),
-    )
-    return sorted([*cues, cue], key=lambda c: c.start)
+# What the classifier's benign reading says about a pattern cue in that text.
+_BENIGN_QUALIFIER: dict[str, dict[str, bool]] = {
+    "denial": {"negated": True},
+    "resolved_history": {"past": True},
+    "third_person": {"third_person": True},
+}
+# Benign readings that still mention risk (a qualified statement, not an everyday one).
+_QUALIFIED_TOPICS = ("denial", "resolved_history", "third_person", "media", "professional")
+
+
+def with_reading(text: str, cues: list[RiskCue], reading: Any, *, threshold: float, veto: float) -> list[RiskCue]:
+    """Merge the classifier's reading of the whole text (a
+    :class:`~therasim.policies.risk_model.Reading`) into the pattern cues.
+
+    ``p_risk >= threshold``: a risk statement. A pattern cue of the same category
+    keeps its span (the higher rung wins); otherwise a ``source="model"`` cue is
+    added over the sentence that reads most like risk. Below the threshold, active
+    pattern cues are qualified when ``p_risk <= veto`` (the text reads as benign:
+    the benign reading sets ``negated``, ``past`` or ``third_person``, and
+    ``context="benign:<subtype>"``), and a text the classifier reads as a qualified
+    mention (denial, resolved history, third person, media, professional; that
+    class at least 0.5) with no pattern cue gets one inactive ``model`` cue."""
+    score = round(reading.p_risk, 4)
+    if reading.p_risk >= threshold:
+        category = RUNG_CATEGORY[reading.rung]
+        same = [c for c in cues if c.active and c.category == category]
+        if same:
+            return [replace(c, rung=reading.rung) if c in same and _higher(reading.rung, c.rung) else c for c in cues]
+        s, e = reading.span
+        cue = RiskCue(category=category, span=text[s:e], start=s, end=e, pattern=f"model:{reading.rung}", quoted=_in_quotes(text, s) or _quoted_whole(text[s:e]), rung=reading.rung, source="model", score=score)
+        return sorted([*cues, cue], key=lambda c: c.start)
+    sub = reading.benign
+    qual: dict[str, Any] = {**_BENIGN_QUALIFIER.get(sub, {}), "context": f"benign:{sub}"}
+    if reading.p_risk <= veto and any(c.active for c in cues):
+        return [replace(c, score=score, **qual) if c.active else c for c in cues]
+    if not cues and sub in _QUALIFIED_TOPICS and reading.p_benign_subtype >= 0.5:
+        s, e = reading.span
+        cue = RiskCue(category=RUNG_CATEGORY[reading.rung], span=text[s:e], start=s, end=e, pattern=f"model:benign:{sub}", rung=reading.rung, source="model", score=score, **qual)
+        return [cue]
+    return cues
 
 
 def _higher(a: str, b: str) -> bool:

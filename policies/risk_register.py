@@ -10,8 +10,8 @@ Rules (all deterministic; docs/risk.md gives the rationale):
 
 * **Raise.** An active cue from :func:`~therasim.policies.risk.scan` raises its
   track to the cue's rung (never lowers); a PHQ-9 item 9 score above 0 raises the
-  suicide track to at least ``wish_dead``. A track raised only by exemplar-bank
-  (``knn``) cues is *unconfirmed*: its carried level is capped at ``moderate``
+  suicide track to at least ``wish_dead``. A track raised only by classifier
+  (``model``; formerly exemplar-bank ``knn``) cues is *unconfirmed*: its carried level is capped at ``moderate``
   (assess directly) until a pattern cue or PHQ-9 confirms it.
 * **Direct assessment.** A counselor turn *asks directly* when it is a question
   (contains ``?``) and names suicide, killing/hurting/harming oneself, ending
@@ -24,8 +24,8 @@ Rules (all deterministic; docs/risk.md gives the rationale):
   only when (1) the counselor's turn just before the client's reply asked
   directly, (2) the risk node's LLM assessment of that reply succeeded and put
   the level below the track's carried level, (3) the reply has no active
-  pattern cue of that track (a bank cue alone does not block a walk-back: the
-  bank reads the topic), and (4) the client retracted or denied, in that reply
+  pattern cue of that track (a classifier cue alone does not block a walk-back:
+  it reads the topic), and (4) the client retracted or denied, in that reply
   or since the track's latest evidence. The peak rung and all evidence are kept.
 """
 
@@ -70,6 +70,8 @@ RUNG_LEVEL: dict[str, str] = {
     "abuse": "moderate",
 }
 _RETRACTABLE = ("suicide", "nssi", "harm_others")
+# Detectors whose cue alone leaves a track unconfirmed (capped at moderate).
+UNCONFIRMED_SOURCES: tuple[str, ...] = ("model", "knn")
 _MAX_EVIDENCE = 6
 
 _ASSESS = re.compile(
@@ -144,7 +146,7 @@ def _raise(reg: dict[str, Any], rung: str, evidence: dict[str, Any], reason: str
     track = track_of(rung)
     t = reg["tracks"][track]
     t["evidence"] = [*t["evidence"], evidence][-_MAX_EVIDENCE:]
-    if evidence.get("source") != "knn":
+    if evidence.get("source") not in UNCONFIRMED_SOURCES:
         t["confirmed"] = True
     if reg.get("retraction") and track in reg["retraction"].get("tracks", []):
         left = [x for x in reg["retraction"]["tracks"] if x != track]  # new evidence supersedes it
@@ -160,7 +162,7 @@ def register_floor(reg: Mapping[str, Any] | None) -> str:
     for t in ((reg or {}).get("tracks") or {}).values():
         lvl = RUNG_LEVEL.get(t.get("rung", "none"), "none")
         if not t.get("confirmed", True) and level_rank(lvl) > level_rank("moderate"):
-            lvl = "moderate"  # exemplar-bank evidence alone: assess directly, no crisis protocol
+            lvl = "moderate"  # classifier evidence alone: assess directly, no crisis protocol
         if level_rank(lvl) > level_rank(floor):
             floor = lvl
     return floor
@@ -192,7 +194,7 @@ def observe_turn(
             continue
         track = track_of(rung)
         if c.get("active"):
-            if c.get("source") != "knn":  # a bank reading alone does not block a walk-back
+            if c.get("source") not in UNCONFIRMED_SOURCES:  # a classifier reading alone does not block a walk-back
                 active_tracks.add(track)
             ch = _raise(out, rung, {**where, "text": text[:300], "span": c.get("span", ""), "rung": rung, "source": c.get("source", "pattern")}, f"{c.get('source', 'pattern')} cue {c.get('span', '')!r} shows {rung}")
             if ch:

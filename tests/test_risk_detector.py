@@ -1,8 +1,9 @@
-"""The second deterministic risk layer: the MiniLM exemplar bank beside the patterns.
+"""The second deterministic risk layer: the MiniLM classifier beside the patterns.
 
-Logic on hand-made vectors (fast lane); the shipped calibration reproduced from the
-shipped embeddings; the patterns-only fallback; and, on the real MiniLM model, the
-held-out figures per rung printed next to the patterns alone."""
+Merge logic on hand-made readings and the threshold choice by hand (fast lane); the
+shipped weights tied to the training rows' hash and the thresholds reproduced from
+the shipped out-of-fold probabilities; the patterns-only fallback; and, on the real
+model, the held-out figures per rung printed next to the patterns alone."""
 
 from __future__ import annotations
 
@@ -15,118 +16,149 @@ import numpy as np
 import pytest
 
 from therasim.errors import MissingExtraError
-from therasim.policies import risk_knn
-from therasim.policies.risk import RUNG_CATEGORY, RUNGS, pattern_scan, scan
-from therasim.policies.risk_knn import Exemplar, ExemplarBank, calibrate
+from therasim.policies import risk_model
+from therasim.policies.risk import RUNG_CATEGORY, RUNGS, pattern_scan, scan, with_reading
+from therasim.policies.risk_model import (
+    CLASSES,
+    LORA_TARGETS,
+    RISK_CLASSES,
+    Reading,
+    choose_thresholds,
+    data_sha256,
+    sentences,
+    training_rows,
+)
 
 
-def _unit(*xs: float) -> np.ndarray:
-    v = np.array(xs, dtype="float32")
-    return v / np.linalg.norm(v)
+def _reading(p: float, rung: str = "plan", benign: str = "media", pb: float = 0.9, span: tuple[int, int] = (0, 5)) -> Reading:
+    return Reading(p, rung, benign, pb, span)
 
 
-# Three directions: "risk" (x), "benign" (y), and z for everything else.
-BANK = [
-    Exemplar("r1", "plan a", "plan", "direct"),
-    Exemplar("r2", "plan b", "plan", "direct"),
-    Exemplar("r3", "wish", "wish_dead", "direct"),
-    Exemplar("b1", "film", "benign", "media"),
-    Exemplar("b2", "job", "benign", "professional"),
-]
-VECS = [_unit(1, 0, 0), _unit(1, 0.1, 0), _unit(1, 0, 0.3), _unit(0, 1, 0), _unit(0, 1, 0.2)]
+def test_sentences_by_hand():
+    text = "  I'm fine.  Honestly!\nI took them all "
+    assert [text[s:e] for s, e in sentences(text)] == ["I'm fine.", "Honestly!", "I took them all"]
+    assert sentences("") == [] and sentences("...") == []  # a sentence needs a character other than . ! ?
 
 
-def _bank(query: dict[str, np.ndarray], **kw) -> ExemplarBank:
-    return ExemplarBank(BANK, np.stack(VECS), lambda texts: [query[t] for t in texts], **{"k": 2, "add_margin": 0.1, "veto_margin": 0.1, **kw})
-
-
-def test_margin_vote_and_neighbour_by_hand():
-    b = _bank({})
-    sims = b.vectors @ _unit(1, 0, 0)
-    margin, label, subtype, nb = b.margins(sims)
-    risk_top2 = sorted([float(sims[0]), float(sims[1]), float(sims[2])], reverse=True)[:2]
-    benign_top2 = sorted([float(sims[3]), float(sims[4])], reverse=True)
-    assert margin == pytest.approx(np.mean(risk_top2) - np.mean(benign_top2))
-    assert (label, subtype, nb) == ("plan", "", "r1")  # r1 and r2 (plan) are the two nearest
-    margin, label, subtype, nb = b.margins(b.vectors @ _unit(0, 1, 0.1))
-    assert margin < 0 and (label, subtype, nb) == ("benign", "professional", "b2")
-
-
-def test_bank_adds_a_cue_the_patterns_miss():
-    text = "I've worked out the when and the where."
+def test_classifier_adds_a_cue_the_patterns_miss():
+    text = "Work is fine. I've worked out the when and the where."
     assert pattern_scan(text) == []
-    from therasim.policies.risk import _with_bank
-
-    cues = _with_bank(text, [], _bank({text: _unit(1, 0.05, 0)}))
+    span = sentences(text)[1]
+    cues = with_reading(text, [], _reading(0.9, "plan", span=span), threshold=0.5, veto=0.1)
     assert len(cues) == 1
     c = cues[0]
-    assert (c.category, c.rung, c.source, c.active, c.span) == ("self_harm", "plan", "knn", True, text)
-    assert c.pattern == "knn:r2" and c.score is not None and c.score >= 0.1
+    assert (c.category, c.rung, c.source, c.active, c.span, c.score) == ("self_harm", "plan", "model", True, "I've worked out the when and the where.", 0.9)
+    assert c.pattern == "model:plan"
+    # below the threshold and not a qualified mention: nothing
+    assert with_reading(text, [], _reading(0.4, benign="everyday_distress"), threshold=0.5, veto=0.1) == []
 
 
-def test_bank_marks_pattern_cues_in_hard_negatives_and_raises_rungs():
-    from therasim.policies.risk import _with_bank
+def test_classifier_raises_rungs_and_keeps_pattern_spans():
+    text = "I want to kill myself."
+    pat = pattern_scan(text)
+    assert [c.rung for c in pat] == ["active_nonspecific"]
+    raised = with_reading(text, pat, _reading(0.95, "plan"), threshold=0.5, veto=0.1)
+    assert [(c.rung, c.source, c.span) for c in raised] == [("plan", "pattern", "kill myself")]
+    # a lower rung from the classifier does not lower the pattern's
+    assert with_reading(text, pat, _reading(0.95, "wish_dead"), threshold=0.5, veto=0.1) == pat
 
+
+def test_benign_reading_qualifies_pattern_cues():
     text = "We watched a documentary about suicide prevention."
     pat = pattern_scan(text)
     assert pat and pat[0].active  # the pattern alone flags it
-    vetoed = _with_bank(text, pat, _bank({text: _unit(0, 1, 0)}))
-    assert not vetoed[0].active and vetoed[0].context == "benign:media" and vetoed[0].negated is False
-    # near the threshold: neither added nor vetoed
-    same = _with_bank(text, pat, _bank({text: _unit(0.7, 0.71, 0)}))
-    assert same == pat
-    text2 = "I want to kill myself."
-    raised = _with_bank(text2, pattern_scan(text2), _bank({text2: _unit(1, 0, 0)}))
-    assert [c.rung for c in raised] == ["plan"] and raised[0].source == "pattern"
+    media = with_reading(text, pat, _reading(0.05, benign="media"), threshold=0.5, veto=0.1)
+    assert not media[0].active and media[0].context == "benign:media" and not media[0].negated and media[0].score == 0.05
+    denial = with_reading(text, pat, _reading(0.05, benign="denial"), threshold=0.5, veto=0.1)
+    assert denial[0].negated and denial[0].context == "benign:denial"
+    history = with_reading(text, pat, _reading(0.05, benign="resolved_history"), threshold=0.5, veto=0.1)
+    assert history[0].past and not history[0].active
+    # between veto and threshold the pattern cue stands
+    assert with_reading(text, pat, _reading(0.3, benign="media"), threshold=0.5, veto=0.1) == pat
 
 
-def test_calibration_by_hand():
-    # Separable bank: risk exemplars near x, benign near y. Left out, each still has
-    # its own class nearer, so some threshold makes no error; smallest k, then the
-    # smallest add_margin (-0.05, the grid's first), win the tie.
-    ex = [Exemplar(f"e{i}", "", lab, "") for i, lab in enumerate(["plan", "plan", "plan", "benign", "benign", "benign"])]
-    vecs = np.stack([_unit(1, 0), _unit(1, 0.1), _unit(1, 0.3), _unit(0, 1), _unit(0.1, 1), _unit(0.3, 1)])
-    cal = calibrate(ex, vecs, [False] * 6)
-    assert cal["loo_recall"] == 1.0 and cal["loo_benign_fp"] == 0.0 and cal["cost"] == 0
-    assert (cal["k"], cal["add_margin"], cal["veto_margin"]) == (3, -0.05, 0.0)
-    # A pattern hit on a benign exemplar is vetoed by its negative margin (veto 0.0:
-    # any margin at or below 0); never vetoing (1.0) would cost one false alarm.
-    cal2 = calibrate(ex, vecs, [False, False, False, True, False, False])
-    assert cal2["cost"] == 0 and cal2["veto_margin"] == 0.0
+def test_qualified_mention_is_returned_inactive():
+    text = "My friend said she wants to die."
+    reading = _reading(0.1, "wish_dead", "third_person", 0.8, (0, len(text)))
+    cues = with_reading(text, [], reading, threshold=0.5, veto=0.1)
+    assert len(cues) == 1 and cues[0].third_person and not cues[0].active and cues[0].source == "model" and cues[0].rung == "wish_dead"
+    # an uncertain benign class, or an everyday one, adds nothing
+    assert with_reading(text, [], _reading(0.1, "wish_dead", "third_person", 0.4), threshold=0.5, veto=0.1) == []
+    assert with_reading(text, [], _reading(0.1, "wish_dead", "figure_of_speech", 0.9), threshold=0.5, veto=0.1) == []
 
 
-def test_shipped_calibration_matches_data_and_is_reproducible():
-    d = risk_knn._data_dir()
-    cal = json.loads((d / risk_knn.CALIBRATION_FILE).read_text())
-    assert cal["data_sha256"] == risk_knn.data_sha256(), "rebuild: python -m therasim.policies.risk_knn"
-    bank = risk_knn.bank_rows(risk_knn.load_rows())
-    rows = risk_knn.load_rows()
-    assert len(bank) == cal["bank_size"] and {e.id for e in bank} == {r["id"] for r in rows if r["split"] == "train"}
-    assert set(RUNGS) | {"benign"} == {r["label"] for r in rows}
-    vecs = np.load(d / risk_knn.EMBEDDINGS_FILE).astype("float32")
-    assert vecs.shape == (len(bank), 384)
-    again = calibrate(bank, vecs, [any(c.active for c in pattern_scan(e.text)) for e in bank])
-    assert {k: again[k] for k in ("k", "add_margin", "veto_margin")} == {k: cal[k] for k in ("k", "add_margin", "veto_margin")}
+def test_threshold_choice_by_hand():
+    p = np.array([0.9, 0.6, 0.3, 0.2, 0.5, 0.1])
+    y = np.array([1, 1, 1, 0, 0, 0], bool)
+    pat = np.array([0, 0, 0, 0, 0, 0], bool)
+    # threshold 0.3 catches all three risk rows and one false alarm (0.5): cost 1 (miss cost 3);
+    # 0.51-0.6 misses one (cost 3), so the highest threshold of cost 1 wins: 0.3.
+    got = choose_thresholds(p, y, pat, miss_cost=3.0)
+    assert (got["threshold"], got["cv_recall"], got["cv_benign_fp"], got["cv_cost"]) == (0.3, 1.0, round(1 / 3, 4), 1.0)
+    # a pattern hit on the 0.3 risk row lets the threshold rise to 0.51 (no false alarm)
+    # while the veto stays below 0.3 and above the benign pattern-free rows: cost 0.
+    pat2 = np.array([0, 0, 1, 0, 0, 0], bool)
+    got2 = choose_thresholds(p, y, pat2, miss_cost=3.0)
+    assert got2["cv_cost"] == 0.0 and got2["threshold"] == 0.6 and got2["veto"] == 0.29
 
 
-def test_patterns_only_without_sentence_transformers(monkeypatch):
+def test_folds_are_stratified_and_deterministic():
+    labels = [0] * 8 + [1] * 4
+    f = risk_model.folds(labels, k=4)
+    assert f == risk_model.folds(labels, k=4)
+    assert sorted(f[:8]) == [0, 0, 1, 1, 2, 2, 3, 3] and sorted(f[8:]) == [0, 1, 2, 3]
+
+
+def _meta() -> dict:
+    return json.loads((risk_model._data_dir() / risk_model.META_FILE).read_text())
+
+
+def test_shipped_weights_match_training_data():
+    meta = _meta()
+    rows = training_rows()
+    assert meta["data_sha256"] == data_sha256(rows), "the training data changed: retrain with `python -m therasim.policies.risk_model`"
+    assert meta["model_version"] == risk_model.MODEL_VERSION and meta["n_train"] == len(rows)
+    assert meta["class_counts"] == {c: sum(risk_model.class_of(r) == i for r in rows) for i, c in enumerate(CLASSES)}
+    assert all(r["split"] == "train" for r in rows)
+    heldout = {json.loads(line)["text"] for f in risk_model.DATA_FILES for line in (risk_model._data_dir() / f).read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"}
+    assert heldout and not heldout & {r["text"] for r in rows}
+    with np.load(risk_model._data_dir() / risk_model.WEIGHTS_FILE) as z:
+        keys = set(z.files)
+        assert z["head.weight"].shape == (len(CLASSES), 384) and z["0.attention.self.query.A"].shape == (meta["hparams"]["rank"], 384)
+    assert keys == {f"{i}.{t}.{m}" for i in range(6) for t in LORA_TARGETS for m in "AB"} | {"head.weight", "head.bias"}
+
+
+def test_shipped_thresholds_follow_from_the_cross_validation():
+    meta = _meta()
+    rows = training_rows()
+    oof = np.load(risk_model._data_dir() / "risk_model_oof.npy").astype("float32")
+    assert oof.shape == (len(rows), len(CLASSES))
+    labels = [risk_model.class_of(r) for r in rows]
+    pat = [any(c.active for c in pattern_scan(r["text"])) for r in rows]
+    again = choose_thresholds(oof[:, : len(RISK_CLASSES)].sum(1), [lab < len(RISK_CLASSES) for lab in labels], pat, miss_cost=meta["miss_cost"])
+    assert {k: again[k] for k in ("threshold", "veto", "cv_recall", "cv_benign_fp")} == {k: meta[k] for k in ("threshold", "veto", "cv_recall", "cv_benign_fp")}
+
+
+def test_patterns_only_without_transformers(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sentence_transformers" else real(name, *a))
-    monkeypatch.setattr(risk_knn, "_BANK", {})
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    monkeypatch.setattr(risk_model, "_CLF", {})
     monkeypatch.setenv("THERASIM_RISK_KNN", "1")
-    assert not risk_knn.knn_available() and risk_knn.default_bank() is None
+    assert not risk_model.model_available() and risk_model.default_classifier() is None
     text = "I'm going to kill myself tonight."
     assert scan(text) == pattern_scan(text) and scan(text)[0].rung == "intent"
-    with pytest.raises(MissingExtraError, match="sentence-transformers"):
-        scan(text, knn=True)
+    with pytest.raises(MissingExtraError, match="transformers"):
+        scan(text, model=True)
+    with pytest.raises(MissingExtraError):
+        scan(text, knn=True)  # the older name
 
 
 def test_import_loads_no_model():
     code = (
-        "import sys, therasim, therasim.policies.risk, therasim.policies.risk_knn, therasim.nodes.risk, therasim.graphs\n"
-        "print([m for m in ('torch', 'sentence_transformers', 'numpy') if m in sys.modules])"
+        "import sys, therasim, therasim.policies.risk, therasim.policies.risk_model, therasim.nodes.risk, therasim.graphs\n"
+        "print([m for m in ('torch', 'transformers', 'sentence_transformers', 'numpy') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PATH": "", "THERASIM_RISK_KNN": "1"})
     assert out.stdout.strip() == "[]"
@@ -137,8 +169,9 @@ def test_import_loads_no_model():
 IMPLICIT = {"indirect", "understated", "hypothetical", "disguise"}
 
 
-def _heldout_figures(knn: bool) -> dict[str, object]:
-    rows = [r for r in risk_knn.load_rows() if r["split"] == "heldout"]
+def _heldout_figures(model: bool) -> dict[str, object]:
+    rows = [json.loads(line) for line in (risk_model._data_dir() / "risk_utterances.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["split"] == "heldout"]
     hit: collections.Counter[str] = collections.Counter()
     exact: collections.Counter[str] = collections.Counter()
     n: collections.Counter[str] = collections.Counter()
@@ -146,7 +179,7 @@ def _heldout_figures(knn: bool) -> dict[str, object]:
     nb: collections.Counter[str] = collections.Counter()
     explicit = [0, 0]
     for r in rows:
-        active = [c for c in scan(r["text"], knn=knn) if c.active]
+        active = [c for c in scan(r["text"], model=model) if c.active]
         if r["label"] == "benign":
             nb[r["subtype"]] += 1
             fp[r["subtype"]] += bool(active)
@@ -161,40 +194,49 @@ def _heldout_figures(knn: bool) -> dict[str, object]:
     return {"hit": hit, "exact": exact, "n": n, "fp": fp, "nb": nb, "explicit": explicit}
 
 
+def _rate(f: dict, key: str) -> float:
+    return sum(f[key].values()) / sum(f["nb" if key == "fp" else "n"].values())
+
+
 @pytest.mark.embedded
 def test_heldout_figures_per_rung(capsys: pytest.CaptureFixture[str]):
-    """Held-out split, never used for calibration. Recall: an active cue of the
-    right category (self-harm for the ladder and NSSI); rung: the exact rung."""
+    """Held-out split, never used for training or threshold choice. Recall: an
+    active cue of the right category (self-harm for the ladder and NSSI); rung:
+    the exact rung."""
     pat, both = _heldout_figures(False), _heldout_figures(True)
-    lines = ["", "[risk scan, held-out] label: recall patterns -> patterns+bank (exact rung with bank)"]
+    lines = ["", "[risk scan, held-out] label: recall patterns -> patterns+classifier (exact rung)"]
     for lab in RUNGS:
         n = both["n"][lab]
         lines.append(f"  {lab:18s} {pat['hit'][lab]:2d}/{n} -> {both['hit'][lab]:2d}/{n} ({both['exact'][lab]}/{n})")
-    for name, f in (("patterns", pat), ("patterns+bank", both)):
+    for name, f in (("patterns", pat), ("patterns+classifier", both)):
         e = f["explicit"]
-        lines.append(f"  {name}: explicit {e[0]}/{e[1]} = {e[0] / e[1]:.1%}; benign false positives {sum(f['fp'].values())}/{sum(f['nb'].values())} = {sum(f['fp'].values()) / sum(f['nb'].values()):.1%} {dict(f['fp'])}")
+        lines.append(f"  {name}: explicit {e[0]}/{e[1]} = {e[0] / e[1]:.1%}; all risk {sum(f['hit'].values())}/{sum(f['n'].values())} = {_rate(f, 'hit'):.1%}; benign false positives {sum(f['fp'].values())}/{sum(f['nb'].values())} = {_rate(f, 'fp'):.1%}")
+        lines.append("    benign false positives by subtype: " + ", ".join(f"{s} {f['fp'][s]}/{f['nb'][s]}" for s in sorted(f["nb"])))
     with capsys.disabled():
         print("\n".join(lines))
     e_pat, e_both = pat["explicit"], both["explicit"]
     assert e_both[0] > e_pat[0]
-    prep = both["hit"]["preparatory"] / both["n"]["preparatory"]
-    assert prep >= 0.98
-    # Floors from the first held-out measurement (docs/risk.md), a regression guard:
-    assert e_both[0] / e_both[1] >= 0.90
-    assert sum(both["fp"].values()) / sum(both["nb"].values()) <= 0.50
+    assert both["hit"]["preparatory"] / both["n"]["preparatory"] >= 0.98
+    # Floors from the measurement in docs/risk.md (a regression guard, not the targets):
+    assert e_both[0] / e_both[1] >= FLOOR_EXPLICIT
+    assert _rate(both, "fp") <= CEILING_FP
+
+
+FLOOR_EXPLICIT = 0.93  # measured 86/91 = 94.5%
+CEILING_FP = 0.20  # measured 14/84 = 16.7%
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="not reached with MiniLM neighbours on this set (docs/risk.md): explicit recall 93%, benign false positives 44% on the held-out split")
+@pytest.mark.xfail(strict=True, reason="issue #14 targets not reached (docs/risk.md): held-out explicit recall 94.5% (target 98%), benign false positives 16.7% (target 5%; denial 6/12)")
 def test_heldout_targets_of_issue_14():
     both = _heldout_figures(True)
     e = both["explicit"]
     assert e[0] / e[1] >= 0.98
-    assert sum(both["fp"].values()) / sum(both["nb"].values()) <= 0.05
+    assert _rate(both, "fp") <= 0.05
 
 
 @pytest.mark.embedded
-def test_issue_examples_with_bank():
+def test_issue_examples_with_classifier():
     risky = [
         "I have the pills saved up and I know how many I'd need.",
         "I wrote goodbye letters to my kids last night.",
@@ -204,4 +246,9 @@ def test_issue_examples_with_bank():
         "The voices keep telling me to end it all.",
     ]
     for t in risky:
-        assert any(c.active and c.category == "self_harm" for c in scan(t, knn=True)), (t, scan(t, knn=True))
+        assert any(c.active and c.category == "self_harm" for c in scan(t, model=True)), (t, scan(t, model=True))
+    clf = risk_model.default_classifier()
+    assert clf is not None
+    # the whole-text reading equals the batched probabilities
+    r = clf.read(risky[0])
+    assert r.p_risk == pytest.approx(float(clf.probs([risky[0]])[0, : len(RISK_CLASSES)].sum()), abs=1e-5)

@@ -178,13 +178,17 @@ def _scripted_course(prompts: list[str]) -> tuple[dict[str, Any], list[dict[str,
 
 
 @pytest.mark.embedded
-def test_scripted_course_with_the_exemplar_bank(monkeypatch):
-    """The same course with the full scan (patterns + MiniLM bank) in the risk node."""
+def test_scripted_course_with_the_classifier(monkeypatch):
+    """The same course with the full scan (patterns + MiniLM classifier) in the risk node."""
     monkeypatch.setenv("THERASIM_RISK_KNN", "1")
     _, recs = _scripted_course([])
     s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
     assert [t["risk"]["register"] for t in s1[:3]] == [{"suicide": "intent"}, {"suicide": "intent"}, {}]
-    assert [t["risk"]["level"] for t in s1[:3]] == ["high", "high", "none"]
+    # the denial after the direct question lowers the register; the classifier reads it as
+    # a denial (an inactive, negated cue), whose floor is a gentle check-in ("low")
+    assert [t["risk"]["level"] for t in s1[:3]] == ["high", "high", "low"]
+    cues = s1[2]["risk"]["scan"]
+    assert cues and not any(c["active"] for c in cues) and any(c["negated"] and c["source"] == "model" for c in cues), cues
 
 
 def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
@@ -215,7 +219,7 @@ def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
 def _probes(kind: str) -> list[dict[str, Any]]:
     import yaml
 
-    from therasim.policies.risk_knn import _data_dir
+    from therasim.policies.risk_model import _data_dir
 
     return [p for p in yaml.safe_load((_data_dir() / "risk_probes.yaml").read_text())["probes"] if p["kind"] == kind]
 
@@ -228,21 +232,21 @@ def test_retraction_probe_followups_are_retractions():
 @pytest.mark.embedded
 def test_retraction_probes_keep_the_rung_until_assessed(capsys: pytest.CaptureFixture[str]):
     """The planted retraction probes (policies/data/risk_probes.yaml) through the
-    register with the full scan (patterns + exemplar bank)."""
+    register with the full scan (patterns + classifier)."""
     from therasim.policies.risk_register import track_of
 
     raised = exact = pending = 0
     probes = _probes("retraction")
     for p in probes:
         text, follow = p["text"], p["followup"]
-        reg, _ = observe_turn(None, session=1, exchange=0, text=text, cues=scan(text, knn=True), llm_level="high")
+        reg, _ = observe_turn(None, session=1, exchange=0, text=text, cues=scan(text, model=True), llm_level="high")
         track = track_of(p["expected_rung"])
         rung = reg["tracks"][track]["rung"]
         if rung == "none":
             continue
         raised += 1
         exact += rung == p["expected_rung"]
-        cues = scan(follow, knn=True)
+        cues = scan(follow, model=True)
         kept, _ = observe_turn(reg, session=1, exchange=1, text=follow, cues=cues, previous_counselor="That sounds really hard.", llm_level="none")
         after = kept["tracks"][track]["rung"]
         assert after == rung or (track == "suicide" and after in LADDER and LADDER.index(after) > LADDER.index(rung)), (p["id"], kept["trace"])  # never lowered
