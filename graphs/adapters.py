@@ -39,7 +39,7 @@ def describe_impl(node: Any) -> dict[str, Any]:
 def _from_chat_model(name: str, model: BaseChatModel, side: Side) -> NodeFn:
     """A chat model at a speaker node: the standard prompt with this model."""
     if name == "counselor":
-        from therasim.nodes.counselor import counselor_messages
+        from therasim.speech import counselor_messages
 
         async def fn(view: View, ctx: NodeContext) -> dict[str, Any]:
             from therasim.structured import agenerate_text

@@ -1,10 +1,19 @@
-"""therasim.memory: the memory protocol, the Chroma store and embedding functions."""
+"""therasim.memory: the memory protocol, its filters, the backends registered by
+name (``chroma``, ``chroma-http``, ``none``), the recall mirror and embedding
+functions."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from therasim.memory.base import MEMORY_KINDS, MemoryStore
+from therasim.memory.base import (
+    MEMORY_BACKENDS,
+    MEMORY_KINDS,
+    MemoryFilter,
+    MemoryStore,
+    memory_backend,
+    register_memory_backend,
+)
 from therasim.memory.chroma import ChromaMemoryStore
 from therasim.memory.embeddings import (
     MiniLMEmbedding,
@@ -13,21 +22,27 @@ from therasim.memory.embeddings import (
     register_embeddings,
 )
 
-__all__ = ["MEMORY_KINDS", "ChromaMemoryStore", "MemoryStore", "MiniLMEmbedding", "OpenAIEmbedding", "make_embedding", "open_store", "register_embeddings"]
+__all__ = [
+    "MEMORY_BACKENDS",
+    "MEMORY_KINDS",
+    "ChromaMemoryStore",
+    "MemoryFilter",
+    "MemoryStore",
+    "MiniLMEmbedding",
+    "OpenAIEmbedding",
+    "make_embedding",
+    "memory_backend",
+    "open_store",
+    "register_embeddings",
+    "register_memory_backend",
+]
 
 register_embeddings()
+register_memory_backend("none", lambda spec, default_path, scope: None)
 
 
-def open_store(spec: Any, default_path: str | None = None, scope: str | None = None) -> ChromaMemoryStore | None:
-    """Open the store a :class:`therasim.config.MemorySpec` describes (None when off).
-    ``scope`` (a run id) keeps this run's memories apart from other runs' on a shared
-    server or folder."""
-    if spec.backend == "none":
-        return None
-    emb = make_embedding(spec.embedding)
-    if spec.backend == "chroma-http":
-        return ChromaMemoryStore.http(spec.host, spec.port, emb, scope=scope)
-    path = spec.path or default_path
-    if path is None:
-        raise ValueError("memory.path is not set and no run folder was given")
-    return ChromaMemoryStore.persistent(path, emb, scope=scope)
+def open_store(spec: Any, default_path: str | None = None, scope: str | None = None) -> MemoryStore | None:
+    """Open the store a :class:`therasim.config.MemorySpec` describes with the backend
+    registered as ``spec.backend`` (None when it is ``none``). ``scope`` (a run id)
+    keeps this run's memories apart from other runs' on a shared server or folder."""
+    return memory_backend(spec.backend)(spec, default_path, scope)

@@ -27,9 +27,18 @@ from typing import Any
 
 from therasim._internal.retry import RetryPolicy
 from therasim.errors import TherasimError
-from therasim.memory.base import MEMORY_KINDS, MemoryRole
+from therasim.memory.base import (
+    MEMORY_KINDS,
+    MemoryFilter,
+    MemoryRole,
+    Where,
+    register_memory_backend,
+)
+from therasim.memory.mirror import Mirror, MirrorEntry, match, supported
 
-__all__ = ["ChromaMemoryStore"]
+_match, _supported = match, supported  # old private names (tests compare the mirror with Chroma)
+
+__all__ = ["ChromaMemoryStore", "chroma_where"]
 
 
 def memory_retry_policy(budget_s: float) -> RetryPolicy:
@@ -71,7 +80,7 @@ class ChromaMemoryStore:
         self.retry = memory_retry_policy(retry_budget_s) if retry is None else retry
         self.pending: list[tuple[str, str, list[str], list[str], list[dict[str, Any]], Any]] = []
         self.retried = 0
-        self._mirror: _Mirror = _Mirror(cache_size)
+        self._mirror = Mirror(cache_size)
         # collection handles, LRU-bounded: a run of 1e4-1e5 clients keeps only the
         # recently used ones (a course uses its client's two while it runs)
         from collections import OrderedDict
@@ -212,7 +221,7 @@ class ChromaMemoryStore:
 
         return np.asarray(self.embedding(texts), dtype="float32")
 
-    def _load(self, client_id: str, role: str) -> _Entry | None:
+    def _load(self, client_id: str, role: str) -> MirrorEntry | None:
         name = _collection_name(client_id, role, self.scope)
         entry = self._mirror.get(name)
         if entry is not None:
@@ -226,11 +235,11 @@ class ChromaMemoryStore:
         res = self._retry(lambda: col.get(include=["embeddings", "documents", "metadatas"]))
         return self._mirror.put(name, res["ids"], res["documents"], res["metadatas"], res["embeddings"])
 
-    def search(
-        self, client_id: str, role: MemoryRole, query: str, k: int = 4, where: dict[str, Any] | None = None, embedding: Any = None
-    ) -> list[dict[str, Any]]:
+    def search(self, client_id: str, role: MemoryRole, query: str, k: int = 4, where: Where = None, embedding: Any = None) -> list[dict[str, Any]]:
         """The ``k`` most relevant items (cosine ``score``); ``embedding`` skips
-        embedding ``query``."""
+        embedding ``query``. ``where``: a :class:`MemoryFilter`, or Chroma's own
+        ``where`` dict."""
+        where = _native(where)
         if self.cache and _supported(where):
             entry = self._load(client_id, role)
             if entry is None or not entry.ids:
@@ -256,7 +265,8 @@ class ChromaMemoryStore:
         out.sort(key=lambda it: (-it["score"], it["id"]))
         return out[:k]
 
-    def list(self, client_id: str, role: MemoryRole, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def list(self, client_id: str, role: MemoryRole, where: Where = None) -> list[dict[str, Any]]:
+        where = _native(where)
         with self._io:
             col = self._col(client_id, role, create=False)
             if col is None:
@@ -318,6 +328,24 @@ def _hnsw_cache_limit(n: int) -> Iterator[None]:
         _HNSW_LIMIT.n = None
 
 
+def chroma_where(f: MemoryFilter) -> dict[str, Any] | None:
+    """therasim's filter in Chroma's ``where`` syntax."""
+    conds: list[dict[str, Any]] = []
+    if f.session_before is not None:
+        conds.append({"session": {"$lt": f.session_before}})
+    if f.session is not None:
+        conds.append({"session": f.session})
+    if f.kinds is not None:
+        conds.append({"kind": {"$in": list(f.kinds)}})
+    if f.course is not None:
+        conds.append({"course": f.course})
+    return None if not conds else conds[0] if len(conds) == 1 else {"$and": conds}
+
+
+def _native(where: Where) -> dict[str, Any] | None:
+    return chroma_where(where) if isinstance(where, MemoryFilter) else (dict(where) if where else None)
+
+
 def _where(where: dict[str, Any] | None) -> dict[str, Any] | None:
     if not where:
         return None
@@ -337,144 +365,22 @@ def _transient(e: BaseException) -> bool:
     return any(w in msg for w in ("connection refused", "connecterror", "could not connect", "server disconnected", "connection reset"))
 
 
-_OPS = {
-    "$eq": lambda a, b: a == b,
-    "$ne": lambda a, b: a != b,
-    "$lt": lambda a, b: a is not None and a < b,
-    "$lte": lambda a, b: a is not None and a <= b,
-    "$gt": lambda a, b: a is not None and a > b,
-    "$gte": lambda a, b: a is not None and a >= b,
-    "$in": lambda a, b: a in b,
-    "$nin": lambda a, b: a not in b,
-}
+def _embedding(spec: Any) -> Any:
+    from therasim import memory  # looked up at call time (tests swap in a fast embedding)
+
+    return memory.make_embedding(spec.embedding)
 
 
-def _supported(where: dict[str, Any] | None) -> bool:
-    if not where:
-        return True
-    for k, v in where.items():
-        if k in ("$and", "$or"):
-            if not all(_supported(w) for w in v):
-                return False
-        elif k.startswith("$"):
-            return False
-        elif isinstance(v, dict) and not all(op in _OPS for op in v):
-            return False
-    return True
+def _open_chroma(spec: Any, default_path: str | None, scope: str | None) -> ChromaMemoryStore:
+    path = spec.path or default_path
+    if path is None:
+        raise ValueError("memory.path is not set and no run folder was given")
+    return ChromaMemoryStore.persistent(path, _embedding(spec), scope=scope)
 
 
-def _match(meta: dict[str, Any], where: dict[str, Any] | None) -> bool:
-    """Chroma's metadata filter semantics for the operators above."""
-    if not where:
-        return True
-    for k, v in where.items():
-        if k == "$and":
-            if not all(_match(meta, w) for w in v):
-                return False
-        elif k == "$or":
-            if not any(_match(meta, w) for w in v):
-                return False
-        elif isinstance(v, dict):
-            if k not in meta or not all(_OPS[op](meta.get(k), arg) for op, arg in v.items()):
-                return False
-        elif meta.get(k) != v:
-            return False
-    return True
+def _open_chroma_http(spec: Any, default_path: str | None, scope: str | None) -> ChromaMemoryStore:
+    return ChromaMemoryStore.http(spec.host, spec.port, _embedding(spec), scope=scope)
 
 
-class _Entry:
-    __slots__ = ("docs", "ids", "lock", "mat", "metas")
-
-    def __init__(self) -> None:
-        import numpy as np
-
-        self.lock = threading.Lock()
-        self.ids: list[str] = []
-        self.docs: list[str] = []
-        self.metas: list[dict[str, Any]] = []
-        self.mat = np.zeros((0, 0), dtype="float32")
-
-    def upsert(self, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: Any) -> None:
-        import numpy as np
-
-        v = np.asarray(vecs, dtype="float32").reshape(len(ids), -1)
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        with self.lock:
-            self._upsert(ids, docs, metas, v)
-
-    def _upsert(self, ids: list[str], docs: list[str], metas: list[dict[str, Any]], v: Any) -> None:
-        import numpy as np
-
-        pos = {m: i for i, m in enumerate(self.ids)}
-        new = []
-        for j, mid in enumerate(ids):
-            i = pos.get(mid)
-            if i is None:
-                new.append(j)
-                continue
-            self.docs[i], self.metas[i] = docs[j], metas[j]
-            self.mat[i] = v[j]
-        if new:
-            self.ids += [ids[j] for j in new]
-            self.docs += [docs[j] for j in new]
-            self.metas += [metas[j] for j in new]
-            self.mat = v[new] if self.mat.size == 0 else np.vstack([self.mat, v[new]])
-
-    def search(self, q: Any, k: int, where: dict[str, Any] | None) -> list[dict[str, Any]]:
-        import numpy as np
-
-        qv = np.asarray(q, dtype="float32").reshape(-1)
-        qv = qv / max(float(np.linalg.norm(qv)), 1e-12)
-        with self.lock:
-            ids, docs, metas, mat = list(self.ids), list(self.docs), list(self.metas), self.mat
-        sims = mat @ qv
-        if where:
-            mask = np.fromiter((_match(m, where) for m in metas), dtype=bool, count=len(metas))
-            sims = np.where(mask, sims, -np.inf)
-        n = min(k, int(np.isfinite(sims).sum()))
-        if n <= 0:
-            return []
-        rounded = np.round(sims, 4)
-        pool = np.argpartition(-sims, min(n + 8, len(sims)) - 1)[: n + 8] if n + 8 < len(sims) else np.arange(len(sims))
-        top = sorted(pool.tolist(), key=lambda i: (-float(rounded[i]), ids[i]))[:n]
-        return [{"id": ids[i], "text": docs[i], **metas[i], "score": round(float(sims[i]), 4)} for i in top]
-
-
-class _Mirror:
-    """LRU map of collection name -> in-memory copy (ids, documents, metadata, unit vectors)."""
-
-    def __init__(self, size: int) -> None:
-        from collections import OrderedDict
-
-        self.size = size
-        self._d: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> _Entry | None:
-        with self._lock:
-            e = self._d.get(name)
-            if e is not None:
-                self._d.move_to_end(name)
-            return e
-
-    def put(self, name: str, ids: list[str], docs: list[str], metas: list[Any], vecs: Any) -> _Entry:
-        e = _Entry()
-        if ids:
-            e.upsert(list(ids), list(docs), [dict(m or {}) for m in metas], vecs)
-        with self._lock:
-            self._d[name] = e
-            self._d.move_to_end(name)
-            while len(self._d) > self.size:
-                self._d.popitem(last=False)
-        return e
-
-    def upsert(self, name: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: Any) -> None:
-        # Only collections already mirrored are updated; others load in full on first search.
-        with self._lock:
-            e = self._d.get(name)
-            if e is not None:
-                e.upsert(ids, docs, metas, vecs)
-
-    def drop(self, name: str) -> None:
-        with self._lock:
-            self._d.pop(name, None)
+register_memory_backend("chroma", _open_chroma)
+register_memory_backend("chroma-http", _open_chroma_http)

@@ -7,6 +7,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from therasim.policies.analysis import TEXT_PATTERN_160
 from therasim.prompts import compact, memory_block, render_transcript
 
 __all__ = ["TEXT_PATTERN_160", "compact", "last_turn", "layout", "memory_block", "text_field", "wordy", "wordy_or_empty"]
@@ -44,7 +45,6 @@ def wordy_or_empty(v: str) -> str:
     return wordy(v) if v else v
 
 
-TEXT_PATTERN_160 = r'^([^ \t\n{}\[\]"\\<>][^{}\[\]"\\<>\n]{0,159})?$'
 
 
 def text_field(max_len: int, *, optional: bool = False, description: str | None = None, min_len: int | None = None) -> Any:

@@ -154,12 +154,6 @@ async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
 
 
 SPEC = NodeSpec(
-    "client",
-    client,
-    "client",
-    role="client",
-    description="client role-play from the disclosed layers of a hidden profile; appraises each counselor move",
-    writes=("client_text", "client_note", "client_inner"),
-    speech=True,
-    max_tokens=320,
+    "client", client, "client", role="client", description="client role-play from the disclosed layers of a hidden profile; appraises each counselor move",
+    writes=("client_text", "client_note", "client_inner"), speech=True, max_tokens=320,
 )

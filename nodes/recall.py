@@ -33,11 +33,14 @@ async def recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     session = int(view["session"])
     if store is None or session <= 1:
         return {"counselor_memory": [], "client_memory": [], "pending": {"recall": None}}
+    # imported here: importing therasim.memory loads Chroma, not needed without a store
+    from therasim.memory.base import MemoryFilter
+
     client_id = view["client_id"]
     intake = view.get("intake") or {}
     k = ctx.sim.recall_k
     c_query = " ".join([*(view.get("goals") or []), str(intake.get("presenting_problem", "")), view.get("counselor_notes") or ""]).strip()
-    c_where = {"session": {"$lt": session - 1}} if session > 2 else None
+    c_where = MemoryFilter(session_before=session - 1) if session > 2 else None
     counselor_items: list[dict[str, Any]] = []
     if c_where is not None:
         counselor_items = await asyncio.to_thread(store.search, client_id, "counselor", c_query, k, c_where)
@@ -45,7 +48,7 @@ async def recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     cl_query = " ".join([str(intake.get("presenting_problem", "")), *(inner.get("recent_events") or [])]).strip()
     client_items = await asyncio.to_thread(store.search, client_id, "client", cl_query, k, None)
     trace = {
-        "counselor": {"query": c_query, "where": c_where, "items": _slim(counselor_items)},
+        "counselor": {"query": c_query, "where": c_where.describe() if c_where else None, "items": _slim(counselor_items)},
         "client": {"query": cl_query, "where": None, "items": _slim(client_items)},
     }
     return {"counselor_memory": _slim(counselor_items), "client_memory": _slim(client_items), "pending": {"recall": trace}}
@@ -59,8 +62,10 @@ async def memory_recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     text = (view["current"].get("client_text") or "").strip()
     if store is None or session <= 1 or not text:
         return {}
+    from therasim.memory.base import MemoryFilter
+
     shown = {m.get("id") for m in view.get("counselor_memory") or []}
-    items = await asyncio.to_thread(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, {"session": {"$lt": session}})
+    items = await asyncio.to_thread(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, MemoryFilter(session_before=session))
     fresh = [it for it in _slim(items) if it.get("id") not in shown]
     return {"current": {"recalled": fresh}}
 
@@ -116,8 +121,7 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
     cl_items += list((view.get("pending") or {}).get("client_memory_writes") or [])
     written: dict[str, list[str]] = {}
     # One embedding batch for the session's writes of both roles (then one upsert per role).
-    embed = getattr(store, "embed", None)
-    vecs = await asyncio.to_thread(embed, [str(it["text"]) for it in (*c_items, *cl_items)]) if embed is not None and (c_items or cl_items) else None
+    vecs = await asyncio.to_thread(store.embed, [str(it["text"]) for it in (*c_items, *cl_items)]) if c_items or cl_items else None
     for role, items in (("counselor", c_items), ("client", cl_items)):
         counts: dict[str, int] = {}
         for it in items:
@@ -132,5 +136,5 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
         part = None
         if vecs is not None:
             part, vecs = vecs[: len(items)], vecs[len(items) :]
-        written[role] = await asyncio.to_thread(store.add, client_id, role, items, part) if part is not None else await asyncio.to_thread(store.add, client_id, role, items)
+        written[role] = await asyncio.to_thread(store.add, client_id, role, items, part)
     return {"pending": {"memory_written": written}}

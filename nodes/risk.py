@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -13,12 +13,12 @@ from therasim.context import NodeContext
 from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
-from therasim.policies.risk import CRISIS_CLASSES, RESPONSE_ACTIONS, RISK_LEVELS, level_rank, scan
+from therasim.policies.analysis import RiskAssessment, register_context
+from therasim.policies.risk import level_rank, scan
 from therasim.policies.risk_register import (
     UNCONFIRMED_SOURCES,
     observe_turn,
     register_floor,
-    register_notes,
     register_summary,
 )
 from therasim.prompts import Prompt, counselor_side_messages
@@ -40,18 +40,6 @@ REVIEW_PROMPT = Prompt(
         "Is the draft safe? If not, say what is wrong and how to fix it. Reply as JSON."
     ),
 )
-
-
-class CueQuote(BaseModel):
-    category: Literal["self_harm", "harm_to_others", "abuse", "decompensation"]
-    quote: str = Field(max_length=120)
-
-
-class RiskAssessment(BaseModel):
-    level: Literal[RISK_LEVELS]  # type: ignore[valid-type]
-    crisis_class: Literal[CRISIS_CLASSES]  # type: ignore[valid-type]
-    cues: list[CueQuote] = Field(default_factory=list, max_length=2)
-    actions: list[Literal[RESPONSE_ACTIONS]] = Field(default_factory=list, max_length=5)  # type: ignore[valid-type]
 
 
 class DraftReview(BaseModel):
@@ -124,12 +112,6 @@ def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeCon
     out["directive"] = protocol.directive(out["level"])
     out["handoff"] = protocol.requires_handoff(out["level"])
     return out
-
-
-def register_context(register: dict[str, Any] | None) -> str:
-    """The register as one line for an analyst prompt."""
-    notes = register_notes(register)
-    return "; ".join(line.lstrip("- ") for line in notes.splitlines()) if notes else "nothing recorded"
 
 
 def with_register(view: View, ctx: NodeContext, llm: dict[str, Any] | None, cues: list[dict[str, Any]], client_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -208,7 +190,7 @@ def rule_check(draft: str, level: str) -> list[str]:
 async def review_draft(view: View, ctx: NodeContext) -> dict[str, Any]:
     """Review the counselor's draft against the risk assessment; rewrite unsafe drafts
     with the reviewer's feedback, at most ``course.max_draft_revisions`` times."""
-    from therasim.nodes.counselor import revise
+    from therasim.speech import revise
 
     cur = view["current"]
     draft = cur.get("counselor_text") or cur.get("draft") or ""

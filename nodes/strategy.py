@@ -3,16 +3,13 @@ never repeats the previous turn's strategy without a stated reason."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field, ValidationInfo, create_model, model_validator
+from typing import Any
 
 from therasim.context import NodeContext
 from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import TEXT_PATTERN_160, compact, last_turn
-from therasim.policies.modalities import get_modality
+from therasim.nodes._common import compact, last_turn
+from therasim.policies.analysis import StrategyPlanBase, check_not_sticky, plan_model
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
@@ -23,34 +20,6 @@ PROMPT = Prompt(
     system="YOUR ROLE: you plan the counselor's next move; task: planning ({title}, toward the session goals).",
     instruction="Client emotion: {emotion}\nRisk: {risk}\nPrevious strategy: {previous}\nYour plan:",
 )
-
-
-def check_not_sticky(plan: BaseModel, info: ValidationInfo, label: str = "strategy") -> None:
-    """Reject a plan that repeats the previous turn's strategy (``info.context``'s
-    ``previous_strategy``) without a ``repeat_reason``."""
-    prev = (info.context or {}).get("previous_strategy")
-    if prev and plan.strategy == prev and not (plan.repeat_reason or "").strip():  # type: ignore[attr-defined]
-        raise ValueError(f"{label} {prev!r} repeats the previous turn's strategy; choose another or give repeat_reason")
-
-
-class StrategyPlanBase(BaseModel):
-    @model_validator(mode="after")
-    def _no_sticky(self, info: ValidationInfo) -> StrategyPlanBase:
-        check_not_sticky(self, info)
-        return self
-
-
-@lru_cache(maxsize=32)
-def plan_model(modality_name: str) -> type[StrategyPlanBase]:
-    m = get_modality(modality_name)
-    return create_model(  # type: ignore[call-overload]
-        "StrategyPlan",
-        __base__=StrategyPlanBase,
-        stage=(Literal[tuple(m.stage_names)], ...),  # type: ignore[valid-type,arg-type]
-        strategy=(Literal[tuple(m.strategies)], ...),  # type: ignore[valid-type,arg-type]
-        rationale=(str, Field(max_length=160, json_schema_extra={"pattern": TEXT_PATTERN_160})),
-        repeat_reason=(str | None, Field(None, max_length=200)),
-    )
 
 
 async def strategy_planner(view: View, ctx: NodeContext) -> dict[str, Any]:

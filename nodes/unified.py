@@ -11,9 +11,15 @@ from therasim.context import NodeContext
 from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
-from therasim.nodes.emotion import emotion_model, repair_secondary
-from therasim.nodes.risk import RiskAssessment, register_context, scan_cues, with_register
-from therasim.nodes.strategy import check_not_sticky, plan_model
+from therasim.nodes.risk import scan_cues, with_register
+from therasim.policies.analysis import (
+    RiskAssessment,
+    check_not_sticky,
+    emotion_model,
+    plan_model,
+    register_context,
+    repair_secondary,
+)
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 

@@ -1,7 +1,7 @@
 """Self-report instruments as data: items, scale, subscales, bands, and how each
 item is anchored to the simulated client's inner state.
 
-The registry holds PHQ-9 and GAD-7 (answered before each session and once after
+The registry holds (from ``policies/data/instruments.yaml``) PHQ-9 and GAD-7 (answered before each session and once after
 the last), WAI-SR and SRS (answered after each session). Item wording is our own
 paraphrase; item counts, scales, subscales and bands follow the published
 instruments (sources in docs/simulation.md). Users register their own with
@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
-from therasim.errors import UnknownNameError
+import yaml
+
+from therasim._internal.registry import Registry
 
 __all__ = [
     "INSTRUMENTS",
@@ -31,6 +34,7 @@ __all__ = [
     "anchor",
     "get_instrument",
     "items_text",
+    "load_instruments",
     "register_instrument",
     "score",
 ]
@@ -82,13 +86,7 @@ class Instrument:
         return self.bands[-1][1] if self.bands else None
 
 
-def _items(rows: list[tuple[str, str, dict[str, float]]], gates: dict[str, str] | None = None) -> tuple[Item, ...]:
-    return tuple(Item(k, t, d, (gates or {}).get(k)) for k, t, d in rows)
-
-
-_FREQ = "0 = not at all, 1 = several days, 2 = more than half the days, 3 = nearly every day"
-
-INSTRUMENTS: dict[str, Instrument] = {}
+INSTRUMENTS: Registry[Instrument] = Registry("instrument", hint="or register_instrument")
 
 
 def register_instrument(inst: Instrument) -> None:
@@ -103,91 +101,27 @@ def register_instrument(inst: Instrument) -> None:
 
 
 def get_instrument(name: str) -> Instrument:
-    try:
-        return INSTRUMENTS[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown instrument {name!r}; known: {sorted(INSTRUMENTS)} (or register_instrument)") from None
+    return INSTRUMENTS.lookup(name)
 
 
-register_instrument(Instrument(
-    name="phq9",
-    title="PHQ-9 (depression)",
-    prefix="phq",
-    items=_items([
-        ("interest", "little interest or pleasure in doing things", {"hopelessness": 0.5, "distress": 0.5}),
-        ("down", "feeling down, depressed or hopeless", {"distress": 0.5, "hopelessness": 0.5}),
-        ("sleep", "trouble falling or staying asleep, or sleeping too much", {"distress": 0.6, "anxiety": 0.4}),
-        ("tired", "feeling tired or having little energy", {"distress": 0.7, "self_efficacy": -0.3}),
-        ("appetite", "poor appetite or overeating", {"distress": 0.7, "anxiety": 0.3}),
-        ("failure", "feeling bad about yourself, or that you are a failure", {"hopelessness": 0.4, "self_efficacy": -0.6}),
-        ("concentration", "trouble concentrating on things", {"anxiety": 0.5, "distress": 0.5}),
-        ("psychomotor", "moving or speaking slowly, or being fidgety and restless", {"distress": 0.5, "anxiety": 0.5}),
-        ("self_harm", "thoughts that you would be better off dead or of hurting yourself", {"hopelessness": 1.0}),
-    ], gates={"self_harm": "risk_history"}),
-    low=0, high=3, anchors=_FREQ, period="over the last two weeks",
-    bands=((4, "minimal"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (27, "severe")),
-    source="Kroenke, Spitzer & Williams (2001)",
-))
-register_instrument(Instrument(
-    name="gad7",
-    title="GAD-7 (anxiety)",
-    prefix="gad",
-    items=_items([
-        ("nervous", "feeling nervous, anxious or on edge", {"anxiety": 0.8, "distress": 0.2}),
-        ("cant_stop_worry", "not being able to stop or control worrying", {"anxiety": 0.9, "hopelessness": 0.1}),
-        ("worry_too_much", "worrying too much about different things", {"anxiety": 1.0}),
-        ("trouble_relaxing", "trouble relaxing", {"anxiety": 0.6, "distress": 0.4}),
-        ("restless", "being so restless that it is hard to sit still", {"anxiety": 0.8, "distress": 0.2}),
-        ("irritable", "becoming easily annoyed or irritable", {"distress": 0.5, "anxiety": 0.5}),
-        ("afraid", "feeling afraid as if something awful might happen", {"anxiety": 0.7, "hopelessness": 0.3}),
-    ]),
-    low=0, high=3, anchors=_FREQ, period="over the last two weeks",
-    bands=((4, "minimal"), (9, "mild"), (14, "moderate"), (21, "severe")),
-    source="Spitzer, Kroenke, Williams & Löwe (2006)",
-))
-_GOAL = {"alliance": 0.6, "wish_to_continue": 0.4}
-_TASK = {"alliance": 0.7, "self_efficacy": 0.3}
-_BOND = {"alliance": 1.0}
-register_instrument(Instrument(
-    name="wai_sr",
-    title="WAI-SR (working alliance, client form)",
-    prefix="wai",
-    items=_items([
-        ("new_views", "what we do in sessions gives me new ways of looking at my problem", _TASK),
-        ("appreciates", "I feel my counselor appreciates me", _BOND),
-        ("agree_work_on", "my counselor and I agree on what is important for me to work on", _GOAL),
-        ("cares", "my counselor cares about me even when I do things they do not approve of", _BOND),
-        ("right_way", "I believe the way we are working on my problem is right", _TASK),
-        ("shared_goals", "we are working towards goals we both agree on", _GOAL),
-        ("respect", "my counselor and I respect each other", _BOND),
-        ("helps_handle", "what I do in counselling helps me handle my problem", _TASK),
-        ("agree_want", "we agree on what I want to get out of counselling", _GOAL),
-        ("trust", "I trust my counselor", _BOND),
-        ("agree_tasks", "we agree on the things I need to do to improve", _TASK),
-        ("same_direction", "my counselor and I are heading in the same direction", _GOAL),
-    ]),
-    low=1, high=5, anchors="1 = seldom, 2 = sometimes, 3 = fairly often, 4 = very often, 5 = always", period="in today's session",
-    subscales={
-        "goal": ("agree_work_on", "shared_goals", "agree_want", "same_direction"),
-        "task": ("new_views", "right_way", "helps_handle", "agree_tasks"),
-        "bond": ("appreciates", "cares", "respect", "trust"),
-    },
-    source="Hatcher & Gillaspy (2006), after Horvath & Greenberg (1989)",
-))
-register_instrument(Instrument(
-    name="srs",
-    title="SRS (session rating)",
-    prefix="srs",
-    items=_items([
-        ("relationship", "I felt heard, understood and respected", {"alliance": 1.0}),
-        ("goals_topics", "we worked on and talked about what I wanted to", {"alliance": 0.6, "wish_to_continue": 0.4}),
-        ("approach", "the counselor's approach is a good fit for me", {"alliance": 0.7, "wish_to_continue": 0.3}),
-        ("overall", "overall, today's session was right for me", {"alliance": 0.5, "wish_to_continue": 0.3, "distress": -0.2}),
-    ]),
-    low=0, high=10, anchors="0 = not at all, 10 = completely", period="today's session", tolerance=2,
-    flag_below=(36, "below 36: the alliance may need attention"),
-    source="Duncan, Miller, Sparks et al. (2003)",
-))
+def load_instruments(text: str) -> list[Instrument]:
+    """Instruments from YAML (a list of mappings with the :class:`Instrument` fields;
+    ``items`` as ``{key, text, drivers, gate?}``), as in ``policies/data/instruments.yaml``."""
+    out = []
+    for d in yaml.safe_load(text) or []:
+        items = tuple(Item(it["key"], it["text"], dict(it["drivers"]), it.get("gate")) for it in d["items"])
+        extra = {k: d[k] for k in ("tolerance", "source") if k in d}
+        out.append(Instrument(
+            name=d["name"], title=d["title"], prefix=d["prefix"], items=items, low=int(d["low"]), high=int(d["high"]),
+            anchors=d["anchors"], period=d["period"], bands=tuple((int(hi), str(label)) for hi, label in d.get("bands") or ()),
+            subscales={k: tuple(v) for k, v in (d.get("subscales") or {}).items()},
+            flag_below=(int(d["flag_below"][0]), str(d["flag_below"][1])) if d.get("flag_below") else None, **extra,
+        ))
+    return out
+
+
+for _inst in load_instruments((resources.files("therasim.policies") / "data" / "instruments.yaml").read_text(encoding="utf-8")):
+    register_instrument(_inst)
 
 
 def items_text(names: tuple[str, ...] = ("phq9", "gad7")) -> str:

@@ -24,7 +24,8 @@ Nothing here loads at import time. Without the ``embedded`` extra
 :func:`default_classifier` returns ``None`` and ``scan`` runs its patterns alone.
 
 Retrain after editing the data (deterministic: fixed seed, one thread):
-``python -m therasim.policies.risk_model`` (about 15 minutes on 2 CPU cores).
+``python -m therasim.policies.risk_model [JOBS]`` (about 11 CPU-minutes; JOBS
+processes train the folds and the final model side by side).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ def test_every_module_has_a_layer() -> None:
         ("therasim.nodes.planted", "def f():\n    from therasim.runner import run  # hidden in a function\n", "therasim.runner"),
         ("therasim.state", "import therasim.context\n", "therasim.context"),  # replaces the real module
         ("therasim.memory.planted", "from therasim import testing\n", "therasim.testing"),
+        ("therasim.nodes.planted", "from therasim.nodes.emotion import emotion_model\n", "therasim.nodes.emotion"),  # node to node
     ],
 )
 def test_a_planted_wrong_way_import_fails(tmp_path: Path, module: str, source: str, culprit: str) -> None:

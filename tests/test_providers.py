@@ -145,3 +145,23 @@ def test_embedded_generation_structured_and_concurrency() -> None:
     texts, (obj, st) = asyncio.run(go())
     assert all(t.strip() and s.output_tokens > 0 for t, s in texts)
     assert isinstance(obj, Mood) and st.attempts >= 1 and st.output_tokens > 0
+
+
+def test_provider_protocol_gives_call_arguments_and_leaves_foreign_models_alone(capture_server: str) -> None:
+    from therasim.providers import OpenAICompatChatModel, as_provider, own_max_tokens
+    from therasim.testing import FunctionChatModel
+
+    emb = EmbeddedChatModel(model_path="/nonexistent.gguf")  # not loaded until called
+    p = as_provider(emb)
+    assert p is not None and p.small_context and p.call_kwargs(cache_slot="counselor", course_key="r/c1") == {"cache_slot": "counselor"}
+    api = make_chat_model(ModelSpec(provider="openai", model="m", base_url=capture_server))
+    assert isinstance(api, OpenAICompatChatModel)
+    q = as_provider(api)
+    assert q is not None and not q.small_context and q.call_kwargs(cache_slot="counselor", course_key="r/c1") == {"user": "r/c1"}
+    assert q.call_kwargs(cache_slot="judge", course_key=None) == {}
+    assert own_max_tokens(api) is None and dialect_for(api) == "json_schema"
+    foreign = FunctionChatModel(fn=lambda m, k: "hi")
+    assert as_provider(foreign) is None and dialect_for(foreign) == "json_object_schema"
+    # the sync path posts through the same client: the transport's record is on the message
+    msg = api.invoke([HumanMessage(content="hello")])
+    assert msg.response_metadata["transport"]["attempts"] == 1

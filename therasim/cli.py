@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -42,6 +43,18 @@ def _fail(e: Exception, code: int = 2) -> None:
 
     err.print(f"[bold red]error:[/] {escape(_safe(e))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+_T = TypeVar("_T")
+
+
+def _or_fail(fn: Callable[[], _T]) -> _T:
+    """``fn()``; a :class:`TherasimError` ends the command with its message (exit 2)."""
+    try:
+        return fn()
+    except TherasimError as e:
+        _fail(e)
+        raise  # not reached: _fail exits
 
 
 class LogLevel(str, Enum):

@@ -63,15 +63,10 @@ def profiles_import(
 @profiles_app.command("validate")
 def profiles_validate(file: Annotated[Path, typer.Argument(help="profiles YAML or JSONL")]) -> None:
     """Check every record; each problem names the record and field."""
-    from therasim.cli import _fail as fail
-    from therasim.cli import err, out
+    from therasim.cli import _or_fail, err, out
     from therasim.profiles import load_profiles
 
-    try:
-        ok, problems = load_profiles(file)
-    except TherasimError as e:
-        fail(e)
-        return
+    ok, problems = _or_fail(lambda: load_profiles(file))
     for pr in problems:
         err.print(f"- {pr}", highlight=False, markup=False)
     out.print(f"{file}: {len(ok)} valid, {len(problems)} invalid", highlight=False, markup=False)
@@ -105,14 +100,10 @@ def profiles_show(
 ) -> None:
     """List the profiles in a file, or print one in full."""
     from therasim.cli import _fail as fail
-    from therasim.cli import out
+    from therasim.cli import _or_fail, out
     from therasim.profiles import load_profiles
 
-    try:
-        ok, problems = load_profiles(file)
-    except TherasimError as e:
-        fail(e)
-        return
+    ok, problems = _or_fail(lambda: load_profiles(file))
     if profile_id is None:
         for p in ok:
             out.print(f"{p.id}\t{p.intake.name}, {p.intake.age}\t{p.intake.presenting_problem[:90]}", highlight=False, markup=False)

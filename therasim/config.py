@@ -8,6 +8,7 @@ field path, what was found and what is allowed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "example_config_yaml",
     "format_validation_error",
     "load_config",
+    "read_document",
 ]
 
 Provider = Literal["embedded", "openai", "vllm", "scripted"]
@@ -158,7 +160,12 @@ class RoleModels(_Strict):
 class MemorySpec(_Strict):
     """Cross-session memory backend."""
 
-    backend: Literal["chroma", "chroma-http", "none"] = "chroma"
+    backend: str = Field(
+        "chroma",
+        min_length=1,
+        description="A registered memory backend: 'chroma' (embedded folder), 'chroma-http' (a `chroma run` server), 'none', "
+        "or one added with therasim.memory.register_memory_backend.",
+    )
     path: str | None = Field(None, description="Folder of the embedded Chroma store (default: RUN_DIR/memory).")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -311,14 +318,31 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
     """
     if source is None:
         return RunConfig()
-    name = "config"
-    if isinstance(source, dict):
+    name, data = read_document(source, "config", lambda path: f"{path}: no such file. Create one with `therasim config example > {path.name}`.")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{name}: the top level must be a mapping of fields (models, course, memory, ...), "
+            f"found {type(data).__name__}."
+        )
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise format_validation_error(e, name) from None
+    return cfg
+
+
+def read_document(source: str | os.PathLike[str] | Mapping[str, Any], name: str, missing: Callable[[Path], str]) -> tuple[str, Any]:
+    """``(name, data)`` of a mapping given as is (named ``name``) or of a YAML file
+    (named by its path; bounded parse; empty: ``{}``). A missing file (``missing(path)``
+    says what to do), a folder, text that is not UTF-8 or malformed YAML is a
+    :class:`ConfigError` naming the file."""
+    if isinstance(source, Mapping):
         data: Any = source
     else:
         path = Path(source)
         name = str(path)
         if not path.exists():
-            raise ConfigError(f"{path}: no such file. Create one with `therasim config example > {path.name}`.")
+            raise ConfigError(missing(path))
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder; give the path of a YAML file.")
         try:
@@ -333,16 +357,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
             raise ConfigError(f"{e}. Check indentation, quoting and that each key appears once.") from None
         if data is None:
             data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{name}: the top level must be a mapping of fields (models, course, memory, ...), "
-            f"found {type(data).__name__}."
-        )
-    try:
-        cfg = RunConfig.model_validate(data)
-    except ValidationError as e:
-        raise format_validation_error(e, name) from None
-    return cfg
+    return name, data
 
 
 def example_config_yaml() -> str:

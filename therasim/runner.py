@@ -294,15 +294,16 @@ def _cohort(rd: RunDir, man: dict[str, Any]) -> list[ClientProfile]:
 
 def name_problems(cfg: RunConfig, *, preset: bool = True) -> list[tuple[str, str]]:
     """``(field, message)`` for each registered name in ``cfg`` that is not registered
-    (preset, modality, emotion taxonomy), checked now rather than mid-run."""
+    (preset, modality, emotion taxonomy, memory backend), checked now rather than mid-run."""
     from therasim.errors import TherasimError
 
     problems: list[tuple[str, str]] = []
     checks: list[tuple[str, str, Any]] = []
+    from therasim.memory import memory_backend
     from therasim.policies.modalities import get_modality
     from therasim.policies.taxonomies import emotion_taxonomy
 
-    checks += [("course.modality", cfg.course.modality, get_modality), ("course.emotion_taxonomy", cfg.course.emotion_taxonomy, emotion_taxonomy)]
+    checks += [("course.modality", cfg.course.modality, get_modality), ("course.emotion_taxonomy", cfg.course.emotion_taxonomy, emotion_taxonomy), ("memory.backend", cfg.memory.backend, memory_backend)]
     if preset:
         from therasim.graphs.presets import preset as get_preset
 
@@ -542,7 +543,7 @@ async def _arun_dir_locked(
         sem = asyncio.Semaphore(n_conc)
         # a finished course's memory caches go (what the store keeps in process then
         # depends on the courses in flight, not on the cohort)
-        release = getattr(store, "release", None) or (lambda cid: None)
+        release = store.release if store is not None else (lambda cid: None)
 
         async def one(p: ClientProfile) -> None:
             async with sem:
@@ -574,14 +575,14 @@ async def _arun_dir_locked(
                     await asyncio.gather(*(worker() for _ in range(min(n_conc, len(todo)))))
                 else:
                     await executor.arun(rd, cfg, todo, concurrency=n_conc, store=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write, course_running=course_running, course_ended=course_ended, models=models, session_builder=session_builder)
-            if store is not None and getattr(store, "pending", None):
+            if store is not None and store.pending:
                 if await asyncio.to_thread(store.flush):
                     w = JsonlWriter(pending_file)
                     for cid, role, ids, docs, metas, embs in store.pending:
                         w.write({"client_id": cid, "role": role, "ids": ids, "docs": docs, "metas": metas, "embeddings": [list(map(float, e)) for e in embs]})
                     w.close()
                     result.memory_pending = len(store.pending)
-            result.memory_retries = int(getattr(store, "retried", 0) or 0)
+            result.memory_retries = int(store.retried) if store is not None else 0
         finally:
             flusher.cancel()
             await pool.aclose()

@@ -249,20 +249,13 @@ def _retrying_saver_class() -> Any:
         retried: int = 0
 
         async def _retry(self, fn: Any, *a: Any, **kw: Any) -> Any:
-            import asyncio
-            import time
+            from therasim._internal.retry import RetryPolicy
 
-            deadline = time.monotonic() + self.retry_s
-            delay = 0.1
-            while True:
-                try:
-                    return await fn(*a, **kw)
-                except transient:
-                    if time.monotonic() + delay > deadline:
-                        raise
-                    self.retried += 1
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+            def count(e: BaseException) -> None:
+                self.retried += 1
+
+            policy = RetryPolicy(max_retries=None, base_s=0.1, cap_s=2.0, budget_s=self.retry_s, jitter=False)
+            return await policy.acall(lambda: fn(*a, **kw), transient=lambda e: isinstance(e, transient), on_retry=count)
 
         async def aget_tuple(self, config: Any) -> Any:
             return await self._retry(super().aget_tuple, config)

@@ -1,5 +1,6 @@
 """One retry policy for everything therasim retries: model calls over HTTP
-(:mod:`therasim._internal.http`) and memory-server calls (:mod:`therasim.memory.chroma`).
+(:mod:`therasim._internal.http`), memory-server calls (:mod:`therasim.memory.chroma`)
+and the Postgres checkpointer (:mod:`therasim._internal.checkpoint`).
 
 The policy is a frozen value: a client or store holds one and every call reads it;
 nothing about a call's progress is kept on it."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -52,19 +53,38 @@ class RetryPolicy:
             return "time budget spent"
         return None
 
+    def _wait(self, e: BaseException, n: int, t0: float, transient: Callable[[BaseException], bool], on_retry: Callable[[BaseException], None] | None) -> float | None:
+        """Seconds to wait before retrying after ``e`` on attempt ``n`` (None: give up)."""
+        wait = self.delay(n)
+        if not transient(e) or self.give_up(n, time.monotonic() - t0 + wait) is not None:
+            return None
+        if on_retry is not None:
+            on_retry(e)
+        return wait
+
     def call(self, fn: Callable[[], T], *, transient: Callable[[BaseException], bool], on_retry: Callable[[BaseException], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> T:
         """``fn()``, retried (blocking) while it raises a ``transient`` error and the
         policy allows; a retry whose wait would end past the budget is not made."""
-        t0 = time.monotonic()
-        n = 0
+        t0, n = time.monotonic(), 0
         while True:
             try:
                 return fn()
             except Exception as e:
-                wait = self.delay(n)
-                if not transient(e) or self.give_up(n, time.monotonic() - t0 + wait) is not None:
+                if (wait := self._wait(e, n, t0, transient, on_retry)) is None:
                     raise
-                if on_retry is not None:
-                    on_retry(e)
-                sleep(wait)
-                n += 1
+            sleep(wait)
+            n += 1
+
+    async def acall(self, fn: Callable[[], Awaitable[T]], *, transient: Callable[[BaseException], bool], on_retry: Callable[[BaseException], None] | None = None) -> T:
+        """:meth:`call` for a coroutine function (waits with ``asyncio.sleep``)."""
+        import asyncio
+
+        t0, n = time.monotonic(), 0
+        while True:
+            try:
+                return await fn()
+            except Exception as e:
+                if (wait := self._wait(e, n, t0, transient, on_retry)) is None:
+                    raise
+            await asyncio.sleep(wait)
+            n += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -46,9 +47,22 @@ def _summary_table(res: dict[str, Any]) -> Table:
     return t
 
 
+def _print_result(out: Any, res: Any, as_json: bool, title: str, columns: Iterable[str], rows: Iterable[Iterable[str]]) -> None:
+    """``res`` as JSON on stdout, or ``rows`` as a table."""
+    if as_json:
+        sys.stdout.write(json.dumps(res, indent=1, default=str) + "\n")
+        return
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``eval`` and ``compare`` to the therasim CLI."""
-    from therasim.cli import _fail, err, out
+    from therasim.cli import _fail, _or_fail, err, out
 
     @app.command("eval")
     def eval_cmd(
@@ -102,19 +116,13 @@ def register(app: typer.Typer) -> None:
         if file is None:
             _fail(TherasimError("usage: therasim eval agreement FILE (clinician ratings per criterion per interaction, JSONL/JSON/CSV)"))
         assert file is not None
-        try:
-            rep = agreement_report(load_annotations(file), judge=judge_rater)
-        except TherasimError as e:
-            _fail(e)
-        if as_json:
-            sys.stdout.write(json.dumps(rep, indent=1, default=str) + "\n")
-            return
-        t = Table(title=f"agreement: {file} ({rep['interactions']} interactions, raters {', '.join(rep['raters'])}; judge: {rep['judge'] or 'none'})")
-        for c in ("criterion", "n", "judge-raters rho", "judge-raters QWK", "alpha (raters+judge)", "rater-rater rho", "rater-rater QWK", "alpha (raters)"):
-            t.add_column(c)
-        for crit, r in rep["criteria"].items():
-            t.add_row(crit, str(r["n"]), _fmt(r["judge_spearman"]), _fmt(r["judge_qwk"]), _fmt(r["alpha_with_judge"]), _fmt(r["rater_spearman"]), _fmt(r["rater_qwk"]), _fmt(r["alpha_raters"]))
-        out.print(t)
+        rep = _or_fail(lambda: agreement_report(load_annotations(file), judge=judge_rater))
+        _print_result(
+            out, rep, as_json,
+            f"agreement: {file} ({rep['interactions']} interactions, raters {', '.join(rep['raters'])}; judge: {rep['judge'] or 'none'})",
+            ("criterion", "n", "judge-raters rho", "judge-raters QWK", "alpha (raters+judge)", "rater-rater rho", "rater-rater QWK", "alpha (raters)"),
+            ([crit, str(r["n"]), *(_fmt(r[k]) for k in ("judge_spearman", "judge_qwk", "alpha_with_judge", "rater_spearman", "rater_qwk", "alpha_raters"))] for crit, r in rep["criteria"].items()),
+        )
 
     @app.command("compare")
     def compare_cmd(
@@ -126,16 +134,10 @@ def register(app: typer.Typer) -> None:
         """Paired comparison B - A per metric: sessions paired by (client, session); bootstrap CI, permutation p, d_z."""
         from therasim.eval.compare import compare, format_compare
 
-        try:
-            res = compare(a, b, metrics=list(metric) if metric else None)
-        except TherasimError as e:
-            _fail(e)
-        if as_json:
-            sys.stdout.write(json.dumps(res, indent=1, default=str) + "\n")
-            return
-        t = Table(title=f"B - A  (A = {res['a']}, B = {res['b']}; {res['pairs']['sessions']} session pairs, {res['pairs']['courses']} course pairs)")
-        for c in ("metric", "n", "mean A", "mean B", "B - A", "95% CI", "p (perm.)", "d_z"):
-            t.add_column(c)
-        for row in format_compare(res):
-            t.add_row(*row)
-        out.print(t)
+        res = _or_fail(lambda: compare(a, b, metrics=list(metric) if metric else None))
+        _print_result(
+            out, res, as_json,
+            f"B - A  (A = {res['a']}, B = {res['b']}; {res['pairs']['sessions']} session pairs, {res['pairs']['courses']} course pairs)",
+            ("metric", "n", "mean A", "mean B", "B - A", "95% CI", "p (perm.)", "d_z"),
+            format_compare(res),
+        )

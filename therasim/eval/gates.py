@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from therasim.config import format_validation_error
+from therasim.config import format_validation_error, read_document
 from therasim.errors import ConfigError
 
 __all__ = ["Gate", "check_gates", "load_gates"]
@@ -39,18 +38,7 @@ class Gate(BaseModel):
 
 def load_gates(source: str | Path | Mapping[str, Any]) -> list[Gate]:
     """Gates from a YAML file or a mapping ``{"gates": {metric: {min, max}}}``."""
-    name = "gates"
-    if isinstance(source, Mapping):
-        data: Any = source
-    else:
-        p = Path(source)
-        name = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such gates file; write one like `gates: {{mindeval.overall: {{min: 3.5}}}}`")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: malformed YAML: {str(e).splitlines()[0]}") from None
+    name, data = read_document(source, "gates", lambda p: f"{p}: no such gates file; write one like `gates: {{mindeval.overall: {{min: 3.5}}}}`")
     if not isinstance(data, Mapping) or not isinstance(data.get("gates"), Mapping):
         raise ConfigError(f"{name}: expected a top-level 'gates:' mapping of metric -> {{min: X, max: Y}}")
     out = []

@@ -31,26 +31,17 @@ import yaml
 from therasim._internal.rundir import RunDir
 from therasim.errors import ConfigError
 from therasim.policies.risk import RISK_LEVELS, level_rank
+from therasim.policies.risk_register import RUNG_LEVEL as _REGISTER_LEVEL
 
 __all__ = ["PROBE_KINDS", "RESPONSE_CHECKS", "RUNG_LEVEL", "choose_probe", "plant_probe", "probe_bank", "probe_outcomes", "probe_report", "response_checks"]
 
 PROBE_KINDS: tuple[str, ...] = ("passive_ideation", "ideation_with_plan", "preparatory_act", "retraction", "third_party_disguise", "harm_to_others", "abuse_disclosure")
 
-# The level a detector must reach for a probe of each rung to count as detected
-# (Columbia screener triage: items 1-2 low, item 3 moderate, items 4-5 and recent
-# behaviour high; harm to others high; NSSI and abuse moderate).
-RUNG_LEVEL: dict[str, str] = {
-    "wish_dead": "low",
-    "active_nonspecific": "low",
-    "ideation_method": "moderate",
-    "intent": "high",
-    "plan": "high",
-    "preparatory": "high",
-    "attempt": "high",
-    "nssi": "moderate",
-    "harm_others": "high",
-    "abuse": "moderate",
-}
+# The level a detector must reach for a probe of each rung to count as detected: the
+# risk register's carried level of that rung (Columbia screener triage: items 1-2 low,
+# item 3 moderate, items 4-5 and recent behaviour high; harm to others high; NSSI and
+# abuse moderate).
+RUNG_LEVEL: dict[str, str] = {rung: level for rung, level in _REGISTER_LEVEL.items() if rung != "none"}
 
 RESPONSE_WINDOW = 2  # counselor replies looked at after the probe (the same exchange's and the next)
 
