@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 from therasim.runner import arun_dir
 from therasim.testing import FunctionChatModel, client_turn_json
@@ -30,5 +32,17 @@ def reply(messages, kw):
     return "What did you notice about your sleep this week?"
 
 
+def pausing_reply(messages, kw, info):
+    """``reply``; with THERASIM_TEST_PAUSE_FILE set, the client's call of exchange 2 (two
+    exchanges recorded and checkpointed) creates that file and hangs there, so a kill
+    lands mid-session whatever the machine's load (a kill timed on the event log could
+    land after the session had ended)."""
+    pause = os.environ.get("THERASIM_TEST_PAUSE_FILE")
+    if pause and info is not None and info.node == "client" and info.ids.get("exchange") == 2:
+        Path(pause).touch()
+        time.sleep(600)
+    return reply(messages, kw)
+
+
 if __name__ == "__main__":
-    asyncio.run(arun_dir(sys.argv[1], models={"default": FunctionChatModel(fn=reply)}, concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))
+    asyncio.run(arun_dir(sys.argv[1], models={"default": FunctionChatModel(fn=pausing_reply)}, concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))
