@@ -3,7 +3,6 @@ crisis statement) and an LLM assessment; plus review of the counselor's draft.""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -12,19 +11,13 @@ from pydantic import BaseModel, Field
 from therasim.context import NodeContext
 from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import last_turn
 from therasim.policies.analysis import RiskAssessment, register_context
-from therasim.policies.risk import level_rank, scan
-from therasim.policies.risk_register import (
-    UNCONFIRMED_SOURCES,
-    observe_turn,
-    register_floor,
-    register_summary,
-)
+from therasim.policies.risk import level_rank
+from therasim.policies.risk_assessment import combine, scan_cues, scan_floor, with_register
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 
-__all__ = ["PROMPT", "REVIEW_PROMPT", "REVIEW_SPEC", "SPEC", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "scan_cues", "with_register"]
+__all__ = ["PROMPT", "REVIEW_PROMPT", "REVIEW_SPEC", "SPEC", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "scan_cues", "scan_floor", "with_register"]
 
 PROMPT = Prompt(
     name="risk_control",
@@ -46,103 +39,6 @@ class DraftReview(BaseModel):
     safe: bool
     problems: str = Field("", max_length=200)
     suggestion: str = Field("", max_length=200)
-
-
-def scan_floor(cues: list[dict[str, Any]]) -> str:
-    """Lowest level the deterministic layer allows given its cues: an active pattern
-    cue of harm to self or others is high (an attempt statement imminent), abuse
-    moderate; a cue from the classifier alone is moderate; inactive cues low."""
-    floor = "none"
-    for c in cues:
-        if c["active"] and c.get("source") in UNCONFIRMED_SOURCES:
-            lvl = "moderate"  # a classifier hit alone asks for direct assessment
-        elif c["active"] and c.get("rung") == "attempt":
-            lvl = "imminent"
-        elif c["active"] and c["category"] in ("self_harm", "harm_to_others"):
-            lvl = "high"
-        elif c["active"]:
-            lvl = "moderate"
-        else:
-            lvl = "low"
-        if level_rank(lvl) > level_rank(floor):
-            floor = lvl
-    return floor
-
-
-def _norm(s: str) -> str:
-    return re.sub(r"\W+", " ", s.lower()).strip()
-
-
-def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeContext, client_text: str = "", carried: str = "none") -> dict[str, Any]:
-    """Final assessment: the LLM's level, never below the scan's floor nor the risk
-    register's carried level (``carried``); protocol directive attached. LLM cues whose
-    quote is not in the client's words are dropped as ungrounded, and a high/imminent
-    LLM level with no grounded cue at all is capped at moderate."""
-    floor = scan_floor(cues)
-    raised_by = "scan"
-    if level_rank(carried) > level_rank(floor):
-        floor, raised_by = carried, "register"
-    out: dict[str, Any] = dict(llm) if llm and "error" not in llm else {"level": "none", "crisis_class": "none", "cues": [], "actions": []}
-    if llm and "error" not in llm and client_text:
-        said = _norm(client_text)
-        grounded = [c for c in out.get("cues", []) if _norm(c.get("quote", "")) and _norm(c["quote"]) in said]
-        if len(grounded) != len(out.get("cues", [])):
-            out["dropped_ungrounded_cues"] = [c for c in out["cues"] if c not in grounded]
-            out["cues"] = grounded
-        if level_rank(out["level"]) > level_rank("moderate") and not grounded and not any(c["active"] for c in cues) and level_rank(carried) < level_rank("high"):
-            out["capped_ungrounded"] = out["level"]
-            out["level"] = "moderate"
-    if llm and "error" in llm:
-        out["llm_error"] = llm["error"]
-        out["source"] = "scan_only"
-    else:
-        out["source"] = "llm+scan"
-    out["llm_level"] = (llm or {}).get("level")
-    if level_rank(floor) > level_rank(out["level"]):
-        out["level"] = floor
-        out[f"raised_by_{raised_by}"] = True
-        active = [c["category"] for c in cues if c["active"] and c["category"] != "abuse"]
-        if out["crisis_class"] == "none" and level_rank(floor) >= level_rank("high") and active:
-            out["crisis_class"] = "imminent_harm_to_self" if active[0] == "self_harm" else "imminent_harm_to_others"
-    protocol = ctx.sim.risk_protocol
-    for step in protocol.steps_for(out["level"]):
-        if step.action not in out["actions"]:
-            out["actions"].append(step.action)
-    out["scan"] = cues
-    out["directive"] = protocol.directive(out["level"])
-    out["handoff"] = protocol.requires_handoff(out["level"])
-    return out
-
-
-def with_register(view: View, ctx: NodeContext, llm: dict[str, Any] | None, cues: list[dict[str, Any]], client_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fold this turn into the course's risk register (policies.risk_register) and
-    combine the LLM's and the scan's assessment with the register's carried level.
-    Returns the assessment and the state update (``risk_register`` when it changed)."""
-    register = view.get("risk_register")
-    previous = (last_turn(view["transcript"], "counselor") or {}).get("text") or ""
-    ok = bool(llm) and "error" not in (llm or {})
-    new, changes = observe_turn(
-        register,
-        session=int(view.get("session") or 1),
-        exchange=int(view.get("exchange") or 0),
-        text=client_text,
-        cues=cues,
-        previous_counselor=previous,
-        llm_level=(llm or {}).get("level") if ok else None,
-    )
-    carried = register_floor(new)
-    risk = combine(llm, cues, ctx, client_text, carried=carried)
-    risk["register"] = register_summary(new)
-    risk["carried_level"] = carried
-    if changes:
-        risk["register_changes"] = changes
-    return risk, ({"risk_register": new} if new != register else {})
-
-
-async def scan_cues(text: str) -> list[dict[str, Any]]:
-    """``scan`` off the event loop (the classifier runs MiniLM over the text: milliseconds of
-    CPU that would otherwise stall every other course in flight)."""
-    return [c.as_dict() for c in await asyncio.to_thread(scan, text)]
 
 
 async def assess(client_text: str, view: View, ctx: NodeContext, register: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -11,7 +11,6 @@ from therasim.context import NodeContext
 from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn
-from therasim.nodes.risk import scan_cues, with_register
 from therasim.policies.analysis import (
     RiskAssessment,
     check_not_sticky,
@@ -20,6 +19,7 @@ from therasim.policies.analysis import (
     register_context,
     repair_secondary,
 )
+from therasim.policies.risk_assessment import scan_cues, with_register
 from therasim.prompts import Prompt, counselor_side_messages
 from therasim.state import View
 

@@ -169,9 +169,9 @@ def test_import_loads_no_model():
 IMPLICIT = {"indirect", "understated", "hypothetical", "disguise"}
 
 
-def _heldout_figures(model: bool) -> dict[str, object]:
-    rows = [json.loads(line) for line in (risk_model._data_dir() / "risk_utterances.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["split"] == "heldout"]
+def _heldout_figures(model: bool, file: str = "risk_utterances.jsonl", split: str = "heldout") -> dict[str, object]:
+    rows = [json.loads(line) for line in (risk_model._data_dir() / file).read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["split"] == split]
     hit: collections.Counter[str] = collections.Counter()
     exact: collections.Counter[str] = collections.Counter()
     n: collections.Counter[str] = collections.Counter()
@@ -233,6 +233,31 @@ def test_heldout_targets_of_issue_14():
     e = both["explicit"]
     assert e[0] / e[1] >= 0.98
     assert _rate(both, "fp") <= 0.05
+
+
+@pytest.mark.embedded
+def test_unseen_set_figures(capsys: pytest.CaptureFixture[str]):
+    """An evaluation set written by someone who read none of the patterns, training
+    data or held-out rows, and never scored against the detector while writing
+    (policies/data/risk_utterances_unseen.jsonl, docs/risk.md). Never used for
+    training or thresholds: the figures show how the scan generalises."""
+    rows = risk_model._data_dir() / "risk_utterances_unseen.jsonl"
+    training = {json.loads(line)["text"] for f in risk_model.DATA_FILES for line in (risk_model._data_dir() / f).read_text().splitlines() if line.strip()}
+    assert not training & {json.loads(line)["text"] for line in rows.read_text().splitlines() if line.strip()}
+    f = _heldout_figures(True, rows.name, "unseen")
+    e = f["explicit"]
+    with capsys.disabled():
+        print(f"\n[risk scan, unseen set] explicit {e[0]}/{e[1]} = {e[0] / e[1]:.1%}; all risk {sum(f['hit'].values())}/{sum(f['n'].values())} = {_rate(f, 'hit'):.1%}; "
+              f"benign false positives {sum(f['fp'].values())}/{sum(f['nb'].values())} = {_rate(f, 'fp'):.1%}")
+        print("  recall by label: " + ", ".join(f"{lab} {f['hit'][lab]}/{f['n'][lab]}" for lab in RUNGS if f["n"][lab]))
+        print("  benign false positives by subtype: " + ", ".join(f"{s} {f['fp'][s]}/{f['nb'][s]}" for s in sorted(f["nb"])))
+    # Floors from the measurement in docs/risk.md (a regression guard, not the targets):
+    assert _rate(f, "hit") >= UNSEEN_FLOOR_RECALL
+    assert _rate(f, "fp") <= UNSEEN_CEILING_FP
+
+
+UNSEEN_FLOOR_RECALL = 0.87  # measured 145/162 = 89.5%
+UNSEEN_CEILING_FP = 0.25  # measured 29/139 = 20.9%
 
 
 @pytest.mark.embedded

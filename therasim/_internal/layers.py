@@ -70,7 +70,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 ALLOWED: dict[tuple[str, str], str] = {
     ("therasim.context", "therasim.studio"): "as_sim_context turns a LangGraph Studio JSON context into a SimContext; the dict case belongs in the studio graphs' own wrapper",
     ("therasim.graphs.builder", "therasim.eval.probes"): "the node wrapper plants evaluation probes (#15); to become an output hook the run's context carries",
-    ("therasim.nodes.unified", "therasim.nodes.risk"): "the unified analyst folds the turn into the risk register like risk_control (scan_cues, with_register); the way out: move them (with combine, scan_floor) to policies/analysis.py, with the owner of nodes/risk.py",
 }
 NODES = "therasim.nodes"
 # Where each package's folder is in the repository (setuptools package-dir).
