@@ -21,6 +21,56 @@ os.environ.setdefault("THERASIM_RISK_KNN", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The embedded lane in CI runs on two xdist workers (`-n 2 --dist load --maxschedchunk 1
+# --one-cpu-per-worker`, .ci/run): each worker, and every process it starts (CLI runs,
+# notebook kernels), is pinned to a CPU of its own, so llama.cpp and torch default to
+# one thread each (providers._usable_cpus) instead of two workers fighting over two
+# cores. Its slowest tests go first, in this order: xdist sends the first two to one
+# worker and the next two to the other (one running, one queued), the rest to whichever
+# worker frees up. A test missing here only runs later; the order never changes a result.
+EMBEDDED_SLOWEST_FIRST = (
+    "tests/test_cli_e2e.py::test_demo_inspect_fork_plot",
+    "tests/test_notebooks.py::test_notebook_executes[01_custom_graph.ipynb]",
+    "tests/test_embedded_course.py::",
+    "tests/test_notebooks.py::test_notebook_executes[02_cohort_inspect_fork_plot.ipynb]",
+    "tests/test_privacy.py::test_import_and_embedded_course_open_no_connection",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--one-cpu-per-worker",
+        action="store_true",
+        help="pin each xdist worker (and its child processes) to a CPU of its own (the embedded lane in CI)",
+    )
+
+
+def _pin_process(cpu: int) -> None:
+    # sched_setaffinity(0) pins the calling thread only: pin every thread there is now
+    # (threads and processes started later inherit the mask).
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if config.getoption("one_cpu_per_worker") and worker and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        _pin_process(cpus[int(worker[2:]) % len(cpus)])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not (config.getoption("one_cpu_per_worker") and os.environ.get("PYTEST_XDIST_WORKER")):
+        return
+
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, p in enumerate(EMBEDDED_SLOWEST_FIRST) if item.nodeid.startswith(p)), len(EMBEDDED_SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -43,9 +43,12 @@ def test_demo_inspect_fork_plot(tmp_path: Path) -> None:
     assert state["thread_id"].endswith(f"/{cid}/s1") and state["exchange"] and "inner" in state["state"]
     assert any(t.get("calls") for t in state["exchange"])
 
-    f = cli("fork", str(rd), "--client", cid, "--session", "1", "--turn", "1", "--set", "inner.distress=10", "--set", "modality=mi", "--branch", "distressed")
+    # Fork and replay from session 1's last turn: each re-runs only that turn on the
+    # model (a fork before turn 1 of a session runs in notebook 02).
+    last = str(course["sessions"][0]["turns"])
+    f = cli("fork", str(rd), "--client", cid, "--session", "1", "--turn", last, "--set", "inner.distress=10", "--set", "modality=mi", "--branch", "distressed")
     assert "fork distressed" in f.stdout
-    r = cli("replay", str(rd), "--client", cid, "--session", "1", "--turn", "1", "--branch", "again")
+    r = cli("replay", str(rd), "--client", cid, "--session", "1", "--turn", last, "--branch", "again")
     assert "replay again" in r.stdout
     branches = [json.loads(x) for x in (rd / "branches.jsonl").read_text().splitlines()]
     assert {b["branch"] for b in branches} == {"distressed", "again"}

@@ -78,7 +78,7 @@ class ModelSpec(_Strict):
         "(llama.cpp servers), json_object, prompt. Default chosen per provider.",
     )
     n_ctx: int = Field(4096, ge=512, description="Context window for the embedded model.")
-    n_threads: int | None = Field(None, ge=1)
+    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads for the embedded model; default: the CPUs this process may run on (its affinity mask), at most 4.")
     sampling: SamplingSpec = SamplingSpec()
 
     @field_validator("base_url")

@@ -377,6 +377,16 @@ def _api_key(spec: ModelSpec) -> str:
     return key
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (taskset,
+    a container's cpuset), else the machine's count. The embedded model's default
+    thread count (at most 4) comes from it."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None = None, breakers: Any = None) -> BaseChatModel:
     """Build the LangChain chat model a spec describes; a BaseChatModel passes through.
 
@@ -402,7 +412,7 @@ def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None =
         return EmbeddedChatModel(
             model_path=path,
             n_ctx=spec.n_ctx,
-            n_threads=spec.n_threads or min(4, os.cpu_count() or 1),
+            n_threads=spec.n_threads or min(4, _usable_cpus()),
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_tokens,
