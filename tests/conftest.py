@@ -33,7 +33,6 @@ EMBEDDED_SLOWEST_FIRST = (
     "tests/test_notebooks.py::test_notebook_executes[01_custom_graph.ipynb]",
     "tests/test_embedded_course.py::",
     "tests/test_notebooks.py::test_notebook_executes[02_cohort_inspect_fork_plot.ipynb]",
-    "tests/test_privacy.py::test_import_and_embedded_course_open_no_connection",
 )
 
 

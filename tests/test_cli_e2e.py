@@ -1,10 +1,12 @@
 """End to end through the CLI on the embedded model: demo, inspect (overview,
 timeline, turn state, JSON), fork, replay, plot, graph PNG; bad input is a clear
-error, not a traceback."""
+error, not a traceback. The demo also shows that importing therasim and running a
+course on the embedded defaults (llama.cpp, Chroma, MiniLM) opens no connection."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +15,38 @@ import pytest
 
 pytestmark = pytest.mark.embedded
 
+# Loaded by the demo's interpreter before anything else (a sitecustomize on PYTHONPATH):
+# every socket connection except a Unix socket is refused, and said on stderr (a thread's
+# SystemExit would otherwise end that thread without a word).
+NO_CONNECT = """
+import socket, sys
+def refuse(self, address, *args):
+    if self.family != socket.AF_UNIX:
+        sys.stderr.write(f"CONNECT {address}\\n")
+        raise SystemExit(f"CONNECT {address}")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+sys.stderr.write("no-connect guard on\\n")
+"""
 
-def cli(*args: str, ok: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "therasim.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+def cli(*args: str, ok: bool = True, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "therasim.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
     if ok:
         assert p.returncode == 0, f"{args}: rc {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     return p
 
 
-def test_demo_inspect_fork_plot(tmp_path: Path) -> None:
-    p = cli("demo", "--out", str(tmp_path), "--clients", "1", "--sessions", "2", "--turns", "2")
+def test_demo_inspect_fork_plot(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The demo in a fresh interpreter whose sockets refuse any destination: importing
+    # therasim and a real course on the embedded defaults open no connection
+    # (docs/reliability.md, Privacy). The timeout only guards against a hang.
+    guard = tmp_path_factory.mktemp("no-connect")
+    (guard / "sitecustomize.py").write_text(NO_CONNECT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGCHAIN_", "LANGSMITH_"))}
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(guard), env.get("PYTHONPATH")) if x)
+    p = cli("demo", "--out", str(tmp_path), "--clients", "1", "--sessions", "2", "--turns", "2", timeout=1800, env=env)
+    assert "no-connect guard on" in p.stderr and "CONNECT" not in p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     runs = [d for d in tmp_path.iterdir() if d.is_dir()]
     assert len(runs) == 1
