@@ -12,6 +12,11 @@ far below 1), and the on-disk size of checkpoints and memory.
 
     python benchmarks/cohort_scaling.py --cohorts 64,1000 --concurrency 256
     python benchmarks/cohort_scaling.py --cohorts 64,1000,10000 --json out.json
+    python benchmarks/cohort_scaling.py --cohorts 64,1000 --layouts per-client,shared
+
+``--layouts`` runs every cohort under each memory layout (the run's manifest is
+set to it before the run starts: ``per-client`` is how runs were laid out before
+``memory_layout`` was recorded), one after the other in one invocation.
 """
 
 from __future__ import annotations
@@ -36,22 +41,44 @@ def _dir_mb(p: Path) -> float:
     return round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20, 1) if p.exists() else 0.0
 
 
-def _warm_up(url: str, root: Path, memory: bool, tag: str) -> None:
+def _warm_up(url: str, root: Path, memory: bool, tag: str, shape: tuple[int, int], layout: str | None) -> None:
     """Two courses first, so that imports and one-time set-up (paid once per
     process, not per call) are not counted in the cohort's CPU per call."""
     from therasim.runner import arun_dir, start_run
 
-    rd, _ = start_run(_config(url, 2, memory), sample=2, out=root / f"warmup{tag}", run_id="warmup")
+    rd, _ = start_run(_config(url, 2, memory, shape), sample=2, out=root / f"warmup{tag}", run_id="warmup")
+    _set_layout(rd, layout)
     asyncio.run(arun_dir(rd, concurrency=2))
 
 
-def _config(url: str, concurrency: int, memory: bool) -> Any:
+def _set_layout(rd: Any, layout: str | None) -> None:
+    """Lay the run's memory out as ``layout`` (as a run made before the layout was
+    recorded, for ``per-client``)."""
+    if layout is None:
+        return
+    man = json.loads(rd.manifest_path.read_text())
+    if layout == "per-client":
+        man.pop("memory_layout", None)
+    else:
+        man["memory_layout"] = layout
+    rd.manifest_path.write_text(json.dumps(man))
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except OSError:
+        return 0.0
+
+
+def _config(url: str, concurrency: int, memory: bool, shape: tuple[int, int] = (2, 4)) -> Any:
     from therasim.config import RunConfig
 
     return RunConfig.model_validate(
         {
             "models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1", "max_retries": 8, "timeout_s": 30}},
-            "course": {"preset": "lean", "sessions": 2, "max_turns": 4, "memory": memory},
+            "course": {"preset": "lean", "sessions": shape[0], "max_turns": shape[1], "memory": memory},
             "memory": {"embedding": "hash"},
             "seed": 0,
             "concurrency": concurrency,
@@ -59,7 +86,7 @@ def _config(url: str, concurrency: int, memory: bool) -> Any:
     )
 
 
-def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool, warmup: bool = True) -> dict[str, Any]:
+def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool, warmup: bool = True, shape: tuple[int, int] = (2, 4), layout: str | None = None) -> dict[str, Any]:
     """One cohort in this process (called in a child process)."""
     import gc
 
@@ -67,9 +94,10 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     from therasim.runner import arun_dir, start_run
     from therasim.tools.bench import _get
 
+    tag = f"{n}-{layout or 'default'}"
     if warmup:
-        _warm_up(url, root, memory, str(n))
-    cfg = _config(url, concurrency, memory)
+        _warm_up(url, root, memory, tag, shape, layout)
+    cfg = _config(url, concurrency, memory, shape)
     pauses: list[float] = []
     started: list[float] = []
 
@@ -81,14 +109,17 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
 
     gc.callbacks.append(on_gc)
     cohort = sample_profiles(n, seed=0)
-    rd, _ = start_run(cfg, profiles=cohort, out=root / f"run{n}", run_id=f"scale{n}")
+    rd, _ = start_run(cfg, profiles=cohort, out=root / f"run{tag}", run_id=f"scale{n}")
+    _set_layout(rd, layout)
     r0 = int(_get(url + "/metrics")["requests"])
     calls_at: list[tuple[float, int]] = []
+    rss_at: list[float] = []
 
     async def sample_calls(t0: float) -> None:
         while True:
             await asyncio.sleep(bucket_s)
             calls_at.append((time.perf_counter() - t0, int(_get(url + "/metrics")["requests"]) - r0))
+            rss_at.append(_rss_mb())
 
     async def go() -> Any:
         t0 = time.perf_counter()
@@ -114,6 +145,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "courses": n,
         "concurrency": concurrency,
         "memory": memory,
+        "layout": layout or rd.manifest().get("memory_layout", "per-client"),
+        "sessions": shape[0],
+        "turns": shape[1],
         "completed": len(res.completed),
         "failed": len(res.failed),
         "calls": calls,
@@ -129,6 +163,7 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "gc_max_pause_ms": round(1000 * max(pauses, default=0.0), 1),
         "checkpoints_mb": _dir_mb(rd.checkpoints) + _dir_mb(Path(str(rd.checkpoints) + "-wal")),
         "memory_mb": _dir_mb(rd.memory),
+        "rss_mb_by_window": rss_at,
     }
 
 
@@ -138,13 +173,17 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--bucket-s", type=float, default=60.0, help="throughput window (the issue asks per minute)")
     ap.add_argument("--no-memory", action="store_true", help="memory.backend none (to isolate the memory layer)")
+    ap.add_argument("--layouts", default=None, help="comma-separated memory layouts to run each cohort under (default: the one new runs get)")
+    ap.add_argument("--sessions", type=int, default=2)
+    ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--layout", help=argparse.SUPPRESS)
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory)))
+        print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory, shape=(a.sessions, a.turns), layout=a.layout)))
         return
 
     from therasim.tools.bench import _Stub
@@ -157,8 +196,10 @@ def main() -> None:
     results = []
     try:
         root = Path(tempfile.mkdtemp(prefix="therasim-scale-"))
-        for n in (int(x) for x in a.cohorts.split(",")):
+        runs = [(n, lay) for lay in (a.layouts.split(",") if a.layouts else [None]) for n in (int(x) for x in a.cohorts.split(","))]
+        for n, lay in runs:
             cmd = [sys.executable, __file__, "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
+            cmd += ["--sessions", str(a.sessions), "--turns", str(a.turns)] + (["--layout", lay] if lay else [])
             if a.no_memory:
                 cmd.append("--no-memory")
 
@@ -174,13 +215,15 @@ def main() -> None:
             print(json.dumps(r), flush=True)
     finally:
         stub.close()
-    base = results[0]["cpu_ms_per_call"] if results else None
-    print("\n| courses | calls | wall s | CPU ms/call | vs first | peak RSS MB | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    first = {}
+    for r in results:
+        first.setdefault(r["layout"], r["cpu_ms_per_call"])
+    print("\n| layout | courses | calls | wall s | CPU ms/call | vs first of its layout | peak RSS MB | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         cpm = r["calls_per_min"] or {}
         print(
-            f"| {r['courses']:,} | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / base:.2f}x | {r['peak_rss_mb']} | "
+            f"| {r['layout']} | {r['courses']:,} | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / first[r['layout']]:.2f}x | {r['peak_rss_mb']} | "
             f"{cpm.get('min', '-')} / {cpm.get('median', '-')} / {cpm.get('max', '-')} | {r['slowest_window_vs_median']} | {r['checkpoints_mb']} | {r['memory_mb']} |"
         )
     if a.json:

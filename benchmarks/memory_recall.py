@@ -1,5 +1,6 @@
-"""Memory recall latency at scale: therasim's per-(client, role) collections vs one
-global index filtered by client id (the naive layout).
+"""Memory recall latency at scale: therasim's memory layouts (one collection per
+client and role; one per role with the client in metadata) vs one global index
+queried with a client filter on every recall (no mirror).
 
     python benchmarks/memory_recall.py --clients 1000 --per-client 100 --queries 2000
 
@@ -41,6 +42,7 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--embed", action="store_true", help="also time MiniLM query embedding")
     ap.add_argument("--no-global", action="store_true")
+    ap.add_argument("--layouts", default="per-client,shared", help="therasim memory layouts to build and query (comma-separated)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--dir", default=None, help="where to build the stores (default: a temp folder, removed after)")
     args = ap.parse_args()
@@ -61,13 +63,6 @@ def main() -> int:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     results = []
-    t0 = time.perf_counter()
-    store = ChromaMemoryStore(chromadb.PersistentClient(path=os.path.join(root, "per-client"), settings=Settings(anonymized_telemetry=False)), embedding=None)
-    for c in range(args.clients):
-        items = [{"text": f"memory {i} of client {c}", "kind": kinds[i % 6], "session": i // 10, "id": f"c{c}-{i}"} for i in range(args.per_client)]
-        store.add(f"client-{c:05d}", "counselor", items, embeddings=list(vecs(args.per_client)))
-    build_s = time.perf_counter() - t0
-    print(f"built per-client store: {n} memories, {args.clients} clients, {build_s:.1f} s", file=sys.stderr)
     qs = vecs(args.queries)
     where = {"session": {"$lt": 8}}
 
@@ -80,18 +75,26 @@ def main() -> int:
             assert len(out) == args.k
         return ms
 
-    # A fresh store object: the first recall of each client loads its mirror from Chroma.
-    path = os.path.join(root, "per-client")
-    fresh = ChromaMemoryStore(chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False)), embedding=None)
-    all_clients = [f"client-{c:05d}" for c in range(args.clients)]
-    cold = run(fresh, all_clients)
-    warm = run(fresh, [f"client-{int(rng.integers(args.clients)):05d}" for _ in range(args.queries)])
-    direct = ChromaMemoryStore(fresh.client, embedding=None, cache=False)
-    off = run(direct, [f"client-{int(rng.integers(args.clients)):05d}" for _ in range(min(args.queries, 1000))])
-    meta = {"memories": n, "clients": args.clients, "build_s": round(build_s, 1)}
-    results.append({**summary("therasim: per-client collections, recall mirror warm (every recall after a client's first)", warm), **meta})
-    results.append({**summary("therasim: per-client collections, first recall of each client (loads its mirror)", cold), **meta})
-    results.append({**summary("per-client collections, Chroma query per recall (cache=False)", off), **meta})
+    for layout in args.layouts.split(","):
+        t0 = time.perf_counter()
+        path = os.path.join(root, layout)
+        store = ChromaMemoryStore(chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False)), embedding=None, layout=layout)
+        for c in range(args.clients):
+            items = [{"text": f"memory {i} of client {c}", "kind": kinds[i % 6], "session": i // 10, "id": f"c{c}-{i}"} for i in range(args.per_client)]
+            store.add(f"client-{c:05d}", "counselor", items, embeddings=list(vecs(args.per_client)))
+        build_s = time.perf_counter() - t0
+        print(f"built {layout} store: {n} memories, {args.clients} clients, {build_s:.1f} s", file=sys.stderr)
+        # A fresh store object: the first recall of each client loads its mirror from Chroma.
+        fresh = ChromaMemoryStore(store.client, embedding=None, layout=layout)
+        all_clients = [f"client-{c:05d}" for c in range(args.clients)]
+        cold = run(fresh, all_clients)
+        warm = run(fresh, [f"client-{int(rng.integers(args.clients)):05d}" for _ in range(args.queries)])
+        direct = ChromaMemoryStore(fresh.client, embedding=None, cache=False, layout=layout)
+        off = run(direct, [f"client-{int(rng.integers(args.clients)):05d}" for _ in range(min(args.queries, 1000))])
+        meta = {"memories": n, "clients": args.clients, "build_s": round(build_s, 1)}
+        results.append({**summary(f"therasim: {layout} layout, recall mirror warm (every recall after a client's first)", warm), **meta})
+        results.append({**summary(f"therasim: {layout} layout, first recall of each client (loads its mirror)", cold), **meta})
+        results.append({**summary(f"{layout} layout, Chroma query per recall (cache=False)", off), **meta})
 
     if not args.no_global:
         t0 = time.perf_counter()

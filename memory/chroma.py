@@ -1,19 +1,30 @@
 """Chroma memory store: embedded PersistentClient by default, HttpClient for a
 `chroma run` server shared by several processes.
 
-One collection per (scope, client, role), the scope being the run id: two runs
-sharing a `chroma run` server never see each other's memories, and a run's
-course is its (scope, client) pair. Recall never filters a global index (a
-metadata-filtered query over one index measured ~94 ms at 1e5 vectors), and
-role separation is structural, not a filter someone can forget.
+Two layouts (``layout=``; a run records its own in the manifest, ``memory_layout``):
+
+- ``"shared"`` (runs made since it was added): one collection per (scope, role),
+  the scope being the run id. Every item carries its ``client_id`` in metadata and
+  every read filters on it (Chroma answers a filtered query exactly over the
+  client's few items), stored ids are prefixed with a hash of the client id (two
+  clients' explicit ids never collide). A run keeps two collections, so the HNSW
+  indexes Chroma holds loaded (about 2.5 MB each, whatever their size, in embedded
+  Chroma 1.x) do not grow with the clients of the run.
+- ``"per-client"`` (older runs, read and resumed as they are): one collection per
+  (scope, client, role).
+
+Either way two runs sharing a `chroma run` server never see each other's
+memories, and role separation is structural (the counselor's and the client's
+memories live in different collections), not a filter someone can forget.
 
 Chroma is the durable store. Recall is served from a read-through mirror of each
-(client, role) collection in process memory (a client has ~100 memories: a
-384 x 100 matrix), loaded with one ``get`` on first use and updated after every
-successful write, so a recall is a matrix-vector product instead of a Chroma
-query (~1-3 ms each, more with a ``where`` filter). The mirror is LRU-bounded.
-A course runs in one process, so its client's memory is written only there; if
-several processes write the same client's memory, pass ``cache=False``.
+(client, role) in process memory (a client has ~100 memories: a 384 x 100
+matrix), loaded with one ``get`` on first use and updated after every successful
+write, so a recall is a matrix-vector product instead of a Chroma query (~1-3 ms
+each, more with a ``where`` filter). The mirror is LRU-bounded, and the runner
+releases a finished course's entries. A course runs in one process, so its
+client's memory is written only there; if several processes write the same
+client's memory, pass ``cache=False``.
 """
 
 from __future__ import annotations
@@ -44,9 +55,24 @@ def memory_retry_policy(budget_s: float) -> RetryPolicy:
     return RetryPolicy(max_retries=None, base_s=0.2, cap_s=2.0, budget_s=budget_s, jitter=False)
 
 
+#: the memory layouts (see the module's docstring); runs whose manifest names none are "per-client"
+LAYOUTS = ("shared", "per-client")
+
+
 def _collection_name(client_id: str, role: str, scope: str | None = None) -> str:
+    """The per-client layout's collection (and, in both layouts, the mirror's key)."""
     key = client_id if scope is None else f"{scope}\x00{client_id}"
     return f"m-{hashlib.sha1(key.encode()).hexdigest()[:20]}-{role}"
+
+
+def _shared_name(role: str, scope: str | None) -> str:
+    """The shared layout's collection of one role in one scope."""
+    return f"run-{hashlib.sha1((scope or '').encode()).hexdigest()[:20]}-{role}"
+
+
+def _id_prefix(client_id: str) -> str:
+    """What the shared layout puts before a client's ids (fixed length: 12 + 1)."""
+    return hashlib.sha1(client_id.encode()).hexdigest()[:12] + ":"
 
 
 class ChromaMemoryStore:
@@ -63,6 +89,7 @@ class ChromaMemoryStore:
         handles: int = 1024,
         scope: str | None = None,
         retry: RetryPolicy | None = None,
+        layout: str = "shared",
     ) -> None:
         self.client = client
         # Memories are kept per scope (a run id): collections of another scope are never read.
@@ -82,6 +109,23 @@ class ChromaMemoryStore:
         self._cols: OrderedDict[str, Any] = OrderedDict()
         self._handles = handles
         self._lock = threading.Lock()
+        self.layout = layout
+
+    @property
+    def layout(self) -> str:
+        """``"shared"`` (one collection per scope and role) or ``"per-client"`` (one per
+        scope, client and role: runs made before the shared layout)."""
+        return self._layout
+
+    @layout.setter
+    def layout(self, value: str) -> None:
+        if value not in LAYOUTS:
+            raise TherasimError(f"memory layout {value!r}: use one of {LAYOUTS} (a run's manifest records its own as memory_layout)")
+        self._layout = value
+        self._shared = value == "shared"
+        with self._lock:
+            self._cols.clear()
+        self._mirror = Mirror(self._mirror.size)
 
     @classmethod
     def persistent(cls, path: str, embedding: Any, *, segment_cache_mb: int = 256, **kw: Any) -> ChromaMemoryStore:
@@ -89,7 +133,8 @@ class ChromaMemoryStore:
         ``segment_cache_mb`` (Python segment manager). Chroma 1.x's Rust core also keeps
         every written collection's HNSW index loaded (up to RLIMIT_NOFILE / 5, about
         2.5 MB each); capping that cache lost indexes not yet persisted ("Error creating
-        hnsw segment reader: Nothing found on disk"), so it is left as Chroma sets it."""
+        hnsw segment reader: Nothing found on disk"), so it is left as Chroma sets it,
+        and the shared layout keeps the number of collections at two per run."""
         import chromadb
         from chromadb.config import Settings
 
@@ -119,12 +164,37 @@ class ChromaMemoryStore:
         """Call ``fn``; retry transient (connection) errors as :attr:`retry` allows."""
         return self.retry.call(fn, transient=_transient, on_retry=self._count_retry)
 
+    def _stored_ids(self, client_id: str, ids: list[str]) -> list[str]:
+        """The ids as Chroma stores them (the shared layout prefixes the client's hash)."""
+        if not self._shared:
+            return ids
+        pre = _id_prefix(client_id)
+        return [pre + i for i in ids]
+
+    def _own_ids(self, ids: list[str]) -> list[str]:
+        """The ids as :meth:`add` returned them."""
+        if not self._shared:
+            return list(ids)
+        n = len(_id_prefix(""))
+        return [i[n:] for i in ids]
+
+    def _client_where(self, client_id: str, where: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``where`` in Chroma's syntax, limited to the client in the shared layout."""
+        w = _where(where)
+        if not self._shared:
+            return w
+        own = {"client_id": client_id}
+        return own if w is None else {"$and": [own, w]}
+
+    def _upsert(self, client_id: str, role: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], embeddings: Any) -> None:
+        self._retry(lambda: self._col(client_id, role).upsert(ids=self._stored_ids(client_id, ids), documents=docs, metadatas=metas, embeddings=embeddings))
+
     def flush(self) -> int:
         """Write buffered items (after an outage); returns how many batches are still pending."""
         while self.pending:
             batch = self.pending[0]
             try:
-                self._retry(lambda b=batch: self._col(b[0], b[1]).upsert(ids=b[2], documents=b[3], metadatas=b[4], embeddings=b[5]))
+                self._upsert(*batch)
             except Exception as e:
                 if _transient(e):
                     break
@@ -135,14 +205,15 @@ class ChromaMemoryStore:
     def _col(self, client_id: str, role: str, create: bool = True) -> Any:
         if role not in ("counselor", "client"):
             raise TherasimError(f"memory role must be 'counselor' or 'client', got {role!r}")
-        name = _collection_name(client_id, role, self.scope)
+        name = _shared_name(role, self.scope) if self._shared else _collection_name(client_id, role, self.scope)
         with self._lock:
             col = self._cols.get(name)
             if col is not None:
                 self._cols.move_to_end(name)
             else:
                 if create:
-                    meta = {"hnsw:space": "cosine", "client_id": client_id, "role": role, **({"scope": self.scope} if self.scope else {})}
+                    owner = {"layout": "shared"} if self._shared else {"client_id": client_id}
+                    meta = {"hnsw:space": "cosine", **owner, "role": role, **({"scope": self.scope} if self.scope else {})}
                     col = self.client.get_or_create_collection(name, embedding_function=self.embedding, metadata=meta)
                 else:
                     try:
@@ -181,7 +252,7 @@ class ChromaMemoryStore:
         if self.pending:
             self.flush()
         try:
-            self._retry(lambda: self._col(client_id, role).upsert(ids=ids, documents=docs, metadatas=metas, embeddings=embeddings))
+            self._upsert(client_id, role, ids, docs, metas, embeddings)
         except Exception as e:
             if not _transient(e):
                 raise
@@ -203,18 +274,26 @@ class ChromaMemoryStore:
 
         return np.asarray(self.embedding(texts), dtype="float32")
 
+    def _get(self, client_id: str, role: str, where: dict[str, Any] | None, include: list[str]) -> dict[str, Any] | None:
+        """Every stored item of the client and role that passes ``where`` (None: no collection yet)."""
+        col = self._retry(lambda: self._col(client_id, role, create=False))
+        if col is None:
+            return None
+        res = dict(self._retry(lambda: col.get(where=self._client_where(client_id, where), include=include)))
+        res["ids"] = self._own_ids(res["ids"])
+        return res
+
     def _load(self, client_id: str, role: str) -> MirrorEntry | None:
         name = _collection_name(client_id, role, self.scope)
         entry = self._mirror.get(name)
         if entry is not None:
             return entry
-        col = self._retry(lambda: self._col(client_id, role, create=False))
-        if col is None:
+        res = self._get(client_id, role, None, ["embeddings", "documents", "metadatas"])
+        if res is None:
             # Nothing stored yet: mirror it as empty (this store is the client's only
             # writer while cached, and add() updates mirrored entries), so a new
             # client's recalls never ask Chroma again.
             return self._mirror.put(name, [], [], [], [])
-        res = self._retry(lambda: col.get(include=["embeddings", "documents", "metadatas"]))
         return self._mirror.put(name, res["ids"], res["documents"], res["metadatas"], res["embeddings"])
 
     def search(self, client_id: str, role: MemoryRole, query: str, k: int = 4, where: Where = None, embedding: Any = None) -> list[dict[str, Any]]:
@@ -231,28 +310,31 @@ class ChromaMemoryStore:
         col = self._retry(lambda: self._col(client_id, role, create=False))
         if col is None:
             return []
-        n = self._retry(col.count)
-        if n == 0:
-            return []
         # Over-fetch a little and order by (score, id), so ties break the same way
-        # here and in the mirror.
-        m = min(k + 8, n)
+        # here and in the mirror. A per-client collection is counted first (Chroma
+        # rejects an empty index); a filtered query on the shared one returns what
+        # passes, fewer than asked when fewer do.
+        m = k + 8
+        if not self._shared:
+            n = self._retry(col.count)
+            if n == 0:
+                return []
+            m = min(m, n)
+        cw = self._client_where(client_id, where)
         if embedding is not None:
-            res = self._retry(lambda: col.query(query_embeddings=[embedding], n_results=m, where=_where(where)))
+            res = self._retry(lambda: col.query(query_embeddings=[embedding], n_results=m, where=cw))
         else:
-            res = self._retry(lambda: col.query(query_texts=[query], n_results=m, where=_where(where)))
+            res = self._retry(lambda: col.query(query_texts=[query], n_results=m, where=cw))
         out = []
-        for mid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
+        for mid, doc, meta, dist in zip(self._own_ids(res["ids"][0]), res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
             out.append({"id": mid, "text": doc, **(meta or {}), "score": round(1.0 - float(dist), 4)})
         out.sort(key=lambda it: (-it["score"], it["id"]))
         return out[:k]
 
     def list(self, client_id: str, role: MemoryRole, where: Where = None) -> list[dict[str, Any]]:
-        where = _native(where)
-        col = self._col(client_id, role, create=False)
-        if col is None:
+        res = self._get(client_id, role, _native(where), ["documents", "metadatas"])
+        if res is None:
             return []
-        res = col.get(where=_where(where))
         return [{"id": i, "text": d, **(m or {})} for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)]
 
     def release(self, client_id: str) -> None:
@@ -267,13 +349,15 @@ class ChromaMemoryStore:
             self._mirror.drop(name)
 
     def delete_client(self, client_id: str) -> None:
+        self.release(client_id)
         for role in ("counselor", "client"):
-            name = _collection_name(client_id, role, self.scope)
-            with self._lock:
-                self._cols.pop(name, None)
-            self._mirror.drop(name)
             try:
-                self.client.delete_collection(name)
+                if self._shared:
+                    col = self._col(client_id, role, create=False)
+                    if col is not None:
+                        col.delete(where={"client_id": client_id})
+                else:
+                    self.client.delete_collection(_collection_name(client_id, role, self.scope))
             except Exception:  # not there: nothing to delete
                 pass
 

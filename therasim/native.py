@@ -128,13 +128,13 @@ class OpenRun:
         config unless ``models=`` was given; memory from the run's store)."""
         if self._context is None:
             from therasim.context import SimContext
-            from therasim.memory import open_store
+            from therasim.memory import open_run_store
             from therasim.providers import ModelPool
 
             cfg = self.config
             base = self._models if self._models is not None else cfg.models
             pool = base if isinstance(base, ModelPool) else ModelPool(base)
-            store = open_store(cfg.memory, default_path=str(self.run_dir.memory)) if cfg.course.memory else None
+            store = open_run_store(cfg.memory, str(self.run_dir.memory), self.manifest) if cfg.course.memory else None
             self._context = SimContext.from_config(cfg, models=pool, memory=store)
         return self._context
 

@@ -50,7 +50,7 @@ def import_ray() -> Any:
 class CourseWorker:
     """A Ray actor: one process, one asyncio loop, up to ``concurrency`` courses."""
 
-    def __init__(self, run_id: str, config: dict[str, Any], concurrency: int, env: dict[str, str], models: Any = None, session_builder: Any = None, memory_scope: str | None = None) -> None:
+    def __init__(self, run_id: str, config: dict[str, Any], concurrency: int, env: dict[str, str], models: Any = None, session_builder: Any = None, memory_scope: str | None = None, memory_layout: str | None = None) -> None:
         from therasim.config import RunConfig
 
         for k, v in env.items():
@@ -58,6 +58,7 @@ class CourseWorker:
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         self.run_id = run_id
         self.memory_scope = memory_scope  # the run's memory scope (as the driver's store)
+        self.memory_layout = memory_layout or "per-client"  # and its layout (none recorded: an older run's)
         self.cfg = RunConfig.model_validate(config)
         self.concurrency = concurrency
         self.models = models
@@ -71,13 +72,13 @@ class CourseWorker:
         from therasim._internal.checkpoint import open_run_checkpointer
         from therasim.context import SimContext
         from therasim.graphs.course import course_builder
-        from therasim.memory import open_store
+        from therasim.memory import open_run_store
         from therasim.providers import ModelPool
 
         cfg = self.cfg
         self._stack = contextlib.AsyncExitStack()
         saver = await self._stack.enter_async_context(open_run_checkpointer(cfg.checkpointer, "", setup=False))
-        self.store = open_store(cfg.memory, scope=self.memory_scope) if cfg.course.memory else None
+        self.store = open_run_store(cfg.memory, None, {"memory_scope": self.memory_scope, "memory_layout": self.memory_layout}) if cfg.course.memory else None
         m = self.models
         self.pool = m if isinstance(m, ModelPool) else ModelPool(m if m is not None else cfg.models)
         self.graph = course_builder(cfg.course, self.session_builder).compile(checkpointer=saver)
@@ -198,7 +199,7 @@ class RayExecutor:
         cls = ray.remote(CourseWorker).options(num_cpus=self.cpus_per_worker, max_concurrency=concurrency + 8, max_restarts=0)
         man = rd.manifest()
         run_id = man["run_id"]
-        args = (run_id, cfg.model_dump(mode="json"), concurrency, {spec.dsn_env: dsn}, models, session_builder, man.get("memory_scope"))
+        args = (run_id, cfg.model_dump(mode="json"), concurrency, {spec.dsn_env: dsn}, models, session_builder, man.get("memory_scope"), man.get("memory_layout"))
         actors: dict[int, Any] = {}
         load: dict[int, int] = {}
         next_id = 0

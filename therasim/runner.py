@@ -129,6 +129,7 @@ def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[Client
         "config": redact(cfg.model_dump(mode="json")),  # a credential in a base_url is masked
         "cohort": {"source": source, "n": len(profiles), "ids": [p.id for p in profiles]},
         "memory_scope": run_id,  # memories are stored under the run id: runs sharing a Chroma server stay apart
+        "memory_layout": "shared",  # one collection per role for the whole run (runs without this key: one per client and role)
     }
 
 
@@ -450,7 +451,7 @@ async def _arun_dir_locked(
 ) -> RunResult:
     from therasim._internal.checkpoint import open_run_checkpointer
     from therasim.graphs.course import course_builder, initial_course_state, run_course
-    from therasim.memory import open_store
+    from therasim.memory import open_run_store
     from therasim.providers import ModelPool
 
     man = rd.manifest()
@@ -470,8 +471,9 @@ async def _arun_dir_locked(
     check_session_graph(man, course.session, "resume the run")
     if executor is not None:
         executor.check(cfg)
-    # memory_scope: the run id (runs made before it was recorded keep their unscoped collections)
-    store = open_store(cfg.memory, default_path=str(rd.memory), scope=man.get("memory_scope")) if cfg.course.memory else None
+    # memory_scope: the run id, memory_layout: how its memories are laid out (runs made
+    # before either was recorded keep their unscoped / per-client collections)
+    store = open_run_store(cfg.memory, str(rd.memory), man) if cfg.course.memory else None
     pending_file = rd.root / "memory_pending.jsonl"
     if store is not None and pending_file.exists():
         # memory writes a previous attempt could not deliver (memory server down at its end)

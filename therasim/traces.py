@@ -382,7 +382,7 @@ async def _afork_locked(
 
     from therasim.context import SimContext
     from therasim.graphs.session import session_recursion_limit
-    from therasim.memory import open_store
+    from therasim.memory import open_run_store
     from therasim.providers import ModelPool
     from therasim.records import dataset_record
 
@@ -416,7 +416,7 @@ async def _afork_locked(
             role_models["counselor"] = spec
             cm_desc = spec.describe()
     pool = ModelPool(role_models)
-    store = open_store(cfg.memory, default_path=str(rd.memory), scope=man.get("memory_scope")) if cfg.course.memory else None
+    store = open_run_store(cfg.memory, str(rd.memory), man) if cfg.course.memory else None
     parent = _thread(man, client_id, session)
     tid = f"{parent}@{name}"
 
