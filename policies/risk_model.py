@@ -484,6 +484,7 @@ def cross_validate(texts: list[str], labels: list[int], fold: list[int], hp: dic
     from multiprocessing import get_context
 
     import numpy as np
+    import torch
 
     hp = {**HPARAMS, **(hp or {})}
     ks = sorted(set(fold))
@@ -498,9 +499,14 @@ def cross_validate(texts: list[str], labels: list[int], fold: list[int], hp: dic
     else:
         done = {j: _fit_job(work[j]) for j in order}
     oof = np.zeros((len(texts), len(CLASSES)), dtype="float32")
-    for f, te in enumerate(tests):
-        clf = RiskClassifier(_weights_as_shipped(done[f]), {"threshold": 0.5, "veto": 0.0, "hparams": hp, "int8": INT8})
-        oof[te] = clf.probs([texts[i] for i in te])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as scan reads (and no spinning thread pool on a busy machine)
+    try:
+        for f, te in enumerate(tests):
+            clf = RiskClassifier(_weights_as_shipped(done[f]), {"threshold": 0.5, "veto": 0.0, "hparams": hp, "int8": INT8})
+            oof[te] = clf.probs([texts[i] for i in te])
+    finally:
+        torch.set_num_threads(threads)
     return oof, (done[len(ks)] if final else None)
 
 
