@@ -130,10 +130,10 @@ def test_shipped_weights_match_training_data():
     assert all(r["split"] == "train" for r in rows)
     heldout = {json.loads(line)["text"] for f in risk_model.DATA_FILES for line in (risk_model._data_dir() / f).read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"}
     assert heldout and not heldout & {r["text"] for r in rows}
+    first = meta["hparams"].get("lora_from", 0)  # blocks below it carry no adapters
     with np.load(risk_model._data_dir() / risk_model.WEIGHTS_FILE) as z:
         keys = set(z.files)
-        assert z["head.weight"].shape == (len(CLASSES), 384) and z["0.attention.self.query.A"].shape == (meta["hparams"]["rank"], 384)
-    first = meta["hparams"].get("lora_from", 0)  # blocks below it carry no adapters
+        assert z["head.weight"].shape == (len(CLASSES), 384) and z[f"{first}.attention.self.query.A"].shape == (meta["hparams"]["rank"], 384)
     assert keys == {f"{i}.{t}.{m}" for i in range(first, 6) for t in LORA_TARGETS for m in "AB"} | {"head.weight", "head.bias"}
 
 
