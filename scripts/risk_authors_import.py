@@ -1,0 +1,114 @@
+"""Build ``policies/data/risk_utterances_authors.jsonl`` from the rows the three
+independent authors wrote (policies/data/README.md), reproducibly:
+
+    python scripts/risk_authors_import.py /work/riskauthors/a1/rows.jsonl /work/riskauthors/a2/rows.jsonl ...
+
+Each source file is one author (the folder name is the ``author`` field). Every row
+is validated (a unique id, non-empty text, a label of the set, a benign subtype of
+the seven, ``split: "train"``); invalid rows are reported and left out. A row is
+dropped as a near duplicate of an evaluation sentence (the ``heldout`` split of
+``risk_utterances.jsonl`` and the whole unseen set) when the Jaccard similarity of
+the lowercased word sets exceeds 0.6 or the MiniLM cosine exceeds 0.92; exact
+repeats of a training sentence or of an earlier author row are dropped too. The
+source files are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from therasim.memory.embeddings import MiniLMEmbedding
+from therasim.policies.risk_model import BENIGN_SUBTYPES, RISK_CLASSES, _data_dir
+
+JACCARD_MAX = 0.6
+COSINE_MAX = 0.92
+OUT = "risk_utterances_authors.jsonl"
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def problem(row: object, seen: set[str]) -> str:
+    """Why ``row`` is invalid ("" when it is valid)."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    if not isinstance(row.get("id"), str) or not row["id"] or row["id"] in seen:
+        return f"id {row.get('id')!r} missing or repeated"
+    if not isinstance(row.get("text"), str) or not row["text"].strip():
+        return "empty text"
+    if row.get("label") not in (*RISK_CLASSES, "benign"):
+        return f"label {row.get('label')!r} is not one of {(*RISK_CLASSES, 'benign')}"
+    if row["label"] == "benign" and row.get("subtype") not in BENIGN_SUBTYPES:
+        return f"benign subtype {row.get('subtype')!r} is not one of {BENIGN_SUBTYPES}"
+    if row.get("split", "train") != "train":
+        return f"split {row.get('split')!r} is not 'train'"
+    return ""
+
+
+def main(sources: list[str]) -> int:
+    d = _data_dir()
+    own = [json.loads(line) for line in (d / "risk_utterances.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    extra = [json.loads(line) for line in (d / "risk_utterances_extra.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    unseen = [json.loads(line) for line in (d / "risk_utterances_unseen.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    evaluation = [r["text"] for r in own if r["split"] != "train"] + [r["text"] for r in unseen]
+    training = {r["text"].strip().lower() for r in own + extra if r["split"] == "train"}
+
+    rows: list[dict[str, object]] = []
+    seen: set[str] = set()
+    invalid: list[str] = []
+    for src in sources:
+        author = Path(src).parent.name
+        for n, line in enumerate(Path(src).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                invalid.append(f"{src}:{n}: not JSON ({e.msg})")
+                continue
+            why = problem(row, seen)
+            if why:
+                invalid.append(f"{src}:{n}: {why}")
+                continue
+            seen.add(row["id"])
+            rows.append({"id": row["id"], "text": row["text"].strip(), "label": row["label"], "subtype": str(row.get("subtype") or ""), "split": "train", "author": author})
+
+    embed = MiniLMEmbedding()
+    ev = np.asarray(embed(evaluation))
+    mine = np.asarray(embed([str(r["text"]) for r in rows])) if rows else np.zeros((0, ev.shape[1]))
+    cos = mine @ ev.T
+    ev_words = [words(t) for t in evaluation]
+    kept: list[dict[str, object]] = []
+    dropped: dict[str, list[str]] = {"jaccard": [], "cosine": [], "exact": []}
+    texts: set[str] = set(training)
+    for i, r in enumerate(rows):
+        t = str(r["text"])
+        jac = max(jaccard(words(t), w) for w in ev_words)
+        j = int(cos[i].argmax())
+        if jac > JACCARD_MAX:
+            dropped["jaccard"].append(f"{r['id']} ({jac:.2f}): {t[:70]}")
+        elif cos[i, j] > COSINE_MAX:
+            dropped["cosine"].append(f"{r['id']} ({cos[i, j]:.3f} to {evaluation[j][:50]!r}): {t[:70]}")
+        elif t.lower() in texts:
+            dropped["exact"].append(f"{r['id']}: {t[:70]}")
+        else:
+            texts.add(t.lower())
+            kept.append(r)
+    (d / OUT).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+    print(json.dumps({"read": len(rows) + len(invalid), "invalid": invalid, "dropped": dropped, "kept": len(kept)}, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
