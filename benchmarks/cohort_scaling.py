@@ -86,7 +86,7 @@ def _config(url: str, concurrency: int, memory: bool, shape: tuple[int, int] = (
     )
 
 
-def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool, warmup: bool = True, shape: tuple[int, int] = (2, 4), layout: str | None = None) -> dict[str, Any]:
+def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool, warmup: bool = True, shape: tuple[int, int] = (2, 4), layout: str | None = None, max_wall_s: float | None = None) -> dict[str, Any]:
     """One cohort in this process (called in a child process)."""
     import gc
 
@@ -125,7 +125,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         t0 = time.perf_counter()
         sampler = asyncio.get_running_loop().create_task(sample_calls(t0))
         try:
-            return await arun_dir(rd, concurrency=concurrency)
+            return await asyncio.wait_for(arun_dir(rd, concurrency=concurrency), max_wall_s)
+        except asyncio.TimeoutError:
+            return None  # stopped at --max-wall-s: what was done is reported
         finally:
             sampler.cancel()
 
@@ -148,8 +150,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "layout": layout or rd.manifest().get("memory_layout", "per-client"),
         "sessions": shape[0],
         "turns": shape[1],
-        "completed": len(res.completed),
-        "failed": len(res.failed),
+        "completed": len(res.completed) if res is not None else sum(1 for v in rd.course_status().values() if v.get("status") == "completed"),
+        "failed": len(res.failed) if res is not None else None,
+        "stopped_at_max_wall_s": res is None,
         "calls": calls,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
@@ -176,6 +179,7 @@ def main() -> None:
     ap.add_argument("--layouts", default=None, help="comma-separated memory layouts to run each cohort under (default: the one new runs get)")
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--turns", type=int, default=4)
+    ap.add_argument("--max-wall-s", type=float, default=None, help="stop each cohort after this long and report what it did (a cohort too large for the machine's time)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--layout", help=argparse.SUPPRESS)
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -183,7 +187,7 @@ def main() -> None:
     ap.add_argument("--root", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory, shape=(a.sessions, a.turns), layout=a.layout)))
+        print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory, shape=(a.sessions, a.turns), layout=a.layout, max_wall_s=a.max_wall_s)))
         return
 
     from therasim.tools.bench import _Stub
@@ -200,6 +204,7 @@ def main() -> None:
         for n, lay in runs:
             cmd = [sys.executable, __file__, "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
             cmd += ["--sessions", str(a.sessions), "--turns", str(a.turns)] + (["--layout", lay] if lay else [])
+            cmd += ["--max-wall-s", str(a.max_wall_s)] if a.max_wall_s else []
             if a.no_memory:
                 cmd.append("--no-memory")
 
@@ -215,15 +220,15 @@ def main() -> None:
             print(json.dumps(r), flush=True)
     finally:
         stub.close()
-    first = {}
+    first: dict[str, float] = {}
     for r in results:
         first.setdefault(r["layout"], r["cpu_ms_per_call"])
-    print("\n| layout | courses | calls | wall s | CPU ms/call | vs first of its layout | peak RSS MB | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
+    print("\n| layout | courses (completed) | calls | wall s | CPU ms/call | vs first of its layout | peak RSS MB | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         cpm = r["calls_per_min"] or {}
         print(
-            f"| {r['layout']} | {r['courses']:,} | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / first[r['layout']]:.2f}x | {r['peak_rss_mb']} | "
+            f"| {r['layout']} | {r['courses']:,} ({r['completed']:,}) | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / first[r['layout']]:.2f}x | {r['peak_rss_mb']} | "
             f"{cpm.get('min', '-')} / {cpm.get('median', '-')} / {cpm.get('max', '-')} | {r['slowest_window_vs_median']} | {r['checkpoints_mb']} | {r['memory_mb']} |"
         )
     if a.json:
