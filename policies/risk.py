@@ -105,6 +105,8 @@ _PATTERNS: list[tuple[Category, str, str]] = [
     ("self_harm", "wish_dead", r"\bnot (?:want|wanting) to (?:live|be alive|wake up|exist)\b"),
     ("self_harm", "wish_dead", r"\b(?:can'?t|cannot) (?:go on|keep going|do this anymore|take it anymore)\b"),
     ("self_harm", "active_nonspecific", r"\bend it all\b"),
+    # texting slang (issue #14): "kms" (kill myself), "unalive myself"
+    ("self_harm", "active_nonspecific", r"\b(?:kms|unalive (?:my ?self|me))\b"),
     ("self_harm", "intent", r"\b(?:not|won'?t) be (?:here|around) (?:anymore|much longer|for long|next week)\b"),
     ("self_harm", "nssi", r"\bself[- ]?harm(?:ing)?\b"),
     ("self_harm", "attempt", r"\boverdosed\b"),

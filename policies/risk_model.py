@@ -573,7 +573,28 @@ def build(data_dir: Path | None = None, *, jobs: int = 1, log: Any = print) -> d
     return meta
 
 
+def rethreshold(data_dir: Path | None = None) -> dict[str, Any]:
+    """Choose ``threshold`` and ``veto`` again from the shipped out-of-fold
+    probabilities and the current patterns, without retraining (after a pattern
+    change: which texts carry an active pattern cue enters the choice), and rewrite
+    ``risk_model.json``'s thresholds and cross-validated figures."""
+    import numpy as np
+
+    d = data_dir or _data_dir()
+    rows = training_rows(d)
+    meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+    if meta["data_sha256"] != data_sha256(rows):
+        raise RuntimeError("the training rows changed since the model was trained: retrain (python -m therasim.policies.risk_model JOBS)")
+    oof = np.load(d / "risk_model_oof.npy").astype("float32")
+    meta.update(figures(rows, oof))
+    (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    print(json.dumps(build(jobs=int(sys.argv[1]) if len(sys.argv) > 1 else 1), indent=2))
+    if sys.argv[1:] == ["--thresholds"]:
+        print(json.dumps(rethreshold(), indent=2))
+    else:
+        print(json.dumps(build(jobs=int(sys.argv[1]) if len(sys.argv) > 1 else 1), indent=2))

@@ -11,6 +11,13 @@ dropped as a near duplicate of an evaluation sentence (the ``heldout`` split of
 the lowercased word sets exceeds 0.6 or the MiniLM cosine exceeds 0.92; exact
 repeats of a training sentence or of an earlier author row are dropped too. The
 source files are only read.
+
+With ``--eval`` the rows become an evaluation set instead
+(``risk_utterances_unseen_authors.jsonl``, ``split: "unseen"``): they are compared
+with every training row (the same Jaccard and cosine limits, and exact repeats), so
+that no evaluation row is a near duplicate of what the classifier was trained on:
+
+    python scripts/risk_authors_import.py --eval /work/riskauthors/a4/rows.jsonl /work/riskauthors/a5/rows.jsonl
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from therasim.policies.risk_model import BENIGN_SUBTYPES, RISK_CLASSES, _data_di
 JACCARD_MAX = 0.6
 COSINE_MAX = 0.92
 OUT = "risk_utterances_authors.jsonl"
+EVAL_OUT = "risk_utterances_unseen_authors.jsonl"
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -57,12 +65,18 @@ def problem(row: object, seen: set[str]) -> str:
 
 
 def main(sources: list[str]) -> int:
+    evaluate = "--eval" in sources
+    sources = [s for s in sources if s != "--eval"]
     d = _data_dir()
     own = [json.loads(line) for line in (d / "risk_utterances.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     extra = [json.loads(line) for line in (d / "risk_utterances_extra.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     unseen = [json.loads(line) for line in (d / "risk_utterances_unseen.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     evaluation = [r["text"] for r in own if r["split"] != "train"] + [r["text"] for r in unseen]
     training = {r["text"].strip().lower() for r in own + extra if r["split"] == "train"}
+    if evaluate:  # compare with everything the classifier trains on
+        authors = [json.loads(line) for line in (d / OUT).read_text(encoding="utf-8").splitlines() if line.strip()]
+        evaluation = [r["text"] for r in own + extra + authors if r["split"] == "train"]
+        training = {t.strip().lower() for t in evaluation} | {r["text"].strip().lower() for r in own + unseen if r["split"] != "train"}
 
     rows: list[dict[str, object]] = []
     seen: set[str] = set()
@@ -82,7 +96,7 @@ def main(sources: list[str]) -> int:
                 invalid.append(f"{src}:{n}: {why}")
                 continue
             seen.add(row["id"])
-            rows.append({"id": row["id"], "text": row["text"].strip(), "label": row["label"], "subtype": str(row.get("subtype") or ""), "split": "train", "author": author})
+            rows.append({"id": row["id"], "text": row["text"].strip(), "label": row["label"], "subtype": str(row.get("subtype") or ""), "split": "unseen" if evaluate else "train", "author": author})
 
     embed = MiniLMEmbedding()
     ev = np.asarray(embed(evaluation))
@@ -105,7 +119,7 @@ def main(sources: list[str]) -> int:
         else:
             texts.add(t.lower())
             kept.append(r)
-    (d / OUT).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+    (d / (EVAL_OUT if evaluate else OUT)).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
     print(json.dumps({"read": len(rows) + len(invalid), "invalid": invalid, "dropped": dropped, "kept": len(kept)}, indent=1, ensure_ascii=False))
     return 0
 

@@ -309,6 +309,30 @@ def test_unseen_set_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= UNSEEN_CEILING_FP
 
 
+@pytest.mark.embedded
+def test_unseen_authors_figures(capsys: pytest.CaptureFixture[str]):
+    """A second evaluation set: 742 utterances by two more authors (a4, a5) who wrote
+    to the same brief as the training authors but whose rows were never trained on,
+    nor used for thresholds or settings (policies/data/risk_utterances_unseen_authors.jsonl,
+    docs/risk.md). No row is a near duplicate of a training row (checked on import)."""
+    rows = risk_model._data_dir() / "risk_utterances_unseen_authors.jsonl"
+    training = {json.loads(line)["text"] for f in risk_model.DATA_FILES for line in (risk_model._data_dir() / f).read_text().splitlines() if line.strip()}
+    mine = [json.loads(line) for line in rows.read_text().splitlines() if line.strip()]
+    assert len(mine) >= 700 and not training & {r["text"] for r in mine}
+    assert {r["author"] for r in mine} == {"a4", "a5"} and not {r["author"] for r in mine} & {json.loads(line).get("author") for line in (risk_model._data_dir() / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()}
+    f = _heldout_figures(True, rows.name, "unseen")
+    e = f["explicit"]
+    with capsys.disabled():
+        print(f"\n[risk scan, unseen authors a4+a5] explicit {e[0]}/{e[1]} = {e[0] / e[1]:.1%}; all risk {sum(f['hit'].values())}/{sum(f['n'].values())} = {_rate(f, 'hit'):.1%}; "
+              f"benign false positives {sum(f['fp'].values())}/{sum(f['nb'].values())} = {_rate(f, 'fp'):.1%}")
+        print("  recall by label: " + ", ".join(f"{lab} {f['hit'][lab]}/{f['n'][lab]}" for lab in RUNGS if f["n"][lab]))
+        print("  benign false positives by subtype: " + ", ".join(f"{s} {f['fp'][s]}/{f['nb'][s]}" for s in sorted(f["nb"])))
+    assert _rate(f, "hit") >= AUTHORS_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS_CEILING_FP
+
+
+AUTHORS_FLOOR_RECALL = 0.93  # measured 328/346 = 94.8%
+AUTHORS_CEILING_FP = 0.13  # measured 47/396 = 11.9%
 UNSEEN_FLOOR_RECALL = 0.92  # measured 151/162 = 93.2%
 UNSEEN_CEILING_FP = 0.16  # measured 21/139 = 15.1%
 
@@ -332,6 +356,9 @@ def test_issue_examples_with_classifier():
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="regression with the author rows (docs/risk.md): P(risk) 0.155 below the threshold 0.18; two authors wrote 'kms' as hyperbole ('kms this chem test tmrw'), and no pattern covers the slang")
 def test_issue_slang_example_with_classifier():
+    # P(risk) 0.155 is under the threshold: the slang pattern carries it (P above the veto)
     assert any(c.active and c.category == "self_harm" for c in scan("honestly i just wanna kms", model=True))
+    # the same slang as hyperbole: the pattern finds it, the classifier qualifies it
+    (cue,) = scan("kms this chem test tmrw 💀", model=True)
+    assert not cue.active and cue.context == "benign:figure_of_speech"
