@@ -288,22 +288,32 @@ def test_heldout_false_positive_target_of_issue_14():
     assert _rate(_heldout_figures(True), "fp") <= TARGET_FP
 
 
+def _jsonl(name: str) -> list[dict]:
+    return [json.loads(line) for line in (risk_model._data_dir() / name).read_text().splitlines() if line.strip()]
+
+
+def _unseen_figures(name: str, title: str) -> dict[str, object]:
+    """Figures of the scan on an evaluation file (split "unseen"), printed; no row of
+    it may be a training row."""
+    training = {r["text"] for f in risk_model.DATA_FILES for r in _jsonl(f)}
+    assert not training & {r["text"] for r in _jsonl(name)}
+    f = _heldout_figures(True, name, "unseen")
+    e = f["explicit"]
+    print(f"\n[risk scan, {title}] explicit {e[0]}/{e[1]} = {e[0] / e[1]:.1%}; all risk {sum(f['hit'].values())}/{sum(f['n'].values())} = {_rate(f, 'hit'):.1%}; "
+          f"benign false positives {sum(f['fp'].values())}/{sum(f['nb'].values())} = {_rate(f, 'fp'):.1%}")
+    print("  recall by label: " + ", ".join(f"{lab} {f['hit'][lab]}/{f['n'][lab]}" for lab in RUNGS if f["n"][lab]))
+    print("  benign false positives by subtype: " + ", ".join(f"{s} {f['fp'][s]}/{f['nb'][s]}" for s in sorted(f["nb"])))
+    return f
+
+
 @pytest.mark.embedded
 def test_unseen_set_figures(capsys: pytest.CaptureFixture[str]):
     """An evaluation set written by someone who read none of the patterns, training
     data or held-out rows, and never scored against the detector while writing
     (policies/data/risk_utterances_unseen.jsonl, docs/risk.md). Never used for
     training or thresholds: the figures show how the scan generalises."""
-    rows = risk_model._data_dir() / "risk_utterances_unseen.jsonl"
-    training = {json.loads(line)["text"] for f in risk_model.DATA_FILES for line in (risk_model._data_dir() / f).read_text().splitlines() if line.strip()}
-    assert not training & {json.loads(line)["text"] for line in rows.read_text().splitlines() if line.strip()}
-    f = _heldout_figures(True, rows.name, "unseen")
-    e = f["explicit"]
     with capsys.disabled():
-        print(f"\n[risk scan, unseen set] explicit {e[0]}/{e[1]} = {e[0] / e[1]:.1%}; all risk {sum(f['hit'].values())}/{sum(f['n'].values())} = {_rate(f, 'hit'):.1%}; "
-              f"benign false positives {sum(f['fp'].values())}/{sum(f['nb'].values())} = {_rate(f, 'fp'):.1%}")
-        print("  recall by label: " + ", ".join(f"{lab} {f['hit'][lab]}/{f['n'][lab]}" for lab in RUNGS if f["n"][lab]))
-        print("  benign false positives by subtype: " + ", ".join(f"{s} {f['fp'][s]}/{f['nb'][s]}" for s in sorted(f["nb"])))
+        f = _unseen_figures("risk_utterances_unseen.jsonl", "unseen set")
     # Floors from the measurement in docs/risk.md (a regression guard, not the targets):
     assert _rate(f, "hit") >= UNSEEN_FLOOR_RECALL
     assert _rate(f, "fp") <= UNSEEN_CEILING_FP
@@ -315,18 +325,11 @@ def test_unseen_authors_figures(capsys: pytest.CaptureFixture[str]):
     to the same brief as the training authors but whose rows were never trained on,
     nor used for thresholds or settings (policies/data/risk_utterances_unseen_authors.jsonl,
     docs/risk.md). No row is a near duplicate of a training row (checked on import)."""
-    rows = risk_model._data_dir() / "risk_utterances_unseen_authors.jsonl"
-    training = {json.loads(line)["text"] for f in risk_model.DATA_FILES for line in (risk_model._data_dir() / f).read_text().splitlines() if line.strip()}
-    mine = [json.loads(line) for line in rows.read_text().splitlines() if line.strip()]
-    assert len(mine) >= 700 and not training & {r["text"] for r in mine}
-    assert {r["author"] for r in mine} == {"a4", "a5"} and not {r["author"] for r in mine} & {json.loads(line).get("author") for line in (risk_model._data_dir() / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()}
-    f = _heldout_figures(True, rows.name, "unseen")
-    e = f["explicit"]
+    mine = _jsonl("risk_utterances_unseen_authors.jsonl")
+    assert len(mine) >= 700
+    assert {r["author"] for r in mine} == {"a4", "a5"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        print(f"\n[risk scan, unseen authors a4+a5] explicit {e[0]}/{e[1]} = {e[0] / e[1]:.1%}; all risk {sum(f['hit'].values())}/{sum(f['n'].values())} = {_rate(f, 'hit'):.1%}; "
-              f"benign false positives {sum(f['fp'].values())}/{sum(f['nb'].values())} = {_rate(f, 'fp'):.1%}")
-        print("  recall by label: " + ", ".join(f"{lab} {f['hit'][lab]}/{f['n'][lab]}" for lab in RUNGS if f["n"][lab]))
-        print("  benign false positives by subtype: " + ", ".join(f"{s} {f['fp'][s]}/{f['nb'][s]}" for s in sorted(f["nb"])))
+        f = _unseen_figures("risk_utterances_unseen_authors.jsonl", "unseen authors a4+a5")
     assert _rate(f, "hit") >= AUTHORS_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS_CEILING_FP
 
