@@ -67,7 +67,8 @@ BENIGN_SUBTYPES: tuple[str, ...] = ("denial", "everyday_distress", "figure_of_sp
 CLASSES: tuple[str, ...] = RISK_CLASSES + tuple(f"benign:{s}" for s in BENIGN_SUBTYPES)
 LORA_TARGETS: tuple[str, ...] = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")
 HPARAMS: dict[str, Any] = {"rank": 8, "alpha": 16, "epochs": 6, "lr": 1e-3, "batch_size": 16, "weight_decay": 0.01, "max_length": 128, "seed": 0, "lora_from": 3, "aux": 0.0}
-CV_FOLDS = 4
+CV_FOLDS = 4  # stratified folds (fewer than three writers)
+WRITER_FOLDS = 4  # at most this many leave-writers-out folds (docs/risk.md)
 MISS_COST = 3.0  # threshold choice: a missed risk statement costs three false alarms
 MAX_LENGTH = 256  # tokens read at inference (a long, rambling turn)
 INT8 = True  # inference with int8 linear weights (dynamic quantization; thresholds chosen on the same path)
@@ -510,14 +511,28 @@ def cross_validate(texts: list[str], labels: list[int], fold: list[int], hp: dic
     return oof, (done[len(ks)] if final else None)
 
 
-def cv_folds(rows: list[dict[str, Any]], labels: list[int]) -> list[int]:
-    """The cross-validation folds: one per writer (the ``author`` field; rows without
-    one are the project's) when at least three writers are present, so every row is
-    scored by a model that saw none of its writer's sentences; otherwise stratified."""
-    groups = sorted({r.get("author", "project") for r in rows})
-    if len(groups) >= 3:
-        return [groups.index(r.get("author", "project")) for r in rows]
-    return folds(labels)
+def cv_folds(rows: list[dict[str, Any]], labels: list[int], max_folds: int = WRITER_FOLDS) -> list[int]:
+    """The cross-validation folds, by writer (the ``author`` field; rows without one
+    are the project's) when at least three writers are present, so every row is
+    scored by a model that saw none of its writer's sentences; otherwise stratified.
+    Up to ``max_folds`` writers each get a fold of their own (sorted by name); with
+    more, whole writers are dealt to ``max_folds`` folds, largest writer first, each
+    into the fold with the fewest rows so far (ties: the lower fold), to bound the
+    number of trainings."""
+    of = [r.get("author", "project") for r in rows]
+    groups = sorted(set(of))
+    if len(groups) < 3:
+        return folds(labels)
+    if len(groups) <= max_folds:
+        return [groups.index(w) for w in of]
+    size = {w: of.count(w) for w in groups}
+    total = [0] * max_folds
+    fold_of: dict[str, int] = {}
+    for w in sorted(groups, key=lambda w: (-size[w], w)):
+        f = total.index(min(total))
+        fold_of[w] = f
+        total[f] += size[w]
+    return [fold_of[w] for w in of]
 
 
 def figures(rows: list[dict[str, Any]], oof: Any, chosen: dict[str, float] | None = None) -> dict[str, Any]:

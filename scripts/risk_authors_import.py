@@ -1,23 +1,26 @@
-"""Build ``policies/data/risk_utterances_authors.jsonl`` from the rows the three
-independent authors wrote (policies/data/README.md), reproducibly:
+"""Build ``policies/data/risk_utterances_authors.jsonl`` from the rows the independent
+training authors wrote (policies/data/README.md), reproducibly:
 
     python scripts/risk_authors_import.py /work/riskauthors/a1/rows.jsonl /work/riskauthors/a2/rows.jsonl ...
 
-Each source file is one author (the folder name is the ``author`` field). Every row
+Each source file is one author (the folder name is the ``author`` field, and each
+author is its own writer in the leave-one-writer-out cross-validation). Every row
 is validated (a unique id, non-empty text, a label of the set, a benign subtype of
-the seven, ``split: "train"``); invalid rows are reported and left out. A row is
-dropped as a near duplicate of an evaluation sentence (the ``heldout`` split of
-``risk_utterances.jsonl`` and the whole unseen set) when the Jaccard similarity of
-the lowercased word sets exceeds 0.6 or the MiniLM cosine exceeds 0.92; exact
-repeats of a training sentence or of an earlier author row are dropped too. The
-source files are only read.
+the seven, ``split: "train"``); invalid rows (a line still being written, say) are
+reported and left out. A row is dropped as a near duplicate of an evaluation
+sentence (the ``heldout`` split of ``risk_utterances.jsonl``, the whole unseen set
+and every unseen-authors set) when the Jaccard similarity of the lowercased word
+sets exceeds 0.6 or the MiniLM cosine exceeds 0.92; exact repeats of a training
+sentence or of an earlier author row are dropped too. The source files are only read.
 
 With ``--eval`` the rows become an evaluation set instead
-(``risk_utterances_unseen_authors.jsonl``, ``split: "unseen"``): they are compared
-with every training row (the same Jaccard and cosine limits, and exact repeats), so
-that no evaluation row is a near duplicate of what the classifier was trained on:
+(``risk_utterances_unseen_authors.jsonl``, or ``--out`` another name of
+:data:`EVAL_FILES`; ``split: "unseen"``): they are compared with every training row
+(the same Jaccard and cosine limits, and exact repeats), so that no evaluation row
+is a near duplicate of what the classifier was trained on:
 
     python scripts/risk_authors_import.py --eval /work/riskauthors/a4/rows.jsonl /work/riskauthors/a5/rows.jsonl
+    python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors2.jsonl /work/riskauthors/a13/rows.jsonl /work/riskauthors/a14/rows.jsonl
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +40,8 @@ JACCARD_MAX = 0.6
 COSINE_MAX = 0.92
 OUT = "risk_utterances_authors.jsonl"
 EVAL_OUT = "risk_utterances_unseen_authors.jsonl"
+# every evaluation-only author set; training rows are kept apart from all of them
+EVAL_FILES = (EVAL_OUT, "risk_utterances_unseen_authors2.jsonl")
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -45,6 +51,13 @@ def words(text: str) -> set[str]:
 
 def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file (none when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def problem(row: object, seen: set[str]) -> str:
@@ -67,16 +80,24 @@ def problem(row: object, seen: set[str]) -> str:
 def main(sources: list[str]) -> int:
     evaluate = "--eval" in sources
     sources = [s for s in sources if s != "--eval"]
+    out = EVAL_OUT if evaluate else OUT
+    if "--out" in sources:  # --out NAME: another evaluation file of EVAL_FILES
+        i = sources.index("--out")
+        out = sources[i + 1] if i + 1 < len(sources) else ""
+        del sources[i : i + 2]
+        if not evaluate or out not in EVAL_FILES:
+            print(f"--out takes one of {EVAL_FILES}, with --eval (got {out!r})", file=sys.stderr)
+            return 2
     d = _data_dir()
-    own = [json.loads(line) for line in (d / "risk_utterances.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    extra = [json.loads(line) for line in (d / "risk_utterances_extra.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    unseen = [json.loads(line) for line in (d / "risk_utterances_unseen.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    evaluation = [r["text"] for r in own if r["split"] != "train"] + [r["text"] for r in unseen]
+    own, extra, unseen = (_rows(d / f) for f in ("risk_utterances.jsonl", "risk_utterances_extra.jsonl", "risk_utterances_unseen.jsonl"))
+    eval_authors = [r for f in EVAL_FILES for r in _rows(d / f)]
+    evaluation = [r["text"] for r in own if r["split"] != "train"] + [r["text"] for r in unseen + eval_authors]
     training = {r["text"].strip().lower() for r in own + extra if r["split"] == "train"}
     if evaluate:  # compare with everything the classifier trains on
-        authors = [json.loads(line) for line in (d / OUT).read_text(encoding="utf-8").splitlines() if line.strip()]
+        authors = _rows(d / OUT)
         evaluation = [r["text"] for r in own + extra + authors if r["split"] == "train"]
-        training = {t.strip().lower() for t in evaluation} | {r["text"].strip().lower() for r in own + unseen if r["split"] != "train"}
+        others = [r for f in EVAL_FILES if f != out for r in _rows(d / f)]
+        training = {t.strip().lower() for t in evaluation} | {r["text"].strip().lower() for r in own + unseen + others if r["split"] != "train"}
 
     rows: list[dict[str, object]] = []
     seen: set[str] = set()
@@ -119,7 +140,7 @@ def main(sources: list[str]) -> int:
         else:
             texts.add(t.lower())
             kept.append(r)
-    (d / (EVAL_OUT if evaluate else OUT)).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+    (d / out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
     print(json.dumps({"read": len(rows) + len(invalid), "invalid": invalid, "dropped": dropped, "kept": len(kept)}, indent=1, ensure_ascii=False))
     return 0
 

@@ -117,6 +117,19 @@ def test_cv_folds_leave_one_writer_out():
     assert risk_model.cv_folds(rows[:2], [0, 0]) == risk_model.folds([0, 0])
 
 
+def test_cv_folds_deal_whole_writers_when_there_are_many():
+    # writers and their row counts: project 5, a1 3, a2 3, a3 2, a4 2, a5 1
+    sizes = {"project": 5, "a1": 3, "a2": 3, "a3": 2, "a4": 2, "a5": 1}
+    rows = [{"id": f"{w}-{i}"} if w == "project" else {"id": f"{w}-{i}", "author": w} for w, n in sizes.items() for i in range(n)]
+    got = risk_model.cv_folds(rows, [0] * len(rows), max_folds=3)
+    by = {w: {f for r, f in zip(rows, got, strict=True) if r.get("author", "project") == w} for w in sizes}
+    assert all(len(f) == 1 for f in by.values())  # a writer's rows stay in one fold
+    # largest first into the emptiest fold: project->0 (5), a1->1 (3), a2->2 (3), a3->1 (5), a4->2 (5), a5->0 (6)
+    assert {w: f.pop() for w, f in by.items()} == {"project": 0, "a1": 1, "a2": 2, "a3": 1, "a4": 2, "a5": 0}
+    # up to max_folds writers: one fold each, as above
+    assert sorted(set(risk_model.cv_folds(rows, [0] * len(rows), max_folds=6))) == list(range(6))
+
+
 def _meta() -> dict:
     return json.loads((risk_model._data_dir() / risk_model.META_FILE).read_text())
 
@@ -152,7 +165,7 @@ def test_batches_cover_every_row_once_and_are_seeded():
 def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     """policies/data/risk_utterances_authors.jsonl (policies/data/README.md): valid
     rows, an author each, training only, and no near duplicate (Jaccard over word
-    sets above 0.6) of a held-out or unseen sentence."""
+    sets above 0.6) of a held-out or unseen sentence (every evaluation set)."""
     import re
 
     d = risk_model._data_dir()
@@ -165,7 +178,8 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
         return set(re.findall(r"[a-z0-9']+", t.lower()))
 
     evaluation = [words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    evaluation += [words(json.loads(line)["text"]) for line in (d / "risk_utterances_unseen.jsonl").read_text().splitlines() if line.strip()]
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors.jsonl", "risk_utterances_unseen_authors2.jsonl"):
+        evaluation += [words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     near = [r["id"] for r in rows for e in evaluation if len(words(r["text"]) & e) / len(words(r["text"]) | e) > 0.6]
     assert near == []
 
@@ -334,6 +348,24 @@ def test_unseen_authors_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS_CEILING_FP
 
 
+@pytest.mark.embedded
+def test_unseen_authors2_figures(capsys: pytest.CaptureFixture[str]):
+    """A third evaluation set: 724 utterances by two more authors (a13: clinics, ED,
+    GP, pharmacy, university counselling; a14: forums, Discord, text crisis lines,
+    voice notes) who wrote to the same brief but for evaluation only: never trained
+    on, nor used for thresholds or settings (policies/data/risk_utterances_unseen_authors2.jsonl,
+    docs/risk.md). No row is a near duplicate of a training row (checked on import)."""
+    mine = _jsonl("risk_utterances_unseen_authors2.jsonl")
+    assert len(mine) >= 700
+    assert {r["author"] for r in mine} == {"a13", "a14"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors2.jsonl", "unseen authors a13+a14")
+    assert _rate(f, "hit") >= AUTHORS2_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS2_CEILING_FP
+
+
+AUTHORS2_FLOOR_RECALL = 0.93  # measured 323/342 = 94.4% (model of 1,836 rows)
+AUTHORS2_CEILING_FP = 0.14  # measured 48/382 = 12.6% (model of 1,836 rows)
 AUTHORS_FLOOR_RECALL = 0.93  # measured 328/346 = 94.8%
 AUTHORS_CEILING_FP = 0.13  # measured 47/396 = 11.9%
 UNSEEN_FLOOR_RECALL = 0.92  # measured 151/162 = 93.2%
