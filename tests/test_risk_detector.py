@@ -170,8 +170,8 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
 
     d = risk_model._data_dir()
     rows = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()]
-    assert len(rows) >= 1000 and len({r["id"] for r in rows}) == len(rows)
-    assert {r["author"] for r in rows} == {"a1", "a2", "a3"} and all(r["split"] == "train" and r["text"].strip() for r in rows)
+    assert len(rows) >= 3800 and len({r["id"] for r in rows}) == len(rows)
+    assert {r["author"] for r in rows} == {"a1", "a2", "a3", "a6", "a7", "a8", "a9", "a10", "a11", "a12"} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
 
     def words(t: str) -> set[str]:
