@@ -38,6 +38,7 @@ from therasim.state import SessionState, Side, View, make_view
 __all__ = ["NodeFn", "NodeSpec", "SessionGraphBuilder", "Slot", "http_node", "record_exchange", "wrap_node"]
 
 Router = Callable[[dict[str, Any]], str]
+
 @dataclass(slots=True)
 class _Conditional:
     source: str
@@ -54,6 +55,50 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
     turns = (ctx.contract or builtin_contract()).record(cur, exchange, len(view["transcript"]))
     ctx.sim.emit({"event": "exchange", **{k: ctx.ids.get(k) for k in ("run_id", "client_id", "session")}, "exchange": exchange})
     return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
+
+
+def _loop_or_end(state: dict[str, Any]) -> str:
+    return END if state.get("ended") else "__loop__"
+
+
+def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], channels: dict[str, Any]) -> Callable[..., Awaitable[dict[str, Any] | list[Any]]]:
+    """One LangGraph node that runs several wrapped nodes in turn (one superstep, one
+    checkpoint). Each sees the state as it would after the ones before it had run
+    alone (their updates applied with the state's own reducers), and the node
+    returns every member's update, in order, as LangGraph would have applied them
+    one step at a time; a key without a reducer keeps its last write only."""
+
+    def apply(state: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+        st = dict(state)
+        for k, v in update.items():
+            ch = channels.get(k)
+            reducer, op = getattr(ch, "reducer", None), getattr(ch, "operator", None)
+            if reducer is None and op is None:
+                st[k] = v
+                continue
+            base = st[k] if k in st else ch.typ()  # type: ignore[union-attr]  # an empty channel starts from its type's empty value
+            st[k] = reducer(base, [v]) if reducer is not None else op(base, v)  # type: ignore[misc]
+        return st
+
+    async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any] | list[Any]:
+        from langgraph.types import Command
+
+        updates: list[dict[str, Any]] = []
+        for fn in runs:
+            out = await fn(state, runtime)
+            updates.append(out)
+            if out:
+                state = apply(state, out)
+        plain = {k for k, ch in channels.items() if getattr(ch, "reducer", None) is None and getattr(ch, "operator", None) is None}
+        seen: set[str] = set()
+        kept: list[dict[str, Any]] = []
+        for u in reversed(updates):  # a plain channel takes one write per step: the last one
+            kept.append({k: v for k, v in u.items() if k not in plain or k not in seen})
+            seen.update(k for k in u if k in plain)
+        return [Command(update=u) for u in reversed(kept) if u]
+
+    run.__name__ = name
+    return run
 
 
 def describe_specs(specs: dict[str, NodeSpec]) -> dict[str, dict[str, Any]]:
@@ -104,6 +149,7 @@ class SessionGraphBuilder(StepsBuilder):
     def __init__(self, name: str = "custom") -> None:
         super().__init__(name)
         self.conditionals: dict[str, _Conditional] = {}
+        self.fold = True  # run fold nodes in the superstep of the node before them (groups())
 
     # composition -------------------------------------------------------------
     def add_node(
@@ -162,7 +208,7 @@ class SessionGraphBuilder(StepsBuilder):
         old = self.nodes.get(name)
         side = side or (old.side if old is not None else None)
         fn = self._normalise(name, node, side or "counselor")
-        self._replace(name, side, fn=fn, impl={**describe_impl(node), "replaced": ((old and old.impl) or {}).get("fn") or ((old and old.impl) or {}).get("class") or "?"})
+        self._replace(name, side, fold=False, fn=fn, impl={**describe_impl(node), "replaced": ((old and old.impl) or {}).get("fn") or ((old and old.impl) or {}).get("class") or "?"})
         return self
 
     def remove_node(self, name: str) -> SessionGraphBuilder:
@@ -202,8 +248,30 @@ class SessionGraphBuilder(StepsBuilder):
         (views, transcript record, export and token caps derive from it)."""
         return ExchangeContract(self.nodes[n] for n in self.order)
 
-    def build(self) -> StateGraph:
-        """The uncompiled LangGraph StateGraph."""
+    def groups(self, fold: bool | None = None) -> list[list[str]]:
+        """The exchange's nodes as the compiled graph runs them: one list per LangGraph
+        node (superstep), named after its first member. A node whose spec says
+        ``fold`` (no model call, deterministic), and the builder's own ``record`` and
+        ``termination``, run in the same superstep as the node before them when that
+        node's edge to them is unconditional. Each member still gets its own view and
+        context, and its output is the same as when it runs alone."""
+        fold = self.fold if fold is None else fold
+        chain = [*self.order, "record", "termination"]
+        foldable = {n for n in self.order if self.nodes[n].fold} | {"record", "termination"}
+        out: list[list[str]] = []
+        for i, name in enumerate(chain):
+            if fold and i and name in foldable and chain[i - 1] not in self.conditionals:
+                out[-1].append(name)
+            else:
+                out.append([name])
+        return out
+
+    def build(self, *, fold: bool | None = None) -> StateGraph:
+        """The uncompiled LangGraph StateGraph. With folding (``self.fold``, default on;
+        ``fold=False`` draws every node as its own step) each group of :meth:`groups`
+        is one LangGraph node; the folded nodes stay in the graph on their own too, so
+        a conditional edge into one, a checkpoint that waits at one (a run made before
+        folding) and ``update_state(as_node=...)`` still find it."""
         if not self.order:
             raise TherasimError("the session graph has no nodes; add at least a client and a counselor")
         contract = self.contract()
@@ -211,29 +279,43 @@ class SessionGraphBuilder(StepsBuilder):
         def view_fn(state: dict[str, Any], side: Side, node: str) -> View:
             return make_view(state, side, node, contract)
 
-        g: StateGraph = StateGraph(SessionState, context_schema=SimContext)  # type: ignore[arg-type]
-        for name in self.order:
-            g.add_node(name, wrap_node(self.nodes[name], view_fn, contract))
-        g.add_node("record", wrap_node(NodeSpec("record", record_exchange, "system"), view_fn, contract))
         from therasim.nodes.termination import termination
 
-        g.add_node("termination", wrap_node(NodeSpec("termination", termination, "system"), view_fn, contract))
-        g.add_edge(START, self.order[0])
-        chain = [*self.order, "record"]
-        for i, name in enumerate(self.order):
-            cond = self.conditionals.get(name)
-            if cond is not None:
-                spec_side = self.nodes[name].side
+        specs = {**self.nodes, "record": NodeSpec("record", record_exchange, "system"), "termination": NodeSpec("termination", termination, "system")}
+        groups = self.groups(fold)
+        g: StateGraph = StateGraph(SessionState, context_schema=SimContext)  # type: ignore[arg-type]
+        runs = {name: wrap_node(spec, view_fn, contract) for name, spec in specs.items()}
+        heads = {grp[0]: grp for grp in groups}
+        for name in specs:
+            grp = heads.get(name)
+            g.add_node(name, runs[name] if grp is None or len(grp) == 1 else fold_nodes(name, [runs[n] for n in grp], g.channels))
+        chain = [*self.order, "record", "termination"]
+
+        def wire(src: str, like: str) -> None:
+            """The edges out of ``src``: those of ``like`` (itself, or the last node of its group)."""
+            cond = self.conditionals.get(like)
+            if like == "termination":
+                g.add_conditional_edges(src, _loop_or_end, {END: END, "__loop__": self.order[0]})
+            elif cond is not None:
+                spec_side = self.nodes[like].side
 
                 def route(state: dict[str, Any], _c: _Conditional = cond, _s: Side = spec_side) -> str:
                     return _c.destinations[_c.router(make_view(state, _s, _c.source, contract))]
 
-                g.add_conditional_edges(name, route, sorted(set(cond.destinations.values())))
+                g.add_conditional_edges(src, route, sorted(set(cond.destinations.values())))
             else:
-                g.add_edge(name, chain[i + 1])
-        g.add_edge("record", "termination")
-        g.add_conditional_edges("termination", lambda s: END if s.get("ended") else "__loop__", {END: END, "__loop__": self.order[0]})
+                g.add_edge(src, chain[chain.index(like) + 1])
+
+        g.add_edge(START, self.order[0])
+        for name in chain:
+            grp = heads.get(name)
+            wire(name, grp[-1] if grp is not None else name)
         return g
+
+    def mermaid(self) -> str:
+        """Mermaid text of the graph, every node its own step (folding does not change
+        what runs, only how many checkpoints it takes), drawn offline."""
+        return str(self.build(fold=False).compile().get_graph().draw_mermaid())
 
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile with any LangGraph checkpointer (or none)."""
@@ -260,5 +342,6 @@ class SessionGraphBuilder(StepsBuilder):
         b.nodes = dict(self.nodes)
         b.order = list(self.order)
         b.conditionals = {k: _Conditional(v.source, v.router, dict(v.destinations)) for k, v in self.conditionals.items()}
+        b.fold = self.fold
         return b
 

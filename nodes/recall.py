@@ -70,7 +70,7 @@ async def memory_recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     return {"current": {"recalled": fresh}}
 
 
-SPEC = NodeSpec("memory_recall", memory_recall, "counselor", description="counselor memories relevant to the client's words", reads=("client_text",), writes=("recalled",))
+SPEC = NodeSpec("memory_recall", memory_recall, "counselor", description="counselor memories relevant to the client's words", reads=("client_text",), writes=("recalled",), fold=True)
 
 
 def salient_quotes(turns: list[dict[str, Any]], n: int = 3) -> list[str]:

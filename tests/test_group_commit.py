@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -16,7 +18,7 @@ from therasim.graphs import preset
 from therasim.graphs.session import initial_session_state, run_session
 from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
-from therasim.testing import FunctionChatModel
+from therasim.testing import FunctionChatModel, client_turn_json
 
 
 def _reply(msgs, kw):  # type: ignore[no-untyped-def]
@@ -51,3 +53,90 @@ def test_group_commit_batches_and_reads_back(tmp_path: Path) -> None:
                 assert snap.values["transcript"] == o["transcript"] and snap.values["ended"]
 
     asyncio.run(read())
+
+
+def test_each_model_call_starts_after_its_course_previous_step_is_committed(tmp_path: Path) -> None:
+    """Durability and order: when a session's model call starts, every step it has
+    finished is committed (visible to another connection, as after a kill -9), though
+    other sessions share the transactions."""
+    path = tmp_path / "c.sqlite"
+    n, turns = 6, 3
+    seen: list[tuple[str, int, int]] = []  # (thread, calls made before, checkpoints committed)
+    made: dict[str, int] = {}
+
+    def reply(msgs, kw, info):  # type: ignore[no-untyped-def]
+        tid = f"t{info.ids['run_id']}"
+        with sqlite3.connect(path) as other:  # another connection sees committed rows only
+            (committed,) = other.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (tid,)).fetchone()
+        seen.append((tid, made.get(tid, 0), committed))
+        made[tid] = made.get(tid, 0) + 1
+        if info.node == "client":
+            return client_turn_json("I have been sleeping badly and worrying about work.")
+        return "That sounds hard; tell me more about how the nights have been."
+
+    async def run() -> GroupCommitSaver:
+        async with open_checkpointer(str(path), group_commit=True) as saver:
+            g = preset("minimal").compile(checkpointer=saver)
+            ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=reply)}), course=CourseSpec(max_turns=turns))
+            await asyncio.gather(*(run_session(g, initial_session_state(example_profiles()[0], run_id=str(i)), ctx, thread_id=f"t{i}") for i in range(n)))
+            return saver
+
+    saver = asyncio.run(run())
+    assert len(seen) == n * 2 * turns and saver.commits < saver.statements
+    for _tid, before, committed in seen:
+        # the input checkpoint, then one per finished step (one model call each)
+        assert committed >= before + 1, (before, committed)
+
+
+class _FailingCommit:
+    """A connection whose next ``commit`` fails (a full disk), everything else as is."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn, self.fail = conn, 1
+
+    def commit(self) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        self._conn.commit()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def test_a_failed_group_commit_reaches_every_writer_and_keeps_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+
+    def cfg(t: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": t, "checkpoint_ns": "", "checkpoint_id": "c1"}}
+
+    async def run() -> tuple[list[Any], int, int]:
+        async with open_checkpointer(str(path), group_commit=True) as saver:
+            saver.setup()
+            saver.conn = _FailingCommit(saver.conn)
+            # three writers in one loop iteration: one transaction, and it fails
+            outs = await asyncio.gather(*(saver.aput_writes(cfg(f"t{i}"), [("x", i)], "task") for i in range(3)), return_exceptions=True)
+            fails = saver.commits
+            await saver.aput_writes(cfg("t9"), [("x", 9)], "task")  # the next batch commits
+            return outs, fails, saver.commits
+
+    outs, fails, commits = asyncio.run(run())
+    assert all(isinstance(o, sqlite3.OperationalError) and "disk is full" in str(o) for o in outs) and fails == 0 and commits == 1
+    with sqlite3.connect(path) as other:
+        assert [r[0] for r in other.execute("SELECT thread_id FROM writes ORDER BY thread_id")] == ["t9"]  # the failed batch was rolled back
+
+
+def test_writes_of_one_loop_iteration_share_one_commit(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with open_checkpointer(str(tmp_path / "c.sqlite"), group_commit=True) as saver:
+            saver.setup()
+            sql = "INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value) VALUES (?, '', 'c', 't', '', 0, 'x', 'json', x'00')"
+            a, b = saver._write(sql, [("a",)]), saver._write(sql, [("b",)])
+            assert a is b and not a.done()  # one batch, not committed before the loop turns
+            await a
+            c = saver._write(sql, [("c",)])
+            assert c is not a
+            await c
+            assert (saver.commits, saver.statements) == (2, 3)
+
+    asyncio.run(run())

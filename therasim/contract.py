@@ -151,6 +151,11 @@ class NodeSpec:
     (cleaned of speaker labels and recorded as the turn's text), and its token cap.
 
     ``writes=None`` means undeclared: the node may write any slot the graph declares.
+
+    ``fold=True`` says the node makes no model call and is deterministic given the
+    state (a lookup, bookkeeping): the session builder may then run it in the same
+    LangGraph superstep as the node before it (one checkpoint fewer per exchange;
+    its output and trace are the same). Not part of :meth:`describe`.
     """
 
     name: str
@@ -163,6 +168,7 @@ class NodeSpec:
     writes: tuple[str | Slot, ...] | None = None
     speech: bool = False
     max_tokens: int | None = None
+    fold: bool = False
 
     def __post_init__(self) -> None:
         if self.side not in ("client", "counselor", "system"):

@@ -68,7 +68,7 @@ def studio_session(preset: str | None = None) -> Any:
     (compiled without a checkpointer: the server brings its own)."""
     from therasim.graphs import preset as get_preset
 
-    g = get_preset(preset or _preset_name()).build()
+    g = get_preset(preset or _preset_name()).build(fold=False)  # every node its own step in Studio
     g.context_schema = StudioContext  # type: ignore[assignment]
     return g.compile(name="session")
 

@@ -157,10 +157,13 @@ async def _before_turn(graph: Any, builder: Any, thread_id: str, turn: int) -> A
 
 
 async def _after_turn(graph: Any, thread_id: str, turn: int) -> Any:
-    """The snapshot right after exchange ``turn`` was recorded."""
+    """The snapshot right after exchange ``turn`` was recorded: the earliest one whose
+    exchange count is ``turn`` (before ``termination`` where that is its own step; the
+    step that records it where record and termination are folded into the exchange's
+    last node)."""
     best = None
-    async for snap in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
-        if snap.values and int(snap.values.get("exchange", -1)) == turn and tuple(snap.next) == ("termination",):
+    async for snap in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):  # newest first
+        if snap.values and int(snap.values.get("exchange", -1)) == turn:
             best = snap
     return best
 

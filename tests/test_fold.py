@@ -1,0 +1,143 @@
+"""Folded session graphs: bookkeeping and other ``fold`` nodes run in the superstep
+of the node before them. Same transcript, same per-node outputs, same recorded
+turn state as the unfolded graph, fewer checkpoints; runs checkpointed by an
+unfolded graph continue under a folded one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from therasim.config import CourseSpec
+from therasim.context import SimContext
+from therasim.contract import NodeSpec, Slot
+from therasim.graphs import SessionGraphBuilder, preset
+from therasim.graphs.session import initial_session_state, session_recursion_limit
+from therasim.profiles import example_profiles
+from therasim.providers import ModelPool
+from therasim.testing import SchemaFakeChatModel
+from therasim.traces import _after_turn, _before_turn
+
+
+class _Store:
+    """A memory store double: memory_recall only searches."""
+
+    def search(self, client_id: str, role: str, query: str, k: int, where: Any = None) -> list[dict[str, Any]]:
+        words = query.split()
+        return [{"id": f"m{i}", "text": f"earlier: {w}", "session": 1, "kind": "fact", "score": round(1 / (i + 1), 3)} for i, w in enumerate(words[:k])]
+
+
+def _strip(x: Any) -> Any:
+    """The trace without wall-clock fields."""
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items() if k != "latency_s"}
+    if isinstance(x, list):
+        return [_strip(v) for v in x]
+    return x
+
+
+def _ctx(turns: int, store: Any = None) -> SimContext:
+    return SimContext(models=ModelPool({"default": SchemaFakeChatModel()}), course=CourseSpec(max_turns=turns), memory=store)
+
+
+def _cfg(tid: str, turns: int) -> dict[str, Any]:
+    return {"configurable": {"thread_id": tid}, "recursion_limit": session_recursion_limit(turns)}
+
+
+async def _run(b: SessionGraphBuilder, fold: bool, turns: int, session: int = 1, store: Any = None) -> tuple[dict[str, Any], Any, list[Any]]:
+    saver = InMemorySaver()
+    g = b.build(fold=fold).compile(checkpointer=saver)
+    cfg = _cfg("t", turns)
+    final = await g.ainvoke(initial_session_state(example_profiles()[0], session=session), config=cfg, context=_ctx(turns, store), durability="sync")
+    return final, g, [s async for s in g.aget_state_history(cfg)]
+
+
+@pytest.mark.parametrize(("name", "session"), [("lean", 2), ("full", 1), ("minimal", 1)])
+def test_folded_graph_same_trace_fewer_checkpoints(name: str, session: int) -> None:
+    turns = 3
+    b = preset(name)
+
+    async def go() -> None:
+        a, ga, ha = await _run(b, False, turns, session, _Store())
+        f, gf, hf = await _run(b, True, turns, session, _Store())
+        assert json.dumps(_strip(a), sort_keys=True) == json.dumps(_strip(f), sort_keys=True)
+        if name == "lean":  # memory_recall ran (folded into the client's step) and its items were recorded
+            assert a["transcript"][0]["recalled"] and f["transcript"][0]["recalled"] == a["transcript"][0]["recalled"]
+        steps = {"lean": (6, 3), "full": (9, 6), "minimal": (4, 2)}[name]
+        assert (len(ha) - 2, len(hf) - 2) == (steps[0] * turns, steps[1] * turns)  # input and start, then one checkpoint a step
+        for t in range(1, turns + 1):  # inspect: the recorded state of each turn is the same
+            sa, sf = await _after_turn(ga, "t", t), await _after_turn(gf, "t", t)
+            ta = [x for x in sa.values["transcript"] if x["exchange"] == t - 1]
+            tf = [x for x in sf.values["transcript"] if x["exchange"] == t - 1]
+            assert _strip(ta) == _strip(tf) and len(tf) == 2
+            # fork/replay start: the same state before each turn
+            ba, bf = await _before_turn(ga, b, "t", t), await _before_turn(gf, b, "t", t)
+            assert _strip(ba.values) == _strip(bf.values)
+
+    asyncio.run(go())
+
+
+def test_folded_graph_continues_checkpoints_of_an_unfolded_one() -> None:
+    """A run paused (or killed) at a step that is folded now continues under the folded
+    graph: the folded nodes are still in the graph on their own."""
+    turns = 3
+    b = preset("lean")
+
+    async def straight() -> dict[str, Any]:
+        return (await _run(b, False, turns, 2, _Store()))[0]
+
+    want = asyncio.run(straight())
+    for stop in ("memory_recall", "record", "termination"):
+
+        async def go(stop: str = stop) -> dict[str, Any]:
+            saver = InMemorySaver()
+            cfg = _cfg(f"t-{stop}", turns)
+            old = b.build(fold=False).compile(checkpointer=saver, interrupt_before=[stop])
+            await old.ainvoke(initial_session_state(example_profiles()[0], session=2), config=cfg, context=_ctx(turns, _Store()))
+            assert (await old.aget_state(cfg)).next == (stop,)
+            new = b.compile(checkpointer=saver)
+            return await new.ainvoke(None, config=cfg, context=_ctx(turns, _Store()))  # type: ignore[no-any-return]
+
+        got = asyncio.run(go())
+        assert _strip(got) == _strip(want), stop
+
+
+def test_custom_fold_nodes_and_conditionals() -> None:
+    seen: list[str] = []
+
+    def tag(view: Any, ctx: Any) -> dict[str, Any]:
+        seen.append(view["current"]["client_text"])  # sees the client's output of this step
+        return {"current": {"tag": len(view["current"]["client_text"])}}
+
+    tag_spec = NodeSpec("tag", tag, "counselor", reads=("client_text",), writes=(Slot("tag"),), fold=True)
+    b = preset("minimal").add(tag_spec, after="client")
+    assert b.groups() == [["client", "tag"], ["counselor", "record", "termination"]]
+    # after a conditional edge nothing is folded; a route straight to record still works
+    c = b.copy().add_conditional_edges("tag", lambda v: "skip" if v["exchange"] % 2 else "talk", {"skip": "record", "talk": "counselor"})
+    assert c.groups() == [["client", "tag"], ["counselor", "record", "termination"]]
+    d = preset("minimal").add(tag_spec, after="client").add_conditional_edges("client", lambda v: "t", {"t": "tag", "c": "counselor"})
+    assert d.groups() == [["client"], ["tag"], ["counselor", "record", "termination"]]
+    # replacing a fold node's function drops the fold (the new one may call a model)
+    assert b.copy().replace_node("tag", tag).groups() == [["client"], ["tag"], ["counselor", "record", "termination"]]
+    assert b.groups(fold=False) == [[n] for n in ("client", "tag", "counselor", "record", "termination")]
+
+    async def go(builder: SessionGraphBuilder) -> list[dict[str, Any]]:
+        out = []
+        for fold in (False, True):
+            seen.clear()
+            final, _, _ = await _run(builder, fold, 4)
+            out.append(_strip(final))
+            assert len(seen) == 4
+        return out
+
+    plain, folded = asyncio.run(go(b))
+    assert plain == folded
+    client = {t["exchange"]: len(t["text"]) for t in folded["transcript"] if t["speaker"] == "client"}
+    assert {t["exchange"]: t.get("tag") for t in folded["transcript"] if t["speaker"] == "counselor"} == client
+    plain, folded = asyncio.run(go(c))
+    assert plain == folded
+    assert [t["exchange"] for t in folded["transcript"] if t["speaker"] == "counselor"] == [0, 2]  # odd exchanges skip the counselor
