@@ -60,7 +60,8 @@ PROMPTS: dict[str, Prompt] = {}
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """A node's prompt: a system template and a per-turn instruction template."""
+    """A node's prompt: its task line (``system``; the role and how the task is done are
+    in the side's header) and a per-call instruction template (only what is new)."""
 
     name: str
     system: str
@@ -81,7 +82,7 @@ class Prompt:
         return self.instruction.format(**kw)
 
     def render_task(self, **kw: object) -> str:
-        """The node's role (``system``) and instruction, for the end of a shared-prefix prompt."""
+        """The node's task line (``system``) and what is new for this call (``instruction``), for the end of a shared-prefix prompt."""
         return f"{self.system.format(**kw)}\n{self.instruction.format(**kw)}"
 
 
