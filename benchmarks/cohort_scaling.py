@@ -12,11 +12,18 @@ far below 1), and the on-disk size of checkpoints and memory.
 
     python benchmarks/cohort_scaling.py --cohorts 64,1000 --concurrency 256
     python benchmarks/cohort_scaling.py --cohorts 64,1000,10000 --json out.json
-    python benchmarks/cohort_scaling.py --cohorts 64,1000 --layouts per-client,shared
+    python benchmarks/cohort_scaling.py --cohorts 64,1000 --layouts per-client,shared,blocks
 
 ``--layouts`` runs every cohort under each memory layout (the run's manifest is
 set to it before the run starts: ``per-client`` is how runs were laid out before
-``memory_layout`` was recorded), one after the other in one invocation.
+``memory_layout`` was recorded, ``shared`` before ``blocks``), one after the other
+in one invocation.
+
+Each window also records the courses completed, RSS and CPU per model call, and
+the result gives their slopes against courses completed after the first
+``--concurrency`` courses (``rss_mb_per_1k_courses``, ``cpu_ms_per_call_per_1k_courses``,
+least squares): flat cost shows as slopes near zero, also for a cohort stopped at
+``--max-wall-s``.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ def _set_layout(rd: Any, layout: str | None) -> None:
         man.pop("memory_layout", None)
     else:
         man["memory_layout"] = layout
+    if layout != "blocks":
+        man.pop("memory_block_size", None)
     rd.manifest_path.write_text(json.dumps(man))
 
 
@@ -70,6 +79,23 @@ def _rss_mb() -> float:
             return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
     except OSError:
         return 0.0
+
+
+def _completed(rd: Any) -> int:
+    """Courses completed so far (status lines in courses.jsonl)."""
+    try:
+        with open(rd.courses, encoding="utf-8") as f:
+            return sum(1 for line in f if '"completed"' in line)
+    except OSError:
+        return 0
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of ys against xs (None with fewer than 3 distinct points)."""
+    if len(set(xs)) < 3:
+        return None
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
 def _config(url: str, concurrency: int, memory: bool, shape: tuple[int, int] = (2, 4)) -> Any:
@@ -114,12 +140,16 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     r0 = int(_get(url + "/metrics")["requests"])
     calls_at: list[tuple[float, int]] = []
     rss_at: list[float] = []
+    done_at: list[int] = []
+    cpu_at: list[float] = []
 
     async def sample_calls(t0: float) -> None:
         while True:
             await asyncio.sleep(bucket_s)
             calls_at.append((time.perf_counter() - t0, int(_get(url + "/metrics")["requests"]) - r0))
             rss_at.append(_rss_mb())
+            done_at.append(_completed(rd))
+            cpu_at.append(time.process_time() - c0)
 
     async def go() -> Any:
         t0 = time.perf_counter()
@@ -136,13 +166,18 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     calls = int(_get(url + "/metrics")["requests"]) - r0
     gc.callbacks.remove(on_gc)
-    per_min = []
-    prev_t, prev_c = 0.0, 0
-    for t, c in calls_at:
+    per_min, cpu_per_call = [], []
+    prev_t, prev_c, prev_cpu = 0.0, 0, 0.0
+    for (t, c), u in zip(calls_at, cpu_at, strict=True):
         if t - prev_t > 0:
             per_min.append((c - prev_c) * 60.0 / (t - prev_t))
-        prev_t, prev_c = t, c
+            cpu_per_call.append(round(1000 * (u - prev_cpu) / max(c - prev_c, 1), 2))
+        prev_t, prev_c, prev_cpu = t, c, u
     med = statistics.median(per_min) if per_min else None
+    # slopes against courses done, once the first wave of courses in flight has ended
+    steady = [i for i, d in enumerate(done_at) if d >= min(concurrency, n)]
+    rss_slope = _slope([done_at[i] / 1000 for i in steady], [rss_at[i] for i in steady])
+    cpu_slope = _slope([done_at[i] / 1000 for i in steady], [cpu_per_call[i] for i in steady])
     return {
         "courses": n,
         "concurrency": concurrency,
@@ -167,6 +202,10 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "checkpoints_mb": _dir_mb(rd.checkpoints) + _dir_mb(Path(str(rd.checkpoints) + "-wal")),
         "memory_mb": _dir_mb(rd.memory),
         "rss_mb_by_window": rss_at,
+        "completed_by_window": done_at,
+        "cpu_ms_per_call_by_window": cpu_per_call,
+        "rss_mb_per_1k_courses": round(rss_slope, 1) if rss_slope is not None else None,
+        "cpu_ms_per_call_per_1k_courses": round(cpu_slope, 3) if cpu_slope is not None else None,
     }
 
 
@@ -223,12 +262,13 @@ def main() -> None:
     first: dict[str, float] = {}
     for r in results:
         first.setdefault(r["layout"], r["cpu_ms_per_call"])
-    print("\n| layout | courses (completed) | calls | wall s | CPU ms/call | vs first of its layout | peak RSS MB | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| layout | courses (completed) | calls | wall s | CPU ms/call | vs first of its layout | peak RSS MB | RSS MB per 1k courses | CPU ms/call per 1k courses | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         cpm = r["calls_per_min"] or {}
         print(
             f"| {r['layout']} | {r['courses']:,} ({r['completed']:,}) | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / first[r['layout']]:.2f}x | {r['peak_rss_mb']} | "
+            f"{r.get('rss_mb_per_1k_courses')} | {r.get('cpu_ms_per_call_per_1k_courses')} | "
             f"{cpm.get('min', '-')} / {cpm.get('median', '-')} / {cpm.get('max', '-')} | {r['slowest_window_vs_median']} | {r['checkpoints_mb']} | {r['memory_mb']} |"
         )
     if a.json:

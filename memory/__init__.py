@@ -14,7 +14,7 @@ from therasim.memory.base import (
     memory_backend,
     register_memory_backend,
 )
-from therasim.memory.chroma import ChromaMemoryStore
+from therasim.memory.chroma import BLOCK_SIZE, ChromaMemoryStore, run_layout
 from therasim.memory.embeddings import (
     MiniLMEmbedding,
     OpenAIEmbedding,
@@ -36,6 +36,7 @@ __all__ = [
     "open_store",
     "register_embeddings",
     "register_memory_backend",
+    "run_layout",
 ]
 
 register_embeddings()
@@ -61,5 +62,10 @@ LEGACY_LAYOUT = "per-client"
 def open_run_store(spec: Any, default_path: str | None, manifest: dict[str, Any]) -> MemoryStore | None:
     """The store of a run, as its manifest records it: its scope (``memory_scope``, the
     run id; none for runs made before it) and layout (``memory_layout``; runs made
-    before it keep one collection per client and role)."""
-    return open_store(spec, default_path, scope=manifest.get("memory_scope"), layout=manifest.get("memory_layout", LEGACY_LAYOUT))
+    before it keep one collection per client and role). In the ``blocks`` layout the
+    cohort's ids (``cohort.ids``) and ``memory_block_size`` place each client in its block."""
+    layout = manifest.get("memory_layout", LEGACY_LAYOUT)
+    store = open_store(spec, default_path, scope=manifest.get("memory_scope"), layout=layout)
+    if layout == "blocks" and store is not None and hasattr(store, "assign_blocks"):
+        store.assign_blocks(list((manifest.get("cohort") or {}).get("ids") or []), int(manifest.get("memory_block_size", BLOCK_SIZE)))
+    return store

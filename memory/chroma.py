@@ -10,6 +10,15 @@ Two layouts (``layout=``; a run records its own in the manifest, ``memory_layout
   clients' explicit ids never collide). A run keeps two collections, so the HNSW
   indexes Chroma holds loaded (about 2.5 MB each, whatever their size, in embedded
   Chroma 1.x) do not grow with the clients of the run.
+- ``"blocks"`` (embedded runs made since it was added): the shared layout, once per
+  block of ``block_size`` consecutive clients of the run's cohort (the manifest's
+  order; clients outside it go to a block named ``extra``), each block an embedded
+  Chroma of its own under ``PATH/blocks-<scope hash>/<block>``. A block is opened on
+  first use and closed (its Chroma System stopped, its loaded index and caches
+  freed) once none of its clients is in use and more than ``open_blocks`` blocks are
+  open: the runner releases each client when its course ends and runs the cohort in
+  order, so what stays resident depends on the courses in flight, not on the clients
+  written. Reads of a closed block's clients (resume, inspect, fork) reopen it.
 - ``"per-client"`` (older runs, read and resumed as they are): one collection per
   (scope, client, role).
 
@@ -30,7 +39,9 @@ client's memory, pass ``cache=False``.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from therasim._internal.retry import RetryPolicy
@@ -46,7 +57,7 @@ from therasim.memory.mirror import Mirror, MirrorEntry, match, supported
 
 _match, _supported = match, supported  # old private names (tests compare the mirror with Chroma)
 
-__all__ = ["ChromaMemoryStore", "chroma_where"]
+__all__ = ["ChromaMemoryStore", "chroma_where", "run_layout"]
 
 
 def memory_retry_policy(budget_s: float) -> RetryPolicy:
@@ -56,7 +67,18 @@ def memory_retry_policy(budget_s: float) -> RetryPolicy:
 
 
 #: the memory layouts (see the module's docstring); runs whose manifest names none are "per-client"
-LAYOUTS = ("shared", "per-client")
+LAYOUTS = ("blocks", "shared", "per-client")
+#: clients per block in the "blocks" layout (a run records its own as memory_block_size)
+BLOCK_SIZE = 256
+#: blocks kept open with none of their clients in use (the most recently used ones)
+OPEN_BLOCKS = 2
+
+
+def run_layout(backend: str) -> str:
+    """The layout a new run's memories get on ``backend``: ``"blocks"`` on embedded
+    Chroma (so a run's resident memory does not grow with the clients written),
+    ``"shared"`` on a Chroma server (its memory is the server's)."""
+    return "blocks" if backend == "chroma" else "shared"
 
 
 def _collection_name(client_id: str, role: str, scope: str | None = None) -> str:
@@ -68,6 +90,23 @@ def _collection_name(client_id: str, role: str, scope: str | None = None) -> str
 def _shared_name(role: str, scope: str | None) -> str:
     """The shared layout's collection of one role in one scope."""
     return f"run-{hashlib.sha1((scope or '').encode()).hexdigest()[:20]}-{role}"
+
+
+def _block_dir(path: str, scope: str | None, block: int | str) -> str:
+    """The folder of one block of the blocks layout (scoped, like the shared collections)."""
+    name = f"{block:05d}" if isinstance(block, int) else block
+    return os.path.join(path, f"blocks-{hashlib.sha1((scope or '').encode()).hexdigest()[:20]}", name)
+
+
+class _Block:
+    """One open block: its embedded Chroma client, collection handles, clients in use."""
+
+    __slots__ = ("client", "cols", "users")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.cols: dict[str, Any] = {}
+        self.users: set[str] = set()
 
 
 def _id_prefix(client_id: str) -> str:
@@ -90,8 +129,21 @@ class ChromaMemoryStore:
         scope: str | None = None,
         retry: RetryPolicy | None = None,
         layout: str = "shared",
+        path: str | None = None,
+        settings: Any = None,
+        open_blocks: int = OPEN_BLOCKS,
     ) -> None:
-        self.client = client
+        # ``path``/``settings``: an embedded Chroma folder, opened on first use (and, in
+        # the blocks layout, the root of the run's block folders)
+        self._client = client
+        self._path = path
+        self._settings = settings
+        self._open_lock = threading.Lock()
+        self._blocks: OrderedDict[int | str, _Block] = OrderedDict()
+        self._block_of: dict[str, int] = {}
+        self._open_blocks = open_blocks
+        self.blocks_opened = 0  # statistics: blocks opened (reopened included) and closed
+        self.blocks_closed = 0
         # Memories are kept per scope (a run id): collections of another scope are never read.
         self.scope = scope
         self.embedding = embedding
@@ -104,28 +156,114 @@ class ChromaMemoryStore:
         self._mirror = Mirror(cache_size)
         # collection handles, LRU-bounded: a run of 1e4-1e5 clients keeps only the
         # recently used ones (a course uses its client's two while it runs)
-        from collections import OrderedDict
-
         self._cols: OrderedDict[str, Any] = OrderedDict()
         self._handles = handles
         self._lock = threading.Lock()
         self.layout = layout
 
     @property
+    def client(self) -> Any:
+        """The Chroma client (an embedded folder's is opened on first use; the blocks
+        layout opens one per block instead, see :meth:`block_client`)."""
+        if self._client is None and self._path is not None:
+            with self._open_lock:
+                if self._client is None:
+                    self._client = _persistent_client(self._path, self._settings)
+        return self._client
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._client = value
+
+    @property
     def layout(self) -> str:
-        """``"shared"`` (one collection per scope and role) or ``"per-client"`` (one per
-        scope, client and role: runs made before the shared layout)."""
+        """``"blocks"`` (the shared layout per block of clients, each block its own
+        embedded Chroma), ``"shared"`` (one collection per scope and role) or
+        ``"per-client"`` (one per scope, client and role: runs made before the shared
+        layout)."""
         return self._layout
 
     @layout.setter
     def layout(self, value: str) -> None:
         if value not in LAYOUTS:
             raise TherasimError(f"memory layout {value!r}: use one of {LAYOUTS} (a run's manifest records its own as memory_layout)")
+        if value == "blocks" and self._path is None:
+            raise TherasimError("memory layout 'blocks' is for embedded Chroma (memory.backend: chroma, a folder); a Chroma server keeps a run's memories in the 'shared' layout")
+        self.close()
         self._layout = value
-        self._shared = value == "shared"
+        self._shared = value in ("shared", "blocks")
         with self._lock:
             self._cols.clear()
         self._mirror = Mirror(self._mirror.size)
+
+    def assign_blocks(self, client_ids: list[str], block_size: int = BLOCK_SIZE) -> None:
+        """The blocks layout's blocks: ``client_ids`` (the run's cohort, in the order its
+        courses run) in consecutive blocks of ``block_size``. The same ids and size must
+        be given whenever the run's memories are opened (the manifest records both);
+        clients not named go to the block ``extra``."""
+        if block_size < 1:
+            raise TherasimError(f"memory_block_size must be at least 1, got {block_size}")
+        self._block_of = {}
+        for i, cid in enumerate(client_ids):
+            self._block_of.setdefault(cid, i // block_size)
+
+    def block_client(self, client_id: str) -> Any:
+        """The embedded Chroma client of ``client_id``'s block (blocks layout), opened if
+        needed; it may be closed again once that client is released."""
+        self._col(client_id, "counselor", create=True)
+        with self._lock:
+            return self._blocks[self._block_key(client_id)].client
+
+    def _block_key(self, client_id: str) -> int | str:
+        return self._block_of.get(client_id, "extra")
+
+    def _block_col(self, client_id: str, role: str, create: bool) -> Any:
+        """The role's collection in the client's block, the block opened if needed; the
+        client counts as in use (its block stays open) until :meth:`release`."""
+        assert self._path is not None
+        key = self._block_key(client_id)
+        with self._lock:
+            b = self._blocks.get(key)
+            if b is None:
+                folder = _block_dir(self._path, self.scope, key)
+                if not create and not os.path.isdir(folder):
+                    return None  # nothing stored in that block yet
+                b = self._blocks[key] = _Block(_persistent_client(folder, self._settings))
+                self.blocks_opened += 1
+            self._blocks.move_to_end(key)
+            b.users.add(client_id)
+            col = b.cols.get(role)
+            if col is None:
+                name = _shared_name(role, self.scope)
+                if create:
+                    meta = {"hnsw:space": "cosine", "layout": "blocks", "block": str(key), "role": role, **({"scope": self.scope} if self.scope else {})}
+                    col = b.client.get_or_create_collection(name, embedding_function=self.embedding, metadata=meta)
+                else:
+                    try:
+                        col = b.client.get_collection(name, embedding_function=self.embedding)
+                    except Exception as e:
+                        if _transient(e):
+                            raise
+                        return None
+                b.cols[role] = col
+            self._close_idle()
+            return col
+
+    def _close_idle(self) -> None:
+        """Close least recently used blocks none of whose clients is in use, while more
+        than ``open_blocks`` are open (called holding ``_lock``)."""
+        for key in [k for k, b in self._blocks.items() if not b.users]:
+            if len(self._blocks) <= self._open_blocks:
+                break
+            self._blocks.pop(key).client.close()
+            self.blocks_closed += 1
+
+    def close(self) -> None:
+        """Close every open block (blocks layout); a later use reopens them."""
+        with self._lock:
+            while self._blocks:
+                self._blocks.popitem(last=False)[1].client.close()
+                self.blocks_closed += 1
 
     @classmethod
     def persistent(cls, path: str, embedding: Any, *, segment_cache_mb: int = 256, **kw: Any) -> ChromaMemoryStore:
@@ -135,11 +273,10 @@ class ChromaMemoryStore:
         2.5 MB each); capping that cache lost indexes not yet persisted ("Error creating
         hnsw segment reader: Nothing found on disk"), so it is left as Chroma sets it,
         and the shared layout keeps the number of collections at two per run."""
-        import chromadb
         from chromadb.config import Settings
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False, chroma_segment_cache_policy="LRU", chroma_memory_limit_bytes=segment_cache_mb * 2**20)
-        return cls(chromadb.PersistentClient(path=path, settings=settings), embedding, **kw)
+        return cls(None, embedding, path=path, settings=settings, **kw)
 
     @classmethod
     def http(cls, host: str, port: int, embedding: Any, **kw: Any) -> ChromaMemoryStore:
@@ -205,6 +342,8 @@ class ChromaMemoryStore:
     def _col(self, client_id: str, role: str, create: bool = True) -> Any:
         if role not in ("counselor", "client"):
             raise TherasimError(f"memory role must be 'counselor' or 'client', got {role!r}")
+        if self._layout == "blocks":
+            return self._block_col(client_id, role, create)
         name = _shared_name(role, self.scope) if self._shared else _collection_name(client_id, role, self.scope)
         with self._lock:
             col = self._cols.get(name)
@@ -339,14 +478,21 @@ class ChromaMemoryStore:
 
     def release(self, client_id: str) -> None:
         """Forget a finished course's client in process: its mirror entries and
-        collection handles (the data stays in Chroma; a later use reloads it). The
-        runner calls this when a course ends, so what the store holds depends on the
-        courses in flight, not on the courses in the run."""
+        collection handles (the data stays in Chroma; a later use reloads it), and in
+        the blocks layout its use of its block (a block none of whose clients is in use
+        may be closed). The runner calls this when a course ends, with no call for that
+        client in flight, so what the store holds depends on the courses in flight, not
+        on the courses in the run."""
         for role in ("counselor", "client"):
             name = _collection_name(client_id, role, self.scope)
             with self._lock:
                 self._cols.pop(name, None)
             self._mirror.drop(name)
+        with self._lock:
+            b = self._blocks.get(self._block_key(client_id))
+            if b is not None:
+                b.users.discard(client_id)
+                self._close_idle()
 
     def delete_client(self, client_id: str) -> None:
         self.release(client_id)
@@ -360,6 +506,7 @@ class ChromaMemoryStore:
                     self.client.delete_collection(_collection_name(client_id, role, self.scope))
             except Exception:  # not there: nothing to delete
                 pass
+        self.release(client_id)  # the block's use taken above
 
 
 def chroma_where(f: MemoryFilter) -> dict[str, Any] | None:
@@ -403,6 +550,12 @@ def _embedding(spec: Any) -> Any:
     from therasim import memory  # looked up at call time (tests swap in a fast embedding)
 
     return memory.make_embedding(spec.embedding)
+
+
+def _persistent_client(path: str, settings: Any) -> Any:
+    import chromadb
+
+    return chromadb.PersistentClient(path=path, settings=settings)
 
 
 def _open_chroma(spec: Any, default_path: str | None, scope: str | None) -> ChromaMemoryStore:

@@ -165,7 +165,8 @@ def test_plain_chromadb_client_queries_a_run_memory(tmp_path, monkeypatch):
         "r = col.query(query_texts=['sleep diary'], n_results=1)\n"
         "print(r['documents'][0][0])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(Path(res.run_dir) / "memory")], capture_output=True, text=True, timeout=120)
+    (block,) = (Path(res.run_dir) / "memory").glob("blocks-*/00000")  # embedded runs: one Chroma folder per block of clients
+    out = subprocess.run([sys.executable, "-c", code, str(block)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     first, doc = out.stdout.strip().splitlines()[:2]
     assert first.split()[0] == "HashEmbedding" and int(first.split()[1]) > 0

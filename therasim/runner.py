@@ -129,8 +129,23 @@ def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[Client
         "config": redact(cfg.model_dump(mode="json")),  # a credential in a base_url is masked
         "cohort": {"source": source, "n": len(profiles), "ids": [p.id for p in profiles]},
         "memory_scope": run_id,  # memories are stored under the run id: runs sharing a Chroma server stay apart
-        "memory_layout": "shared",  # one collection per role for the whole run (runs without this key: one per client and role)
+        # embedded Chroma: the run's memories in blocks of clients (closed when done with);
+        # a server: one collection per role for the run (runs without this key: one per client and role)
+        "memory_layout": _memory_layout(cfg),
+        "memory_block_size": _memory_block_size(),  # clients per block, in the cohort's order (the blocks layout)
     }
+
+
+def _memory_layout(cfg: RunConfig) -> str:
+    from therasim.memory import run_layout
+
+    return run_layout(cfg.memory.backend)
+
+
+def _memory_block_size() -> int:
+    from therasim.memory import BLOCK_SIZE
+
+    return BLOCK_SIZE
 
 
 def _safe_mermaid(b: Any) -> str | None:
@@ -589,6 +604,8 @@ async def _arun_dir_locked(
         finally:
             flusher.cancel()
             await pool.aclose()
+            if store is not None and hasattr(store, "close"):
+                store.close()  # embedded Chroma blocks still open (a later use reopens them)
             transcripts.close()
             courses_w.close()
             prompts_w.close()
