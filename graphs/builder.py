@@ -101,6 +101,18 @@ def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], 
     return run
 
 
+def fold_groups(chain: list[str], foldable: set[str], conditional: set[str], fold: bool = True) -> list[list[str]]:
+    """``chain`` (steps in order) cut into supersteps: a ``foldable`` step joins the
+    step before it unless that one routes conditionally (or ``fold`` is off)."""
+    out: list[list[str]] = []
+    for i, name in enumerate(chain):
+        if fold and i and name in foldable and chain[i - 1] not in conditional:
+            out[-1].append(name)
+        else:
+            out.append([name])
+    return out
+
+
 def describe_specs(specs: dict[str, NodeSpec]) -> dict[str, dict[str, Any]]:
     """Side, model role, function name and contract of each node (for manifests and describe())."""
     return {n: s.describe() for n, s in specs.items()}
@@ -255,16 +267,8 @@ class SessionGraphBuilder(StepsBuilder):
         ``termination``, run in the same superstep as the node before them when that
         node's edge to them is unconditional. Each member still gets its own view and
         context, and its output is the same as when it runs alone."""
-        fold = self.fold if fold is None else fold
-        chain = [*self.order, "record", "termination"]
         foldable = {n for n in self.order if self.nodes[n].fold} | {"record", "termination"}
-        out: list[list[str]] = []
-        for i, name in enumerate(chain):
-            if fold and i and name in foldable and chain[i - 1] not in self.conditionals:
-                out[-1].append(name)
-            else:
-                out.append([name])
-        return out
+        return fold_groups([*self.order, "record", "termination"], foldable, set(self.conditionals), self.fold if fold is None else fold)
 
     def build(self, *, fold: bool | None = None) -> StateGraph:
         """The uncompiled LangGraph StateGraph. With folding (``self.fold``, default on;

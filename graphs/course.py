@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import itertools
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -32,7 +31,15 @@ from therasim.config import CourseSpec
 from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.errors import TherasimError
 from therasim.graphs.base import StepsBuilder
-from therasim.graphs.builder import NodeFn, NodeSpec, SessionGraphBuilder, describe_specs, wrap_node
+from therasim.graphs.builder import (
+    NodeFn,
+    NodeSpec,
+    SessionGraphBuilder,
+    describe_specs,
+    fold_groups,
+    fold_nodes,
+    wrap_node,
+)
 from therasim.graphs.presets import preset
 from therasim.graphs.session import course_recursion_limit, session_recursion_limit
 from therasim.nodes.events import between_session_events
@@ -298,7 +305,9 @@ class CourseGraphBuilder(StepsBuilder):
         ):
             self.order.append(step)
             if fn is not None:
-                self.nodes[step] = NodeSpec(step, fn, side, role)  # type: ignore[arg-type]
+                # recall and remember: memory reads and idempotent writes, no model call
+                self.nodes[step] = NodeSpec(step, fn, side, role, fold=step in ("recall", "remember"))  # type: ignore[arg-type]
+        self.fold = True  # fold steps (and finish) run in the superstep of the step before them
 
     @property
     def steps(self) -> dict[str, NodeSpec]:
@@ -321,7 +330,7 @@ class CourseGraphBuilder(StepsBuilder):
     def replace_step(self, name: str, fn: NodeFn, *, side: Side | None = None) -> CourseGraphBuilder:
         if name == "session":
             raise TherasimError("the session step runs the session graph; change it through CourseGraphBuilder(session=...) or .session")
-        self._replace(name, side, fn=fn)
+        self._replace(name, side, fn=fn, fold=False)
         return self
 
     def remove_step(self, name: str) -> CourseGraphBuilder:
@@ -345,24 +354,37 @@ class CourseGraphBuilder(StepsBuilder):
                     self.remove_step(n)
         return self
 
-    def build(self, checkpointer: Any = None) -> StateGraph:
+    def groups(self, fold: bool | None = None) -> list[list[str]]:
+        """The course steps as the compiled graph runs them, one list per superstep
+        (as :meth:`SessionGraphBuilder.groups`): ``recall``, ``remember`` and
+        ``finish`` join the step before them unless that step routes conditionally."""
+        foldable = {n for n in self.order if n in self.nodes and self.nodes[n].fold} | {"finish"}
+        return fold_groups([*self.order, "finish"], foldable, {"events"}, self.fold if fold is None else fold)
+
+    def build(self, checkpointer: Any = None, *, fold: bool | None = None) -> StateGraph:
         session_graph = self.session.compile(checkpointer=checkpointer)
         g: StateGraph = StateGraph(CourseState, context_schema=SimContext)  # type: ignore[arg-type]
+        runs: dict[str, Any] = {"finish": wrap_node(NodeSpec("finish", _finish, "system"), make_course_view)}
         for name in self.order:
-            if name == "session":
-                g.add_node("session", _session_step(session_graph, self.branch))
-            else:
-                g.add_node(name, wrap_node(self.steps[name], make_course_view))
-        g.add_node("finish", wrap_node(NodeSpec("finish", _finish, "system"), make_course_view))
+            runs[name] = _session_step(session_graph, self.branch) if name == "session" else wrap_node(self.steps[name], make_course_view)
         chain = [*self.order, "finish"]
+        heads = {grp[0]: grp for grp in self.groups(fold)}
+        for name in chain:  # folded steps stay on their own too (as in the session graph)
+            grp = heads.get(name)
+            g.add_node(name, runs[name] if grp is None or len(grp) == 1 else fold_nodes(name, [runs[n] for n in grp], g.channels))
         g.add_edge(START, chain[0])
-        for a, b in itertools.pairwise(chain):
-            if a == "events":
+        for name in chain:
+            grp = heads.get(name)
+            like = grp[-1] if grp is not None else name
+            if like == "finish":
+                g.add_conditional_edges(name, lambda s: END if s.get("done") else "__next__", {END: END, "__next__": chain[0]})
+                continue
+            b = chain[chain.index(like) + 1]
+            if like == "events":
                 # A no-show or dropout skips the session and everything around it.
-                g.add_conditional_edges(a, lambda s, _b=b: "finish" if (s.get("pending") or {}).get("skipped") else _b, sorted({b, "finish"}))
+                g.add_conditional_edges(name, lambda s, _b=b: "finish" if (s.get("pending") or {}).get("skipped") else _b, sorted({b, "finish"}))
             else:
-                g.add_edge(a, b)
-        g.add_conditional_edges("finish", lambda s: END if s.get("done") else "__next__", {END: END, "__next__": chain[0]})
+                g.add_edge(name, b)
         return g
 
     def compile(self, checkpointer: Any = None) -> Any:

@@ -141,3 +141,42 @@ def test_custom_fold_nodes_and_conditionals() -> None:
     plain, folded = asyncio.run(go(c))
     assert plain == folded
     assert [t["exchange"] for t in folded["transcript"] if t["speaker"] == "counselor"] == [0, 2]  # odd exchanges skip the counselor
+
+
+class _WritingStore(_Store):
+    """The double, remembering what was written (the course's ``remember`` step)."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, str, list[dict[str, Any]]]] = []
+
+    def embed(self, texts: list[str]) -> None:
+        return None
+
+    def add(self, client_id: str, role: str, items: list[dict[str, Any]], embeddings: Any = None) -> list[str]:
+        self.added.append((client_id, role, [dict(it) for it in items]))
+        return [it["id"] for it in items]
+
+
+def test_folded_course_same_records_and_memory_writes() -> None:
+    from therasim.graphs.course import course_builder, initial_course_state, run_course
+
+    spec = CourseSpec(preset="lean", sessions=2, max_turns=2)
+    c = course_builder(spec)
+    assert c.groups()[1:3] == [["measures", "recall"], ["session"]] and c.groups()[-1] == ["closing_measures", "finish"]
+    assert c.groups(fold=False) == [[n] for n in (*c.order, "finish")]
+
+    async def go(fold: bool) -> tuple[dict[str, Any], list[Any], int]:
+        saver, store = InMemorySaver(), _WritingStore()
+        c.fold = fold
+        g = c.compile(checkpointer=saver)
+        ctx = SimContext(models=ModelPool({"default": SchemaFakeChatModel()}), course=spec, memory=store)
+        final = await run_course(g, initial_course_state(example_profiles()[0], run_id="r", sessions=2), ctx, thread_id="r/c/course")
+        steps = len([s async for s in g.aget_state_history({"configurable": {"thread_id": "r/c/course"}})])
+        return final, store.added, steps
+
+    (a, wa, sa), (f, wf, sf) = asyncio.run(go(False)), asyncio.run(go(True))
+    c.fold = True
+    assert json.dumps(_strip(a), sort_keys=True, default=str) == json.dumps(_strip(f), sort_keys=True, default=str)
+    assert wa == wf and wa  # the same memories written
+    assert [r["session"] for r in f["records"]] == [1, 2] and f["records"][1]["recall"]
+    assert sa - sf == 3 * 2  # recall, remember and finish folded, in each of the two sessions

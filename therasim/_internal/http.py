@@ -19,11 +19,31 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from therasim._internal.retry import RetryPolicy
 from therasim.errors import TherasimError
 from therasim.redact import redact_text, redact_url
 
 __all__ = ["Breakers", "CircuitBreaker", "HttpChatClient", "ProviderError", "RetryPolicy"]
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    """The request body as JSON bytes: orjson (several times faster than ``json`` on
+    a prompt-sized body; the same JSON values), ``json`` for what orjson refuses."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
+
+
+def _loads(raw: bytes) -> Any:
+    """A response body: orjson, else ``json`` (which raises ValueError on a bad body)."""
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return json.loads(raw)
+
 
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -165,7 +185,7 @@ class HttpChatClient:
 
         errors: list[str] = []
         t0 = time.monotonic()
-        payload = json.dumps(body).encode()
+        payload = _dumps(body)
         n = 0
         while True:
             url = self._pick()
@@ -177,7 +197,7 @@ class HttpChatClient:
                     status = resp.status
                     raw = await resp.read()
                     if status == 200:
-                        data = json.loads(raw)
+                        data = _loads(raw)
                         choice = data["choices"][0]["message"]
                         if not isinstance(choice.get("content"), (str, type(None))):
                             raise ValueError("message.content is not text")
