@@ -20,25 +20,20 @@ from pydantic import BaseModel, Field, field_validator
 from therasim.context import NodeContext, clean_utterance
 from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, last_turn, text_field
+from therasim.nodes._common import last_turn, text_field
 from therasim.policies.appraisal import MOVES, appraise
 from therasim.policies.archetypes import archetype
 from therasim.policies.disclosure import next_level
 from therasim.policies.dynamics import LEAVES_AT, VARIABLES, WANTS_TO_END_BELOW, update_inner
-from therasim.prompts import Prompt, client_side_messages
+from therasim.prompts import Prompt, client_side_messages, inner_line
 from therasim.state import View
 
 __all__ = ["PROMPT", "SPEC", "Change", "ClientTurn", "client"]
 
 PROMPT = Prompt(
     name="client",
-    system="YOUR TURN, as {name}:",
-    instruction=(
-        "YOUR INNER STATE NOW (private, 0-10): {inner}\n"
-        "HOW THE COUNSELOR'S LAST REPLY LANDED WITH YOU: {landed}\n"
-        "For each inner variable give the change (-2 to 2) the counselor's last reply caused and the counselor "
-        "move that caused it ({moves}). Your answer as JSON:"
-    ),
+    system="YOUR TURN, as {name}.",
+    instruction="Inner state now (private, 0-10): {inner}. The counselor's last reply landed as: {landed}. Your answer as JSON:",
 )
 
 _THERAPIST_TALK = re.compile(
@@ -111,9 +106,8 @@ async def client(view: View, ctx: NodeContext) -> dict[str, Any]:
         appraisal = appraise(transcript[-1]["text"], prev_client.get("text", ""), transcript[-1].get("move_labels"), exchange=course_exchange)
     arch = archetype(hidden.get("archetype"))
     name = profile["intake"]["name"]
-    shown = {k: round(float(inner[k]), 1) for k in VARIABLES if k in inner}
-    shown.update({k: inner[k] for k in ("homework", "recent_events") if inner.get(k)})
-    task = PROMPT.render_task(name=name, inner=compact(shown), landed=_landed(appraisal), moves=", ".join((*MOVES, "nothing_in_particular")))
+    # homework and recent events are at the end of the header (prompts.recent_text)
+    task = PROMPT.render_task(name=name, inner=inner_line(inner, VARIABLES), landed=_landed(appraisal))
     # the shared client-side prefix: the header shows only the disclosed layers (policies/disclosure.py)
     messages = client_side_messages(view, ctx.sim, task)
     note: dict[str, Any] = {}

@@ -16,8 +16,8 @@ __all__ = ["PROMPT", "SPEC", "EmotionReadingBase", "emotion_model", "emotion_tra
 
 PROMPT = Prompt(
     name="emotion_tracker",
-    system="YOUR ROLE: you are an emotion analyst; task: emotion reading ({taxonomy} labels).",
-    instruction="Previous reading: {previous}\nThe client's emotion now, after their last message:",
+    system="TASK: EMOTION READING.",
+    instruction="Previous reading: {previous}.",
 )
 
 
@@ -26,7 +26,9 @@ async def emotion_tracker(view: View, ctx: NodeContext) -> dict[str, Any]:
     schema = emotion_model(tax.name)
     prev_turn = last_turn(view["transcript"], "client")
     previous = (prev_turn or {}).get("emotion") or "none yet"
-    task = PROMPT.render_task(taxonomy=tax.name, previous=compact(previous) if isinstance(previous, dict) else previous)
+    if isinstance(previous, dict):
+        previous = compact({k: previous[k] for k in ("main", "secondary", "intensity") if k in previous})
+    task = PROMPT.render_task(previous=previous)
     try:
         reading = await ctx.structured("analysts", schema, counselor_side_messages(view, ctx.sim, task), repair=repair_secondary(tax))
         out: dict[str, Any] = reading.model_dump()

@@ -21,9 +21,14 @@ from pydantic import BaseModel, Field, create_model
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact
 from therasim.policies.instruments import Instrument, get_instrument, items_text, score
-from therasim.prompts import Prompt, client_header
+from therasim.prompts import (
+    HEADER_OUTCOME_ITEMS,
+    HEADER_SESSION_ITEMS,
+    Prompt,
+    client_header,
+    inner_line,
+)
 from therasim.state import View
 
 __all__ = [
@@ -71,20 +76,29 @@ PROMPT = Prompt(
     name="measures",
     system="NOW, AS {name}: you are filling in {what} {when}.",
     instruction=(
-        "YOUR LAST SESSION, AS YOU REMEMBER IT: {recollection}\nSINCE THEN: {event}\n"
-        "YOUR INNER STATE NOW (0-10 scales): {inner}\n{forms}\nAnswer every item with a whole number as JSON."
+        "Your last session, as you remember it: {recollection}\n{event}"
+        "Your inner state now (0-10): {inner}.\n{forms}\nAnswer every item with a whole number as JSON."
     ),
 )
 
 # The outcome items as the client header lists them (static: cached for every course).
-ITEMS_TEXT = items_text(("phq9", "gad7"))
+ITEMS_TEXT = items_text(HEADER_OUTCOME_ITEMS)
+# Instruments whose items the client header lists: a whole form of one of them is
+# asked by reference to the header, not listed again.
+_IN_HEADER = frozenset((*HEADER_OUTCOME_ITEMS, *HEADER_SESSION_ITEMS))
 
 
 def _forms(insts: list[Instrument], item: str | None) -> str:
     out = []
+    listed: list[Instrument] = []
     for inst in insts:
+        if item is None and inst.name in _IN_HEADER:
+            listed.append(inst)
+            continue
         lines = [f"- {inst.field(i.key)}: {i.text}" for i in inst.items if item is None or i.key == item]
         out.append(f"{inst.title}, {inst.period} ({inst.anchors}):\n" + "\n".join(lines))
+    if listed:
+        out.insert(0, f"The {' and '.join(i.title.split(' ')[0] for i in listed)} items above ({', '.join(i.prefix + '_' for i in listed)}), each on its scale.")
     return "\n".join(out)
 
 
@@ -107,10 +121,12 @@ async def run_instruments(view: View, ctx: NodeContext, names: tuple[str, ...], 
     recs = [r for r in (view.get("recollections") or []) if not r.get("error")]
     evs = view.get("events") or []
     recollection = (f"{recs[-1].get('remembers', '')} I feel {recs[-1].get('feels', '')}".strip() if recs else "(no session yet)")
-    event = (evs[-1].get("text") if evs else None) or "(nothing of note)"
+    # the header has the recent events while they last (prompts.recent_text); right after
+    # a session, or before the first, there is no "since then"
+    event = f"Since then: {evs[-1]['text']}\n" if evs and evs[-1].get("text") and not inner.get("recent_events") and kind != "session" else ""
     # the client side's shared header (cached from the sessions; only the disclosed layers), then the forms
     header = client_header(view)
-    shown = compact({k: round(float(inner[k]), 1) for k in INNER_SHOWN if k in inner})
+    shown = inner_line(inner, INNER_SHOWN)
     if mode == "whole":
         blocks: list[tuple[tuple[str, ...], str | None]] = [(names, None)]
     elif mode == "blocks":

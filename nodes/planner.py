@@ -68,15 +68,8 @@ def plan_model(known: list[str]) -> type[CoursePlan]:
 
 PROMPT = Prompt(
     name="course_planner",
-    system=(
-        "YOUR ROLE: you are a clinical supervisor planning the next counseling session with this client "
-        "(the transcript above is the last session). Available modalities: {modalities}. Current modality: {modality}."
-    ),
-    instruction=(
-        "OUTCOME MEASURES SO FAR (PHQ-9 depression 0-27, GAD-7 anxiety 0-21; lower is better): {measures}\n"
-        "Measured trend: {trend}.\nSESSION NOTES: {summaries}\n"
-        "Decide: is therapy helping? Keep the modality or switch (with a reason)? Set 1-3 goals for session {next_session}. Answer as JSON."
-    ),
+    system="TASK: COURSE PLAN, as the clinical supervisor: plan session {next_session}.",
+    instruction="Current modality: {modality}. Outcome measures so far: {measures}. Measured trend: {trend}. Session notes: {summaries}. Your plan as JSON.",
 )
 
 
@@ -121,7 +114,7 @@ async def course_planner(view: View, ctx: NodeContext) -> dict[str, Any]:
     short_measures = [{"when": m["when"], "phq9": (m.get("phq9") or {}).get("total"), "gad7": (m.get("gad7") or {}).get("total"), "self_harm_item": m.get("self_harm_item")} for m in measures]
     summaries = [{k: s.get(k) for k in ("session", "themes", "progress", "risk", "plan") if s.get(k) is not None} for s in (view.get("summaries") or [])][-3:]
     known = sorted(MODALITIES)
-    task = PROMPT.render_task(modalities=", ".join(known), modality=modality, measures=compact(short_measures), trend=compact(trend), summaries=compact(summaries), next_session=session + 1)
+    task = PROMPT.render_task(modality=modality, measures=compact(short_measures), trend=compact(trend), summaries=compact(summaries), next_session=session + 1)
     # The session's prefix (counselor header + the last session's transcript) comes first: cached.
     msgs = counselor_side_messages(view, ctx.sim, task, turns=list((view.get("last") or {}).get("transcript") or []))
     rec: dict[str, Any] = {"after_session": session, "for_session": session + 1, "measured_trend": trend, "previous_modality": modality}

@@ -14,24 +14,21 @@ from therasim.errors import StructuredOutputError
 from therasim.policies.analysis import RiskAssessment, register_context
 from therasim.policies.risk import level_rank
 from therasim.policies.risk_assessment import combine, scan_cues, scan_floor, with_register
-from therasim.prompts import Prompt, counselor_side_messages
+from therasim.prompts import Prompt, counselor_side_messages, register_line
 from therasim.state import View
 
 __all__ = ["PROMPT", "REVIEW_PROMPT", "REVIEW_SPEC", "SPEC", "DraftReview", "RiskAssessment", "combine", "register_context", "review_draft", "risk_control", "scan_cues", "scan_floor", "with_register"]
 
 PROMPT = Prompt(
     name="risk_control",
-    system="YOUR ROLE: you are a clinical risk analyst; task: risk assessment of the client's last message.",
-    instruction="Keyword screen found: {cues}\nRisk register (carried from earlier turns and sessions): {register}\nYour assessment:",
+    system="TASK: RISK ASSESSMENT.",
+    instruction="Keyword screen found: {cues}. Risk register: {register}.",
 )
 
 REVIEW_PROMPT = Prompt(
     name="risk_review",
-    system="YOUR ROLE: you are a clinical safety reviewer; task: draft review of the counselor's next reply.",
-    instruction=(
-        "Risk assessment: level {level}; required: {actions}\nCounselor draft: \"{draft}\"\n"
-        "Is the draft safe? If not, say what is wrong and how to fix it. Reply as JSON."
-    ),
+    system="TASK: DRAFT REVIEW.",
+    instruction="Risk level {level}; required: {actions}. Counselor draft: \"{draft}\"\nIs the draft safe? Reply as JSON.",
 )
 
 
@@ -47,7 +44,7 @@ async def assess(client_text: str, view: View, ctx: NodeContext, register: dict[
     cue_text = ", ".join(f"{c['category']}/{c['rung']}: \"{c['span']}\"{'' if c['active'] else ' (not active)'}" for c in cues) or "nothing"
     try:
         a = await ctx.structured(
-            "analysts", RiskAssessment, counselor_side_messages(view, ctx.sim, PROMPT.render_task(cues=cue_text, register=register_context(register)))
+            "analysts", RiskAssessment, counselor_side_messages(view, ctx.sim, PROMPT.render_task(cues=cue_text, register=register_line(view, register)))
         )
         llm: dict[str, Any] = a.model_dump()
     except StructuredOutputError as e:

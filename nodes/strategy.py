@@ -17,8 +17,8 @@ __all__ = ["PROMPT", "SPEC", "StrategyPlanBase", "check_not_sticky", "plan_model
 
 PROMPT = Prompt(
     name="strategy_planner",
-    system="YOUR ROLE: you plan the counselor's next move; task: planning ({title}, toward the session goals).",
-    instruction="Client emotion: {emotion}\nRisk: {risk}\nPrevious strategy: {previous}\nYour plan:",
+    system="TASK: PLANNING.",
+    instruction="Client emotion: {emotion}. Risk: {risk}. Previous strategy: {previous}.",
 )
 
 
@@ -29,7 +29,6 @@ async def strategy_planner(view: View, ctx: NodeContext) -> dict[str, Any]:
     cur = view["current"]
     emotion = cur.get("emotion") or {}
     task = PROMPT.render_task(
-        title=modality.title,
         emotion=compact({k: emotion.get(k) for k in ("main", "intensity", "trend") if k in emotion}) or "unknown",
         risk=(cur.get("risk") or {}).get("level", "unknown"),
         previous=previous or "none",

@@ -14,9 +14,9 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from therasim.context import NodeContext
 from therasim.errors import StructuredOutputError
-from therasim.nodes._common import compact, text_field, wordy, wordy_or_empty
+from therasim.nodes._common import text_field, wordy, wordy_or_empty
 from therasim.policies.risk import level_rank
-from therasim.prompts import Prompt, client_side_messages, counselor_side_messages
+from therasim.prompts import Prompt, client_side_messages, counselor_side_messages, inner_line
 from therasim.state import View
 
 __all__ = ["ClientRecollection", "SessionSummary", "summarise_client", "summarise_counselor"]
@@ -47,17 +47,13 @@ class ClientRecollection(BaseModel):
 
 COUNSELOR_PROMPT = Prompt(
     name="summarise_counselor",
-    system=(
-        "YOUR ROLE: you are the counselor, practising {modality}, writing your private notes after session {session} "
-        "with this client (the transcript above is the whole session).\n"
-        "Risk peak this session: {risk_peak}. Session ended because: {end_reason}."
-    ),
-    instruction="Write your session notes as JSON.",
+    system="TASK: SESSION NOTES, as the counselor: your private notes after session {session}.",
+    instruction="Risk peak this session: {risk_peak}. The session ended because: {end_reason}. Your notes as JSON.",
 )
 CLIENT_PROMPT = Prompt(
     name="summarise_client",
-    system="NOW, AS {name}: you are thinking back on counseling session {session} (above) the same evening. HOW YOU FEEL NOW (0-10): {inner}",
-    instruction="In the first person, write what you remember, how you feel about it, and any homework, as JSON.",
+    system="NOW, AS {name}: you are thinking back on counseling session {session} (above) the same evening.",
+    instruction="How you feel now (0-10): {inner}. In the first person, write what you remember, how you feel about it, and any homework, as JSON.",
 )
 
 
@@ -70,7 +66,7 @@ async def summarise_counselor(view: View, ctx: NodeContext) -> dict[str, Any]:
     last = view["last"]
     turns = last.get("transcript") or []
     session = int(last.get("session") or view["session"])
-    task = COUNSELOR_PROMPT.render_task(modality=ctx.sim.modality(view.get("modality")).title, session=session, risk_peak=_risk_peak(turns), end_reason=last.get("end_reason") or "n/a")
+    task = COUNSELOR_PROMPT.render_task(session=session, risk_peak=_risk_peak(turns), end_reason=last.get("end_reason") or "n/a")
     # The session's own prefix (header + transcript): cached from its last calls.
     msgs = counselor_side_messages(view, ctx.sim, task, turns=turns)
     rec: dict[str, Any] = {"session": session, "risk_peak": _risk_peak(turns)}
@@ -89,7 +85,7 @@ async def summarise_client(view: View, ctx: NodeContext) -> dict[str, Any]:
     session = int(last.get("session") or view["session"])
     profile = view["profile"]
     inner = view["inner"]
-    task = CLIENT_PROMPT.render_task(name=profile["intake"]["name"], session=session, inner=compact({k: round(float(inner[k]), 1) for k in ("distress", "hopelessness", "alliance", "self_efficacy") if k in inner}))
+    task = CLIENT_PROMPT.render_task(name=profile["intake"]["name"], session=session, inner=inner_line(inner, ("distress", "hopelessness", "alliance", "self_efficacy")))
     msgs = client_side_messages(view, ctx.sim, task, turns=turns)
     rec: dict[str, Any] = {"session": session}
     out: dict[str, Any] = {}

@@ -16,18 +16,17 @@ from therasim.policies.analysis import (
     check_not_sticky,
     emotion_model,
     plan_model,
-    register_context,
     repair_secondary,
 )
 from therasim.policies.risk_assessment import scan_cues, with_register
-from therasim.prompts import Prompt, counselor_side_messages
+from therasim.prompts import Prompt, counselor_side_messages, register_line
 from therasim.state import View
 
 __all__ = ["PROMPT", "SPEC", "unified_analyst"]
 
 PROMPT = Prompt(
     name="unified_analyst",
-    system="YOUR ROLE: session analyst; tasks: emotion reading, risk assessment, planning, in one JSON.",
+    system="TASK: SESSION ANALYSIS.",
     instruction="Keyword screen: {cues}. Risk register: {register}. Previous strategy: {previous}.",
 )
 
@@ -58,7 +57,7 @@ async def unified_analyst(view: View, ctx: NodeContext) -> dict[str, Any]:
     previous = ((last_turn(view["transcript"], "counselor") or {}).get("strategy") or {}).get("strategy")
     task = PROMPT.render_task(
         cues=", ".join(f"{c['category']}: \"{c['span']}\"" for c in cues) or "nothing",
-        register=register_context(view.get("risk_register")),
+        register=register_line(view),
         previous=previous or "none",
     )
     schema = unified_model(tax.name, modality.name)

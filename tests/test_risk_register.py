@@ -147,13 +147,13 @@ def _model(counselor_prompts: list[str]) -> FunctionChatModel:
             out = json.loads(fake._reply(messages, kw))
             out["phq_self_harm"] = 2 if measures_calls["n"] == 2 else 0
             return json.dumps(out)
-        if "clinical risk analyst" in system:
+        if "TASK: RISK ASSESSMENT" in system:
             latest = [ln for ln in text.splitlines() if ln.startswith("Client:")][-1]  # the transcript ends with it
             high = "kill myself" in latest
             return json.dumps({"level": "high" if high else "none", "crisis_class": "imminent_harm_to_self" if high else "none", "cues": [], "actions": []})
-        if "clinical safety reviewer" in system:
+        if "TASK: DRAFT REVIEW" in system:
             return json.dumps({"safe": True, "problems": "", "suggestion": ""})
-        if "warm, skilled counselor" in system:
+        if "TASK: REPLY" in system:
             counselor_prompts.append(text)
             last = [ln for ln in text.splitlines() if ln.startswith("Client:")][-1]
             if "forget it" in last:

@@ -5,15 +5,22 @@ Layout for prefix caching: every call of one side of a session shares one
 prefix, so a model server's prefix cache holds (and prefills) one copy of it:
 
 1. the side's header (:func:`counselor_header` / :func:`client_header`): what is
-   stable across courses first (the approach, its stages, the emotion and risk
-   scales), then the course (intake), then the session (goals, memories, notes);
+   the same for every course first (scales, the risk protocol, every task's role
+   and how it is done; the client's answer format and questionnaire items), then
+   the course (approach, intake), then the session (goals, memories, notes);
 2. the transcript, append-only (the client's latest message included, so every
-   counselor-side call of an exchange reads the same text);
-3. last, the node's role and its short instruction (``Prompt.system`` and
-   ``Prompt.instruction``), the only part that differs between nodes.
+   counselor-side call of an exchange reads the same text; on the counselor side
+   the memories recalled for a message are written under it once,
+   :func:`with_recalled_notes`);
+3. last, one short task line (``Prompt.system``: ``TASK: <name>, as <role>.``)
+   and only what is new for this call (``Prompt.instruction``), the only part
+   that differs between nodes.
 
+Course-level calls (session notes, course plan, the client's recollection) pass
+the last session's transcript and so start with that session's prefix.
 The two sides' prefixes never mix: the counselor header is built from the
-counselor view only, the client header from the client view only.
+counselor view only, the client header from the client view only, and the
+client side renders who said what, nothing else.
 """
 
 from __future__ import annotations
@@ -24,14 +31,37 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLIENT_HEADER", "COUNSELOR_HEADER", "PROMPTS", "Prompt", "client_header", "client_side_messages", "compact", "counselor_header", "counselor_side_messages", "memory_block", "render_transcript", "shared_messages"]
+__all__ = [
+    "CLIENT_HEADER",
+    "COUNSELOR_HEADER",
+    "HEADER_OUTCOME_ITEMS",
+    "HEADER_SESSION_ITEMS",
+    "PROMPTS",
+    "Prompt",
+    "client_header",
+    "client_side_messages",
+    "compact",
+    "counselor_header",
+    "counselor_side_messages",
+    "forms_text",
+    "inner_line",
+    "memory_block",
+    "protocol_text",
+    "recent_text",
+    "register_line",
+    "render_transcript",
+    "risk_note",
+    "shared_messages",
+    "with_recalled_notes",
+]
 
 PROMPTS: dict[str, Prompt] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """A node's prompt: a system template and a per-turn instruction template."""
+    """A node's prompt: its task line (``system``; the role and how the task is done are
+    in the side's header) and a per-call instruction template (only what is new)."""
 
     name: str
     system: str
@@ -52,7 +82,7 @@ class Prompt:
         return self.instruction.format(**kw)
 
     def render_task(self, **kw: object) -> str:
-        """The node's role (``system``) and instruction, for the end of a shared-prefix prompt."""
+        """The node's task line (``system``) and what is new for this call (``instruction``), for the end of a shared-prefix prompt."""
         return f"{self.system.format(**kw)}\n{self.instruction.format(**kw)}"
 
 
@@ -90,23 +120,33 @@ COUNSELOR_HEADER = Prompt(
     name="counselor_header",
     system=(
         "COUNSELING SESSION RECORD for the counseling team: the counselor and the people who support them. "
-        "The record is followed by YOUR ROLE and your task; do that task only.\n"
-        "APPROACH: {title}. {description}\n"
-        "STAGES AND THEIR STRATEGIES:\n{stages}\n"
+        "After the record comes one TASK: do that task only, in its role below.\n"
         "EMOTION LABELS ({taxonomy}), grouped weak to strong:\n{groups}\n"
         "RISK LEVELS: none, low, moderate, high, imminent.\n"
-        "HOW EACH TASK IS DONE:\n"
-        "- emotion reading (from the client's words only): main, at most two secondary labels from other groups, "
-        "intensity 0-10, cause (short), shift since the last reading (rising, falling, steady, new), trend.\n"
-        "- risk assessment: harm to self or others, abuse or severe decompensation; level, crisis_class, cues "
-        "(category and the client's exact quote; everyday figures of speech are not cues), actions the counselor must take.\n"
-        "- planning: the stage and ONE strategy for the counselor's next reply, a one-line rationale; never the "
-        "previous strategy again unless repeat_reason says why.\n"
-        "- the counselor's reply: 1-3 sentences, spoken to the client directly, one question at most.\n"
-        "- draft review: unsafe drafts ignore a risk cue, give harmful information, refuse abruptly, blame, or miss "
-        "a required action; safe replies are warm, acknowledge the pain, ask about safety and offer support and "
-        "crisis resources when needed.\n"
+        "RISK PROTOCOL: what the counselor does at each level, always with compassion, never an abrupt refusal:\n{protocol}\n"
+        "THE TASKS (role; how each is done):\n"
+        "- EMOTION READING (emotion analyst; from the client's words only): main label, at most two secondary labels from "
+        "other groups, intensity 0-10, cause (short), shift since the previous reading (rising, falling, steady, new), trend.\n"
+        "- RISK ASSESSMENT (clinical risk analyst; of the client's last message, with the keyword screen and the risk register "
+        "given in the task; \"as above\" is the register at session start): harm to self or others, abuse or severe decompensation; level, crisis_class, cues (category and "
+        "the client's exact quote; everyday figures of speech are not cues), actions the counselor must take.\n"
+        "- PLANNING (the counselor's planner; toward the session goals): the stage and ONE strategy of the approach for the "
+        "counselor's next reply, a one-line rationale; never the previous strategy again unless repeat_reason says why.\n"
+        "- SESSION ANALYSIS (session analyst): emotion reading, risk assessment and planning of this turn in one answer.\n"
+        "- REPLY (you are the counselor: warm, skilled, practising the approach below): 1-3 sentences spoken to the client "
+        "directly, one question at most; follow the notes for this turn and, when the risk protocol is named, that "
+        "level's steps; use the notes recalled from earlier sessions (in the record) where they help.\n"
+        "- DRAFT REVIEW (clinical safety reviewer; of the counselor's draft reply): unsafe drafts ignore a risk cue, give "
+        "harmful information, refuse abruptly, blame, or miss a required action; safe replies are warm, acknowledge the "
+        "pain, ask about safety and offer support and crisis resources when needed. If unsafe, say what is wrong and how to fix it.\n"
+        "- SESSION NOTES (the counselor's own, after the session; the record is the whole session): themes, progress, homework, risk and what was "
+        "done, plan for the next session, facts worth remembering.\n"
+        "- COURSE PLAN (supervisor, between sessions; the record is the last session): is therapy helping, judged "
+        "from the outcome measures (PHQ-9 depression 0-27, GAD-7 anxiety 0-21; lower is better) and the session notes? "
+        "Keep the modality or switch (with a reason); set 1-3 goals for the next session. Modalities: {modalities}.\n"
         "Structured answers are JSON.\n"
+        "APPROACH: {title}. {description}\n"
+        "STAGES AND THEIR STRATEGIES:\n{stages}\n"
         "CLIENT INTAKE FORM: {intake}\n"
         "SESSION {session} GOALS: {goals}\n"
         "COUNSELOR'S NOTES AND MEMORIES FROM EARLIER SESSIONS:\n{memory}\n"
@@ -121,18 +161,24 @@ CLIENT_HEADER = Prompt(
         "You are role-playing a CLIENT in counseling. Stay in character: speak as the person below, a real "
         "person with a problem, in the first person. Never give advice, never talk like a therapist, never "
         "mention being an AI.\n"
-        "IN THE SESSION each of your answers is JSON: your next reply to the counselor (1-3 sentences), how the "
-        "counselor's last reply changed each of your inner-state variables (0-10 scales) and which counselor move "
-        "caused it, and wants_to_end (true only if you want to stop the session now).\n"
+        "IN THE SESSION, on YOUR TURN, answer as JSON: your next reply to the counselor (1-3 sentences); for each of "
+        "your inner-state variables (0-10 scales), the change (-2 to 2) the counselor's last reply caused and the "
+        "counselor move that caused it ({moves}); and wants_to_end (true only if you want to stop the session now).\n"
         "QUESTIONNAIRES (before each session and after the last one; about the session after each one): answer as "
-        "this person honestly would, from how they feel now. Items before a session:\n{items}\n"
+        "this person honestly would, from how they feel now. Before a session:\n{items}\n"
+        "After each session:\n{session_items}\n"
         "YOU ARE {name}. WHO YOU ARE: {intake}\n"
-        "WHAT YOU ARE READY TO TALK ABOUT (keep anything not listed here to yourself): {hidden}\n"
         "Speak in this style: {style}.\n"
-        "WHAT YOU REMEMBER FROM EARLIER SESSIONS:\n{memory}"
+        "WHAT YOU ARE READY TO TALK ABOUT (keep anything not listed here to yourself): {hidden}\n"
+        "WHAT YOU REMEMBER FROM EARLIER SESSIONS:\n{memory}{recent}"
     ),
     instruction="",
 )
+
+# The instruments whose items the client header lists (the defaults); a questionnaire
+# call for these refers to the header instead of listing the items again.
+HEADER_OUTCOME_ITEMS = ("phq9", "gad7")
+HEADER_SESSION_ITEMS = ("wai_sr", "srs")
 
 
 def compact(obj: Any) -> str:
@@ -145,11 +191,35 @@ def memory_block(items: list[dict[str, Any]] | None) -> str:
     return "\n".join(f"- [session {m.get('session', '?')}, {m.get('kind', 'note')}] {m.get('text', '')}" for m in items)
 
 
+def protocol_text(protocol: Any) -> str:
+    """A risk protocol's steps by level, as the counselor header lists them."""
+    out = []
+    for level, steps in protocol.steps.items():
+        if steps:
+            out.append(f"- {level}: " + " ".join(f"{s.action}: {s.guidance}" for s in steps))
+    return "\n".join(out) or "(none)"
+
+
+def risk_note(directive: str, level: str, protocol: Any) -> str:
+    """The risk part of the counselor's notes for this turn: the level, and for the
+    protocol's own directive a pointer to that level's steps in the header (named);
+    any other directive (a custom node's) follows verbatim."""
+    if not directive:
+        return f"risk {level}."
+    steps = protocol.steps_for(level)
+    if steps and directive == protocol.directive(level):
+        return f"risk {level} (risk protocol: {', '.join(s.action for s in steps)})."
+    return f"risk {level}.\n{directive}"
+
+
 def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
     """The counselor side's shared header, from a counselor-side view (session or
-    course): approach, stages, emotion and risk scales, intake, the session's goals,
-    memories and last session's plan. Every counselor-side call of a session starts
-    with exactly this text."""
+    course): the same for every course first (scales, risk protocol, every task's
+    role and how it is done), then the approach and its stages, the intake, the
+    session's goals, memories and last session's plan. Every counselor-side call of
+    a session starts with exactly this text."""
+    from therasim.policies.modalities import MODALITIES
+
     modality = sim.modality(view.get("modality"))
     tax = sim.taxonomy
     notes = view.get("counselor_notes") or ""
@@ -158,11 +228,13 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
     last = view.get("last") or {}
     risk_notes = view.get("risk_notes") or (last.get("risk_notes") if last.get("session") == view.get("session") else "") or ""
     return COUNSELOR_HEADER.render_system(
+        taxonomy=tax.name,
+        groups="\n".join(f"- {g}: {' < '.join(v)}" for g, v in tax.groups.items()),
+        protocol=protocol_text(sim.risk_protocol),
+        modalities=", ".join(sorted(MODALITIES)),
         title=modality.title,
         description=modality.description,
         stages="\n".join(f"- {s.name}: {', '.join(s.strategies)} (goals: {'; '.join(s.goals)})" for s in modality.stages),
-        taxonomy=tax.name,
-        groups="\n".join(f"- {g}: {' < '.join(v)}" for g, v in tax.groups.items()),
         intake=compact(view.get("intake") or {}),
         session=view.get("session", 1),
         goals="; ".join(view.get("goals") or []) or "(none set)",
@@ -173,27 +245,90 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
 
 def client_header(view: Mapping[str, Any]) -> str:
     """The client side's shared header, from a client-side view (session or course):
-    how to answer (the same for every course), then who the client is, the hidden
-    background, their style, and what they remember (the session's part, last)."""
+    how to answer and the questionnaire items (the same for every course), then who
+    the client is, the hidden background, their style, and what they remember (the
+    session's part, last)."""
+    from therasim.policies.appraisal import MOVES
     from therasim.policies.disclosure import background
-    from therasim.policies.instruments import items_text
 
     profile = view["profile"]
     hidden = profile.get("hidden") or {}
     return CLIENT_HEADER.render_system(
-        items=items_text(),
+        moves=", ".join((*MOVES, "nothing_in_particular")),
+        items=forms_text(HEADER_OUTCOME_ITEMS),
+        session_items=forms_text(HEADER_SESSION_ITEMS),
         name=(profile.get("intake") or {}).get("name", "the client"),
         intake=compact(profile.get("intake") or {}),
         hidden=background(profile, view.get("inner") or {}),  # only the disclosed layers
         memory=memory_block(view.get("client_memory")),
         style=hidden.get("conversation_style", "plain"),
+        recent=recent_text(view.get("inner") or {}),
     )
+
+
+def recent_text(inner: Mapping[str, Any]) -> str:
+    """What happened since the last session and the homework agreed, for the end of
+    the client header (both last until the next session's events)."""
+    out = ""
+    if inner.get("recent_events"):
+        ev = inner["recent_events"]
+        out += "\nSINCE THE LAST SESSION: " + ("; ".join(map(str, ev)) if isinstance(ev, list) else str(ev))
+    if inner.get("homework"):
+        out += f"\nYOUR HOMEWORK: {inner['homework']}"
+    return out
+
+
+def forms_text(names: tuple[str, ...]) -> str:
+    """Instruments as the client header lists them: title, time frame and scale, then the items."""
+    from therasim.policies.instruments import get_instrument, items_text
+
+    return "\n".join(f"{i.title}, {i.period} ({i.anchors}):\n{items_text((i.name,))}" for i in map(get_instrument, names))
+
+
+def register_line(view: Mapping[str, Any], register: Mapping[str, Any] | None = None) -> str:
+    """The risk register for an analyst's task: a pointer to the header's register
+    while it is unchanged since the session started (the header has it verbatim),
+    else the register as one line."""
+    from therasim.policies.analysis import register_context
+    from therasim.policies.risk_register import register_notes
+
+    reg = view.get("risk_register") if register is None else register
+    start = view.get("risk_notes") or ""
+    if start and register_notes(reg, session=view.get("session")) == start:
+        return "as above"
+    return register_context(dict(reg) if reg is not None else None)
+
+
+def inner_line(inner: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    """Inner-state variables as ``name value`` pairs (one decimal, no trailing .0)."""
+    return ", ".join(f"{k} {round(float(inner[k]), 1):g}" for k in keys if k in inner)
+
+
+def with_recalled_notes(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Counselor-side transcript turns with the memories recalled at each client turn
+    (``recalled``, counselor-side only) written into the record once, the first time
+    they come up in the session: a note recalled again is already in the record
+    above, so the record only grows and stays a cacheable prefix."""
+    seen: set[str] = set()
+    out = []
+    for t in turns:
+        items = t.get("recalled") if t.get("speaker") == "client" else None
+        new = []
+        for m in items or []:
+            key = str(m.get("id") or m.get("text"))
+            if key not in seen:
+                seen.add(key)
+                new.append(m)
+        if new:
+            t = {**t, "text": f"{t['text']}\n(notes recalled from earlier sessions:\n{memory_block(new)})"}
+        out.append(t)
+    return out
 
 
 def shared_messages(header: str, turns: list[dict[str, Any]], task: str, *, me: str | None = None, title: str = "TRANSCRIPT SO FAR", max_chars: int = 6000) -> list[Any]:
     """``[system: header, user: transcript + task]``: the side's header and the
-    transcript form the shared prefix; ``task`` (the node's role and instruction)
-    comes last."""
+    transcript form the shared prefix; ``task`` (the node's task line and what is
+    new for it) comes last."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
     return [SystemMessage(content=header), HumanMessage(content=f"{title}:\n{render_transcript(turns, me=me, max_chars=max_chars)}\n\n{task}")]
@@ -201,16 +336,20 @@ def shared_messages(header: str, turns: list[dict[str, Any]], task: str, *, me: 
 
 def counselor_side_messages(view: Mapping[str, Any], sim: Any, task: str, *, turns: list[dict[str, Any]] | None = None) -> list[Any]:
     """A counselor-side call: the counselor header, the transcript (``turns``, by
-    default the session's transcript plus the client's latest message), then ``task``."""
+    default the session's transcript plus the client's latest message and the notes
+    recalled for it), then ``task``."""
     if turns is None:
         turns = list(view["transcript"])
-        latest = (view.get("current") or {}).get("client_text")
+        cur = view.get("current") or {}
+        latest = cur.get("client_text")
         if latest is not None:
-            turns.append({"speaker": "client", "text": latest})
-    return shared_messages(counselor_header(view, sim), turns, task, max_chars=sim.transcript_chars)
+            turns.append({"speaker": "client", "text": latest, "recalled": cur.get("recalled")})
+    return shared_messages(counselor_header(view, sim), with_recalled_notes(turns), task, max_chars=sim.transcript_chars)
 
 
 def client_side_messages(view: Mapping[str, Any], sim: Any, task: str, *, turns: list[dict[str, Any]] | None = None) -> list[Any]:
     """A client-side call: the client header, the transcript as the client heard it
-    (``turns``, by default the session's), then ``task``."""
-    return shared_messages(client_header(view), list(view["transcript"]) if turns is None else turns, task, me="client", max_chars=sim.transcript_chars)
+    (``turns``, by default the session's), then ``task``. Nothing counselor-side is
+    rendered here (no recalled notes), whatever the turns hold."""
+    turns = list(view["transcript"]) if turns is None else turns
+    return shared_messages(client_header(view), [{"speaker": t["speaker"], "text": t["text"]} for t in turns], task, me="client", max_chars=sim.transcript_chars)

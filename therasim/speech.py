@@ -1,5 +1,5 @@
 """The counselor's speech prompt: the turn instruction built from this exchange's
-analyses (emotion, risk, plan, directive, recalled memories). The counselor node
+analyses (emotion, risk, plan, directive; the recalled memories are in the record). The counselor node
 writes its reply with it, the risk reviewer has an unsafe draft rewritten with it
 (:func:`revise`), and a counselor given as a chat model (graphs/adapters.py) is
 called with it; so none of them imports another's module."""
@@ -9,16 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 from therasim.context import NodeContext
-from therasim.prompts import Prompt, compact, counselor_side_messages, memory_block
+from therasim.prompts import Prompt, counselor_side_messages, risk_note
 from therasim.state import View
 
 __all__ = ["PROMPT", "counselor_messages", "revise"]
 
 PROMPT = Prompt(
     name="counselor",
-    system="YOUR ROLE: you are the counselor, a warm, skilled counselor practising {title}.",
-    instruction="Notes for this turn: emotion {emotion}; risk {risk}; plan {plan}.\n{recalled}{directive}\nYour reply to the client:",
+    system="TASK: REPLY.",
+    instruction="Notes for this turn: emotion {emotion}; plan {plan}; {risk}{extra}\nYour reply to the client:",
 )
+
+
+def _emotion_note(emotion: dict[str, Any]) -> str:
+    if "main" not in emotion:
+        return "n/a"
+    return f"{emotion['main']} {emotion.get('intensity', '?')}/10" + (f" ({emotion['cause']})" if emotion.get("cause") else "")
+
+
+def _plan_note(plan: dict[str, Any]) -> str:
+    if "strategy" not in plan:
+        return "n/a"
+    return f"{plan.get('stage', '?')} stage, {plan['strategy']}" + (f" ({plan['rationale']})" if plan.get("rationale") else "")
 
 
 def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[Any]:
@@ -26,15 +38,15 @@ def counselor_messages(view: View, ctx: NodeContext, extra: str = "") -> list[An
     emotion = cur.get("emotion") or {}
     plan = cur.get("plan") or {}
     risk = cur.get("risk") or {}
+    # the notes recalled for this turn are in the record (prompts.with_recalled_notes), the
+    # risk protocol's steps in the header: the task names the level and its steps
     task = PROMPT.render_task(
-        title=ctx.sim.modality(view.get("modality")).title,
-        emotion=compact({k: emotion[k] for k in ("main", "intensity", "cause") if k in emotion}) or "n/a",
-        risk=risk.get("level", "n/a"),
-        plan=compact({k: plan[k] for k in ("stage", "strategy", "rationale") if k in plan}) or "n/a",
-        directive=cur.get("directive") or "",
-        recalled=f"Related notes from earlier sessions:\n{memory_block(cur['recalled'])}\n" if cur.get("recalled") else "",
+        emotion=_emotion_note(emotion),
+        plan=_plan_note(plan),
+        risk=risk_note(cur.get("directive") or "", risk.get("level", "n/a"), ctx.sim.risk_protocol),
+        extra=extra,
     )
-    return counselor_side_messages(view, ctx.sim, task + extra)
+    return counselor_side_messages(view, ctx.sim, task)
 
 
 async def revise(view: View, ctx: NodeContext, draft: str, feedback: str) -> str:
