@@ -52,8 +52,11 @@ def test_three_session_course_recalls_a_session_one_memory_by_relevance(tmp_path
     q = np.asarray(emb([trace["query"]])[0])
     vecs = np.asarray(emb([m["text"] for m in pool]))
     sims = vecs @ q
-    expected = [pool[i]["id"] for i in np.argsort(-sims)[: len(items)]]
-    assert [i["id"] for i in items] == expected
+    # Compared by similarity, not by id: the small model sometimes writes the same
+    # memory text twice, and equal texts tie in any order.
+    sim_of = {m["id"]: float(s) for m, s in zip(pool, sims, strict=True)}
+    top = sorted((float(s) for s in sims), reverse=True)[: len(items)]
+    assert np.allclose([sim_of[i["id"]] for i in items], top, atol=1e-5)
     assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
 
     # The recalled session-1 memory is in the session-3 counselor prompt.
