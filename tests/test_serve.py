@@ -41,19 +41,27 @@ def test_serve_starts_waits_prints_and_stops(tmp_path: Path) -> None:
     exe.chmod(0o755)
     port = free_port()
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "serve", "org/model-8b", "--port", str(port), "--", "--max-model-len", "8192"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Output goes to files, not pipes: a child that writes more than a pipe holds
+    # while nobody reads it would block and never stop.
+    out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "serve", "org/model-8b", "--port", str(port), "--", "--max-model-len", "8192"], env=env, stdout=out, stderr=err, text=True)
     try:
-        line = ""
-        deadline = time.monotonic() + 30
-        while "base_url" not in line and time.monotonic() < deadline:
-            line += proc.stdout.readline()  # type: ignore[union-attr]
-        assert f"base_url: http://127.0.0.1:{port}/v1" in line
+        deadline = time.monotonic() + 60
+        while "base_url" not in out_path.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        assert f"base_url: http://127.0.0.1:{port}/v1" in out_path.read_text(), err_path.read_text()[-2000:]
         import json
 
         args = json.loads(args_file.read_text())
         assert args[:2] == ["serve", "org/model-8b"] and "--enable-prefix-caching" in args and args[-2:] == ["--max-model-len", "8192"]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0  # a clean stop; generous for a loaded CI machine
+        try:
+            code = proc.wait(60)  # a clean stop; generous for a loaded CI machine
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"therasim serve did not stop on SIGINT; stderr: {err_path.read_text()[-2000:]}") from None
+        assert code == 0, err_path.read_text()[-2000:]
         assert (tmp_path / "args.json.stopped").read_text() == "clean"
     finally:
         if proc.poll() is None:
