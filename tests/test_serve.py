@@ -32,6 +32,14 @@ open(ARGS_FILE + ".stopped", "w").write("clean")
 '''
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # The child gets SIGINT as a terminal's Ctrl-C would deliver it. A test worker can
+    # carry an ignored or blocked SIGINT (an earlier test in it, e.g. Ray's), which
+    # exec passes on: Python then installs no KeyboardInterrupt handler at all.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_serve_starts_waits_prints_and_stops(tmp_path: Path) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -45,7 +53,7 @@ def test_serve_starts_waits_prints_and_stops(tmp_path: Path) -> None:
     # while nobody reads it would block and never stop.
     out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
     with out_path.open("w") as out, err_path.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "serve", "org/model-8b", "--port", str(port), "--", "--max-model-len", "8192"], env=env, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "serve", "org/model-8b", "--port", str(port), "--", "--max-model-len", "8192"], env=env, stdout=out, stderr=err, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while "base_url" not in out_path.read_text() and time.monotonic() < deadline and proc.poll() is None:
