@@ -116,7 +116,6 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     """One cohort in this process (called in a child process)."""
     import gc
 
-    from therasim.profiles import sample_profiles
     from therasim.runner import arun_dir, start_run
     from therasim.tools.bench import _get
 
@@ -134,8 +133,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
             pauses.append(time.perf_counter() - started.pop())
 
     gc.callbacks.append(on_gc)
-    cohort = sample_profiles(n, seed=0)
-    rd, _ = start_run(cfg, profiles=cohort, out=root / f"run{tag}", run_id=f"scale{n}")
+    # sampled inside start_run (the config's seed is 0) and not kept here: this process's
+    # memory is the runner's, which reads the profiles from the run folder as courses start
+    rd, _ = start_run(cfg, sample=n, out=root / f"run{tag}", run_id=f"scale{n}")
     _set_layout(rd, layout)
     r0 = int(_get(url + "/metrics")["requests"])
     calls_at: list[tuple[float, int]] = []
@@ -204,6 +204,7 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "rss_mb_by_window": rss_at,
         "completed_by_window": done_at,
         "cpu_ms_per_call_by_window": cpu_per_call,
+        "calls_per_min_by_window": [round(x) for x in per_min],
         "rss_mb_per_1k_courses": round(rss_slope, 1) if rss_slope is not None else None,
         "cpu_ms_per_call_per_1k_courses": round(cpu_slope, 3) if cpu_slope is not None else None,
     }

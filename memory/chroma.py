@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -246,17 +247,23 @@ class ChromaMemoryStore:
                             raise
                         return None
                 b.cols[role] = col
-            self._close_idle()
-            return col
+            closed = self._close_idle()
+        if closed:
+            release_freed_memory()
+        return col
 
-    def _close_idle(self) -> None:
+    def _close_idle(self) -> int:
         """Close least recently used blocks none of whose clients is in use, while more
-        than ``open_blocks`` are open (called holding ``_lock``)."""
+        than ``open_blocks`` are open (called holding ``_lock``); returns how many closed.
+        The caller then calls :func:`release_freed_memory` (not holding the lock)."""
+        n = 0
         for key in [k for k, b in self._blocks.items() if not b.users]:
             if len(self._blocks) <= self._open_blocks:
                 break
             self._blocks.pop(key).client.close()
             self.blocks_closed += 1
+            n += 1
+        return n
 
     def close(self) -> None:
         """Close every open block (blocks layout); a later use reopens them."""
@@ -488,11 +495,14 @@ class ChromaMemoryStore:
             with self._lock:
                 self._cols.pop(name, None)
             self._mirror.drop(name)
+        closed = 0
         with self._lock:
             b = self._blocks.get(self._block_key(client_id))
             if b is not None:
                 b.users.discard(client_id)
-                self._close_idle()
+                closed = self._close_idle()
+        if closed:
+            release_freed_memory()
 
     def delete_client(self, client_id: str) -> None:
         self.release(client_id)
@@ -507,6 +517,45 @@ class ChromaMemoryStore:
             except Exception:  # not there: nothing to delete
                 pass
         self.release(client_id)  # the block's use taken above
+
+
+_malloc_trim: Any = None
+
+
+def _glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def release_freed_memory(wait: bool = False) -> bool:
+    """Hand back to the OS what the C allocator holds but nothing uses (glibc's
+    ``malloc_trim(0)``, over all its arenas), in a background thread unless ``wait``
+    (it takes milliseconds on a large heap; ctypes releases the GIL meanwhile).
+    Called when a block closes: a closed block frees its index and caches, but glibc
+    keeps freed memory in its arenas (Chroma's worker threads each have one), so the
+    process's resident size would not show it. Does nothing (returns False) where the
+    C library is not glibc."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = False
+        if sys.platform.startswith("linux") and _glibc():
+            try:
+                import ctypes
+
+                fn = ctypes.CDLL(None).malloc_trim
+                fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+                _malloc_trim = fn
+            except (OSError, AttributeError):
+                pass
+    if not _malloc_trim:
+        return False
+    if wait:
+        _malloc_trim(0)
+    else:
+        threading.Thread(target=_malloc_trim, args=(0,), name="therasim-malloc-trim", daemon=True).start()
+    return True
 
 
 def chroma_where(f: MemoryFilter) -> dict[str, Any] | None:

@@ -292,21 +292,29 @@ def _new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def _cohort(rd: RunDir, man: dict[str, Any]) -> list[ClientProfile]:
-    """The run's profiles from profiles.jsonl, checked against the manifest's ids."""
+def _profiles(rd: RunDir) -> Iterator[ClientProfile]:
+    """The run's profiles, read from profiles.jsonl one at a time."""
     from pydantic import ValidationError
 
-    cohort: list[ClientProfile] = []
     for r in read_jsonl(rd.profiles):
         try:
-            cohort.append(ClientProfile.model_validate(r))
+            yield ClientProfile.model_validate(r)
         except ValidationError as e:
             raise RunDirError(f"{rd.profiles}: a profile no longer validates ({str(e).splitlines()[0][:200]}); the file was edited or damaged") from None
-    have = {p.id for p in cohort}  # once: in the comprehension it was rebuilt per id (80 s at 10,000 courses)
+
+
+def _cohort_ids(rd: RunDir, man: dict[str, Any]) -> list[str]:
+    """The ids of the run's profiles (profiles.jsonl's order), each profile validated and
+    the manifest's ids checked against them. Only ids are kept: the runner reads each
+    profile again when its course starts (:func:`_profiles`), so what it holds of the
+    cohort is a few bytes per course, not the profiles (~8 KB each in Python)."""
+    ids = [p.id for p in _profiles(rd)]
+    have = set(ids)  # once: in the comprehension it was rebuilt per id (80 s at 10,000 courses)
     missing = [i for i in man["cohort"]["ids"] if i not in have]
     if missing:
         raise RunDirError(f"{rd.profiles}: profiles {missing[:5]} of the manifest's cohort are missing or damaged; restore the file to resume")
-    return cohort
+    return ids
+
 
 
 def name_problems(cfg: RunConfig, *, preset: bool = True) -> list[tuple[str, str]]:
@@ -476,12 +484,16 @@ async def _arun_dir_locked(
     run_id = man["run_id"]
     for p in (rd.transcripts, rd.courses, rd.branches, rd.events, rd.prompts):
         repair_jsonl(p)
-    cohort = _cohort(rd, man)
+    cohort_ids = _cohort_ids(rd, man)
     status = rd.course_status()
     written = {(r["client_id"], r["session"]) for r in read_jsonl(rd.transcripts) if r.get("branch") is None}
     result = RunResult(rd.root, run_id, problems=[p["error"] for p in rd.problems_list()])
-    todo = [p for p in cohort if status.get(p.id, {}).get("status") != "completed"]
-    result.skipped = [p.id for p in cohort if status.get(p.id, {}).get("status") == "completed"]
+    done = {i for i in cohort_ids if status.get(i, {}).get("status") == "completed"}
+    n_todo = sum(1 for i in cohort_ids if i not in done)
+    result.skipped = [i for i in cohort_ids if i in done]
+    del cohort_ids, status
+    # the courses to run, read from profiles.jsonl as they start (not held in memory)
+    todo: Iterator[ClientProfile] = (p for p in _profiles(rd) if p.id not in done)
     pool = models if isinstance(models, ModelPool) else ModelPool(models if models is not None else cfg.models)
     course = course_builder(cfg.course, session_builder)
     check_session_graph(man, course.session, "resume the run")
@@ -510,7 +522,7 @@ async def _arun_dir_locked(
     courses_w = JsonlWriter(rd.courses)
     prompts_w = JsonlWriter(rd.prompts, fsync=False)  # synced at the end; a torn line is repaired on resume
     t0 = time.monotonic()
-    prog = _Progress(len(todo), cfg.course.sessions, progress)
+    prog = _Progress(n_todo, cfg.course.sessions, progress)
 
     def on_event(e: dict[str, Any]) -> None:
         e = dict(e)
@@ -584,15 +596,13 @@ async def _arun_dir_locked(
                 if executor is None:
                     # n_conc workers over one iterator: a task per course in flight,
                     # not one per course of the cohort waiting on the semaphore
-                    pending = iter(todo)
-
                     async def worker() -> None:
-                        for p in pending:
+                        for p in todo:
                             await one(p)
 
-                    await asyncio.gather(*(worker() for _ in range(min(n_conc, len(todo)))))
+                    await asyncio.gather(*(worker() for _ in range(min(n_conc, n_todo))))
                 else:
-                    await executor.arun(rd, cfg, todo, concurrency=n_conc, store=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write, course_running=course_running, course_ended=course_ended, models=models, session_builder=session_builder)
+                    await executor.arun(rd, cfg, list(todo), concurrency=n_conc, store=store, on_event=on_event, on_record=write_record, on_messages=prompts_w.write, course_running=course_running, course_ended=course_ended, models=models, session_builder=session_builder)
             if store is not None and store.pending:
                 if await asyncio.to_thread(store.flush):
                     w = JsonlWriter(pending_file)
