@@ -227,6 +227,48 @@ def _hit_ratios(events_path: Path) -> dict[str, Any]:
     return {"prefix_hit_ratio_calls": r(tot), "prefix_hit_ratio_steady": r(steady), "prefix_hit_ratio_by_node": {k: r(v) for k, v in sorted(per.items())}}
 
 
+def slot_time(events_path: Path, t0: float, t1: float, concurrency: int) -> dict[str, Any]:
+    """Where the run's request slots went (``concurrency`` x wall seconds, from the
+    calls' own ``node_call`` records: each call ends at ``ts`` and took ``latency_s``):
+    ``in_calls`` (a request in flight), ``between_calls`` (a course in the slot between
+    its own calls: orchestration, checkpoints, memory, the event loop's queue) and
+    ``no_course`` (the slot empty: start-up before the first call, a course's hand-over
+    to the next, and the cohort's tail when fewer courses than slots are left), as
+    fractions of the slot time; ``startup_s`` (wall seconds to the first call),
+    ``tail_s`` (from the last course's first call to the end) and
+    ``mean_in_flight``. A flat replay keeps ``in_calls`` near 1: what falls short of
+    it is what E loses, in slot time (the stub serves faster when fewer calls are in
+    flight, so tokens/s loses less than slot time)."""
+    from therasim._internal.rundir import read_jsonl
+
+    spans: dict[str, list[float]] = {}
+    busy, calls = 0.0, 0
+    for e in read_jsonl(events_path):
+        if e.get("event") != "node_call" or e.get("ts") is None:
+            continue
+        calls += 1
+        end, lat = float(e["ts"]), float(e.get("latency_s") or 0.0)
+        busy += lat
+        sp = spans.setdefault(str(e.get("client_id")), [end - lat, end, 0.0])
+        sp[0], sp[1] = min(sp[0], end - lat), max(sp[1], end)
+        sp[2] += lat
+    wall = max(t1 - t0, 1e-9)
+    slots = concurrency * wall
+    in_course = sum(b - a for a, b, _ in spans.values())
+    gaps = sum(max(0.0, (b - a) - c) for a, b, c in spans.values())
+    first = min((a for a, _, _ in spans.values()), default=t0)
+    last_start = max((a for a, _, _ in spans.values()), default=t1)
+    return {
+        "in_calls": round(busy / slots, 4),
+        "between_calls": round(gaps / slots, 4),
+        "no_course": round(max(0.0, slots - in_course) / slots, 4),
+        "startup_s": round(first - t0, 2),
+        "tail_s": round(t1 - last_start, 2),
+        "mean_in_flight": round(busy / wall, 1),
+        "mean_gap_ms_per_call": round(1000 * gaps / max(calls, 1), 2),
+    }
+
+
 def cost_accounting(metrics: dict[str, Any], events_path: Path, turns: int, prefill_tok_s: float) -> dict[str, Any]:
     """What the cohort asks of a model server, per simulated turn (one exchange):
     uncached prompt tokens (what the server must prefill), output tokens, the stub's
@@ -473,9 +515,10 @@ def bench(
             trace.unlink(missing_ok=True)
             stub.trace("trace")
             rd, _ = start_run(cfg, profiles=cohort, out=root / "therasim", run_id="bench")  # same ids in every arm
-            cpu0, scpu0, t0 = time.process_time(), stub.cpu_s(), time.perf_counter()
+            cpu0, scpu0, t0, e0 = time.process_time(), stub.cpu_s(), time.perf_counter(), time.time()
             res = asyncio.run(arun_dir(rd, concurrency=concurrency))
             wall = time.perf_counter() - t0
+            e1 = time.time()
             cpu = time.process_time() - cpu0
             stub_cpu = stub.cpu_s() - scpu0
             stub.trace(None)
@@ -507,6 +550,7 @@ def bench(
                 **cost_accounting(m, rd.events, res.turns, _stub_profile(profile).prefill_tok_s),
                 errors=res.errors,
                 retries=res.retries,
+                slot_time=slot_time(rd.events, e0, e1, concurrency),
                 run_dir=str(rd.root),
             )
             # the ideal: the same requests, no orchestration, same concurrency
