@@ -14,7 +14,12 @@ def test_slot_time_by_hand(tmp_path: Path) -> None:
     # course b: calls 2-6 s and 6-9 s (no gap). Course c starts after a in a's slot: 6-8 s.
     calls = [("a", 3, 2), ("a", 5, 1.5), ("b", 6, 4), ("b", 9, 3), ("c", 8, 2)]
     ev = tmp_path / "events.jsonl"
-    lines = [{"event": "node_call", "client_id": c, "ts": 1000 + end, "latency_s": lat} for c, end, lat in calls]
+    import datetime as dt
+
+    def iso(t: float) -> str:  # how the run's event log stamps a record
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+    lines = [{"event": "node_call", "client_id": c, "timestamp": iso(1000 + end), "latency_s": lat} for c, end, lat in calls]
     lines.insert(2, {"event": "exchange", "client_id": "a", "ts": 1004})  # not a call
     ev.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     got = slot_time(ev, 1000.0, 1010.0, 2)

@@ -108,3 +108,48 @@ def test_release_freed_memory_is_glibc_only(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(chroma, "_malloc_trim", None)
     monkeypatch.setattr(chroma, "_glibc", lambda: False)
     assert release_freed_memory(wait=True) is False
+
+
+def test_writes_of_courses_ending_together_share_one_upsert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve clients of one block write at once (threads): their writes go to Chroma in
+    fewer upserts than writes (group commit), and each client's items are all there,
+    in the mirror and in Chroma, exactly as written."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [f"c{i}" for i in range(12)]
+    store = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), layout="blocks", scope="s")
+    store.assign_blocks(ids, 256)
+    col = store._col("c0", "counselor")
+    real = type(col).upsert
+    calls: list[int] = []
+
+    def slow_upsert(self: Any, *a: Any, **kw: Any) -> Any:
+        calls.append(len(kw["ids"]))
+        time.sleep(0.2)  # a commit that takes a while: the others' writes gather meanwhile
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(type(col), "upsert", slow_upsert)
+    go = threading.Barrier(12)
+
+    def write(cid: str) -> list[str]:
+        go.wait()
+        return store.add(cid, "counselor", [{"text": f"{cid} sleeps badly", "kind": "fact", "id": "a"}, {"text": f"{cid} walks daily", "kind": "plan", "id": "b"}])
+
+    with ThreadPoolExecutor(12) as ex:
+        assert list(ex.map(write, ids)) == [["a", "b"]] * 12
+    assert sum(calls) == 24 and len(calls) < 12 and store.upserts == len(calls)
+    fresh = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), layout="blocks", scope="s", cache=False)
+    fresh.assign_blocks(ids, 256)
+    for cid in ids:
+        want = sorted([f"{cid} sleeps badly", f"{cid} walks daily"])
+        assert sorted(x["text"] for x in fresh.list(cid, "counselor")) == want
+        assert sorted(x["text"] for x in store.search(cid, "counselor", "sleep", k=5)) == want  # the mirror
+    # the same ids written twice at once never share a call (Chroma refuses duplicate ids)
+    calls.clear()
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda i: store.add("c1", "counselor", [{"text": f"c1 take {i}", "kind": "fact", "id": "a"}]), range(4)))
+    assert all(n == 1 for n in calls) and len(calls) == 4
+    assert len([x for x in fresh.list("c1", "counselor") if x["id"] == "a"]) == 1
+    store.close()

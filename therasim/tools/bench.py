@@ -241,13 +241,17 @@ def slot_time(events_path: Path, t0: float, t1: float, concurrency: int) -> dict
     flight, so tokens/s loses less than slot time)."""
     from therasim._internal.rundir import read_jsonl
 
+    import datetime as dt
+
     spans: dict[str, list[float]] = {}
     busy, calls = 0.0, 0
     for e in read_jsonl(events_path):
-        if e.get("event") != "node_call" or e.get("ts") is None:
+        if e.get("event") != "node_call" or not (e.get("ts") or e.get("timestamp")):
             continue
         calls += 1
-        end, lat = float(e["ts"]), float(e.get("latency_s") or 0.0)
+        # the run's log stamps each record when written (ISO ``timestamp``, the call's end)
+        end = float(e["ts"]) if e.get("ts") is not None else dt.datetime.fromisoformat(str(e["timestamp"]).replace("Z", "+00:00")).timestamp()
+        lat = float(e.get("latency_s") or 0.0)
         busy += lat
         sp = spans.setdefault(str(e.get("client_id")), [end - lat, end, 0.0])
         sp[0], sp[1] = min(sp[0], end - lat), max(sp[1], end)
