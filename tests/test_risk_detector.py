@@ -203,7 +203,7 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
         return set(re.findall(r"[a-z0-9']+", t.lower()))
 
     evaluation = [words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors.jsonl", "risk_utterances_unseen_authors2.jsonl"):
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl"):
         evaluation += [words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     train = [(r["id"], words(r["text"])) for r in rows]
     near = [i for i, w in train for e in evaluation if len(w & e) / len(w | e) > 0.6]
@@ -390,8 +390,25 @@ def test_unseen_authors2_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS2_CEILING_FP
 
 
+@pytest.mark.embedded
+def test_unseen_authors3_figures(capsys: pytest.CaptureFixture[str]):
+    """A fourth evaluation set: 736 utterances by two more authors (a15, a16) who wrote
+    to the third brief for evaluation only: never trained on, nor used for thresholds
+    or settings (policies/data/risk_utterances_unseen_authors3.jsonl, docs/risk.md). No
+    row is a near duplicate of a training row (checked on import)."""
+    mine = _jsonl("risk_utterances_unseen_authors3.jsonl")
+    assert len(mine) >= 700
+    assert {r["author"] for r in mine} == {"a15", "a16"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors3.jsonl", "unseen authors a15+a16")
+    assert _rate(f, "hit") >= AUTHORS3_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS3_CEILING_FP
+
+
+AUTHORS3_FLOOR_RECALL = 0.95  # measured 341/354 = 96.3% (the model of 4,564 rows, before the third-round training rows)
+AUTHORS3_CEILING_FP = 0.07  # measured 23/382 = 6.0% (the same model)
 AUTHORS2_FLOOR_RECALL = 0.95  # measured 328/342 = 95.9% (323/342 = 94.4% with the model of 1,836 rows)
-AUTHORS2_CEILING_FP = 0.065  # measured 21/382 = 5.5% (48/382 = 12.6% before)
+AUTHORS2_CEILING_FP = 0.065  # measured 21/382 = 5.5%, 22/382 = 5.8% with the explicit-cue rule (48/382 = 12.6% before)
 AUTHORS_FLOOR_RECALL = 0.95  # measured 332/346 = 96.0% (328/346 = 94.8% before)
 AUTHORS_CEILING_FP = 0.07  # measured 24/396 = 6.1% (47/396 = 11.9% before)
 UNSEEN_FLOOR_RECALL = 0.92  # measured 151/162 = 93.2% (the same before)
