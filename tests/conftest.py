@@ -77,6 +77,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_stub(*args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """`therasim stub --port 0 ARGS` in a subprocess: the OS picks a free port and the
+    stub binds it before printing its banner, so no other test's server can take the
+    port between choosing and binding it (the race of free_port()). Returns the
+    process and its port once /health answers."""
+    import re
+    import tempfile
+
+    log = tempfile.NamedTemporaryFile(prefix="therasim-stub-", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--port", "0", *args], stdout=subprocess.DEVNULL, stderr=log, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            m = re.search(r"on http://[^:/]+:(\d+)/v1", Path(log.name).read_text(errors="replace"))
+            if m:
+                port = int(m.group(1))
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"stub did not start (exit {proc.poll()}): {Path(log.name).read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        wait_port(port, proc, max(1.0, deadline - time.monotonic()), "/health")
+    finally:
+        log.close()
+        os.unlink(log.name)
+    return proc, port
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0, path: str = "/") -> None:
     import urllib.error
     import urllib.request

@@ -5,8 +5,6 @@ here (no model runs)."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,12 +42,10 @@ def make_run(tmp: Path, sessions: dict[tuple[str, int], dict[str, Any]], *, plan
 @contextlib.contextmanager
 def stub_server(profile: str = "zero", time_scale: float = 1.0) -> Iterator[str]:
     """`therasim stub` in a subprocess; yields its /v1 URL."""
-    from conftest import free_port, wait_port
+    from conftest import start_stub
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--profile", profile, "--time-scale", str(time_scale), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_stub("--profile", profile, "--time-scale", str(time_scale), timeout=60)
     try:
-        wait_port(port, proc, 60, "/health")
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()

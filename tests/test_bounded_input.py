@@ -141,12 +141,10 @@ def test_a_key_in_base_url_is_never_stored_or_printed(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from conftest import free_port, wait_port  # type: ignore[import-not-found]
+    from conftest import free_port, start_stub  # type: ignore[import-not-found]
 
-    port = free_port()
-    stub = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stub, port = start_stub()
     try:
-        wait_port(port, stub, 30, "/health")
         dead = free_port()  # a replica nobody listens on: its errors carry the URL too
         cfg = tmp_path / "c.yaml"
         cfg.write_text(json.dumps({

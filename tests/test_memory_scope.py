@@ -9,19 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port, wait_port  # type: ignore[import-not-found]
+from conftest import free_port, start_stub, wait_port  # type: ignore[import-not-found]
 
 
 def test_two_runs_on_one_chroma_server_stay_apart(tmp_path: Path) -> None:
     from therasim.runner import resume, start_run
 
     exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    port, stub_port = free_port(), free_port()
+    port = free_port()
     chroma = subprocess.Popen([exe, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"ANONYMIZED_TELEMETRY": "False", "PATH": "/usr/bin:/bin"})
-    stub = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--port", str(stub_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stub, stub_port = start_stub()
     try:
         wait_port(port, chroma, 60, "/api/v2/heartbeat")
-        wait_port(stub_port, stub, 30, "/health")
         cfg = {
             "models": {"default": {"provider": "openai", "model": "stub", "base_url": f"http://127.0.0.1:{stub_port}/v1", "timeout_s": 10}},
             "course": {"preset": "minimal", "sessions": 2, "max_turns": 2},

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_port  # type: ignore[import-not-found]
+from conftest import start_stub  # type: ignore[import-not-found]
 
 
 class Guard:
@@ -60,10 +58,8 @@ class Guard:
 def test_server_run_connects_only_to_the_configured_endpoint_and_keeps_keys_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-test-SECRET-4f1d9c"
     monkeypatch.setenv("THERASIM_TEST_KEY", secret)
-    port = free_port()
-    stub = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stub, port = start_stub()
     try:
-        wait_port(port, stub, 30, "/health")
         from therasim.runner import run
 
         cfg = {

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_port  # type: ignore[import-not-found]
+from conftest import free_port, start_stub, wait_port  # type: ignore[import-not-found]
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
@@ -28,9 +28,7 @@ from therasim.structured import agenerate_structured, agenerate_text
 
 class _Stub:
     def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "therasim.cli", "stub", "--port", str(self.port), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(self.port, self.proc, 30, "/health")
+        self.proc, self.port = start_stub(*args)
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def metrics(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import json
 import math
 import random
 import re
+import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -615,6 +616,14 @@ def run_stub(profile: str = "zero", *, host: str = "127.0.0.1", port: int = 8011
     if trace_dir is not None and not Path(trace_dir).is_dir():
         raise ConfigError(f"--trace-dir {trace_dir}: no such folder; create it first")
     server = StubServer(profile, faults=faults, seed=seed, time_scale=time_scale, trace=trace, trace_dir=trace_dir)
+    sock = _listen(host, port)  # bound before the banner: with --port 0 the banner names the port the OS chose
+    port = int(sock.getsockname()[1])
     print_fn(f"therasim stub ({server.profile.name}) on http://{host}:{port}/v1  (metrics: http://{host}:{port}/metrics)")
-    web.run_app(create_app(server), host=host, port=port, print=None, access_log=None, handle_signals=True, shutdown_timeout=1.0)
+    web.run_app(create_app(server), sock=sock, print=None, access_log=None, handle_signals=True, shutdown_timeout=1.0)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (an OSError names why it cannot be had)."""
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(addr[:2], family=family, backlog=1024)
 
