@@ -61,6 +61,19 @@ def _loop_or_end(state: dict[str, Any]) -> str:
     return END if state.get("ended") else "__loop__"
 
 
+def router(fn: Callable[[dict[str, Any]], Any]) -> Any:
+    """A conditional edge's routing function as LangGraph should call it from an async
+    run: directly, untraced. Given a plain function, LangGraph runs it in the default
+    thread pool (``run_in_executor``: a thread hop and a GIL hand-off per exchange)
+    inside a callback-manager span; routers here are pure functions of the state."""
+    from langgraph._internal._runnable import RunnableCallable
+
+    async def afn(state: dict[str, Any]) -> Any:
+        return fn(state)
+
+    return RunnableCallable(fn, afn, name=getattr(fn, "__name__", "router"), trace=False)
+
+
 def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], channels: dict[str, Any]) -> Callable[..., Awaitable[dict[str, Any] | list[Any]]]:
     """One LangGraph node that runs several wrapped nodes in turn (one superstep, one
     checkpoint). Each sees the state as it would after the ones before it had run
@@ -299,14 +312,14 @@ class SessionGraphBuilder(StepsBuilder):
             """The edges out of ``src``: those of ``like`` (itself, or the last node of its group)."""
             cond = self.conditionals.get(like)
             if like == "termination":
-                g.add_conditional_edges(src, _loop_or_end, {END: END, "__loop__": self.order[0]})
+                g.add_conditional_edges(src, router(_loop_or_end), {END: END, "__loop__": self.order[0]})
             elif cond is not None:
                 spec_side = self.nodes[like].side
 
                 def route(state: dict[str, Any], _c: _Conditional = cond, _s: Side = spec_side) -> str:
                     return _c.destinations[_c.router(make_view(state, _s, _c.source, contract))]
 
-                g.add_conditional_edges(src, route, sorted(set(cond.destinations.values())))
+                g.add_conditional_edges(src, router(route), sorted(set(cond.destinations.values())))
             else:
                 g.add_edge(src, chain[chain.index(like) + 1])
 

@@ -38,6 +38,7 @@ from therasim.graphs.builder import (
     describe_specs,
     fold_groups,
     fold_nodes,
+    router,
     wrap_node,
 )
 from therasim.graphs.presets import preset
@@ -377,12 +378,12 @@ class CourseGraphBuilder(StepsBuilder):
             grp = heads.get(name)
             like = grp[-1] if grp is not None else name
             if like == "finish":
-                g.add_conditional_edges(name, lambda s: END if s.get("done") else "__next__", {END: END, "__next__": chain[0]})
+                g.add_conditional_edges(name, router(lambda s: END if s.get("done") else "__next__"), {END: END, "__next__": chain[0]})
                 continue
             b = chain[chain.index(like) + 1]
             if like == "events":
                 # A no-show or dropout skips the session and everything around it.
-                g.add_conditional_edges(name, lambda s, _b=b: "finish" if (s.get("pending") or {}).get("skipped") else _b, sorted({b, "finish"}))
+                g.add_conditional_edges(name, router(lambda s, _b=b: "finish" if (s.get("pending") or {}).get("skipped") else _b), sorted({b, "finish"}))
             else:
                 g.add_edge(name, b)
         return g

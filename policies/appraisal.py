@@ -124,11 +124,15 @@ LABEL_WEIGHT = 0.5
 EARLY_EXCHANGES = 2  # advice in the first exchanges of a course is premature whatever its framing
 
 _COMPILED = {m: [re.compile(p, re.IGNORECASE) for p in ps] for m, ps in MOVE_LEXICON.items()}
-_RISK = [re.compile(p, re.IGNORECASE) for p in RISK_CUES]
+# One alternation per move: a reply that matches none of a move's phrases (most moves,
+# most replies) costs one search instead of one per phrase; only a hit goes on to find
+# which phrase matched first, in lexicon order, as before.
+_ANY = {m: re.compile("|".join(f"(?:{p})" for p in ps), re.IGNORECASE) for m, ps in MOVE_LEXICON.items()}
+_RISK_ANY = re.compile("|".join(f"(?:{p})" for p in RISK_CUES), re.IGNORECASE)
 
 
 def has_risk_cue(text: str) -> bool:
-    return any(p.search(text or "") for p in _RISK)
+    return _RISK_ANY.search(text or "") is not None
 
 
 def move_labels(current: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,6 +153,8 @@ def appraise(counselor_text: str, client_text: str = "", labels: Mapping[str, An
     strength: dict[str, float] = dict.fromkeys(MOVES, 0.0)
     evidence: dict[str, list[str]] = {}
     for move, pats in _COMPILED.items():
+        if _ANY[move].search(counselor_text or "") is None:
+            continue
         for p in pats:
             m = p.search(counselor_text or "")
             if m:

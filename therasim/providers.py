@@ -443,6 +443,11 @@ class OpenAICompatChatModel(_ProviderChatModel):
         return {"user": course_key} if course_key else {}  # the OpenAI `user` field: per-course attribution in server logs
 
     def _client(self) -> Any:
+        # the private-attribute dict directly: ``self._http`` goes through pydantic's
+        # ``__getattr__``, which raises and catches an AttributeError on every access
+        http = self.__pydantic_private__.get("_http")  # type: ignore[union-attr]
+        if http is not None:
+            return http
         if self._http is None:
             from therasim._internal.http import HttpChatClient, RetryPolicy
 
@@ -651,11 +656,18 @@ class ModelPool:
             for r in ROLES:
                 self._specs[r] = models.get(r, default)
         self._built: dict[tuple[str, str], BaseChatModel] = {}
+        self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
         from therasim._internal.http import Breakers
 
         # one circuit breaker per replica URL, shared by the models this pool builds
         self.breakers = Breakers()
+
+    def _key(self, role: Role, spec: ModelSpec) -> str:
+        # the spec's JSON, once per role (it was serialised on every call); ModelSpecs
+        # are not changed after the pool is made
+        k = self._keys[role] = spec.model_dump_json()
+        return k
 
     def spec(self, role: Role) -> ModelSpec | BaseChatModel:
         return self._specs[role]
@@ -665,7 +677,7 @@ class ModelPool:
         if isinstance(spec, BaseChatModel):
             return spec
         replica = choose_replica(spec.base_urls, course_key) if spec.base_urls else "-"
-        key = (spec.model_dump_json(), replica)
+        key = (self._keys.get(role) or self._key(role, spec), replica)
         with self._lock:
             if key not in self._built:
                 self._built[key] = make_chat_model(spec, course_key=course_key, breakers=self.breakers)

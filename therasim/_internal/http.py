@@ -1,6 +1,7 @@
-"""The HTTP transport for OpenAI-compatible servers (vLLM): raw aiohttp, one
-session per event loop, retries with backoff and jitter within a per-call
-budget, Retry-After honoured, and a circuit breaker per base URL that moves
+"""The HTTP transport for OpenAI-compatible servers (vLLM): a lean keep-alive
+HTTP/1.1 client (:mod:`therasim._internal.http1`; ``THERASIM_HTTP_CLIENT=aiohttp``
+switches to raw aiohttp), one connection pool per event loop, retries with
+backoff and jitter within a per-call budget, Retry-After honoured, and a circuit breaker per base URL that moves
 courses to a healthy replica while one is failing.
 
 The openai SDK's request transformation and langchain-openai's parse path cost
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import threading
 import time
@@ -129,12 +131,22 @@ class HttpChatClient:
         self.breakers = Breakers() if breakers is None else breakers
         self._rng = random.Random(seed)
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        # the lean HTTP/1.1 client (therasim._internal.http1) unless THERASIM_HTTP_CLIENT=aiohttp
+        self.lean = os.environ.get("THERASIM_HTTP_CLIENT", "").strip().lower() != "aiohttp"
+        self._targets: dict[str, Any] = {}
+        self._redacted_urls: dict[str, str] = {}
 
     def _session(self) -> Any:
-        import aiohttp
-
         loop = asyncio.get_running_loop()
         s = self._sessions.get(loop)
+        if self.lean:
+            if s is None:
+                from therasim._internal.http1 import Http1Pool
+
+                s = self._sessions[loop] = Http1Pool(self.headers)
+            return s
+        import aiohttp
+
         if s is None or s.closed:
             s = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
@@ -150,7 +162,11 @@ class HttpChatClient:
         except RuntimeError:
             return
         s = self._sessions.pop(loop, None)
-        if s is not None and not s.closed:
+        if s is None:
+            return
+        if self.lean:
+            s.close()
+        elif not s.closed:
             await s.close()
 
     def _pick(self) -> str:
@@ -179,10 +195,34 @@ class HttpChatClient:
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="therasim-http-sync") as pool:
             return pool.submit(asyncio.run, once()).result()
 
-    async def chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The parsed response and transport info (attempts, retries, errors, url)."""
+    def _connection_errors(self) -> tuple[type[BaseException], ...]:
+        if self.lean:
+            return (ConnectionError, OSError)
         import aiohttp
 
+        return (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError, ConnectionError)
+
+    def _redacted(self, url: str) -> str:
+        r = self._redacted_urls.get(url)
+        if r is None:
+            r = self._redacted_urls[url] = redact_url(url)
+        return r
+
+    async def _post(self, url: str, payload: bytes) -> tuple[int, str | None, bytes]:
+        """One attempt: status, Retry-After and body of the reply."""
+        if self.lean:
+            from therasim._internal.http1 import Target
+
+            t = self._targets.get(url)
+            if t is None:
+                t = self._targets[url] = Target(url)
+            status, headers, raw = await self._session().post(t, "/chat/completions", payload, self.timeout_s)
+            return status, headers.get("retry-after"), raw
+        async with self._session().post(url + "/chat/completions", data=payload, headers=self.headers) as resp:
+            return resp.status, resp.headers.get("Retry-After"), await resp.read()
+
+    async def chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The parsed response and transport info (attempts, retries, errors, url)."""
         errors: list[str] = []
         t0 = time.monotonic()
         payload = _dumps(body)
@@ -193,27 +233,24 @@ class HttpChatClient:
             retry_after: float | None = None
             kind = "ok"
             try:
-                async with self._session().post(url + "/chat/completions", data=payload, headers=self.headers) as resp:
-                    status = resp.status
-                    raw = await resp.read()
-                    if status == 200:
-                        data = _loads(raw)
-                        choice = data["choices"][0]["message"]
-                        if not isinstance(choice.get("content"), (str, type(None))):
-                            raise ValueError("message.content is not text")
-                        self.breakers[url].success()
-                        return data, {"attempts": n + 1, "retries": n, "errors": [redact_text(x) for x in errors], "url": redact_url(url)}
-                    ra = resp.headers.get("Retry-After")
-                    if ra:
-                        try:
-                            retry_after = float(ra)
-                        except ValueError:
-                            retry_after = None
-                    kind = f"http_{status}"
-                    detail = raw[:200].decode("utf-8", "replace")
+                status, ra, raw = await self._post(url, payload)
+                if status == 200:
+                    data = _loads(raw)
+                    choice = data["choices"][0]["message"]
+                    if not isinstance(choice.get("content"), (str, type(None))):
+                        raise ValueError("message.content is not text")
+                    self.breakers[url].success()
+                    return data, {"attempts": n + 1, "retries": n, "errors": [redact_text(x) for x in errors] if errors else [], "url": self._redacted(url)}
+                if ra:
+                    try:
+                        retry_after = float(ra)
+                    except ValueError:
+                        retry_after = None
+                kind = f"http_{status}"
+                detail = raw[:200].decode("utf-8", "replace")
             except asyncio.TimeoutError:
                 kind, detail = "timeout", f"no reply within {self.timeout_s:g} s"
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError, ConnectionError) as e:
+            except self._connection_errors() as e:
                 kind, detail = "connection", f"{type(e).__name__}: {e}"[:200]
             except (ValueError, KeyError, IndexError, TypeError) as e:  # malformed or truncated body
                 kind, detail = "malformed", f"{type(e).__name__}: {e}"[:200]
