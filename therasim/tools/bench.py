@@ -239,9 +239,9 @@ def slot_time(events_path: Path, t0: float, t1: float, concurrency: int) -> dict
     ``mean_in_flight``. A flat replay keeps ``in_calls`` near 1: what falls short of
     it is what E loses, in slot time (the stub serves faster when fewer calls are in
     flight, so tokens/s loses less than slot time)."""
-    from therasim._internal.rundir import read_jsonl
-
     import datetime as dt
+
+    from therasim._internal.rundir import read_jsonl
 
     spans: dict[str, list[float]] = {}
     busy, calls = 0.0, 0
