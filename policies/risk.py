@@ -23,6 +23,8 @@ __all__ = [
     "level_rank",
     "pattern_scan",
     "scan",
+    "unvetoed",
+    "vetoable",
     "with_reading",
 ]
 
@@ -115,7 +117,10 @@ _PATTERNS: list[tuple[Category, str, str]] = [
     ("self_harm", "intent", r"\b(?:take|taking|swallowing) (?:all (?:of )?(?:my |the )?|a (?:whole )?bottle of |a handful of |too many |every one of my )(?:pills|tablets|meds|medication|sleeping pills)\b"),
     ("self_harm", "preparatory", r"\b(?:saving up|stockpil\w+|hoard\w*|collecting) (?:my |the )?(?:pills|tablets|meds|medication|sleeping pills)\b"),
     ("self_harm", "ideation_method", r"\bjump(?:ing|ed)? (?:off|from|in front of) (?:a |the )?(?:bridge|roof|building|train|ledge|balcony)\b"),
-    ("self_harm", "preparatory", r"\b(?:wrote|writing|written) (?:a |my )?(?:suicide |goodbye )note\b"),
+    ("self_harm", "preparatory", r"\b(?:saved|stashed|hidden|hid) (?:up |away )?(?:all )?(?:my |the |some |enough )?(?:pills|tablets|meds|medication|sleeping pills|painkillers|paracetamol)\b"),
+    ("self_harm", "preparatory", r"\b(?:pills|tablets|meds|medication|painkillers|paracetamol) (?:\w+ ){0,2}?(?:saved up|stashed|hidden away|put aside|set aside|stockpiled)\b"),
+    ("self_harm", "preparatory", r"\b(?:wrote|writing|written|write|left|leaving) (?:a |my |the )?(?:suicide |goodbye )(?:notes?|letters?)\b"),
+    ("self_harm", "preparatory", r"\bgoodbye (?:notes?|letters?) (?:to|for)\b"),
     ("self_harm", "preparatory", r"\b(?:bought|got|have|keep) (?:a |the )?(?:rope|gun|noose|razor blades?)\b(?= (?:for|to|so|in case|ready)\b| ready\b)"),
     ("self_harm", "preparatory", r"\b(?:gave|giving) away (?:all )?my (?:things|stuff|belongings)\b"),
     # harm to others
@@ -133,6 +138,20 @@ _PATTERNS: list[tuple[Category, str, str]] = [
     ("abuse", "abuse", r"\b(?:doesn'?t|does not|don'?t|never) (?:feed|feeds) (?:me|us|the kids)\b"),
 ]
 _COMPILED = [(cat, rung, re.compile(p, re.IGNORECASE)) for cat, rung, p in _PATTERNS]
+# Self-harm patterns that only name a topic (suicide, self-harm, an overdose) or read as
+# everyday hyperbole ("I'm going to die", "I won't be here next week"); the other
+# self-harm patterns above the wish-to-die rung name an explicit act, method or
+# preparation in the speaker's words ("kms", "end it all", pills saved up, goodbye
+# letters), and the classifier's benign reading alone does not silence them (:func:`vetoable`).
+_TOPIC_STARTS = (r"\bsuicid", r"\bself[- ]", r"\boverdos", r"\b(?:going|plan", r"\b(?:not|won")
+EXPLICIT_PATTERNS: frozenset[str] = frozenset(
+    p[:40] for cat, rung, p in _PATTERNS if cat == "self_harm" and rung != "wish_dead" and not p.startswith(_TOPIC_STARTS)
+)
+# A hyperbole marker in the cue's sentence: a condition ("kms if this fee goes out"), a
+# laughing or skull emoji, "lol"/"jk"; or a trivial object right after it ("kms this essay",
+# "hang myself with it").
+_HYPERBOLE = re.compile(r"\bif\b|💀|😭|😂|🙃|🙂|😩|🤣|😆|\b(?:lol|lmao|lmfao|haha\w*|jk|ugh)\b", re.IGNORECASE)
+_TRIVIAL_OBJECT = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:this|that|these|those|with (?:it|my|a|the))\b", re.IGNORECASE)
 
 _NEGATORS = re.compile(
     r"\b(?:not|never|no|n't|dont|don't|didn't|won't|wouldn't|isn't|aren't|wasn't|nor|no longer have|stopped having)\b(?:\W+\w+){0,4}\W*$",
@@ -248,12 +267,37 @@ def with_reading(text: str, cues: list[RiskCue], reading: Any, *, threshold: flo
     sub = reading.benign
     qual: dict[str, Any] = {**_BENIGN_QUALIFIER.get(sub, {}), "context": f"benign:{sub}"}
     if reading.p_risk <= veto and any(c.active for c in cues):
-        return [replace(c, score=score, **qual) if c.active else c for c in cues]
+        return [replace(c, score=score, **qual) if c.active and vetoable(text, c, sub, reading.p_benign_subtype) else c for c in cues]
     if not cues and sub in _QUALIFIED_TOPICS and reading.p_benign_subtype >= 0.5:
         s, e = reading.span
         cue = RiskCue(category=RUNG_CATEGORY[reading.rung], span=text[s:e], start=s, end=e, pattern=f"model:benign:{sub}", rung=reading.rung, source="model", score=score, **qual)
         return [cue]
     return cues
+
+
+def vetoable(text: str, cue: RiskCue, benign: str, p_benign_subtype: float) -> bool:
+    """Whether a benign reading of ``text`` (its most probable benign subtype and that
+    subtype's probability) may qualify the active pattern cue ``cue`` when ``P(risk)``
+    is at or below the veto. Any cue may be qualified except an explicit one
+    (:data:`EXPLICIT_PATTERNS`: "kms", "end it all", pills saved up, goodbye letters),
+    which needs a qualifier besides: the classifier reads a qualified mention (denial,
+    resolved history, third person, media, professional) at 0.5 or more, or the cue's
+    sentence carries a hyperbole marker (:data:`_HYPERBOLE`, a trivial object)."""
+    if cue.pattern not in EXPLICIT_PATTERNS:
+        return True
+    if benign in _QUALIFIED_TOPICS and p_benign_subtype >= 0.5:
+        return True
+    start = max(text.rfind(c, 0, cue.start) for c in ".!?\n") + 1
+    ends = [i for i in (text.find(c, cue.end) for c in ".!?\n") if i != -1]
+    end = min(ends, default=len(text))
+    return bool(_HYPERBOLE.search(text[start:end]) or _TRIVIAL_OBJECT.search(text[cue.end : end]))
+
+
+def unvetoed(text: str, cues: list[RiskCue], benign: str, p_benign_subtype: float) -> bool:
+    """Whether an active pattern cue of ``text`` stands whatever ``P(risk)`` is (an
+    explicit cue the benign reading may not qualify; the threshold choice counts these
+    texts as flagged)."""
+    return any(c.active and not vetoable(text, c, benign, p_benign_subtype) for c in cues)
 
 
 def _higher(a: str, b: str) -> bool:

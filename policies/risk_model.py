@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 # Bump when the architecture, the classes or the decision rule change.
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"  # 2: explicit pattern cues the benign reading alone does not veto
 MODEL_NAME = "all-MiniLM-L6-v2"
 DATA_FILES = ("risk_utterances.jsonl", "risk_utterances_extra.jsonl", "risk_utterances_authors.jsonl")
 WEIGHTS_FILE = "risk_model.npz"
@@ -431,26 +431,29 @@ def folds(labels: list[int], k: int = CV_FOLDS, seed: int = 0) -> list[int]:
     return out
 
 
-def choose_thresholds(p_risk: Any, is_risk: Any, pattern: Any, miss_cost: float = MISS_COST) -> dict[str, float]:
+def choose_thresholds(p_risk: Any, is_risk: Any, pattern: Any, miss_cost: float = MISS_COST, unvetoed: Any = None) -> dict[str, float]:
     """``threshold`` and ``veto`` minimising ``miss_cost * misses + false alarms`` on
-    out-of-fold probabilities. A text is flagged when ``p_risk >= threshold``, or when
+    out-of-fold probabilities. A text is flagged when ``p_risk >= threshold``, when
     the patterns find an active cue and ``p_risk > veto`` (at or below it the
-    classifier reads the text as benign and the pattern cue is qualified). Ties: the
-    higher threshold, then the higher veto."""
+    classifier reads the text as benign and the pattern cue is qualified), or when
+    it is ``unvetoed`` (an explicit pattern cue that the benign reading may not
+    qualify: :func:`therasim.policies.risk.unvetoed`). Ties: the higher threshold,
+    then the higher veto."""
     import numpy as np
 
     p, y, pat = np.asarray(p_risk), np.asarray(is_risk, bool), np.asarray(pattern, bool)
+    always = np.zeros(len(p), bool) if unvetoed is None else np.asarray(unvetoed, bool)
     best: tuple[float, float, float] | None = None
     for thr in np.round(np.arange(0.02, 0.981, 0.01), 2):
         for veto in np.round(np.arange(0.0, thr + 1e-9, 0.01), 2):
-            pred = (p >= thr) | (pat & (p > veto))
+            pred = (p >= thr) | (pat & (p > veto)) | always
             cost = miss_cost * float((y & ~pred).sum()) + float((~y & pred).sum())
             cand = (cost, -float(thr), -float(veto))
             if best is None or cand < best:
                 best = cand
     assert best is not None
     thr, veto = -best[1], -best[2]
-    pred = (p >= thr) | (pat & (p > veto))
+    pred = (p >= thr) | (pat & (p > veto)) | always
     return {"threshold": thr, "veto": veto, "cv_recall": round(float((pred & y).sum() / y.sum()), 4), "cv_benign_fp": round(float((pred & ~y).sum() / (~y).sum()), 4), "cv_cost": best[0]}
 
 
@@ -535,19 +538,33 @@ def cv_folds(rows: list[dict[str, Any]], labels: list[int], max_folds: int = WRI
     return [fold_of[w] for w in of]
 
 
+def pattern_flags(texts: list[str], probs: Any) -> tuple[Any, Any]:
+    """Per text: whether the patterns find an active cue, and whether one of them
+    stands whatever ``P(risk)`` is (:func:`therasim.policies.risk.unvetoed`, given the
+    benign reading of the class probabilities ``probs``)."""
+    import numpy as np
+
+    from therasim.policies.risk import pattern_scan, unvetoed
+
+    n_risk = len(RISK_CLASSES)
+    cues = [pattern_scan(t) for t in texts]
+    pattern = np.array([any(c.active for c in cs) for cs in cues], bool)
+    benign = np.asarray(probs)[:, n_risk:]
+    always = np.array([unvetoed(t, cs, BENIGN_SUBTYPES[int(b.argmax())], float(b.max())) for t, cs, b in zip(texts, cues, benign, strict=True)], bool)
+    return pattern, always
+
+
 def figures(rows: list[dict[str, Any]], oof: Any, chosen: dict[str, float] | None = None) -> dict[str, Any]:
     """Thresholds chosen on out-of-fold probabilities, with the figures they give."""
     import numpy as np
-
-    from therasim.policies.risk import pattern_scan
 
     labels = [class_of(r) for r in rows]
     n_risk = len(RISK_CLASSES)
     p_risk = oof[:, :n_risk].sum(1)
     is_risk = np.array([lab < n_risk for lab in labels])
-    pattern = np.array([any(c.active for c in pattern_scan(r["text"])) for r in rows])
-    chosen = chosen or choose_thresholds(p_risk, is_risk, pattern)
-    pred = (p_risk >= chosen["threshold"]) | (pattern & (p_risk > chosen["veto"]))
+    pattern, always = pattern_flags([r["text"] for r in rows], oof)
+    chosen = chosen or choose_thresholds(p_risk, is_risk, pattern, unvetoed=always)
+    pred = (p_risk >= chosen["threshold"]) | (pattern & (p_risk > chosen["veto"])) | always
     per_sub = {s: f"{int(sum(pred[i] for i, r in enumerate(rows) if r['label'] == 'benign' and r.get('subtype') == s))}/{sum(1 for r in rows if r['label'] == 'benign' and r.get('subtype') == s)}" for s in BENIGN_SUBTYPES}
     per_label = {c: f"{int(sum(pred[i] for i, r in enumerate(rows) if r['label'] == c))}/{sum(1 for r in rows if r['label'] == c)}" for c in RISK_CLASSES}
     return {**chosen, "cv_benign_fp_by_subtype": per_sub, "cv_recall_by_label": per_label}
@@ -602,6 +619,7 @@ def rethreshold(data_dir: Path | None = None) -> dict[str, Any]:
         raise RuntimeError("the training rows changed since the model was trained: retrain (python -m therasim.policies.risk_model JOBS)")
     oof = np.load(d / "risk_model_oof.npy").astype("float32")
     meta.update(figures(rows, oof))
+    meta["model_version"] = MODEL_VERSION  # the weights are unchanged; the decision rule is this code's
     (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 

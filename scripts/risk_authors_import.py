@@ -19,8 +19,8 @@ With ``--eval`` the rows become an evaluation set instead
 (the same Jaccard and cosine limits, and exact repeats), so that no evaluation row
 is a near duplicate of what the classifier was trained on:
 
-    python scripts/risk_authors_import.py --eval /work/riskauthors/a4/rows.jsonl /work/riskauthors/a5/rows.jsonl
     python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors2.jsonl /work/riskauthors/a13/rows.jsonl /work/riskauthors/a14/rows.jsonl
+    python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors3.jsonl /work/riskauthors/a15/rows.jsonl /work/riskauthors/a16/rows.jsonl
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ COSINE_MAX = 0.92
 OUT = "risk_utterances_authors.jsonl"
 EVAL_OUT = "risk_utterances_unseen_authors.jsonl"
 # every evaluation-only author set; training rows are kept apart from all of them
-EVAL_FILES = (EVAL_OUT, "risk_utterances_unseen_authors2.jsonl")
+EVAL_FILES = (EVAL_OUT, "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl")
 _WORD = re.compile(r"[a-z0-9']+")
 
 

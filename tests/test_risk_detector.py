@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from therasim.errors import MissingExtraError
-from therasim.policies import risk_model
+from therasim.policies import risk, risk_model
 from therasim.policies.risk import RUNG_CATEGORY, RUNGS, pattern_scan, scan, with_reading
 from therasim.policies.risk_model import (
     CLASSES,
@@ -76,6 +76,31 @@ def test_benign_reading_qualifies_pattern_cues():
     assert history[0].past and not history[0].active
     # between veto and threshold the pattern cue stands
     assert with_reading(text, pat, _reading(0.3, benign="media"), threshold=0.5, veto=0.1) == pat
+
+
+def test_explicit_cues_need_a_qualifier_to_be_vetoed():
+    """An explicit pattern cue ("kms", "end it all", pills saved up, goodbye letters)
+    stands under a benign reading at or below the veto unless a qualifier is present:
+    the classifier reads a qualified mention (denial, resolved history, third person,
+    media, professional) at 0.5 or more, or the sentence carries a hyperbole marker."""
+    def active(text: str, benign: str, pb: float = 0.9) -> list[bool]:
+        return [c.active for c in with_reading(text, pattern_scan(text), _reading(0.002, "active_nonspecific", benign, pb), threshold=0.1, veto=0.09)]
+
+    assert active("honestly i just wanna kms", "figure_of_speech") == [True]  # issue #14's slang example
+    assert active("I have the pills saved up and I know how many I'd need.", "everyday_distress") == [True]
+    assert active("I wrote goodbye letters to my kids last night.", "media", 0.4) == [True]  # an uncertain qualified reading
+    assert active("kms this chem test tmrw 💀", "figure_of_speech") == [False]  # a trivial object and a skull
+    assert active("I'm literally going to end it all if the bus doesn't come", "figure_of_speech") == [False]  # a condition
+    assert active("I wrote goodbye letters to my kids last night.", "media") == [False]  # a confident qualified reading
+    assert active("honestly i just wanna kms", "denial", 0.6) == [False]
+    # a topic word is not explicit: any benign reading qualifies it, as before
+    assert active("We watched a documentary about suicide prevention.", "everyday_distress", 0.3) == [False]
+    # the threshold choice counts the texts whose cue stands as flagged
+    assert risk.unvetoed("honestly i just wanna kms", pattern_scan("honestly i just wanna kms"), "figure_of_speech", 0.9)
+    assert not risk.unvetoed("kms this chem test tmrw 💀", pattern_scan("kms this chem test tmrw 💀"), "figure_of_speech", 0.9)
+    p, y, pat = np.array([0.01, 0.01, 0.5]), np.array([1, 0, 0], bool), np.array([1, 1, 0], bool)
+    got = choose_thresholds(p, y, pat, miss_cost=3.0, unvetoed=np.array([1, 0, 0], bool))
+    assert (got["cv_recall"], got["cv_benign_fp"], got["threshold"]) == (1.0, 0.0, 0.98)
 
 
 def test_qualified_mention_is_returned_inactive():
@@ -178,7 +203,7 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
         return set(re.findall(r"[a-z0-9']+", t.lower()))
 
     evaluation = [words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors.jsonl", "risk_utterances_unseen_authors2.jsonl"):
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl"):
         evaluation += [words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     train = [(r["id"], words(r["text"])) for r in rows]
     near = [i for i, w in train for e in evaluation if len(w & e) / len(w | e) > 0.6]
@@ -191,8 +216,8 @@ def test_shipped_thresholds_follow_from_the_cross_validation():
     oof = np.load(risk_model._data_dir() / "risk_model_oof.npy").astype("float32")
     assert oof.shape == (len(rows), len(CLASSES))
     labels = [risk_model.class_of(r) for r in rows]
-    pat = [any(c.active for c in pattern_scan(r["text"])) for r in rows]
-    again = choose_thresholds(oof[:, : len(RISK_CLASSES)].sum(1), [lab < len(RISK_CLASSES) for lab in labels], pat, miss_cost=meta["miss_cost"])
+    pat, unvetoed = risk_model.pattern_flags([r["text"] for r in rows], oof)
+    again = choose_thresholds(oof[:, : len(RISK_CLASSES)].sum(1), [lab < len(RISK_CLASSES) for lab in labels], pat, miss_cost=meta["miss_cost"], unvetoed=unvetoed)
     assert {k: again[k] for k in ("threshold", "veto", "cv_recall", "cv_benign_fp")} == {k: meta[k] for k in ("threshold", "veto", "cv_recall", "cv_benign_fp")}
 
 
@@ -365,8 +390,25 @@ def test_unseen_authors2_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS2_CEILING_FP
 
 
+@pytest.mark.embedded
+def test_unseen_authors3_figures(capsys: pytest.CaptureFixture[str]):
+    """A fourth evaluation set: 736 utterances by two more authors (a15, a16) who wrote
+    to the third brief for evaluation only: never trained on, nor used for thresholds
+    or settings (policies/data/risk_utterances_unseen_authors3.jsonl, docs/risk.md). No
+    row is a near duplicate of a training row (checked on import)."""
+    mine = _jsonl("risk_utterances_unseen_authors3.jsonl")
+    assert len(mine) >= 700
+    assert {r["author"] for r in mine} == {"a15", "a16"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors3.jsonl", "unseen authors a15+a16")
+    assert _rate(f, "hit") >= AUTHORS3_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS3_CEILING_FP
+
+
+AUTHORS3_FLOOR_RECALL = 0.95  # measured 341/354 = 96.3% (the model of 4,564 rows, before the third-round training rows)
+AUTHORS3_CEILING_FP = 0.07  # measured 23/382 = 6.0% (the same model)
 AUTHORS2_FLOOR_RECALL = 0.95  # measured 328/342 = 95.9% (323/342 = 94.4% with the model of 1,836 rows)
-AUTHORS2_CEILING_FP = 0.065  # measured 21/382 = 5.5% (48/382 = 12.6% before)
+AUTHORS2_CEILING_FP = 0.065  # measured 21/382 = 5.5%, 22/382 = 5.8% with the explicit-cue rule (48/382 = 12.6% before)
 AUTHORS_FLOOR_RECALL = 0.95  # measured 332/346 = 96.0% (328/346 = 94.8% before)
 AUTHORS_CEILING_FP = 0.07  # measured 24/396 = 6.1% (47/396 = 11.9% before)
 UNSEEN_FLOOR_RECALL = 0.92  # measured 151/162 = 93.2% (the same before)
@@ -392,10 +434,9 @@ def test_issue_examples_with_classifier():
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="regression (docs/risk.md): the classifier trained on 4,564 rows reads the issue's slang example "
-                   "'honestly i just wanna kms' as a figure of speech (P(risk) 0.002, below the veto 0.09), so it qualifies the slang pattern's cue")
 def test_issue_slang_example_with_classifier():
-    # the slang pattern finds it; an active cue needs P(risk) above the veto
+    # the slang pattern finds it; the classifier reads it as a figure of speech below the
+    # veto, but "kms" is an explicit cue and the sentence has no qualifier, so it stands
     assert any(c.active and c.category == "self_harm" for c in scan("honestly i just wanna kms", model=True))
 
 
