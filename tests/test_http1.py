@@ -651,3 +651,23 @@ def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatc
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_pem))
     a, b, opened = _scripted(script, two, ssl_ctx=server_ctx, scheme="https")
     assert a[:1] == (200,) and a[2] == b"{}" and b[2] == b"{}" and opened == 1
+
+
+@pytest.mark.parametrize("connection", [b"close", b"Close", b"TE, close", b"close,TE"])
+def test_connection_close_in_any_form_is_not_reused(connection: bytes) -> None:
+    """The server means to close (it stops reading after its reply, closing a moment
+    later): a second request must go on a new connection, whatever the header's case
+    or token list."""
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nConnection: " + connection + b"\r\nContent-Length: 5\r\n\r\nconn%d" % n)
+        await w.drain()
+        await asyncio.sleep(0.3)
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        a = await _post_or_error(pool, t)
+        b = await _post_or_error(pool, t, timeout=1)
+        return a[2], b if isinstance(b, BaseException) else b[2]
+
+    assert _scripted(script, two) == (b"conn1", b"conn2")

@@ -150,7 +150,7 @@ class _Conn(asyncio.Protocol):
                 if sep:
                     headers[k.strip().lower()] = v.strip()
             self.status, self.headers = status, headers
-            self.keep = parts[0] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+            self.keep = parts[0] == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()  # a token list too
             if "chunked" in headers.get("transfer-encoding", "").lower():
                 self.mode = "chunked"
             elif "content-length" in headers:
