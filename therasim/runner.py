@@ -508,7 +508,7 @@ async def _arun_dir_locked(
     )
     transcripts = JsonlWriter(rd.transcripts)
     courses_w = JsonlWriter(rd.courses)
-    prompts_w = JsonlWriter(rd.prompts, fsync=False)  # synced at the end; a torn line is repaired on resume
+    prompts_w = JsonlWriter(rd.prompts, fsync=False, text_only=True)  # synced at the end; a torn line is repaired on resume; messages are text (orjson)
     t0 = time.monotonic()
     prog = _Progress(len(todo), cfg.course.sessions, progress)
 

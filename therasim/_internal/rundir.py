@@ -118,6 +118,21 @@ def dumps_strict(obj: Any, **kw: Any) -> str:
         return json.dumps(_finite(obj), default=str, ensure_ascii=False, allow_nan=False, **kw)
 
 
+def dumps_text_line(obj: Any) -> bytes:
+    """One JSON line, byte for byte what ``dumps_strict(obj, separators=(",", ":"))``
+    writes, for records of text: strings, ints, None, lists and dicts with string
+    keys (the prompt log). orjson, about 4x faster on prompt-sized records; it writes
+    floats differently (NaN as null), so records that may hold them are not given
+    to it. Anything orjson refuses (a lone surrogate, a non-string key) goes the
+    ``dumps_strict`` way."""
+    try:
+        import orjson
+
+        return orjson.dumps(obj, default=str) + b"\n"
+    except (TypeError, ImportError):
+        return (dumps_strict(obj, separators=(",", ":")) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON next to ``path``, fsync, then rename over it (a failure,
     a full disk included, leaves the old file whole and no temporary behind)."""
@@ -190,9 +205,10 @@ class JsonlWriter:
     """Append-only JSON lines, one ``write`` per record, flushed and (by default)
     fsync'd before returning, so a record is either whole on disk or absent."""
 
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+    def __init__(self, path: Path, *, fsync: bool = True, text_only: bool = False) -> None:
         self.path = path
         self.fsync = fsync
+        self.text_only = text_only  # records of text only: encoded by dumps_text_line
         try:
             self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as e:
@@ -202,7 +218,7 @@ class JsonlWriter:
     def write(self, obj: dict[str, Any]) -> None:
         """Append one record. On any failure (a full disk: ENOSPC) the file is cut back
         to where it was, so no partial line stays behind, and the error is raised."""
-        data = (dumps_strict(obj, separators=(",", ":")) + "\n").encode("utf-8")
+        data = dumps_text_line(obj) if self.text_only else (dumps_strict(obj, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             if self._fd is None:
                 raise RunDirError(f"{self.path}: writer is closed")
