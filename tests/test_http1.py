@@ -201,3 +201,473 @@ def test_chat_client_gives_up_with_a_typed_error() -> None:
 
     e = asyncio.run(go())
     assert isinstance(e, ProviderError) and e.kind == "connection" and e.attempts == 2
+
+
+# --- hostile servers: scripted per connection, exact bytes and timing --------------------
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Any]  # (reader, writer, connection number)
+
+
+async def _read_request(r: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await r.readuntil(b"\r\n\r\n")
+    length = next(int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:"))
+    return head, await r.readexactly(length)
+
+
+async def _trickle(w: asyncio.StreamWriter, data: bytes, step: int = 1, pause: float = 0.0005) -> None:
+    """Write ``data`` in pieces of ``step`` bytes, each flushed (TCP_NODELAY) and paused."""
+    for i in range(0, len(data), step):
+        w.write(data[i : i + step])
+        await w.drain()
+        await asyncio.sleep(pause)
+
+
+def _scripted(script: Script, fn: Callable[[Http1Pool, Target, int], Any], ssl_ctx: Any = None, scheme: str = "http") -> Any:
+    async def go() -> Any:
+        conns = 0
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            nonlocal conns
+            conns += 1
+            try:
+                await script(r, w, conns)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                w.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ssl_ctx)
+        port = server.sockets[0].getsockname()[1]
+        pool = Http1Pool({"Content-Type": "application/json"})
+        try:
+            return await asyncio.wait_for(fn(pool, Target(f"{scheme}://127.0.0.1:{port}/v1"), port), 10)
+        finally:
+            pool.close()
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(go())
+
+
+async def _post_or_error(pool: Http1Pool, t: Target, timeout: float = 2.0) -> Any:
+    try:
+        return await pool.post(t, "/chat/completions", b"{}", timeout)
+    except (ConnectionError, TimeoutError) as e:
+        return e
+
+
+def _one(script: Script, timeout: float = 2.0) -> Any:
+    return _scripted(script, lambda pool, t, port: _post_or_error(pool, t, timeout))
+
+
+def test_chunked_reply_split_across_reads_with_extensions_trailers_and_a_split_last_chunk() -> None:
+    payload = b'{"choices":[{"message":{"content":"' + b"x" * 300 + b'"}}]}'
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        for _ in range(2):
+            await _read_request(r)
+            head = b"HTTP/1.1 200 OK\r\ntransfer-ENCODING: Chunked\r\n\r\n"
+            chunks = b"".join(b"%X;name=\"v\"\r\n%s\r\n" % (len(p), p) for p in (payload[:7], payload[7:200], payload[200:]))
+            await _trickle(w, head + chunks, step=3)
+            await _trickle(w, b"0\r\nX-Checksum: abc\r\nX-Other: 1\r\n", step=1)
+            await asyncio.sleep(0.01)
+            w.write(b"\r\n")  # the blank line ending the trailers, in a read of its own
+            await w.drain()
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+    a, b, opened = _scripted(script, two)
+    assert a[0] == 200 and a[2] == payload and b[2] == payload and opened == 1  # framing ended exactly: reused
+
+
+def test_content_length_reply_byte_by_byte_and_header_case() -> None:
+    body = b'{"ok":true}'
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        await _trickle(w, b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH:%d\r\ncontent-type :  application/json \r\n\r\n%s" % (len(body), body))
+        await r.read()
+
+    status, headers, got = _one(script)
+    assert (status, got) == (200, body) and headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",  # no length: read to EOF
+        b"HTTP/1.0 200 OK\r\n\r\n",  # HTTP/1.0, no length
+        b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\n",  # HTTP/1.0 with a length, server closes
+    ],
+)
+def test_close_delimited_and_http10_replies(head: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        await _trickle(w, head + b'{"ok":true}', step=4)
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+    a, b, opened = _scripted(script, two)
+    assert a[0] == 200 and a[2] == b'{"ok":true}' and b[2] == b'{"ok":true}' and opened == 2
+
+
+def test_server_closing_an_idle_kept_alive_connection_is_not_reused() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nconn%d" % (5, n))
+        await w.drain()  # keep-alive reply, then the server's idle timeout closes it
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        a = await _post_or_error(pool, t)
+        await asyncio.sleep(0.05)
+        b = await _post_or_error(pool, t)
+        return a[2], b[2], pool.connections
+
+    assert _scripted(script, two) == (b"conn1", b"conn2", 2)
+
+
+def test_stale_connection_race_is_retried_by_the_chat_client() -> None:
+    """The server closes a kept-alive connection just as the next request arrives:
+    the pool reports a ConnectionError and the chat client's retry takes it."""
+    ok = b'{"choices":[{"message":{"content":"fine"}}]}'
+
+    async def go() -> Any:
+        conns = 0
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            nonlocal conns
+            conns += 1
+            try:
+                await _read_request(r)
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ok), ok))
+                await w.drain()
+                if conns == 1:
+                    await _read_request(r)  # the second request on the kept-alive connection: dropped
+                    w.transport.abort()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = HttpChatClient([f"http://127.0.0.1:{port}/v1"], api_key="k", timeout_s=2, policy=RetryPolicy(max_retries=1, base_s=0.0, jitter=False))
+        try:
+            a = await client.chat({"messages": []})
+            b = await client.chat({"messages": []})
+            return a, b
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    (_, ia), (db, ib) = asyncio.run(go())
+    assert ia["attempts"] == 1 and db["choices"][0]["message"]["content"] == "fine"
+    assert ib["attempts"] == 2 and ib["errors"][0].startswith("connection: ")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"half\": ",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n{\"half\": ",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n",  # ends between chunks
+        b"HTTP/1.1 200 OK\r\nContent-Le",  # ends in the head
+    ],
+)
+def test_server_closing_mid_reply_is_a_connection_error(reply: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        w.write(reply)
+        await w.drain()
+
+    err = _one(script)
+    assert isinstance(err, ResponseError) and "before the reply was complete" in str(err)
+
+
+def test_reset_mid_close_delimited_body_is_retried_as_malformed() -> None:
+    """A close-delimited body cut by a reset ends the reply (as aiohttp does: a server
+    that closes with the request unread sends RST after a whole reply); the cut JSON
+    is then a malformed reply, which the chat client retries."""
+    import socket
+
+    ok = b'{"choices":[{"message":{"content":"fine"}}]}'
+
+    async def go() -> Any:
+        conns = 0
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            nonlocal conns
+            conns += 1
+            await _read_request(r)
+            if conns == 1:
+                w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + ok[:20])
+                await w.drain()
+                await asyncio.sleep(0.02)
+                w.close()  # linger 0: RST
+                return
+            w.write(b"HTTP/1.0 200 OK\r\n\r\n" + ok)
+            await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = HttpChatClient([f"http://127.0.0.1:{port}/v1"], api_key="k", timeout_s=2, policy=RetryPolicy(max_retries=1, base_s=0.0, jitter=False))
+        try:
+            return await client.chat({"messages": []})
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    data, info = asyncio.run(go())
+    assert data["choices"][0]["message"]["content"] == "fine"
+    assert info["attempts"] == 2 and info["errors"][0].startswith(("malformed: ", "connection: "))
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_timeout_is_honoured_for_a_silent_or_trickling_server(trickle: bool) -> None:
+    import time
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        if trickle:  # a head, then a byte of body every 20 ms: never complete
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while True:
+                await asyncio.sleep(0.02)
+                w.write(b"x")
+                await w.drain()
+        await asyncio.sleep(5)
+
+    t0 = time.monotonic()
+    err = _one(script, timeout=0.3)
+    assert isinstance(err, TimeoutError) and time.monotonic() - t0 < 2
+
+
+def test_interim_100_continue_in_its_own_reads() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        await _trickle(w, b"HTTP/1.1 100 Continue\r\n\r\n", step=5)
+        await asyncio.sleep(0.01)
+        await _trickle(w, b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", step=7)
+        await r.read()
+
+    status, headers, body = _one(script)
+    assert (status, body) == (200, b"{}") and "link" not in headers
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_several_megabyte_body(chunked: bool) -> None:
+    big = b'{"choices":[{"message":{"content":"' + bytes(range(97, 123)) * (6 * 1024 * 1024 // 26) + b'"}}]}'
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        if chunked:
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(big), 100_003):
+                part = big[i : i + 100_003]
+                w.write(b"%x\r\n%s\r\n" % (len(part), part))
+            w.write(b"0\r\n\r\n")
+        else:
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big))
+        await w.drain()
+        await r.read()
+
+    status, _, body = _one(script, timeout=5)
+    assert status == 200 and len(body) == len(big) and body == big
+
+
+def test_many_concurrent_requests_on_one_pool_never_mix_replies() -> None:
+    import random
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        rng = random.Random(n)
+        while True:
+            _, body = await _read_request(r)
+            await asyncio.sleep(rng.random() * 0.01)
+            out = b'{"echo":' + body + b"}"
+            if rng.random() < 0.5:
+                await _trickle(w, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out), step=rng.randint(1, 40), pause=0)
+            else:
+                w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(out), out))
+                await w.drain()
+
+    async def many(pool: Http1Pool, t: Target, port: int) -> Any:
+        async def one(i: int) -> tuple[int, bytes]:
+            await asyncio.sleep((i % 7) * 0.001)
+            _, _, body = await pool.post(t, "/chat/completions", b'{"id":%d}' % i, 5)
+            return i, body
+
+        out: list[tuple[int, bytes]] = []
+        for _ in range(3):  # rounds reuse the pool's idle connections
+            out += await asyncio.gather(*(one(i) for i in range(60)))
+        return out, pool.connections
+
+    out, opened = _scripted(script, many)
+    assert len(out) == 180 and all(body == b'{"echo":{"id":%d}}' % i for i, body in out)
+    assert opened <= 180
+
+
+@pytest.mark.parametrize("reply", [b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+def test_empty_bodies_end_the_reply_and_keep_the_connection(reply: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(r)
+            w.write(reply)
+            await w.drain()
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+    a, b, opened = _scripted(script, two)
+    assert a[2] == b"" and b[2] == b"" and opened == 1
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [b"HTTP/1.1 OK\r\n", b"HTTP/1.1\r\n", b"HTP/1.1 200 OK\r\n", b"HTTP/1.1 2OO OK\r\n", b"200 OK\r\n"],
+)
+def test_malformed_status_line_is_a_connection_error(status_line: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        w.write(status_line + b"Content-Length: 2\r\n\r\n{}")
+        await w.drain()
+        await r.read()
+
+    err = _one(script)
+    assert isinstance(err, ResponseError) and "not an HTTP/1.x reply" in str(err)
+
+
+@pytest.mark.parametrize("length", [b"-1", b"abc", b"5, 6"])
+def test_bad_content_length_is_refused(length: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\n{\"a\":1}")
+        await w.drain()
+        await r.read()
+
+    err = _one(script)
+    assert isinstance(err, ResponseError) and "Content-Length" in str(err)
+
+
+def test_bytes_beyond_the_declared_length_do_not_leak_into_the_next_reply() -> None:
+    """A server whose Content-Length undercounts: the surplus is not the next reply's
+    start, and the connection is not reused."""
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+            await w.drain()
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        a = await _post_or_error(pool, t)
+        b = await _post_or_error(pool, t)
+        return a[2], b[2], pool.connections
+
+    assert _scripted(script, two) == (b"{}", b"{}", 2)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_json_error_reply_reaches_the_callers_error(lean: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THERASIM_HTTP_CLIENT", "lean" if lean else "aiohttp")
+    err = b'{"error":{"message":"This model\'s maximum context length is 4096 tokens","type":"invalid_request_error"}}'
+
+    async def go() -> Any:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    await _read_request(r)
+                    w.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(err), err))
+                    await w.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = HttpChatClient([f"http://127.0.0.1:{port}/v1"], api_key="k", timeout_s=2, policy=RetryPolicy(max_retries=2, base_s=0.0, jitter=False))
+        try:
+            await client.chat({"messages": []})
+        except ProviderError as e:
+            return e
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+        return None
+
+    e = asyncio.run(go())
+    assert isinstance(e, ProviderError) and e.status == 400 and e.kind == "http_400" and e.attempts == 1
+    assert "maximum context length is 4096 tokens" in str(e)
+
+
+def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enterprise/self-signed CA named by SSL_CERT_FILE is trusted (the default
+    context reads it); an untrusted certificate fails as a connection error."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "therasim test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_pem, key_pem)
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await w.drain()
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+    async def refused(pool: Http1Pool, t: Target, port: int) -> Any:
+        try:
+            return await pool.post(t, "/x", b"{}", 2)
+        except OSError as e:  # ssl.SSLCertVerificationError; the chat client retries OSError as "connection"
+            return e
+
+    untrusted = _scripted(script, refused, ssl_ctx=server_ctx, scheme="https")
+    assert isinstance(untrusted, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(untrusted)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_pem))
+    a, b, opened = _scripted(script, two, ssl_ctx=server_ctx, scheme="https")
+    assert a[:1] == (200,) and a[2] == b"{}" and b[2] == b"{}" and opened == 1
+
+
+@pytest.mark.parametrize("connection", [b"close", b"Close", b"TE, close", b"close,TE"])
+def test_connection_close_in_any_form_is_not_reused(connection: bytes) -> None:
+    """The server means to close (it stops reading after its reply, closing a moment
+    later): a second request must go on a new connection, whatever the header's case
+    or token list."""
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nConnection: " + connection + b"\r\nContent-Length: 5\r\n\r\nconn%d" % n)
+        await w.drain()
+        await asyncio.sleep(0.3)
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        a = await _post_or_error(pool, t)
+        b = await _post_or_error(pool, t, timeout=1)
+        return a[2], b if isinstance(b, BaseException) else b[2]
+
+    assert _scripted(script, two) == (b"conn1", b"conn2")

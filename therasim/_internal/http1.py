@@ -150,14 +150,16 @@ class _Conn(asyncio.Protocol):
                 if sep:
                     headers[k.strip().lower()] = v.strip()
             self.status, self.headers = status, headers
-            self.keep = parts[0] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+            self.keep = parts[0] == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()  # a token list too
             if "chunked" in headers.get("transfer-encoding", "").lower():
                 self.mode = "chunked"
             elif "content-length" in headers:
                 try:
                     self.length = int(headers["content-length"])
                 except ValueError:
-                    raise ResponseError(f"bad Content-Length {headers['content-length'][:40]!r}") from None
+                    self.length = -1
+                if self.length < 0:
+                    raise ResponseError(f"bad Content-Length {headers['content-length'][:40]!r}")
                 self.mode = "length"
             elif status in (204, 304):
                 self.mode, self.length = "length", 0
@@ -203,7 +205,7 @@ class _Conn(asyncio.Protocol):
         except zlib.error as e:
             raise ResponseError(f"bad {enc} body: {e}") from None
         w, status, headers = self.waiter, self.status, self.headers
-        if not self.keep:
+        if not self.keep or self.buf:  # bytes past the reply's end: the framing is off, don't reuse
             self.close()
         self._reset()
         if w is not None and not w.done():
