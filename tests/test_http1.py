@@ -671,3 +671,23 @@ def test_connection_close_in_any_form_is_not_reused(connection: bytes) -> None:
         return a[2], b if isinstance(b, BaseException) else b[2]
 
     assert _scripted(script, two) == (b"conn1", b"conn2")
+
+
+def test_request_head_follows_each_target_even_when_a_dead_ones_id_is_reused() -> None:
+    """Targets made and dropped one after another (CPython reuses their memory, so
+    their ids): each request still goes to its own target's path."""
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            head, _ = await _read_request(r)
+            path = head.split(b" ")[1]
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
+            await w.drain()
+
+    async def many(pool: Http1Pool, t: Target, port: int) -> Any:
+        got = []
+        for i in range(20):
+            got.append((await pool.post(Target(f"http://127.0.0.1:{port}/v{i}"), "/x", b"{}", 2))[2])
+        return got
+
+    assert _scripted(script, many) == [b"/v%d/x" % i for i in range(20)]

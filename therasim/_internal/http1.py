@@ -238,12 +238,12 @@ class Http1Pool:
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._busy: set[_Conn] = set()
         self._extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection"))
-        self._heads: dict[tuple[int, str], bytes] = {}
+        self._heads: dict[tuple[Target, str], bytes] = {}  # the Target itself (identity hash, kept alive): an id can be reused
         self._ssl: ssl.SSLContext | None = None
         self.connections = 0  # opened (statistics)
 
     def _head(self, t: Target, path: str) -> bytes:
-        key = (id(t), path)
+        key = (t, path)
         h = self._heads.get(key)
         if h is None:
             h = self._heads[key] = f"POST {t.path}{path} HTTP/1.1\r\nHost: {t.host_header()}\r\n{self._extra}Content-Length: ".encode("latin-1")
