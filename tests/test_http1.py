@@ -185,19 +185,24 @@ def test_chat_client_retries_a_reset_and_a_503_then_answers(lean: bool, monkeypa
     assert info["errors"][0].startswith("connection: ") and info["errors"][1] == "http_503: busy"
 
 
+async def _chat_error(client: HttpChatClient, server: asyncio.AbstractServer, body: dict[str, Any]) -> ProviderError | None:
+    """The ProviderError one chat call ends in (None if it succeeds); closes the client and the server."""
+    try:
+        await client.chat(body)
+    except ProviderError as e:
+        return e
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    return None
+
+
 def test_chat_client_gives_up_with_a_typed_error() -> None:
     async def go() -> BaseException | None:
         server, port = await _serve([lambda req: None] * 3, [])
         client = HttpChatClient([f"http://127.0.0.1:{port}/v1"], api_key="k", timeout_s=2, policy=RetryPolicy(max_retries=1, base_s=0.01, jitter=False))
-        try:
-            await client.chat({"model": "m", "messages": []})
-        except ProviderError as e:
-            return e
-        finally:
-            await client.aclose()
-            server.close()
-            await server.wait_closed()
-        return None
+        return await _chat_error(client, server, {"model": "m", "messages": []})
 
     e = asyncio.run(go())
     assert isinstance(e, ProviderError) and e.kind == "connection" and e.attempts == 2
@@ -587,15 +592,7 @@ def test_json_error_reply_reaches_the_callers_error(lean: bool, monkeypatch: pyt
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = HttpChatClient([f"http://127.0.0.1:{port}/v1"], api_key="k", timeout_s=2, policy=RetryPolicy(max_retries=2, base_s=0.0, jitter=False))
-        try:
-            await client.chat({"messages": []})
-        except ProviderError as e:
-            return e
-        finally:
-            await client.aclose()
-            server.close()
-            await server.wait_closed()
-        return None
+        return await _chat_error(client, server, {"messages": []})
 
     e = asyncio.run(go())
     assert isinstance(e, ProviderError) and e.status == 400 and e.kind == "http_400" and e.attempts == 1
