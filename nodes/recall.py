@@ -4,12 +4,12 @@ per-turn recall for the counselor, and the memory writer after a session.
 The last session's notes reach the counselor verbatim (``counselor_notes``);
 session-start recall ranks older sessions' memories by relevance to the goals,
 the presenting problem and that plan. Retrieved items and their scores are kept
-in the trace.
+in the trace. Memory calls run off the event loop on the memory pool
+(``therasim.memory.pool``), sized to the courses in flight.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
@@ -35,6 +35,7 @@ async def recall(view: View, ctx: NodeContext) -> dict[str, Any]:
         return {"counselor_memory": [], "client_memory": [], "pending": {"recall": None}}
     # imported here: importing therasim.memory loads Chroma, not needed without a store
     from therasim.memory.base import MemoryFilter
+    from therasim.memory.pool import run_memory
 
     client_id = view["client_id"]
     intake = view.get("intake") or {}
@@ -43,10 +44,10 @@ async def recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     c_where = MemoryFilter(session_before=session - 1) if session > 2 else None
     counselor_items: list[dict[str, Any]] = []
     if c_where is not None:
-        counselor_items = await asyncio.to_thread(store.search, client_id, "counselor", c_query, k, c_where)
+        counselor_items = await run_memory(store.search, client_id, "counselor", c_query, k, c_where)
     inner = view.get("inner") or {}
     cl_query = " ".join([str(intake.get("presenting_problem", "")), *(inner.get("recent_events") or [])]).strip()
-    client_items = await asyncio.to_thread(store.search, client_id, "client", cl_query, k, None)
+    client_items = await run_memory(store.search, client_id, "client", cl_query, k, None)
     trace = {
         "counselor": {"query": c_query, "where": c_where.describe() if c_where else None, "items": _slim(counselor_items)},
         "client": {"query": cl_query, "where": None, "items": _slim(client_items)},
@@ -63,9 +64,10 @@ async def memory_recall(view: View, ctx: NodeContext) -> dict[str, Any]:
     if store is None or session <= 1 or not text:
         return {}
     from therasim.memory.base import MemoryFilter
+    from therasim.memory.pool import run_memory
 
     shown = {m.get("id") for m in view.get("counselor_memory") or []}
-    items = await asyncio.to_thread(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, MemoryFilter(session_before=session))
+    items = await run_memory(store.search, view["client_id"], "counselor", text, ctx.sim.recall_k, MemoryFilter(session_before=session))
     fresh = [it for it in _slim(items) if it.get("id") not in shown]
     return {"current": {"recalled": fresh}}
 
@@ -92,6 +94,8 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
     store = ctx.sim.memory
     if store is None:
         return {"pending": {"memory_written": None}}
+    from therasim.memory.pool import run_memory
+
     session = int(view["session"])
     ck = view["course_key"]
     client_id = view["client_id"]
@@ -121,7 +125,7 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
     cl_items += list((view.get("pending") or {}).get("client_memory_writes") or [])
     written: dict[str, list[str]] = {}
     # One embedding batch for the session's writes of both roles (then one upsert per role).
-    vecs = await asyncio.to_thread(store.embed, [str(it["text"]) for it in (*c_items, *cl_items)]) if c_items or cl_items else None
+    vecs = await run_memory(store.embed, [str(it["text"]) for it in (*c_items, *cl_items)]) if c_items or cl_items else None
     for role, items in (("counselor", c_items), ("client", cl_items)):
         counts: dict[str, int] = {}
         for it in items:
@@ -136,5 +140,5 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
         part = None
         if vecs is not None:
             part, vecs = vecs[: len(items)], vecs[len(items) :]
-        written[role] = await asyncio.to_thread(store.add, client_id, role, items, part)
+        written[role] = await run_memory(store.add, client_id, role, items, part)
     return {"pending": {"memory_written": written}}

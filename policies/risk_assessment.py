@@ -115,7 +115,27 @@ def with_register(view: View, ctx: NodeContext, llm: dict[str, Any] | None, cues
     return risk, ({"risk_register": new} if new != register else {})
 
 
+#: whether the risk classifier's packages are installed (checked once: ``find_spec`` over
+#: four packages costs more than a patterns-only scan)
+_INSTALLED: dict[str, bool] = {}
+
+
+def scan_uses_classifier() -> bool:
+    """Whether ``scan(text)`` runs the classifier: its packages are installed (cached)
+    and ``THERASIM_RISK_KNN`` does not switch it off (read on each call)."""
+    from therasim.policies import risk_model
+
+    if "model" not in _INSTALLED:
+        _INSTALLED["model"] = risk_model.model_available()
+    return _INSTALLED["model"] and risk_model.model_default()
+
+
 async def scan_cues(text: str) -> list[dict[str, Any]]:
-    """``scan`` off the event loop (the classifier runs MiniLM over the text: milliseconds of
-    CPU that would otherwise stall every other course in flight)."""
+    """``scan`` off the event loop when it runs the classifier (MiniLM over the text:
+    milliseconds of CPU that would otherwise stall every other course in flight); a
+    patterns-only scan runs inline: its regexes hold the GIL in a worker thread too, so
+    the thread saved the loop nothing, and the hop queued it behind other threads' work
+    (``to_thread``'s shared pool) and cost a loop wake-up besides."""
+    if not text.strip() or not scan_uses_classifier():
+        return [c.as_dict() for c in scan(text, model=False)]
     return [c.as_dict() for c in await asyncio.to_thread(scan, text)]

@@ -509,6 +509,10 @@ async def _arun_dir_locked(
             store.add(b["client_id"], b["role"], [{"id": i, "text": d, **m} for i, d, m in zip(b["ids"], b["docs"], b["metas"], strict=True)], embeddings=b["embeddings"])
         pending_file.unlink()
     n_conc = concurrency or cfg.effective_concurrency()
+    if store is not None:
+        from therasim.memory.pool import size_memory_pool
+
+        size_memory_pool(n_conc)  # a memory thread per course in flight: no write queues behind another (memory/pool.py)
 
     import structlog
 
