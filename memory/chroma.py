@@ -266,17 +266,10 @@ class ChromaMemoryStore:
             b.users.add(client_id)
             col = b.cols.get(role)
             if col is None:
-                name = _shared_name(role, self.scope)
-                if create:
-                    meta = {"hnsw:space": "cosine", "layout": "blocks", "block": str(key), "role": role, **({"scope": self.scope} if self.scope else {})}
-                    col = b.client.get_or_create_collection(name, embedding_function=self.embedding, metadata=meta)
-                else:
-                    try:
-                        col = b.client.get_collection(name, embedding_function=self.embedding)
-                    except Exception as e:
-                        if _transient(e):
-                            raise
-                        return None
+                meta = {"hnsw:space": "cosine", "layout": "blocks", "block": str(key), "role": role, **({"scope": self.scope} if self.scope else {})}
+                col = self._collection(b.client, _shared_name(role, self.scope), meta if create else None)
+                if col is None:
+                    return None
                 b.cols[role] = col
             closed = self._close_idle()
         if closed:
@@ -433,6 +426,19 @@ class ChromaMemoryStore:
             self.pending.pop(0)
         return len(self.pending)
 
+    def _collection(self, client: Any, name: str, create_with: dict[str, Any] | None) -> Any:
+        """The collection ``name`` of a Chroma ``client``: created with metadata
+        ``create_with`` if missing, or (``create_with`` None) None when it does not exist
+        (nothing stored yet); a transient (connection) error is raised."""
+        if create_with is not None:
+            return client.get_or_create_collection(name, embedding_function=self.embedding, metadata=create_with)
+        try:
+            return client.get_collection(name, embedding_function=self.embedding)
+        except Exception as e:
+            if _transient(e):
+                raise
+            return None
+
     def _col(self, client_id: str, role: str, create: bool = True) -> Any:
         if role not in ("counselor", "client"):
             raise TherasimError(f"memory role must be 'counselor' or 'client', got {role!r}")
@@ -444,17 +450,11 @@ class ChromaMemoryStore:
             if col is not None:
                 self._cols.move_to_end(name)
             else:
-                if create:
-                    owner = {"layout": "shared"} if self._shared else {"client_id": client_id}
-                    meta = {"hnsw:space": "cosine", **owner, "role": role, **({"scope": self.scope} if self.scope else {})}
-                    col = self.client.get_or_create_collection(name, embedding_function=self.embedding, metadata=meta)
-                else:
-                    try:
-                        col = self.client.get_collection(name, embedding_function=self.embedding)
-                    except Exception as e:
-                        if _transient(e):
-                            raise
-                        return None  # no such collection: nothing stored yet
+                owner = {"layout": "shared"} if self._shared else {"client_id": client_id}
+                meta = {"hnsw:space": "cosine", **owner, "role": role, **({"scope": self.scope} if self.scope else {})}
+                col = self._collection(self.client, name, meta if create else None)
+                if col is None:
+                    return None
                 self._cols[name] = col
                 while len(self._cols) > self._handles:
                     self._cols.popitem(last=False)
