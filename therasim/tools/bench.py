@@ -94,7 +94,8 @@ class _Stub:
             if os.environ["THERASIM_STUB_PYTHONPATH"]:
                 env["PYTHONPATH"] = os.environ["THERASIM_STUB_PYTHONPATH"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin, env=env, cwd=tempfile.gettempdir() if env is not None else None)
-        deadline = time.time() + 30
+        wait_s = 120  # a loaded machine's imports can take a while
+        deadline = time.time() + wait_s
         while time.time() < deadline:
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
@@ -104,7 +105,7 @@ class _Stub:
                 if self.proc.poll() is not None:
                     raise TherasimError(f"the stub server exited: {self.proc.stderr.read().decode()[-500:] if self.proc.stderr else ''}") from None
                 time.sleep(0.1)
-        raise TherasimError("the stub server did not come up in 30 s")
+        raise TherasimError(f"the stub server did not come up in {wait_s} s")
 
     def metrics(self) -> dict[str, Any]:
         return _get(self.url + "/metrics")
