@@ -289,3 +289,34 @@ def test_run_on_postgres_checkpoints_killed_mid_session_resumes(pg: Any, tmp_pat
     assert any(int(e.get("exchange") or 0) >= 2 for e in resumed), resumed
     assert not (rd.root / "checkpoints.sqlite").exists()  # the checkpoints were Postgres's
     assert {s["status"] for s in rd.course_status().values()} == {"completed"}
+
+
+@needs_pg
+def test_a_batch_waits_out_a_server_restart(pg: Any) -> None:
+    """The server stops while writes are queued: nobody is told they are stored
+    until it is back and the batch's transaction, retried, has committed."""
+    import psycopg
+
+    from therasim.checkpoint import open_postgres_checkpointer
+
+    run = f"restart{time.time_ns()}"
+
+    def cfg(t: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": f"{run}/{t}", "checkpoint_ns": "", "checkpoint_id": "c1"}}
+
+    async def go() -> None:
+        async with open_postgres_checkpointer(pg.dsn, group_commit=True, retry_s=60) as saver:
+            await saver.aput_writes(cfg("before"), [("x", 0)], "task")
+            await asyncio.to_thread(pg.stop, "fast")
+            try:
+                writes = [asyncio.ensure_future(saver.aput_writes(cfg(f"w{i}"), [("x", i)], "task")) for i in range(4)]
+                await asyncio.sleep(0.5)
+                assert not any(w.done() for w in writes)
+            finally:
+                await asyncio.to_thread(pg.start)
+            await asyncio.gather(*writes)  # the pool's reconnects, or the saver's retries, rode it out
+
+    asyncio.run(go())
+    with psycopg.connect(pg.dsn) as c:
+        (n,) = c.execute("SELECT count(*) FROM checkpoint_writes WHERE thread_id LIKE %s", (run + "/w%",)).fetchone()  # type: ignore[misc]
+    assert n == 4
