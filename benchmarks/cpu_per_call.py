@@ -155,10 +155,10 @@ async def variant(url: str, cfg: object, *, checkpointer: bool | str, memory: bo
     return out
 
 
-def measure(url: str, courses: int, preset: str, *, dsn: str | None = None, pg_pid: int | None = None, only_postgres: bool = False, repeat: int = 1) -> dict[str, dict[str, float]]:
+def measure(url: str, courses: int, preset: str, *, turns: int = 8, dsn: str | None = None, pg_pid: int | None = None, only_postgres: bool = False, repeat: int = 1) -> dict[str, dict[str, float]]:
     from therasim.config import RunConfig
 
-    cfg = RunConfig.model_validate({"models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1"}}, "course": {"preset": preset, "sessions": 2, "max_turns": 8}, "memory": {"embedding": "hash"}})
+    cfg = RunConfig.model_validate({"models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1"}}, "course": {"preset": preset, "sessions": 2, "max_turns": turns}, "memory": {"embedding": "hash"}})
     asyncio.run(variant(url, cfg, checkpointer=False, memory=False, n=2))  # warm imports
     variants: list[tuple[str, bool | str, bool]] = [] if only_postgres else list(VARIANTS)
     if dsn:
@@ -196,7 +196,7 @@ def before_after(a: argparse.Namespace) -> None:
             cmd = [sys.executable, __file__, "--url", a.url, "--courses", str(a.courses), "--preset", a.preset, "--json", str(out)]
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, cwd=tempfile.gettempdir())
             runs[arm].append(json.loads(out.read_text()))
-    print(f"cpu_per_call: {a.courses} courses x 2 sessions x 8 turns, {a.preset}, median of {a.repeat} (alternated); base {a.base}")
+    print(f"cpu_per_call: {a.courses} courses x 2 sessions x {a.turns} turns, {a.preset}, median of {a.repeat} (alternated); base {a.base}")
     print("| variant | key | before | after | after / before |")
     print("|---|---|---|---|---|")
     for name, _, _ in VARIANTS:
@@ -215,6 +215,7 @@ def main() -> None:
     ap.add_argument("--url", default="http://127.0.0.1:8011")
     ap.add_argument("--courses", type=int, default=16)
     ap.add_argument("--preset", default="lean")
+    ap.add_argument("--turns", type=int, default=8, help="turns per session (2 sessions per course)")
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--base", default=None, help="baseline git revision: before/after in one invocation")
     ap.add_argument("--repeat", type=int, default=3)
@@ -228,9 +229,12 @@ def main() -> None:
     pg = None
     dsn, pg_pid = a.postgres, a.pg_pid
     if a.postgres == "auto":
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: the cluster is still removed
         pg, dsn, pg_pid = _postgres_auto()
     try:
-        res = measure(a.url, a.courses, a.preset, dsn=dsn, pg_pid=pg_pid, only_postgres=a.only_postgres, repeat=a.repeat if dsn else 1)
+        res = measure(a.url, a.courses, a.preset, turns=a.turns, dsn=dsn, pg_pid=pg_pid, only_postgres=a.only_postgres, repeat=a.repeat if dsn else 1)
     finally:
         if pg is not None:
             pg.close()  # type: ignore[attr-defined]
