@@ -195,15 +195,15 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
 
     d = risk_model._data_dir()
     rows = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()]
-    assert len(rows) >= 6900 and len({r["id"] for r in rows}) == len(rows)
-    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 23))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
+    assert len(rows) >= 10500 and len({r["id"] for r in rows}) == len(rows)
+    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
 
     def words(t: str) -> set[str]:
         return set(re.findall(r"[a-z0-9']+", t.lower()))
 
     evaluation = [words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl"):
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl"):
         evaluation += [words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     train = [(r["id"], words(r["text"])) for r in rows]
     near = [i for i, w in train for e in evaluation if len(w & e) / len(w | e) > 0.6]
@@ -390,6 +390,25 @@ def test_unseen_authors3_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS3_CEILING_FP
 
 
+@pytest.mark.embedded
+def test_unseen_authors4_figures(capsys: pytest.CaptureFixture[str]):
+    """A fifth evaluation set: utterances by two more authors (a33: helplines and
+    intake in North America, Australia and New Zealand; a34: users of AI chat
+    companions and apps, many Englishes) who wrote to the fourth brief for evaluation
+    only: never trained on, nor used for thresholds or settings
+    (policies/data/risk_utterances_unseen_authors4.jsonl, docs/risk.md). No row is a
+    near duplicate of a training row (checked on import)."""
+    mine = _jsonl("risk_utterances_unseen_authors4.jsonl")
+    assert len(mine) >= 700
+    assert {r["author"] for r in mine} == {"a33", "a34"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors4.jsonl", "unseen authors a33+a34")
+    assert _rate(f, "hit") >= AUTHORS4_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS4_CEILING_FP
+
+
+AUTHORS4_FLOOR_RECALL = 0.0  # set after the measurement
+AUTHORS4_CEILING_FP = 1.0
 AUTHORS3_FLOOR_RECALL = 0.965  # measured 346/354 = 97.7% (341/354 = 96.3% with the model of 4,564 rows)
 AUTHORS3_CEILING_FP = 0.07  # measured 24/382 = 6.3% (23/382 = 6.0% with the model of 4,564 rows)
 AUTHORS2_FLOOR_RECALL = 0.965  # measured 334/342 = 97.7% (328/342 = 95.9% with the model of 4,564 rows, 323/342 with 1,836)
