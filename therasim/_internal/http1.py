@@ -207,7 +207,10 @@ class _Conn(asyncio.Protocol):
                 return
             head = bytes(buf[: end - 1 if end and buf[end - 1] == 13 else end]).decode("latin-1")
             del buf[: end + skip]
-            lines = _lines(head)
+            lines = head.split("\r\n")
+            n = len(lines) - 1
+            if head.count("\n") != n or head.count("\r") != n:  # a bare LF or CR
+                lines = _lines(head)
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
                 raise ResponseError(f"not an HTTP/1.x reply: {lines[0][:80]!r}")
@@ -230,7 +233,8 @@ class _Conn(asyncio.Protocol):
                 else:  # a final coding other than chunked: the body ends at the close
                     self.mode, self.keep = "eof", False
             elif "content-length" in headers:
-                self.length = _content_length(headers["content-length"])
+                cl = headers["content-length"]
+                self.length = int(cl) if cl.isdigit() and cl.isascii() else _content_length(cl)
                 self.mode = "length"
             else:
                 self.mode, self.keep = "eof", False
@@ -250,10 +254,15 @@ class _Conn(asyncio.Protocol):
                 if len(buf) >= MAX_CHUNK_LINE:
                     raise ResponseError("chunk size line longer than 4 KiB")
                 return
-            line = bytes(buf[:i]).rstrip(b"\r").split(b";", 1)[0].strip(b" \t")  # a chunk extension is ignored
-            if not _HEX.fullmatch(line):
-                raise ResponseError(f"bad chunk size {line[:20]!r}")
-            size = int(line, 16)
+            line = bytes(buf[: i - 1 if i and buf[i - 1] == 13 else i])
+            if not (line.isalnum() and len(line) < 16 and line[1:2] not in (b"x", b"X")):  # else not plain hex digits
+                line = line.split(b";", 1)[0].strip(b" \t")  # a chunk extension is ignored
+                if not _HEX.fullmatch(line):
+                    raise ResponseError(f"bad chunk size {line[:20]!r}")
+            try:
+                size = int(line, 16)
+            except ValueError:  # letters past f
+                raise ResponseError(f"bad chunk size {line[:20]!r}") from None
             if size == 0:  # the last chunk, then trailers (ignored) up to a blank line
                 if buf.startswith(b"\r\n", i + 1):
                     end = i + 3
@@ -417,12 +426,9 @@ class Http1Pool:
 
 
 def _lines(head: str) -> list[str]:
-    """The head's lines: CRLF ends, or bare LF ones (lenient); a bare CR is refused
+    """The head's lines when some end in a bare LF (lenient); a bare CR is refused
     (RFC 9112 2.2: it could hide a line end from another parser on the way)."""
-    n = head.count("\r\n")
-    if n == head.count("\n") == head.count("\r"):
-        return head.split("\r\n")
-    if head.count("\r") != n:
+    if head.count("\r") != head.count("\r\n"):
         raise ResponseError("bare CR in the reply head")
     return [ln[:-1] if ln.endswith("\r") else ln for ln in head.split("\n")]
 
@@ -430,6 +436,17 @@ def _lines(head: str) -> list[str]:
 def _headers(lines: list[str]) -> dict[str, str]:
     """Header fields, names in lower case; a repeated field's values joined with
     ", " (RFC 9110 5.3); an obsolete folded line joined to its field with a space."""
+    headers: dict[str, str] = {}
+    for ln in lines[1:]:  # the common case; anything else: the careful loop below
+        k, sep, v = ln.partition(":")
+        k = k.strip().lower()
+        if not sep or not k or k in headers or ln[0] in " \t":
+            return _headers_careful(lines)
+        headers[k] = v.strip()
+    return headers
+
+
+def _headers_careful(lines: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     last = ""
     for ln in lines[1:]:
@@ -452,6 +469,8 @@ def _headers(lines: list[str]) -> dict[str, str]:
 
 def _content_length(value: str) -> int:
     """Content-Length's value; a list of one repeated value is that value (RFC 9112 6.3)."""
+    if value.isdigit() and value.isascii():
+        return int(value)
     vals = {x.strip() for x in value.split(",")} if "," in value else {value}
     if len(vals) == 1:
         v = vals.pop()
