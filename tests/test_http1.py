@@ -1012,3 +1012,42 @@ def test_a_stale_connection_is_sent_again_once_and_only_before_any_reply_byte() 
 
     e = asyncio.run(no_retries())
     assert isinstance(e, ProviderError) and e.kind == "connection" and e.attempts == 1 and "StaleConnectionError" in str(e)
+
+
+def test_streamed_calls_keep_the_query_and_use_ca_bundle_and_refuse_untrusted_certificates(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from therasim.config import ModelSpec
+    from therasim.errors import TherasimError
+    from therasim.providers import make_chat_model
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    cert_pem, server_ctx = _self_signed(tmp_path)
+    sse = b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\ndata: {"choices":[{"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    log: list[bytes] = []
+
+    async def go(ca: str | None) -> Any:
+        server, port = await _chat_server(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(sse), sse), log, server_ctx)()
+        model = make_chat_model(ModelSpec(provider="openai", model="m", base_url=f"https://127.0.0.1:{port}/v1?api-version=7", ca_bundle=ca, max_retries=0))
+        try:
+            return "".join([str(c.content) async for c in model.astream([HumanMessage(content="hi")])])
+        except TherasimError as e:
+            return e
+        finally:
+            await model.aclose_loop()  # type: ignore[attr-defined]
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(go(str(cert_pem))) == "hello"
+    assert log[0].split(b" ")[1] == b"/v1/chat/completions?api-version=7"
+    e = asyncio.run(go(None))
+    assert isinstance(e, TherasimError) and "TLS certificate was refused" in str(e) and "models.*.ca_bundle" in str(e) and len(log) == 1
+
+
+def test_base_url_paths_are_percent_encoded_and_a_key_with_a_line_break_is_refused() -> None:
+    from therasim.errors import ConfigError
+
+    t = Target("https://gw.example/my deployment/v1/?api-version=2024-06-01&q=a b&r=%2F")
+    assert (t.path, t.query) == ("/my%20deployment/v1", "?api-version=2024-06-01&q=a%20b&r=%2F")
+    with pytest.raises(ConfigError, match="line break"):
+        HttpChatClient(["http://127.0.0.1:1/v1"], api_key="sk-abc\r\nX-Injected: 1", timeout_s=1, policy=RetryPolicy())

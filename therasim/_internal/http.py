@@ -182,6 +182,10 @@ class HttpChatClient:
         self.urls = [u.rstrip("/") for u in urls]
         self.ssl = tls_settings(ca_bundle, verify_tls, self.urls)
         self._chat_urls: dict[str, str] = {}
+        if any(c in api_key for c in "\r\n\0"):  # it would split the request head (the lean client) or be refused (aiohttp)
+            from therasim.errors import ConfigError
+
+            raise ConfigError("the API key holds a line break or NUL; set the variable models.*.api_key_env names to the key alone")
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.timeout_s = timeout_s
         self.policy = policy

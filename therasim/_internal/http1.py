@@ -46,7 +46,7 @@ import time
 import zlib
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 __all__ = ["Http1Pool", "ResponseError", "StaleConnectionError", "Target", "check_ca_bundle", "tls_context"]
 
@@ -54,6 +54,7 @@ MAX_HEAD = 64 * 1024  # a reply head (or a chunked body's trailers) larger than 
 MAX_CHUNK_LINE = 4096
 IDLE_S = 30.0  # a connection idle longer than this is closed rather than reused
 _HEX = re.compile(rb"[0-9a-fA-F]{1,15}")
+_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/", with "%" kept as given (already encoded)
 
 
 class ResponseError(ConnectionError):
@@ -122,8 +123,9 @@ class Target:
         self.tls = u.scheme == "https"
         self.host = u.hostname
         self.port = u.port or (443 if self.tls else 80)
-        self.path = u.path.rstrip("/")
-        self.query = f"?{u.query}" if u.query else ""  # kept on every request (api-version=... for Azure-style gateways)
+        # percent-encoded as aiohttp (yarl) would: a space or a non-ASCII letter never reaches the request line
+        self.path = quote(u.path.rstrip("/"), safe=_SAFE)
+        self.query = f"?{quote(u.query, safe=_SAFE + '?')}" if u.query else ""  # kept on every request (api-version=... for Azure-style gateways)
         self.server_hostname = self.host if self.tls else None
         self.key = (u.scheme, self.host, self.port)
 
@@ -194,23 +196,20 @@ class _Conn(asyncio.Protocol):
     def _parse(self) -> None:
         buf = self.buf
         while self.status is None:
-            # the head ends at a blank line: CRLF CRLF, or with bare LFs (llhttp's lenient mode)
-            j = buf.find(b"\n\r\n", 0, MAX_HEAD + 3)
-            k = buf.find(b"\n\n", 0, MAX_HEAD + 2 if j < 0 else j + 1)
-            if k >= 0:
-                end, skip = k, 2
-            elif j >= 0:
-                end, skip = j, 3
-            else:
-                if len(buf) > MAX_HEAD:
-                    raise ResponseError("reply head larger than 64 KiB")
-                return
-            head = bytes(buf[: end - 1 if end and buf[end - 1] == 13 else end]).decode("latin-1")
-            del buf[: end + skip]
-            lines = head.split("\r\n")
-            n = len(lines) - 1
-            if head.count("\n") != n or head.count("\r") != n:  # a bare LF or CR
-                lines = _lines(head)
+            i = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+            lines: list[str] | None = None
+            if i >= 0:
+                head = bytes(buf[:i]).decode("latin-1")
+                lines = head.split("\r\n")
+                n = len(lines) - 1
+                if head.count("\n") == n and head.count("\r") == n:  # every line ends in CRLF: the common case
+                    del buf[: i + 4]
+                else:
+                    lines = None
+            if lines is None:
+                lines = self._lenient_head()
+                if lines is None:
+                    return
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
                 raise ResponseError(f"not an HTTP/1.x reply: {lines[0][:80]!r}")
@@ -245,6 +244,24 @@ class _Conn(asyncio.Protocol):
                 self._finish(body)
         elif self.mode == "chunked":
             self._chunks()
+
+    def _lenient_head(self) -> list[str] | None:
+        """The head's lines when some end in a bare LF (llhttp's lenient mode), taken
+        from the buffer; None until the blank line ending it has come."""
+        buf = self.buf
+        j = buf.find(b"\n\r\n", 0, MAX_HEAD + 3)
+        k = buf.find(b"\n\n", 0, MAX_HEAD + 2 if j < 0 else j + 1)
+        if k >= 0:
+            end, skip = k, 2
+        elif j >= 0:
+            end, skip = j, 3
+        else:
+            if len(buf) > MAX_HEAD:
+                raise ResponseError("reply head larger than 64 KiB")
+            return None
+        head = bytes(buf[: end - 1 if end and buf[end - 1] == 13 else end]).decode("latin-1")
+        del buf[: end + skip]
+        return _lines(head)
 
     def _chunks(self) -> None:
         buf = self.buf
@@ -426,7 +443,7 @@ class Http1Pool:
 
 
 def _lines(head: str) -> list[str]:
-    """The head's lines when some end in a bare LF (lenient); a bare CR is refused
+    """The head's lines, each ended by CRLF or a bare LF; a bare CR is refused
     (RFC 9112 2.2: it could hide a line end from another parser on the way)."""
     if head.count("\r") != head.count("\r\n"):
         raise ResponseError("bare CR in the reply head")
