@@ -832,7 +832,6 @@ def test_a_run_against_an_untrusted_certificate_fails_fast_naming_the_fix(tmp_pa
     """The run's fault handling: the course fails at its first model call with the TLS
     reason (as a 401 would, not after a retry budget), and the run ends."""
     import threading
-    import time
 
     from therasim.runner import run
 
@@ -856,19 +855,19 @@ def test_a_run_against_an_untrusted_certificate_fails_fast_naming_the_fix(tmp_pa
 
     th = threading.Thread(target=serve, daemon=True)
     th.start()
-    assert ready.wait(10)
+    assert ready.wait(60)
     url = f"https://127.0.0.1:{box['port']}/v1"
     cfg = {"course": {"preset": "minimal", "sessions": 1, "max_turns": 2}, "memory": {"backend": "none"}, "models": {"default": {"provider": "openai", "model": "m", "base_url": url, "max_retries": 5, "timeout_s": 5}}}
-    t0 = time.monotonic()
     try:
         res = run(cfg, sample=2, out=tmp_path / "runs")
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         th.join(10)
-    assert time.monotonic() - t0 < 30
     assert not res.ok and len(res.failed) == 2
     for why in res.failed.values():
+        # the first call's error, not one after the retry budget ("failed after 6 attempt(s)")
         assert why.startswith("ProviderError: model call to https://127.0.0.1:") and "TLS certificate was refused" in why and "models.*.ca_bundle" in why, why
+        assert "attempt(s)" not in why
 
 
 @pytest.mark.parametrize(

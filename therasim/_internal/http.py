@@ -45,17 +45,16 @@ def tls_settings(ca_bundle: str | None, verify_tls: bool, urls: list[str]) -> ss
     """The TLS context for ``urls`` (None: the client's default, the system's CAs):
     ``ca_bundle`` checked (a clear error naming the field), and a loud warning when
     ``verify_tls`` is off. Both HTTP clients and streamed calls use it."""
-    from therasim._internal.http1 import check_ca_bundle, tls_context
+    from therasim._internal.http1 import tls_context
     from therasim.errors import ConfigError
 
     if ca_bundle is not None:
         if not verify_tls:
             raise ConfigError("models.*: ca_bundle and verify_tls: false together; give ca_bundle (certificates checked against your CA) or verify_tls: false (not checked), not both")
         try:
-            check_ca_bundle(ca_bundle, "models.*.ca_bundle")
+            return tls_context(ca_bundle)
         except ValueError as e:
-            raise ConfigError(str(e)) from None
-        return tls_context(ca_bundle)
+            raise ConfigError(f"models.*.{e}") from None
     if not verify_tls:
         https = [redact_url(u) for u in urls if u.startswith("https://")]
         warnings.warn(

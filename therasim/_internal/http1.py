@@ -90,6 +90,8 @@ def check_ca_bundle(path: str, field: str = "ca_bundle") -> str:
 
 @lru_cache(maxsize=32)
 def _context(ca_bundle: str | None, verify: bool, env: tuple[str | None, str | None]) -> ssl.SSLContext:
+    if ca_bundle is not None:
+        ca_bundle = check_ca_bundle(ca_bundle)
     if not verify:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -102,9 +104,7 @@ def tls_context(ca_bundle: str | None = None, verify: bool = True) -> ssl.SSLCon
     """The client TLS context for model calls, shared by both HTTP clients: the
     system's CAs (and SSL_CERT_FILE / SSL_CERT_DIR), or only those in ``ca_bundle``;
     ``verify=False`` checks neither certificate nor host name. One context per
-    setting (building one reads the CA store: milliseconds)."""
-    if ca_bundle is not None:
-        ca_bundle = check_ca_bundle(ca_bundle)
+    setting (building one reads the CA store: milliseconds), checked when made."""
     return _context(ca_bundle, verify, (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")))
 
 
