@@ -17,13 +17,16 @@ acknowledged.
 Postgres (``checkpointer: {backend: postgres, dsn_env: ...}``, shared by several
 machines: docs/scale-out.md): LangGraph's own AsyncPostgresSaver on a psycopg
 connection pool, the same compressed serializer, every read and write retried
-while the server restarts.
+while the server restarts, and group commit too: every write queued while a
+transaction is in flight goes into the next one, each writer waiting for its own
+commit (:mod:`therasim._internal.checkpoint_pg`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -159,6 +162,10 @@ class GroupCommitSaver(SqliteSaver):
         self.delete_thread(thread_id)
 
 
+def _group_commit_default() -> bool:
+    return os.environ.get("THERASIM_GROUP_COMMIT", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 @asynccontextmanager
 async def open_checkpointer(path: str, *, group_commit: bool | None = None, readonly: bool = False) -> AsyncIterator[Any]:
     """A checkpointer on ``path`` with :class:`CompressedSerializer`: a
@@ -171,7 +178,7 @@ async def open_checkpointer(path: str, *, group_commit: bool | None = None, read
     from urllib.parse import quote
 
     if group_commit is None:
-        group_commit = os.environ.get("THERASIM_GROUP_COMMIT", "1").strip().lower() not in ("0", "false", "no", "off")
+        group_commit = _group_commit_default()
     import aiosqlite
 
     from therasim.errors import RunDirError
@@ -244,6 +251,7 @@ def postgres_dsn(spec: Any) -> str:
     return dsn
 
 
+@functools.cache
 def _retrying_saver_class() -> Any:
     import psycopg
     import psycopg_pool
@@ -258,6 +266,10 @@ def _retrying_saver_class() -> Any:
 
         retry_s: float = 60.0
         retried: int = 0
+
+        @staticmethod
+        def is_transient(e: BaseException) -> bool:
+            return isinstance(e, transient)
 
         async def _retry(self, fn: Any, *a: Any, **kw: Any) -> Any:
             from therasim._internal.retry import RetryPolicy
@@ -291,14 +303,23 @@ def _retrying_saver_class() -> Any:
 
 
 @asynccontextmanager
-async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: float = 60.0, setup: bool = True) -> AsyncIterator[Any]:
-    """LangGraph's Postgres saver (pooled, retrying, :class:`CompressedSerializer`).
-    ``setup`` creates or migrates its tables (do it once, before workers start)."""
+async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: float = 60.0, setup: bool = True, group_commit: bool | None = None) -> AsyncIterator[Any]:
+    """LangGraph's Postgres saver (pooled, retrying, :class:`CompressedSerializer`),
+    group-committing (:mod:`therasim._internal.checkpoint_pg`) unless ``group_commit``
+    is False or ``THERASIM_GROUP_COMMIT=0``. ``setup`` creates or migrates its
+    tables (do it once, before workers start)."""
+    if group_commit is None:
+        group_commit = _group_commit_default()
     try:
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
-        cls = _retrying_saver_class()
+        if group_commit:
+            from therasim._internal.checkpoint_pg import group_commit_postgres_saver_class
+
+            cls = group_commit_postgres_saver_class()
+        else:
+            cls = _retrying_saver_class()
     except ImportError as e:
         from therasim.errors import ConfigError
 
@@ -317,7 +338,11 @@ async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: f
         saver.retry_s = retry_s
         if setup:
             await saver._retry(saver.setup)
-        yield saver
+        try:
+            yield saver
+        finally:
+            if group_commit:
+                await saver.group.drain()  # what is queued is committed (or fails its writers) before the pool closes
     finally:
         await pool.close()
 
