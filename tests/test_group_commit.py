@@ -140,3 +140,25 @@ def test_writes_of_one_loop_iteration_share_one_commit(tmp_path: Path) -> None:
             assert (saver.commits, saver.statements) == (2, 3)
 
     asyncio.run(run())
+
+
+def test_a_cancelled_writer_does_not_cancel_the_others_of_its_batch(tmp_path: Path) -> None:
+    """Writers of one transaction share one future: cancelling one (its course was
+    cancelled) must leave the others to return once the batch is committed."""
+    path = tmp_path / "c.sqlite"
+
+    def cfg(t: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": t, "checkpoint_ns": "", "checkpoint_id": "c1"}}
+
+    async def run() -> list[Any]:
+        async with open_checkpointer(str(path), group_commit=True) as saver:
+            saver.setup()
+            tasks = [asyncio.ensure_future(saver.aput_writes(cfg(f"t{i}"), [("x", i)], "task")) for i in range(3)]
+            await asyncio.sleep(0)  # all three wrote and wait for the same commit
+            tasks[1].cancel()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outs = asyncio.run(run())
+    assert outs[0] is None and outs[2] is None and isinstance(outs[1], asyncio.CancelledError)
+    with sqlite3.connect(path) as other:
+        assert [r[0] for r in other.execute("SELECT thread_id FROM writes ORDER BY thread_id")] == ["t0", "t1", "t2"]  # its rows were in the batch

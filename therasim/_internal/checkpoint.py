@@ -135,7 +135,7 @@ class GroupCommitSaver(SqliteSaver):
         cfg = config["configurable"]
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = _meta_json(get_checkpoint_metadata(config, metadata))
-        await self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)])
+        await asyncio.shield(self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)]))
         return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
 
     async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
@@ -145,7 +145,8 @@ class GroupCommitSaver(SqliteSaver):
             (str(cfg["thread_id"]), str(cfg["checkpoint_ns"]), str(cfg["checkpoint_id"]), task_id, task_path, WRITES_IDX_MAP.get(ch, i), ch, *self.serde.dumps_typed(v))
             for i, (ch, v) in enumerate(writes)
         ]
-        await self._write(_WRITES.format(verb=verb), rows)
+        # shielded: the batch's future is every writer's; a cancelled writer must not cancel it for the others
+        await asyncio.shield(self._write(_WRITES.format(verb=verb), rows))
 
     async def aget_tuple(self, config: Any) -> Any:
         return self.get_tuple(config)
