@@ -368,7 +368,8 @@ def test_stale_connection_race_is_retried_by_the_chat_client() -> None:
 
     (_, ia), (db, ib) = asyncio.run(go())
     assert ia["attempts"] == 1 and db["choices"][0]["message"]["content"] == "fine"
-    assert ib["attempts"] == 2 and ib["errors"][0].startswith("connection: ")
+    # sent again at once on a fresh connection: recorded, not a backoff step
+    assert ib["attempts"] == 2 and ib["errors"][0].startswith("stale: StaleConnectionError: kept-alive connection")
 
 
 @pytest.mark.parametrize(
@@ -599,9 +600,9 @@ def test_json_error_reply_reaches_the_callers_error(lean: bool, monkeypatch: pyt
     assert "maximum context length is 4096 tokens" in str(e)
 
 
-def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An enterprise/self-signed CA named by SSL_CERT_FILE is trusted (the default
-    context reads it); an untrusted certificate fails as a connection error."""
+def _self_signed(tmp_path: Any) -> tuple[Any, Any]:
+    """A self-signed CA certificate for 127.0.0.1 (and no host name): its PEM file and
+    a server context presenting it."""
     import datetime
     import ipaddress
     import ssl
@@ -627,6 +628,15 @@ def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatc
     key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert_pem, key_pem)
+    return cert_pem, server_ctx
+
+
+def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enterprise/self-signed CA named by SSL_CERT_FILE is trusted (the default
+    context reads it); an untrusted certificate fails with the ssl module's error."""
+    import ssl
+
+    cert_pem, server_ctx = _self_signed(tmp_path)
 
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         while True:
@@ -640,11 +650,11 @@ def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatc
     async def refused(pool: Http1Pool, t: Target, port: int) -> Any:
         try:
             return await pool.post(t, "/x", b"{}", 2)
-        except OSError as e:  # ssl.SSLCertVerificationError; the chat client retries OSError as "connection"
+        except OSError as e:  # ssl.SSLCertVerificationError: the chat client's "tls" error (not retried)
             return e
 
     untrusted = _scripted(script, refused, ssl_ctx=server_ctx, scheme="https")
-    assert isinstance(untrusted, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(untrusted)
+    assert isinstance(untrusted, ssl.SSLCertVerificationError) and "CERTIFICATE_VERIFY_FAILED" in str(untrusted)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_pem))
     a, b, opened = _scripted(script, two, ssl_ctx=server_ctx, scheme="https")
     assert a[:1] == (200,) and a[2] == b"{}" and b[2] == b"{}" and opened == 1
@@ -688,3 +698,355 @@ def test_request_head_follows_each_target_even_when_a_dead_ones_id_is_reused() -
         return got
 
     assert _scripted(script, many) == [b"/v%d/x" % i for i in range(20)]
+
+
+# --- gaps: query strings, TLS settings and errors, lenient and strict parsing, stale connections ---
+
+
+def _chat_server(reply: bytes, log: list[bytes] | None = None, ssl_ctx: Any = None) -> Callable[[], Any]:
+    """An async factory of a keep-alive server answering every request with ``reply``
+    (logging each request head); returns (server, port)."""
+
+    async def start() -> Any:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head, _ = await _read_request(r)
+                    if log is not None:
+                        log.append(head)
+                    w.write(reply)
+                    await w.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ssl_ctx)
+        return server, server.sockets[0].getsockname()[1]
+
+    return start
+
+
+OK_CHAT = b'{"choices":[{"message":{"role":"assistant","content":"fine"}}]}'
+OK_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(OK_CHAT), OK_CHAT)
+
+
+def _chat_through(base: str, start: Callable[[], Any], **kw: Any) -> Any:
+    """One chat call (then a second) through a client for ``base`` (``{port}`` filled
+    in) against the server ``start`` makes: the two results, or the ProviderError."""
+
+    async def go() -> Any:
+        server, port = await start()
+        client = HttpChatClient([base.format(port=port)], api_key="k", timeout_s=2, policy=RetryPolicy(max_retries=2, base_s=0.0, jitter=False), **kw)
+        try:
+            return await client.chat({"messages": []}), await client.chat({"messages": []})
+        except ProviderError as e:
+            return e
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_query_string_in_base_url_is_kept_on_every_request(lean: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from therasim._internal.http import endpoint
+
+    monkeypatch.setenv("THERASIM_HTTP_CLIENT", "lean" if lean else "aiohttp")
+    log: list[bytes] = []
+    (a, _), (b, _) = _chat_through("http://127.0.0.1:{port}/openai/v1/?api-version=2024-06-01&deployment=gpt-4o", _chat_server(OK_REPLY, log))
+    assert a["choices"][0]["message"]["content"] == "fine" == b["choices"][0]["message"]["content"]
+    assert [h.split(b" ")[1] for h in log] == [b"/openai/v1/chat/completions?api-version=2024-06-01&deployment=gpt-4o"] * 2
+    assert endpoint("https://gw/v1/", "/chat/completions") == "https://gw/v1/chat/completions"
+    assert endpoint("https://gw/v1?k=1", "/chat/completions") == "https://gw/v1/chat/completions?k=1"
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_ca_bundle_trusts_a_private_ca_and_its_absence_is_a_tls_error_not_retried(lean: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THERASIM_HTTP_CLIENT", "lean" if lean else "aiohttp")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    cert_pem, server_ctx = _self_signed(tmp_path)
+    log: list[bytes] = []
+    start = _chat_server(OK_REPLY, log, server_ctx)
+    (a, ia), (_, ib) = _chat_through("https://127.0.0.1:{port}/v1?api-version=1", start, ca_bundle=str(cert_pem))
+    assert a["choices"][0]["message"]["content"] == "fine" and ia["attempts"] == 1 and ib["attempts"] == 1 and len(log) == 2
+
+    e = _chat_through("https://127.0.0.1:{port}/v1?api-version=1", start)  # the system's CAs: refused
+    assert isinstance(e, ProviderError) and e.kind == "tls" and e.attempts == 1, e
+    msg = str(e)
+    assert "https://127.0.0.1:" in msg and "api-version=***" in msg and "certificate" in msg and "models.*.ca_bundle" in msg and "not retried" in msg
+
+    e = _chat_through("https://localhost:{port}/v1", start, ca_bundle=str(cert_pem))  # trusted CA, wrong name
+    assert isinstance(e, ProviderError) and e.kind == "tls" and e.attempts == 1
+    assert "'localhost' is not a name the certificate was issued for" in str(e) and "base_url" in str(e)
+    assert len(log) == 2  # neither refused call reached the server
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_verify_tls_false_connects_with_a_loud_warning(lean: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THERASIM_HTTP_CLIENT", "lean" if lean else "aiohttp")
+    _, server_ctx = _self_signed(tmp_path)
+    with pytest.warns(RuntimeWarning, match=r"verify_tls is false: TLS certificates and host names of https://127\.0\.0\.1:\d+/v1 are NOT checked"):
+        (a, _), _ = _chat_through("https://127.0.0.1:{port}/v1", _chat_server(OK_REPLY, None, server_ctx), verify_tls=False)
+    assert a["choices"][0]["message"]["content"] == "fine"
+
+
+def test_ca_bundle_settings_are_checked_with_the_field_and_the_fix(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from therasim._internal import http1
+    from therasim.config import load_config
+    from therasim.errors import ConfigError
+
+    cert_pem, _ = _self_signed(tmp_path)
+    (tmp_path / "notpem.pem").write_text("hello\n")
+    (tmp_path / "badpem.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+
+    def cfg(**kw: Any) -> dict[str, Any]:
+        return {"models": {"default": {"provider": "openai", "model": "m", "base_url": "https://gw.example/v1", **kw}}}
+
+    cases = [
+        (str(tmp_path / "missing.pem"), "no file at"),
+        (str(tmp_path), "is a folder"),
+        (str(tmp_path / "notpem.pem"), "holds no PEM certificate"),
+        (str(tmp_path / "badpem.pem"), "is not a valid PEM certificate file"),
+    ]
+    for path, needle in cases:
+        with pytest.raises(ConfigError) as ei:
+            load_config(cfg(ca_bundle=path))
+        assert "models.default.ca_bundle" in str(ei.value) and needle in str(ei.value), str(ei.value)
+
+    def unreadable(*a: Any, **k: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(http1, "open", unreadable, raising=False)  # (chmod 000 does not stop root)
+    with pytest.raises(ConfigError, match=r"(?s)models\.default\.ca_bundle.*cannot be read \(Permission denied\); make it readable"):
+        load_config(cfg(ca_bundle=str(cert_pem)))
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"ca_bundle and verify_tls: false together"):
+        load_config(cfg(ca_bundle=str(cert_pem), verify_tls=False))
+    assert load_config(cfg(ca_bundle=str(cert_pem))).models.default.ca_bundle == str(cert_pem)
+    with pytest.raises(ConfigError, match=r"models\.\*\.ca_bundle: no file at"):  # the client itself checks too
+        HttpChatClient(["https://gw.example/v1"], api_key="k", timeout_s=1, policy=RetryPolicy(), ca_bundle=str(tmp_path / "gone.pem"))
+
+
+def test_a_run_against_an_untrusted_certificate_fails_fast_naming_the_fix(tmp_path: Any) -> None:
+    """The run's fault handling: the course fails at its first model call with the TLS
+    reason (as a 401 would, not after a retry budget), and the run ends."""
+    import threading
+
+    from therasim.runner import run
+
+    _, server_ctx = _self_signed(tmp_path)
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                w.close()
+
+            server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+            box["port"], box["loop"], box["stop"] = server.sockets[0].getsockname()[1], asyncio.get_running_loop(), asyncio.Event()
+            asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: None)  # the refused handshakes
+            ready.set()
+            await box["stop"].wait()
+            server.close()
+
+        asyncio.run(main())
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    assert ready.wait(60)
+    url = f"https://127.0.0.1:{box['port']}/v1"
+    cfg = {"course": {"preset": "minimal", "sessions": 1, "max_turns": 2}, "memory": {"backend": "none"}, "models": {"default": {"provider": "openai", "model": "m", "base_url": url, "max_retries": 5, "timeout_s": 5}}}
+    try:
+        res = run(cfg, sample=2, out=tmp_path / "runs")
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        th.join(10)
+    assert not res.ok and len(res.failed) == 2
+    for why in res.failed.values():
+        # the first call's error, not one after the retry budget ("failed after 6 attempt(s)")
+        assert why.startswith("ProviderError: model call to https://127.0.0.1:") and "TLS certificate was refused" in why and "models.*.ca_bundle" in why, why
+        assert "attempt(s)" not in why
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: 11\n\n{\"ok\":true}",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\nContent-Length: 11\r\n\n{\"ok\":true}",  # mixed
+        b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n4\n{\"ok\n7;x=y\n\":true}\n0\nX-T: 1\n\n",
+        b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n4\r\n{\"ok\r\n7\n\":true}\n0\n\n",
+    ],
+)
+def test_bare_lf_replies_are_read_and_the_connection_kept(reply: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(r)
+            await _trickle(w, reply, step=3)
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+    a, b, opened = _scripted(script, two)
+    assert a[0] == 200 and a[2] == b'{"ok":true}' and b[2] == b'{"ok":true}' and opened == 1, (a, b)
+
+
+@pytest.mark.parametrize(
+    ("reply", "needle"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\rX-Evil: 1\r\n\r\n{}", "bare CR"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length 2\r\n\r\n{}", "malformed header line"),
+        (b"HTTP/1.1 200 OK\r\n folded: x\r\nContent-Length: 2\r\n\r\n{}", "folded header line with no field before it"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", "bad Content-Length '2, 3'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n{}", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\n{}\r\n0\r\n\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}xx\r\n0\r\n\r\n", "chunk data longer than its size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\rx0\r\n\r\n", "not followed by CRLF"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"2;" + b"e" * 5000 + b"\r\n{}\r\n0\r\n\r\n", "chunk size line longer"),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\nContent-Length: 2\r\n\r\n{}", "reply head larger than 64 KiB"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", "switched protocols"),
+        (b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\n{}", "not an HTTP/1.x reply"),
+    ],
+)
+def test_malformed_replies_are_refused_with_a_clear_error(reply: bytes, needle: str) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        w.write(reply)
+        await w.drain()
+        await r.read()
+
+    err = _one(script)
+    assert isinstance(err, ResponseError) and needle in str(err), err
+
+
+def test_folded_repeated_and_large_headers_and_trailers_are_read() -> None:
+    big = b"v" * (40 * 1024)  # large cookies or tracing headers from a gateway: under the 64 KiB limit
+    reply = (
+        b"HTTP/1.1 200 OK\r\nX-Folded: one\r\n  two\r\n\tthree\r\nVia: 1.1 nginx\r\nVia: 1.1 envoy\r\nX-Big: " + big + b"\r\n"
+        b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}"
+    )
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(r)
+            await _trickle(w, reply, step=4096)
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+    (status, headers, body), b, opened = _scripted(script, two)
+    assert (status, body, b[2], opened) == (200, b"{}", b"{}", 1)
+    assert headers["x-folded"] == "one two three" and headers["via"] == "1.1 nginx, 1.1 envoy" and len(headers["x-big"]) == len(big)
+
+
+@pytest.mark.parametrize(
+    ("reply", "body", "reused"),
+    [
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", b"", True),  # 204: never a body
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n", b"", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", b"{}", False),  # TE wins; not reused
+    ],
+)
+def test_bodies_that_headers_do_not_decide(reply: bytes, body: bytes, reused: bool) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(r)
+            w.write(reply)
+            await w.drain()
+
+    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
+        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+    a, b, opened = _scripted(script, two)
+    assert a[2] == body and b[2] == body and opened == (1 if reused else 2)
+
+
+def test_a_transfer_coding_other_than_chunked_is_read_to_the_close() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(r)
+        await _trickle(w, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 1\r\n\r\n" + OK_CHAT, step=9)
+
+    status, _, body = _one(script)
+    assert status == 200 and body == OK_CHAT
+
+
+def test_a_stale_connection_is_sent_again_once_and_only_before_any_reply_byte() -> None:
+    """The retry policy's contract for a kept-alive connection lost as a request goes
+    out: with no byte of the reply, once at once on a fresh connection (not a
+    replica failure); after a byte of the reply, an ordinary connection error; with
+    max_retries 0, no second send at all."""
+
+    def serve(second: bytes | None) -> Callable[[], Any]:
+        async def start() -> Any:
+            async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                try:
+                    await _read_request(r)
+                    w.write(OK_REPLY)
+                    await w.drain()
+                    await _read_request(r)  # the second request on the kept-alive connection
+                    if second:
+                        w.write(second)
+                        await w.drain()
+                    w.transport.abort()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    pass
+
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            return server, server.sockets[0].getsockname()[1]
+
+        return start
+
+    (_, _), (b, ib) = _chat_through("http://127.0.0.1:{port}/v1", serve(None))
+    assert b["choices"][0]["message"]["content"] == "fine" and ib["attempts"] == 2 and ib["errors"][0].startswith("stale: ")
+    (_, _), (b, ib) = _chat_through("http://127.0.0.1:{port}/v1", serve(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"))
+    assert ib["attempts"] == 2 and ib["errors"][0].startswith("connection: ResponseError: connection closed before the reply was complete")
+
+    async def no_retries() -> Any:
+        server, port = await serve(None)()
+        client = HttpChatClient([f"http://127.0.0.1:{port}/v1"], api_key="k", timeout_s=2, policy=RetryPolicy(max_retries=0))
+        await client.chat({"messages": []})
+        return await _chat_error(client, server, {"messages": []})
+
+    e = asyncio.run(no_retries())
+    assert isinstance(e, ProviderError) and e.kind == "connection" and e.attempts == 1 and "StaleConnectionError" in str(e)
+
+
+def test_streamed_calls_keep_the_query_and_use_ca_bundle_and_refuse_untrusted_certificates(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from therasim.config import ModelSpec
+    from therasim.errors import TherasimError
+    from therasim.providers import make_chat_model
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    cert_pem, server_ctx = _self_signed(tmp_path)
+    sse = b'data: {"choices":[{"delta":{"content":"hel"}}]}\n\ndata: {"choices":[{"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    log: list[bytes] = []
+
+    async def go(ca: str | None) -> Any:
+        server, port = await _chat_server(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(sse), sse), log, server_ctx)()
+        model = make_chat_model(ModelSpec(provider="openai", model="m", base_url=f"https://127.0.0.1:{port}/v1?api-version=7", ca_bundle=ca, max_retries=0))
+        try:
+            return "".join([str(c.content) async for c in model.astream([HumanMessage(content="hi")])])
+        except TherasimError as e:
+            return e
+        finally:
+            await model.aclose_loop()  # type: ignore[attr-defined]
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(go(str(cert_pem))) == "hello"
+    assert log[0].split(b" ")[1] == b"/v1/chat/completions?api-version=7"
+    e = asyncio.run(go(None))
+    assert isinstance(e, TherasimError) and "TLS certificate was refused" in str(e) and "models.*.ca_bundle" in str(e) and len(log) == 1
+
+
+def test_base_url_paths_are_percent_encoded_and_a_key_with_a_line_break_is_refused() -> None:
+    from therasim.errors import ConfigError
+
+    t = Target("https://gw.example/my deployment/v1/?api-version=2024-06-01&q=a b&r=%2F")
+    assert (t.path, t.query) == ("/my%20deployment/v1", "?api-version=2024-06-01&q=a%20b&r=%2F")
+    with pytest.raises(ConfigError, match="line break"):
+        HttpChatClient(["http://127.0.0.1:1/v1"], api_key="sk-abc\r\nX-Injected: 1", timeout_s=1, policy=RetryPolicy())

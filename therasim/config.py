@@ -72,6 +72,14 @@ class ModelSpec(_Strict):
     )
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(2, ge=0, le=20)
+    ca_bundle: str | None = Field(
+        None,
+        description="PEM file of the CA(s) that signed the servers' certificates (a private or self-signed CA); "
+        "replaces the system's CAs for these calls. Default: the system's CAs (and SSL_CERT_FILE).",
+    )
+    verify_tls: bool = Field(
+        True, description="false: do not check the servers' TLS certificates or host names (warned about at every start); prefer ca_bundle."
+    )
     structured_output: StructuredDialect | None = Field(
         None,
         description="How to ask for JSON: json_schema (vLLM/OpenAI), json_object_schema "
@@ -90,6 +98,15 @@ class ModelSpec(_Strict):
                 raise ValueError(f"base_url {u!r} must start with http:// or https://")
         if isinstance(v, list) and not v:
             raise ValueError("base_url list is empty; give at least one URL")
+        return v
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, v: str | None) -> str | None:
+        if v is not None:
+            from therasim._internal.http1 import check_ca_bundle
+
+            check_ca_bundle(v, "ca_bundle")
         return v
 
     @field_validator("api_key_env")
@@ -111,6 +128,8 @@ class ModelSpec(_Strict):
             )
         if self.provider in ("openai", "vllm") and not self.model:
             raise ValueError(f"provider {self.provider!r} needs model (the served model name)")
+        if self.ca_bundle is not None and not self.verify_tls:
+            raise ValueError("ca_bundle and verify_tls: false together; give ca_bundle (certificates checked against your CA) or verify_tls: false (not checked), not both")
         if self.provider == "scripted" and self.model not in ("dismissive", "eliza", "supportive"):
             raise ValueError(f"provider 'scripted' needs model: dismissive, eliza or supportive (got {self.model!r})")
         return self
@@ -382,6 +401,8 @@ models:
   #   structured_output: json_schema
   #   timeout_s: 120
   #   max_retries: 2
+  #   ca_bundle: /etc/ssl/private-ca.pem   # https with a private CA (default: the system's CAs, SSL_CERT_FILE)
+  #   # verify_tls: false         # no certificate check at all (warned about); prefer ca_bundle
   # counselor:               # a reference counselor for a control arm (deterministic, no model)
   #   provider: scripted
   #   model: supportive      # dismissive | eliza | supportive

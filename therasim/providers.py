@@ -458,6 +458,8 @@ class OpenAICompatChatModel(_ProviderChatModel):
                 timeout_s=spec.timeout_s,
                 policy=RetryPolicy(max_retries=spec.max_retries, budget_s=spec.timeout_s * (spec.max_retries + 1) + 30),
                 breakers=self.breakers,
+                ca_bundle=spec.ca_bundle,
+                verify_tls=spec.verify_tls,
             )
         return self._http
 
@@ -505,14 +507,18 @@ class OpenAICompatChatModel(_ProviderChatModel):
         as they arrive, then finish reason and usage (``stream_options.include_usage``)."""
         import aiohttp
 
+        from therasim._internal.http import endpoint, tls_message
+
         body = {**self._body(messages, stop, kwargs), "stream": True, "stream_options": {"include_usage": True}}
+        tls = self._client().ssl  # the same TLS settings (ca_bundle, verify_tls) as the other calls
         headers = {"Authorization": f"Bearer {_api_key(self.spec)}", "Content-Type": "application/json"}
         timeout = aiohttp.ClientTimeout(total=self.spec.timeout_s * 4, sock_read=self.spec.timeout_s)
         last: Exception | None = None
         started = False  # once tokens have been handed on, a failure is not retried elsewhere
         for url in self.urls or [self.base_url]:
             try:
-                async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url.rstrip("/") + "/chat/completions", json=body, headers=headers) as resp:
+                connector = aiohttp.TCPConnector(ssl=True if tls is None else tls)
+                async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session, session.post(endpoint(url, "/chat/completions"), json=body, headers=headers) as resp:
                     if resp.status >= 400:
                         raise TherasimError(f"{url}: HTTP {resp.status} for a streamed completion: {(await resp.text())[:300]}")
                     async for data in _sse_lines(resp):
@@ -529,6 +535,8 @@ class OpenAICompatChatModel(_ProviderChatModel):
                             cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
                             yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata={"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}}))
                     return
+            except aiohttp.ClientConnectorCertificateError as e:  # a configuration error: no other replica is tried
+                raise TherasimError(tls_message(url, e)) from None
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 if started:
                     raise

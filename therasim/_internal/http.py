@@ -15,19 +15,56 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from therasim._internal.http1 import StaleConnectionError
 from therasim._internal.retry import RetryPolicy
 from therasim.errors import TherasimError
 from therasim.redact import redact_text, redact_url
 
-__all__ = ["Breakers", "CircuitBreaker", "HttpChatClient", "ProviderError", "RetryPolicy"]
+__all__ = ["Breakers", "CircuitBreaker", "HttpChatClient", "ProviderError", "RetryPolicy", "endpoint", "tls_settings"]
+
+
+def endpoint(base_url: str, path: str) -> str:
+    """``path`` under ``base_url``, the base URL's query string kept after it
+    (``https://gw/v1?api-version=1`` + ``/chat/completions`` ->
+    ``https://gw/v1/chat/completions?api-version=1``)."""
+    base, sep, query = base_url.partition("?")
+    return base.rstrip("/") + path + sep + query
+
+
+def tls_settings(ca_bundle: str | None, verify_tls: bool, urls: list[str]) -> ssl.SSLContext | None:
+    """The TLS context for ``urls`` (None: the client's default, the system's CAs):
+    ``ca_bundle`` checked (a clear error naming the field), and a loud warning when
+    ``verify_tls`` is off. Both HTTP clients and streamed calls use it."""
+    from therasim._internal.http1 import tls_context
+    from therasim.errors import ConfigError
+
+    if ca_bundle is not None:
+        if not verify_tls:
+            raise ConfigError("models.*: ca_bundle and verify_tls: false together; give ca_bundle (certificates checked against your CA) or verify_tls: false (not checked), not both")
+        try:
+            return tls_context(ca_bundle)
+        except ValueError as e:
+            raise ConfigError(f"models.*.{e}") from None
+    if not verify_tls:
+        https = [redact_url(u) for u in urls if u.startswith("https://")]
+        warnings.warn(
+            f"models.*.verify_tls is false: TLS certificates and host names of {', '.join(https) or 'the model servers'} are NOT checked; "
+            "anyone on the network path can read and change the model calls. Use ca_bundle: /path/to/ca.pem for a private CA instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return tls_context(verify=False)
+    return None
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -118,13 +155,36 @@ class Breakers:
 
 
 
+def tls_message(url: str, e: BaseException) -> str:
+    """What a refused server certificate means, and the fix."""
+    from urllib.parse import urlsplit
+
+    reason = getattr(e, "verify_message", None) or getattr(getattr(e, "certificate_error", None), "verify_message", None) or str(e)
+    host = urlsplit(url).hostname or url
+    return redact_text(
+        f"model call to {url} failed: the server's TLS certificate was refused ({reason}). "
+        "This is a configuration error, not retried: if the server uses a private or self-signed CA, "
+        f"set models.*.ca_bundle to that CA's PEM file; if {host!r} is not a name the certificate was issued for, "
+        "put one it was issued for in models.*.base_url"
+    )
+
+
 class HttpChatClient:
     """POST /chat/completions to one of ``urls`` (in preference order)."""
 
-    def __init__(self, urls: list[str], *, api_key: str, timeout_s: float, policy: RetryPolicy, seed: int = 0, breakers: Breakers | None = None) -> None:
+    def __init__(
+        self, urls: list[str], *, api_key: str, timeout_s: float, policy: RetryPolicy, seed: int = 0, breakers: Breakers | None = None,
+        ca_bundle: str | None = None, verify_tls: bool = True,
+    ) -> None:
         if not urls:
             raise TherasimError("no base_url to send requests to")
         self.urls = [u.rstrip("/") for u in urls]
+        self.ssl = tls_settings(ca_bundle, verify_tls, self.urls)
+        self._chat_urls: dict[str, str] = {}
+        if any(c in api_key for c in "\r\n\0"):  # it would split the request head (the lean client) or be refused (aiohttp)
+            from therasim.errors import ConfigError
+
+            raise ConfigError("the API key holds a line break or NUL; set the variable models.*.api_key_env names to the key alone")
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.timeout_s = timeout_s
         self.policy = policy
@@ -143,13 +203,13 @@ class HttpChatClient:
             if s is None:
                 from therasim._internal.http1 import Http1Pool
 
-                s = self._sessions[loop] = Http1Pool(self.headers)
+                s = self._sessions[loop] = Http1Pool(self.headers, self.ssl)
             return s
         import aiohttp
 
         if s is None or s.closed:
             s = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60, ssl=True if self.ssl is None else self.ssl),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 json_serialize=json.dumps,
             )
@@ -195,6 +255,13 @@ class HttpChatClient:
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="therasim-http-sync") as pool:
             return pool.submit(asyncio.run, once()).result()
 
+    def _tls_errors(self) -> tuple[type[BaseException], ...]:
+        if self.lean:
+            return (ssl.SSLCertVerificationError,)
+        import aiohttp
+
+        return (ssl.SSLCertVerificationError, aiohttp.ClientConnectorCertificateError)
+
     def _connection_errors(self) -> tuple[type[BaseException], ...]:
         if self.lean:
             return (ConnectionError, OSError)
@@ -208,17 +275,21 @@ class HttpChatClient:
             r = self._redacted_urls[url] = redact_url(url)
         return r
 
-    async def _post(self, url: str, payload: bytes) -> tuple[int, str | None, bytes]:
-        """One attempt: status, Retry-After and body of the reply."""
+    async def _post(self, url: str, payload: bytes, fresh: bool = False) -> tuple[int, str | None, bytes]:
+        """One attempt: status, Retry-After and body of the reply (``fresh``: on a new
+        connection, the lean client)."""
         if self.lean:
             from therasim._internal.http1 import Target
 
             t = self._targets.get(url)
             if t is None:
                 t = self._targets[url] = Target(url)
-            status, headers, raw = await self._session().post(t, "/chat/completions", payload, self.timeout_s)
+            status, headers, raw = await self._session().post(t, "/chat/completions", payload, self.timeout_s, fresh)
             return status, headers.get("retry-after"), raw
-        async with self._session().post(url + "/chat/completions", data=payload, headers=self.headers) as resp:
+        u = self._chat_urls.get(url)
+        if u is None:
+            u = self._chat_urls[url] = endpoint(url, "/chat/completions")
+        async with self._session().post(u, data=payload, headers=self.headers) as resp:
             return resp.status, resp.headers.get("Retry-After"), await resp.read()
 
     async def chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -227,20 +298,22 @@ class HttpChatClient:
         t0 = time.monotonic()
         payload = _dumps(body)
         n = 0
+        stale = 0  # 1 once a request lost to a stale kept-alive connection was sent again
+        fresh = False
         while True:
             url = self._pick()
             status: int | None = None
             retry_after: float | None = None
             kind = "ok"
             try:
-                status, ra, raw = await self._post(url, payload)
+                status, ra, raw = await self._post(url, payload, fresh)
                 if status == 200:
                     data = _loads(raw)
                     choice = data["choices"][0]["message"]
                     if not isinstance(choice.get("content"), (str, type(None))):
                         raise ValueError("message.content is not text")
                     self.breakers[url].success()
-                    return data, {"attempts": n + 1, "retries": n, "errors": [redact_text(x) for x in errors] if errors else [], "url": self._redacted(url)}
+                    return data, {"attempts": n + 1 + stale, "retries": n + stale, "errors": [redact_text(x) for x in errors] if errors else [], "url": self._redacted(url)}
                 if ra:
                     try:
                         retry_after = float(ra)
@@ -248,10 +321,20 @@ class HttpChatClient:
                         retry_after = None
                 kind = f"http_{status}"
                 detail = raw[:200].decode("utf-8", "replace")
+            except self._tls_errors() as e:  # a configuration error: retrying cannot help
+                self.breakers[url].failure()
+                raise ProviderError(tls_message(url, e), kind="tls", attempts=n + 1 + stale, url=redact_url(url)) from None
             except asyncio.TimeoutError:
                 kind, detail = "timeout", f"no reply within {self.timeout_s:g} s"
             except self._connection_errors() as e:
                 kind, detail = "connection", f"{type(e).__name__}: {e}"[:200]
+                if not stale and self.lean and self.policy.max_retries != 0 and isinstance(e, StaleConnectionError):
+                    # the server closed an idle kept-alive connection as this request went out
+                    # (no byte of a reply came): sent again at once on a fresh connection,
+                    # once per call; recorded, but neither a replica failure nor a backoff step
+                    errors.append(f"stale: {detail}")
+                    stale, fresh = 1, True
+                    continue
             except (ValueError, KeyError, IndexError, TypeError) as e:  # malformed or truncated body
                 kind, detail = "malformed", f"{type(e).__name__}: {e}"[:200]
             errors.append(f"{kind}: {detail}")
@@ -261,6 +344,7 @@ class HttpChatClient:
             elapsed = time.monotonic() - t0
             why = "not retryable" if not retryable else self.policy.give_up(n, elapsed)
             if why is not None:
-                raise ProviderError(redact_text(f"model call to {url} failed after {n + 1} attempt(s) ({why}); last: {errors[-1]}"), kind=kind, status=status, attempts=n + 1, url=redact_url(url))
+                raise ProviderError(redact_text(f"model call to {url} failed after {n + 1 + stale} attempt(s) ({why}); last: {errors[-1]}"), kind=kind, status=status, attempts=n + 1 + stale, url=redact_url(url))
             await asyncio.sleep(min(self.policy.delay(n, retry_after, self._rng), max(0.0, self.policy.budget_s - elapsed)))
             n += 1
+            fresh = False
