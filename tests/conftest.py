@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,3 +192,24 @@ def stub_url() -> Iterator[str]:
     asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     t.join(5)
+
+
+def slow_upsert_block_store(path: str, ids: list[str], monkeypatch: Any, delay: float) -> tuple[Any, list[int]]:
+    """A memory store of ``ids`` in one block whose Chroma upserts each take ``delay``
+    seconds and record how many items they carried (the group-commit tests)."""
+    from therasim.memory.chroma import ChromaMemoryStore
+    from therasim.testing import HashEmbedding
+
+    store = ChromaMemoryStore.persistent(path, HashEmbedding(), layout="blocks", scope="s")
+    store.assign_blocks(ids, 256)
+    col = store._col(ids[0], "counselor")
+    real = type(col).upsert
+    calls: list[int] = []
+
+    def slow_upsert(self: Any, *a: Any, **kw: Any) -> Any:
+        calls.append(len(kw["ids"]))
+        time.sleep(delay)  # a commit that takes a while: the others' writes gather meanwhile
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(type(col), "upsert", slow_upsert)
+    return store, calls

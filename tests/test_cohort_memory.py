@@ -22,6 +22,7 @@ from therasim.testing import FunctionChatModel, HashEmbedding
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _run_target import reply
+from conftest import slow_upsert_block_store  # type: ignore[import-not-found]
 
 CFG = {"course": {"preset": "minimal", "sessions": 1, "max_turns": 1, "memory": False}, "seed": 3}
 
@@ -115,22 +116,10 @@ def test_writes_of_courses_ending_together_share_one_upsert(tmp_path: Path, monk
     fewer upserts than writes (group commit), and each client's items are all there,
     in the mirror and in Chroma, exactly as written."""
     import threading
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
     ids = [f"c{i}" for i in range(12)]
-    store = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), layout="blocks", scope="s")
-    store.assign_blocks(ids, 256)
-    col = store._col("c0", "counselor")
-    real = type(col).upsert
-    calls: list[int] = []
-
-    def slow_upsert(self: Any, *a: Any, **kw: Any) -> Any:
-        calls.append(len(kw["ids"]))
-        time.sleep(0.2)  # a commit that takes a while: the others' writes gather meanwhile
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(type(col), "upsert", slow_upsert)
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.2)
     go = threading.Barrier(12)
 
     def write(cid: str) -> list[str]:

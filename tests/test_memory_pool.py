@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +15,6 @@ import pytest
 
 from therasim.errors import TherasimError
 from therasim.memory import pool as mpool
-from therasim.memory.chroma import ChromaMemoryStore
 from therasim.memory.pool import MAX_WORKERS, MemoryPool
 from therasim.nodes.recall import remember
 from therasim.policies import risk_assessment
@@ -25,6 +23,7 @@ from therasim.testing import FunctionChatModel, HashEmbedding
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _run_target import reply
+from conftest import slow_upsert_block_store  # type: ignore[import-not-found]
 
 
 def test_the_pool_runs_as_many_calls_at_once_as_it_is_sized_for() -> None:
@@ -84,18 +83,7 @@ def test_courses_ending_a_session_together_share_upserts(tmp_path: Path, monkeyp
     pool at most 6 could: 24 writes took at least 4 upserts a role), and every
     course's items are stored."""
     ids = [f"c{i}" for i in range(24)]
-    store = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), layout="blocks", scope="s")
-    store.assign_blocks(ids, 256)
-    col = store._col("c0", "counselor")
-    real = type(col).upsert
-    calls: list[int] = []
-
-    def slow_upsert(self: Any, *a: Any, **kw: Any) -> Any:
-        calls.append(len(kw["ids"]))
-        time.sleep(0.3)  # a commit that takes a while: the others' writes gather meanwhile
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(type(col), "upsert", slow_upsert)
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.3)
     monkeypatch.setattr(mpool, "_POOL", MemoryPool(6))
     mpool.size_memory_pool(len(ids))
     ctx = SimpleNamespace(sim=SimpleNamespace(memory=store))
