@@ -227,6 +227,11 @@ async def _trickle(w: asyncio.StreamWriter, data: bytes, step: int = 1, pause: f
         await asyncio.sleep(pause)
 
 
+async def _post_twice(pool: Http1Pool, t: Target, port: int) -> Any:
+    """Two posts on one pool: both replies (or errors) and the connections it opened."""
+    return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
+
+
 def _scripted(script: Script, fn: Callable[[Http1Pool, Target, int], Any], ssl_ctx: Any = None, scheme: str = "http") -> Any:
     async def go() -> Any:
         conns = 0
@@ -279,10 +284,7 @@ def test_chunked_reply_split_across_reads_with_extensions_trailers_and_a_split_l
             w.write(b"\r\n")  # the blank line ending the trailers, in a read of its own
             await w.drain()
 
-    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
-        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
-
-    a, b, opened = _scripted(script, two)
+    a, b, opened = _scripted(script, _post_twice)
     assert a[0] == 200 and a[2] == payload and b[2] == payload and opened == 1  # framing ended exactly: reused
 
 
@@ -311,10 +313,7 @@ def test_close_delimited_and_http10_replies(head: bytes) -> None:
         await _read_request(r)
         await _trickle(w, head + b'{"ok":true}', step=4)
 
-    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
-        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
-
-    a, b, opened = _scripted(script, two)
+    a, b, opened = _scripted(script, _post_twice)
     assert a[0] == 200 and a[2] == b'{"ok":true}' and b[2] == b'{"ok":true}' and opened == 2
 
 
@@ -523,10 +522,7 @@ def test_empty_bodies_end_the_reply_and_keep_the_connection(reply: bytes) -> Non
             w.write(reply)
             await w.drain()
 
-    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
-        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
-
-    a, b, opened = _scripted(script, two)
+    a, b, opened = _scripted(script, _post_twice)
     assert a[2] == b"" and b[2] == b"" and opened == 1
 
 
@@ -644,9 +640,6 @@ def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatc
             w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
             await w.drain()
 
-    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
-        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
-
     async def refused(pool: Http1Pool, t: Target, port: int) -> Any:
         try:
             return await pool.post(t, "/x", b"{}", 2)
@@ -656,7 +649,7 @@ def test_https_with_a_private_ca_through_ssl_cert_file(tmp_path: Any, monkeypatc
     untrusted = _scripted(script, refused, ssl_ctx=server_ctx, scheme="https")
     assert isinstance(untrusted, ssl.SSLCertVerificationError) and "CERTIFICATE_VERIFY_FAILED" in str(untrusted)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_pem))
-    a, b, opened = _scripted(script, two, ssl_ctx=server_ctx, scheme="https")
+    a, b, opened = _scripted(script, _post_twice, ssl_ctx=server_ctx, scheme="https")
     assert a[:1] == (200,) and a[2] == b"{}" and b[2] == b"{}" and opened == 1
 
 
@@ -885,10 +878,7 @@ def test_bare_lf_replies_are_read_and_the_connection_kept(reply: bytes) -> None:
             await _read_request(r)
             await _trickle(w, reply, step=3)
 
-    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
-        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
-
-    a, b, opened = _scripted(script, two)
+    a, b, opened = _scripted(script, _post_twice)
     assert a[0] == 200 and a[2] == b'{"ok":true}' and b[2] == b'{"ok":true}' and opened == 1, (a, b)
 
 
@@ -933,10 +923,7 @@ def test_folded_repeated_and_large_headers_and_trailers_are_read() -> None:
             await _read_request(r)
             await _trickle(w, reply, step=4096)
 
-    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
-        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
-
-    (status, headers, body), b, opened = _scripted(script, two)
+    (status, headers, body), b, opened = _scripted(script, _post_twice)
     assert (status, body, b[2], opened) == (200, b"{}", b"{}", 1)
     assert headers["x-folded"] == "one two three" and headers["via"] == "1.1 nginx, 1.1 envoy" and len(headers["x-big"]) == len(big)
 
@@ -956,10 +943,7 @@ def test_bodies_that_headers_do_not_decide(reply: bytes, body: bytes, reused: bo
             w.write(reply)
             await w.drain()
 
-    async def two(pool: Http1Pool, t: Target, port: int) -> Any:
-        return await _post_or_error(pool, t), await _post_or_error(pool, t), pool.connections
-
-    a, b, opened = _scripted(script, two)
+    a, b, opened = _scripted(script, _post_twice)
     assert a[2] == body and b[2] == body and opened == (1 if reused else 2)
 
 
