@@ -9,12 +9,15 @@ endpoint) and add conditional edges, all through this builder.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import inspect
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
@@ -57,7 +60,15 @@ def record_exchange(view: View, ctx: NodeContext) -> dict[str, Any]:
     return {"transcript": turns, "exchange": exchange + 1, "current": {"__reset__": True}}
 
 
-def _loop_or_end(state: dict[str, Any]) -> str:
+class _Ended(TypedDict, total=False):
+    """What the loop's router reads: LangGraph reads a conditional edge's input by
+    its function's annotation, so the router gets this one channel instead of a copy
+    of the whole state (every channel copied and the node's writes applied to them)."""
+
+    ended: bool
+
+
+def _loop_or_end(state: _Ended) -> str:
     return END if state.get("ended") else "__loop__"
 
 
@@ -72,6 +83,52 @@ def router(fn: Callable[[dict[str, Any]], Any]) -> Any:
         return fn(state)
 
     return RunnableCallable(fn, afn, name=getattr(fn, "__name__", "router"), trace=False)
+
+
+def _untraced_seq_class() -> Any:
+    from langchain_core.callbacks.base import BaseCallbackManager
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph._internal._runnable import RunnableSeq
+
+    class UntracedSeq(RunnableSeq):
+        """LangGraph's node sequence (the node, then its channel writers and routers)
+        without the callback run it opens per node when nothing listens: no handler on
+        the task's callback manager (no tracer, no streamed messages, no callbacks
+        passed in). With a listener it is LangGraph's own sequence, unchanged. The node
+        still runs in a task of its own whose context holds the task's config, as in
+        LangGraph (what it sets in its context stays there)."""
+
+        async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+            cb = None if config is None else config.get("callbacks")
+            if config is None or (cb is not None and not (isinstance(cb, BaseCallbackManager) and not cb.handlers)):
+                return await super().ainvoke(input, config, **kwargs)
+            ctx = contextvars.copy_context()
+            ctx.run(var_child_runnable_config.set, config)
+            steps = self.steps
+            out = await asyncio.get_running_loop().create_task(steps[0].ainvoke(input, config, **kwargs), context=ctx)
+            for step in steps[1:]:
+                out = await step.ainvoke(out, config)
+            return out
+
+    return UntracedSeq
+
+
+def untraced(compiled: Any) -> Any:
+    """``compiled`` (a compiled StateGraph) with each node's sequence an untraced one
+    (:func:`_untraced_seq_class`): the callback manager LangGraph builds per node and
+    per step of the sequence was a few percent of the orchestrator's CPU per model
+    call. Returns ``compiled``. ``THERASIM_TRACED_NODES=1`` leaves it as it is."""
+    if os.environ.get("THERASIM_TRACED_NODES", "").strip().lower() in ("1", "true", "yes", "on"):
+        return compiled
+    from langgraph._internal._runnable import RunnableSeq
+
+    cls = _untraced_seq_class()
+    for pn in compiled.nodes.values():
+        seq = pn.node
+        if type(seq) is RunnableSeq:
+            quiet = cls(*seq.steps, name=seq.name, trace_inputs=seq.trace_inputs, trace_policy=seq.trace_policy)
+            pn.__dict__["node"] = quiet  # PregelNode.node is a cached_property
+    return compiled
 
 
 def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], channels: dict[str, Any]) -> Callable[..., Awaitable[dict[str, Any] | list[Any]]]:
@@ -336,7 +393,7 @@ class SessionGraphBuilder(StepsBuilder):
 
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile with any LangGraph checkpointer (or none)."""
-        return self.build().compile(checkpointer=checkpointer, name=f"session:{self.name}")
+        return untraced(self.build().compile(checkpointer=checkpointer, name=f"session:{self.name}"))
 
     def describe(self) -> dict[str, Any]:
         """The graph's shape and contract as JSON-able data (recorded in run manifests)."""

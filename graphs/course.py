@@ -39,6 +39,7 @@ from therasim.graphs.builder import (
     fold_groups,
     fold_nodes,
     router,
+    untraced,
     wrap_node,
 )
 from therasim.graphs.presets import preset
@@ -390,7 +391,7 @@ class CourseGraphBuilder(StepsBuilder):
 
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile the course graph and its session graph with one checkpointer."""
-        return self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")
+        return untraced(self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}"))
 
     def describe(self) -> dict[str, Any]:
         return {
