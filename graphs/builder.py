@@ -72,7 +72,7 @@ def _loop_or_end(state: _Ended) -> str:
     return END if state.get("ended") else "__loop__"
 
 
-def router(fn: Callable[[dict[str, Any]], Any]) -> Any:
+def router(fn: Callable[[Any], Any]) -> Any:
     """A conditional edge's routing function as LangGraph should call it from an async
     run: directly, untraced. Given a plain function, LangGraph runs it in the default
     thread pool (``run_in_executor``: a thread hop and a GIL hand-off per exchange)
