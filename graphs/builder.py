@@ -150,16 +150,20 @@ def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], 
             st[k] = reducer(base, [v]) if reducer is not None else op(base, v)  # type: ignore[misc]
         return st
 
-    async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any] | list[Any]:
-        from langgraph.types import Command
+    from langgraph.types import Command
 
+    plain_keys: list[frozenset[str]] = []  # the channels without a reducer, once the graph has them all
+
+    async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any] | list[Any]:
         updates: list[dict[str, Any]] = []
         for fn in runs:
             out = await fn(state, runtime)
             updates.append(out)
             if out:
                 state = apply(state, out)
-        plain = {k for k, ch in channels.items() if getattr(ch, "reducer", None) is None and getattr(ch, "operator", None) is None}
+        if not plain_keys:
+            plain_keys.append(frozenset(k for k, ch in channels.items() if getattr(ch, "reducer", None) is None and getattr(ch, "operator", None) is None))
+        plain = plain_keys[0]
         seen: set[str] = set()
         kept: list[dict[str, Any]] = []
         for u in reversed(updates):  # a plain channel takes one write per step: the last one
