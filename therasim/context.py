@@ -24,7 +24,7 @@ from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.policies.termination import TerminationRules
 from therasim.providers import ModelPool, as_provider, dialect_for, own_max_tokens
 from therasim.state import Side
-from therasim.structured import CallStats, agenerate_structured, agenerate_text
+from therasim.structured import CallStats, agenerate_structured, agenerate_text, labelled
 
 if TYPE_CHECKING:
     from therasim.contract import ExchangeContract, NodeSpec
@@ -244,7 +244,7 @@ class NodeContext:
         try:
             for attempt in range(self.sim.structured_attempts):
                 with self._calling(role, "text"):
-                    raw, stats = await agenerate_text(model.with_config(tags=self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
+                    raw, stats = await agenerate_text(labelled(model, self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
                 text = clean_utterance(raw) if speech else raw.strip()
                 if not speech or len(re.findall(r"[^\W\d_]{2,}", text)) >= 2:
                     break
@@ -274,7 +274,7 @@ class NodeContext:
         try:
             with self._calling(role, "structured", schema.__name__):
                 obj, stats = await agenerate_structured(
-                    model.with_config(tags=self.tags(role, "structured")),  # type: ignore[arg-type]
+                    labelled(model, self.tags(role, "structured")),
                     schema,
                     messages,
                     dialect=dialect_for(model),

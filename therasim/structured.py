@@ -20,13 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableBinding
+from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.tracers.context import _tracing_v2_is_enabled
 from pydantic import BaseModel, ValidationError
 
 from therasim.config import StructuredDialect
 from therasim.errors import StructuredOutputError
-from therasim.providers import dialect_for
+from therasim.providers import OpenAICompatChatModel, dialect_for
 
 __all__ = [
     "CallStats",
@@ -176,7 +180,7 @@ def _schema_hint(schema_model: type[BaseModel]) -> str:
     return json.dumps(grammar_schema(schema_model.model_json_schema()), separators=(",", ":"))
 
 
-def _direct(model: Any) -> BaseChatModel | None:
+def _direct(model: Any) -> OpenAICompatChatModel | None:
     """Whether a call may skip langchain-core's invoke path (callback managers, run
     ids, metadata merging: about a tenth of the orchestrator's CPU per call on a
     zero-latency server). Only for therasim's own OpenAI-compatible model, used as
@@ -184,13 +188,6 @@ def _direct(model: Any) -> BaseChatModel | None:
     stream, LangSmith tracing), no LLM cache, no rate limiter. Tags and metadata
     bound with ``with_config`` only label callbacks, so such a binding qualifies.
     Returns the model to call directly, or None."""
-    from langchain_core.globals import get_llm_cache
-    from langchain_core.runnables import RunnableBinding
-    from langchain_core.runnables.config import var_child_runnable_config
-    from langchain_core.tracers.context import _tracing_v2_is_enabled
-
-    from therasim.providers import OpenAICompatChatModel
-
     if isinstance(model, RunnableBinding) and not model.kwargs and set(model.config) <= {"tags", "metadata"} and not model.config_factories:
         model = model.bound
     if type(model) is not OpenAICompatChatModel or model.callbacks or model.cache is not None or model.rate_limiter is not None:
@@ -201,6 +198,13 @@ def _direct(model: Any) -> BaseChatModel | None:
     return model if get_llm_cache() is None and not _tracing_v2_is_enabled() else None
 
 
+def labelled(model: BaseChatModel, tags: list[str]) -> Any:
+    """``model.with_config(tags=tags)``, or ``model`` itself when the call goes the
+    direct way (:func:`_direct`), where tags would only label callbacks there are none
+    of: a binding per call is a pydantic model built and thrown away."""
+    return model if _direct(model) is not None else model.with_config(tags=tags)
+
+
 async def ainvoke_model(model: BaseChatModel, messages: list[BaseMessage], **kw: Any) -> BaseMessage:
     """``model.ainvoke(messages, **kw)``; for therasim's own HTTP model with no
     callbacks to feed, the same request and the same message without langchain-core's
@@ -208,8 +212,7 @@ async def ainvoke_model(model: BaseChatModel, messages: list[BaseMessage], **kw:
     direct = _direct(model)
     if direct is not None:
         stop = kw.pop("stop", None)
-        res = await direct._agenerate(messages, stop=stop, **kw)
-        return res.generations[0].message
+        return await direct._amessage(messages, stop, **kw)
     return await model.ainvoke(messages, **kw)
 
 
