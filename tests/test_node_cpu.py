@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,3 +191,159 @@ def test_tags_bound_only_where_callbacks_would_see_them(stub_url: str) -> None:
     transport = ("transport",)
     strip = lambda m: {k: v for k, v in m.model_dump().items() if k != "response_metadata"} | {"rm": {k: v for k, v in m.response_metadata.items() if k not in transport}}  # noqa: E731
     assert strip(direct) == strip(wrapped) and direct.content
+
+
+class UrlLike:
+    def __str__(self) -> str:
+        return "see https://u:PW@example.org/x"
+
+
+def _structlog_line(name: str, fields: dict[str, Any], ts: str) -> str:
+    """What the run's event log wrote before: structlog with a timestamp, rendered by
+    ``dumps_strict``, from redacted fields."""
+    import io
+
+    import structlog
+
+    from therasim._internal.rundir import dumps_strict
+    from therasim.redact import redact
+
+    out = io.StringIO()
+    log = structlog.wrap_logger(
+        structlog.WriteLogger(out),
+        processors=[lambda _l, _m, ed: {**ed, "timestamp": ts}, structlog.processors.JSONRenderer(serializer=lambda o, **_: dumps_strict(o))],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+    )
+    log.info(name, **redact(fields))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"run_id": "r", "client_id": "c1", "session": 1, "exchange": 2, "node": "client", "attempts": 1, "latency_s": 0.0021, "errors": [], "repairs": []},
+        {"error": "ProviderError: model call to https://user:SECRET@host/v1?api_key=K failed", "nested": {"urls": ("http://a:b@c/x", 3)}},
+        {"score": float("nan"), "inf": float("inf"), "text": "naïve ünïcödé ✓", "none": None, "flag": True},
+        {"path": Path("/tmp/x"), "obj_url": UrlLike()},
+        {"timestamp": "given", "event_note": "a field named like the stamp"},
+    ],
+)
+def test_event_line_is_what_structlog_wrote(fields: dict[str, Any]) -> None:
+    from therasim._internal.rundir import event_line
+
+    ts = "2026-11-27T07:16:52.618581Z"
+    assert event_line("node_call", fields, ts) == _structlog_line("node_call", fields, ts)
+    if "error" in fields:
+        assert "SECRET" not in event_line("course_failed", fields, ts)
+
+
+def test_event_timestamps_keep_structlog_format() -> None:
+    import datetime
+
+    import structlog
+
+    from therasim._internal.rundir import iso_now
+
+    theirs = structlog.processors.TimeStamper(fmt="iso", utc=True)(None, "info", {})["timestamp"]
+    ours = iso_now()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", ours) and len(ours) in (20, 27)
+    assert ours[-1] == theirs[-1] == "Z"
+    a, b = (datetime.datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (theirs, ours))
+    assert abs((b - a).total_seconds()) < 60
+
+
+def test_a_run_writes_its_events_through_the_lean_writer(tmp_path: Path) -> None:
+    """events.jsonl of a real (small) run: every line JSON with event and timestamp last,
+    node_call records with their fields."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _run_target import reply
+
+    from therasim.runner import run
+    from therasim.testing import FunctionChatModel
+
+    res = run({"course": {"preset": "minimal", "sessions": 1, "max_turns": 2}, "memory": {"backend": "none"}, "seed": 4}, sample=1, out=tmp_path, models={"default": FunctionChatModel(fn=reply)})
+    assert res.ok
+    lines = (res.run_dir / "events.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert any(r["event"] == "node_call" and r["node"] == "counselor" and "latency_s" in r for r in recs)
+    assert all(list(r)[-2:] == ["event", "timestamp"] for r in recs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "b": [1, 2.5, -0.0, 1e-7], "c": null, "d": true}',
+        '  {"a": "x\\u00e9\\ud83d\\ude00"}  ',
+        '{"a": NaN, "b": Infinity}',
+        '{"big": 123456789012345678901234567890}',
+        '{"i64": 9223372036854775807, "past": 9223372036854775808, "neg": -9223372036854775809}',
+        '{"f": 0.1234567890123456789012}',
+        '{"huge": 1e400}',
+        '{"ctrl": "line\nbreak\there"}',
+        '{"dup": 1, "dup": 2, "z": 0}',
+        '{"lone": "\\ud800"}',
+        '```json\n{"fenced": [1, 2]}\n```',
+        'Sure! Here it is: {"wrapped": {"x": 1}} hope that helps',
+        '[1, 2, 3]',
+        '"just a string"',
+    ],
+)
+def test_parse_json_text_gives_what_json_gave(text: str) -> None:
+    import json
+
+    from therasim.structured import parse_json_text
+
+    def reference(t: str) -> Any:
+        t = t.strip()
+        try:
+            return json.loads(t, strict=False)
+        except json.JSONDecodeError:
+            pass
+        m = re.search(r"```(?:json)?\s*(.*?)```", t, re.S)
+        if m:
+            try:
+                return json.loads(m.group(1), strict=False)
+            except json.JSONDecodeError:
+                pass
+        start, end = t.find("{"), t.rfind("}")
+        return json.loads(t[start : end + 1], strict=False)
+
+    got, want = parse_json_text(text), reference(text)
+    assert repr(got) == repr(want)  # same values, same types (int vs float), same key order
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_a_ray_worker_sizes_the_memory_pool_to_its_courses(memory: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CourseWorker.open`` (the Ray actor's class, run here without Ray) makes room
+    for one memory call per course in flight, as the local runner does; without
+    memory it leaves the pool alone."""
+    from therasim.memory import MEMORY_BACKENDS, register_memory_backend
+    from therasim.memory import pool as pool_mod
+    from therasim.ray_executor import CourseWorker
+
+    monkeypatch.setattr(pool_mod, "_POOL", pool_mod.MemoryPool())
+    register_memory_backend("pool-test", lambda spec, default_path, scope: DictLikeStore())
+    try:
+        cfg = {"course": {"preset": "minimal", "sessions": 1, "max_turns": 1, "memory": memory}, "memory": {"backend": "pool-test"}}
+        w = CourseWorker("run", cfg, 97, {}, memory_scope="run", memory_layout="shared")
+
+        async def go() -> None:
+            await w.open()
+            await w.close()
+
+        monkeypatch.chdir(tmp_path)
+        asyncio.run(go())
+    finally:
+        MEMORY_BACKENDS.pop("pool-test", None)
+    assert pool_mod.memory_pool().workers == (97 if memory else pool_mod.MIN_WORKERS)
+
+
+class DictLikeStore:
+    pending: list[Any] = []
+    retried = 0
+
+    def flush(self) -> int:
+        return 0
