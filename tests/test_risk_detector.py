@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import re
 import subprocess
 import sys
 
@@ -187,26 +188,77 @@ def test_batches_cover_every_row_once_and_are_seeded():
     assert all(lengths[b[0]] <= lengths[b[-1]] for b in a)
 
 
+def _words(t: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", t.lower()))
+
+
+def _near_duplicates(train: list[set[str]], evaluation: list[set[str]], limit: float = 0.6, block: int = 512) -> list[int]:
+    """Indices of the ``train`` word sets whose Jaccard similarity with some
+    ``evaluation`` word set exceeds ``limit``: ``len(a & b) / len(a | b) > limit``,
+    the import's rule (scripts/risk_authors_import.py), for every pair at once.
+    Intersections: each train set's row sums the rows of a word-by-evaluation-set
+    incidence matrix over its words (a sparse product by gather and ``reduceat``);
+    unions from the sizes, ``|a| + |b| - |a & b|``."""
+    vocab = {w: i for i, w in enumerate(sorted(set().union(*evaluation)))}
+    incidence = np.zeros((len(vocab) + 1, len(evaluation)), np.uint8)  # the last row stays 0
+    for j, e in enumerate(evaluation):
+        incidence[[vocab[w] for w in e], j] = 1
+    ev_size = np.array([len(e) for e in evaluation], np.int64)
+    near: list[int] = []
+    for b0 in range(0, len(train), block):
+        chunk = train[b0 : b0 + block]
+        # every train set also gathers the zero row, so no segment is empty
+        idx = [[vocab[w] for w in t if w in vocab] + [len(vocab)] for t in chunk]
+        starts = np.cumsum([0] + [len(i) for i in idx[:-1]])
+        inter = np.add.reduceat(incidence[np.concatenate(idx)], starts, axis=0, dtype=np.int32).astype(np.int64)
+        union = np.array([len(t) for t in chunk], np.int64)[:, None] + ev_size[None, :] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit = (union > 0) & (inter / np.maximum(union, 1) > limit)
+        near += [b0 + int(i) for i in np.flatnonzero(hit.any(axis=1))]
+    return near
+
+
+def test_near_duplicate_check_by_hand():
+    """The vectorised Jaccard check equals the pairwise definition, and catches a
+    planted near duplicate (one word changed in an evaluation sentence)."""
+    evaluation = [_words(t) for t in ("I have the pills saved up and I know how many.", "this commute is killing me", "kms lol", "")]
+    train_texts = [
+        "I have the pills saved up and I know how much.",  # 9 shared / 11 words = 0.82: near
+        "this commute is really killing me",  # 5/6 = 0.83: near
+        "kms",  # 1/2 = 0.5: not near
+        "the commute is killing my back and my knees",
+        "",
+        "Saved up the pills, I know how many I need and I have them.",  # 10/12 = 0.83: near
+    ]
+    train = [_words(t) for t in train_texts]
+    pairwise = [i for i, w in enumerate(train) if any((w | e) and len(w & e) / len(w | e) > 0.6 for e in evaluation)]
+    assert pairwise == [0, 1, 5]
+    assert _near_duplicates(train, evaluation, block=2) == pairwise
+    # on the shipped sets: a sample of author rows, pairwise, against the vectorised check
+    d = risk_model._data_dir()
+    rows = [json.loads(line) for line in (d / "risk_utterances_unseen_authors2.jsonl").read_text().splitlines() if line.strip()]
+    evaluation = [_words(r["text"]) for r in rows]
+    authors = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()][::97]
+    planted = next(r["text"] for r in rows if len(_words(r["text"])) >= 12).split()
+    planted[len(planted) // 2] = "zzyzx"  # one word of a long sentence replaced: still a near duplicate
+    sample = [_words(r["text"]) for r in authors] + [_words(" ".join(planted))]
+    pairwise = [i for i, w in enumerate(sample) if any(len(w & e) / len(w | e) > 0.6 for e in evaluation)]
+    assert pairwise == [len(sample) - 1] and _near_duplicates(sample, evaluation) == pairwise
+
+
 def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     """policies/data/risk_utterances_authors.jsonl (policies/data/README.md): valid
     rows, an author each, training only, and no near duplicate (Jaccard over word
     sets above 0.6) of a held-out or unseen sentence (every evaluation set)."""
-    import re
-
     d = risk_model._data_dir()
     rows = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()]
     assert len(rows) >= 10500 and len({r["id"] for r in rows}) == len(rows)
     assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
-
-    def words(t: str) -> set[str]:
-        return set(re.findall(r"[a-z0-9']+", t.lower()))
-
-    evaluation = [words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
+    evaluation = [_words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
     for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl"):
-        evaluation += [words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
-    train = [(r["id"], words(r["text"])) for r in rows]
-    near = [i for i, w in train for e in evaluation if len(w & e) / len(w | e) > 0.6]
+        evaluation += [_words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
+    near = [rows[i]["id"] for i in _near_duplicates([_words(r["text"]) for r in rows], evaluation)]
     assert near == []
 
 
