@@ -101,7 +101,11 @@ def test_own_http_model_skips_langchain_only_without_callbacks(monkeypatch: pyte
         seen.append({"n": len(messages), **kw})
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content="hi", usage_metadata={"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}))])
 
+    async def fake_message(self: Any, messages: Any, stop: Any = None, **kw: Any) -> AIMessage:
+        return (await fake(self, messages, stop, **kw)).generations[0].message  # type: ignore[return-value]
+
     monkeypatch.setattr(OpenAICompatChatModel, "_agenerate", fake)
+    monkeypatch.setattr(OpenAICompatChatModel, "_amessage", fake_message)  # the direct path takes the message alone
     model = make_chat_model(ModelSpec(provider="openai", model="m", base_url="http://127.0.0.1:9/v1"))
     tagged = model.with_config(tags=["counselor"])
     assert _direct(tagged) is model

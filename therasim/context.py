@@ -3,11 +3,10 @@ per-call :class:`NodeContext` helpers nodes use to talk to models."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +23,7 @@ from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.policies.termination import TerminationRules
 from therasim.providers import ModelPool, as_provider, dialect_for, own_max_tokens
 from therasim.state import Side
-from therasim.structured import CallStats, agenerate_structured, agenerate_text
+from therasim.structured import CallStats, agenerate_structured, agenerate_text, labelled
 
 if TYPE_CHECKING:
     from therasim.contract import ExchangeContract, NodeSpec
@@ -169,6 +168,22 @@ def current_call() -> CallInfo | None:
     return _CURRENT_CALL.get()
 
 
+class _Calling:
+    """``current_call()`` is ``info`` inside the block (a plain context manager: a
+    generator-based one costs several times more per model call)."""
+
+    __slots__ = ("info", "token")
+
+    def __init__(self, info: CallInfo) -> None:
+        self.info = info
+
+    def __enter__(self) -> None:
+        self.token = _CURRENT_CALL.set(self.info)
+
+    def __exit__(self, *exc: object) -> None:
+        _CURRENT_CALL.reset(self.token)
+
+
 class NodeContext:
     """What a node function gets besides its view: model calls that record
     tokens, latency, attempts and retries, and seeds derived from run, client,
@@ -184,13 +199,8 @@ class NodeContext:
         self.calls: list[dict[str, Any]] = []
         self.last_repairs: list[str] = []
 
-    @contextlib.contextmanager
-    def _calling(self, role: str, kind: str, schema: str | None = None) -> Iterator[None]:
-        token = _CURRENT_CALL.set(CallInfo(self.node, self.side, role, kind, schema, dict(self.ids)))
-        try:
-            yield
-        finally:
-            _CURRENT_CALL.reset(token)
+    def _calling(self, role: str, kind: str, schema: str | None = None) -> _Calling:
+        return _Calling(CallInfo(self.node, self.side, role, kind, schema, dict(self.ids)))
 
     @property
     def speech(self) -> bool:
@@ -244,7 +254,7 @@ class NodeContext:
         try:
             for attempt in range(self.sim.structured_attempts):
                 with self._calling(role, "text"):
-                    raw, stats = await agenerate_text(model.with_config(tags=self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
+                    raw, stats = await agenerate_text(labelled(model, self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
                 text = clean_utterance(raw) if speech else raw.strip()
                 if not speech or len(re.findall(r"[^\W\d_]{2,}", text)) >= 2:
                     break
@@ -274,7 +284,7 @@ class NodeContext:
         try:
             with self._calling(role, "structured", schema.__name__):
                 obj, stats = await agenerate_structured(
-                    model.with_config(tags=self.tags(role, "structured")),  # type: ignore[arg-type]
+                    labelled(model, self.tags(role, "structured")),
                     schema,
                     messages,
                     dialect=dialect_for(model),
@@ -290,7 +300,8 @@ class NodeContext:
             raise
         self._record(role, "structured", stats)
         self.last_repairs = list(stats.repairs)
-        self._log_messages(role, "structured", messages, obj.model_dump_json(), schema=schema.__name__)
+        if self.sim.on_messages is not None and role in ("client", "counselor"):  # the answer's JSON only when it is logged
+            self._log_messages(role, "structured", messages, obj.model_dump_json(), schema=schema.__name__)
         return obj
 
     def _log_messages(self, role: Role, kind: str, messages: list[BaseMessage], output: str, *, raw: str | None = None, schema: str | None = None) -> None:

@@ -265,8 +265,19 @@ class ExchangeContract:
             # plus the recorded fields of slots declared readable by the client (e.g. the
             # counselor move labels its appraisal reads); no built-in slot is
             shown = [s.name for s in self.slots.values() if s.record and not s.speech and "client" in (s.readers or ())]
+            if not shown:
+                return [{"speaker": t["speaker"], "text": t["text"]} for t in turns]
             return [{"speaker": t["speaker"], "text": t["text"], **{k: t[k] for k in shown if t.get(k) is not None}} for t in turns]
-        return [{k: v for k, v in t.items() if k not in self._hidden_turn_fields} for t in turns]
+        # A copy of each turn less its hidden fields (the same keys in the same order as
+        # a filtering comprehension; dict() copies in C, several times faster per turn).
+        hidden = self._hidden_turn_fields
+        out = []
+        for t in turns:
+            d = dict(t)
+            for k in hidden:
+                d.pop(k, None)
+            out.append(d)
+        return out
 
     # writes ------------------------------------------------------------------
     def check_writes(self, node: str, current: Mapping[str, Any]) -> None:

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "CLIENT_HEADER",
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 PROMPTS: dict[str, Prompt] = {}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,14 +228,21 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
     # calls after the session) in the record of the session just run
     last = view.get("last") or {}
     risk_notes = view.get("risk_notes") or (last.get("risk_notes") if last.get("session") == view.get("session") else "") or ""
+    static = _by_identity(
+        ("counselor", tax, modality),
+        lambda: {
+            "groups": "\n".join(f"- {g}: {' < '.join(v)}" for g, v in tax.groups.items()),
+            "stages": "\n".join(f"- {s.name}: {', '.join(s.strategies)} (goals: {'; '.join(s.goals)})" for s in modality.stages),
+        },
+    )
     return COUNSELOR_HEADER.render_system(
         taxonomy=tax.name,
-        groups="\n".join(f"- {g}: {' < '.join(v)}" for g, v in tax.groups.items()),
-        protocol=protocol_text(sim.risk_protocol),
+        groups=static["groups"],
+        protocol=protocol_text(sim.risk_protocol),  # a plain object whose steps may be edited: rendered per call
         modalities=", ".join(sorted(MODALITIES)),
         title=modality.title,
         description=modality.description,
-        stages="\n".join(f"- {s.name}: {', '.join(s.strategies)} (goals: {'; '.join(s.goals)})" for s in modality.stages),
+        stages=static["stages"],
         intake=compact(view.get("intake") or {}),
         session=view.get("session", 1),
         goals="; ".join(view.get("goals") or []) or "(none set)",
@@ -282,7 +290,28 @@ def forms_text(names: tuple[str, ...]) -> str:
     """Instruments as the client header lists them: title, time frame and scale, then the items."""
     from therasim.policies.instruments import get_instrument, items_text
 
-    return "\n".join(f"{i.title}, {i.period} ({i.anchors}):\n{items_text((i.name,))}" for i in map(get_instrument, names))
+    insts = tuple(map(get_instrument, names))
+    return _by_identity(("forms", *insts), lambda: "\n".join(f"{i.title}, {i.period} ({i.anchors}):\n{items_text((i.name,))}" for i in insts))
+
+
+_STATIC: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+
+
+def _by_identity(objs: tuple[Any, ...], make: Callable[[], T]) -> T:
+    """``make()``, computed once per set of objects (by identity: the registered
+    taxonomy, modality or instruments a header's fixed part is rendered
+    from; all frozen). Every header rebuilt its fixed part per call before; a newly
+    registered object under the same name is a new key. The entry holds the objects,
+    so their ids are not reused while it lives; a handful of entries per run."""
+    key = tuple(o if isinstance(o, str) else id(o) for o in objs)
+    hit = _STATIC.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], objs, strict=True)):
+        return hit[1]  # type: ignore[no-any-return]
+    if len(_STATIC) >= 256:
+        _STATIC.clear()
+    value = make()
+    _STATIC[key] = (objs, value)
+    return value
 
 
 def register_line(view: Mapping[str, Any], register: Mapping[str, Any] | None = None) -> str:

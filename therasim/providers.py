@@ -546,21 +546,31 @@ class OpenAICompatChatModel(_ProviderChatModel):
     async def _agenerate(
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
     ) -> ChatResult:
-        return _chat_result(*await self._client().chat(self._body(messages, stop, kwargs)))
+        return ChatResult(generations=[ChatGeneration(message=await self._amessage(messages, stop, **kwargs))])
+
+    async def _amessage(self, messages: list[BaseMessage], stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        """The reply message alone (what ``_agenerate`` wraps in a ``ChatResult``): the
+        direct call path (``therasim.structured.ainvoke_model``) takes only the message,
+        so it skips building the result and generation objects around it."""
+        return _chat_message(*await self._client().chat(self._body(messages, stop, kwargs)))
 
 
-def _chat_result(data: dict[str, Any], transport: dict[str, Any]) -> ChatResult:
-    """A LangChain result from a chat.completion response and its transport info."""
+def _chat_message(data: dict[str, Any], transport: dict[str, Any]) -> AIMessage:
+    """A LangChain message from a chat.completion response and its transport info."""
     choice = data["choices"][0]
     usage = data.get("usage") or {}
     cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
     pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    msg = AIMessage(
+    return AIMessage(
         content=choice["message"].get("content") or "",
         usage_metadata={"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}},
         response_metadata={"model_name": data.get("model"), "finish_reason": choice.get("finish_reason"), "transport": transport},
     )
-    return ChatResult(generations=[ChatGeneration(message=msg)])
+
+
+def _chat_result(data: dict[str, Any], transport: dict[str, Any]) -> ChatResult:
+    """A LangChain result from a chat.completion response and its transport info."""
+    return ChatResult(generations=[ChatGeneration(message=_chat_message(data, transport))])
 
 
 _NAME_ATTRS = ("model_name", "model", "model_id", "model_path", "deployment_name", "repo_id")

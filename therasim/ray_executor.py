@@ -79,6 +79,10 @@ class CourseWorker:
         self._stack = contextlib.AsyncExitStack()
         saver = await self._stack.enter_async_context(open_run_checkpointer(cfg.checkpointer, "", setup=False))
         self.store = open_run_store(cfg.memory, None, {"memory_scope": self.memory_scope, "memory_layout": self.memory_layout}) if cfg.course.memory else None
+        if self.store is not None:
+            from therasim.memory.pool import size_memory_pool
+
+            size_memory_pool(self.concurrency)  # as the local runner: a memory thread per course in flight (memory/pool.py)
         m = self.models
         self.pool = m if isinstance(m, ModelPool) else ModelPool(m if m is not None else cfg.models)
         self.graph = course_builder(cfg.course, self.session_builder).compile(checkpointer=saver)

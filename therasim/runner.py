@@ -13,6 +13,7 @@ import contextlib
 import datetime as _dt
 import platform
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +27,8 @@ from therasim._internal.rundir import (
     RunDir,
     atomic_write_json,
     check_session_graph,
-    dumps_strict,
+    event_line,
+    iso_now,
     read_jsonl,
     repair_jsonl,
 )
@@ -242,10 +244,19 @@ class EventLogFile:
         self.interval_s = interval_s
         self._last = time.monotonic()
         self._dirty = False
+        self._lock = threading.Lock()
 
     def write(self, s: str) -> None:
         self._f.write(s)
         self._dirty = True
+
+    def log(self, name: str, fields: dict[str, Any]) -> None:
+        """Write one event (:func:`therasim._internal.rundir.event_line`: redacted
+        fields, ``event``, ``timestamp``), flushed within the interval."""
+        line = event_line(name, fields, iso_now())
+        with self._lock:
+            self.write(line)
+            self.flush()
 
     def flush(self) -> None:
         """Called by the logger after every event: writes out only once per interval."""
@@ -514,14 +525,7 @@ async def _arun_dir_locked(
 
         size_memory_pool(n_conc)  # a memory thread per course in flight: no write queues behind another (memory/pool.py)
 
-    import structlog
-
-    ev_file = EventLogFile(rd.events)
-    elog = structlog.wrap_logger(
-        structlog.WriteLogger(ev_file),  # type: ignore[arg-type]  # write + flush is all it uses
-        processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer(serializer=lambda o, **_: dumps_strict(o))],
-        wrapper_class=structlog.make_filtering_bound_logger(0),  # the run's own file: never filtered by CLI log levels
-    )
+    ev_file = EventLogFile(rd.events)  # its own file: never filtered by CLI log levels
     transcripts = JsonlWriter(rd.transcripts)
     courses_w = JsonlWriter(rd.courses)
     prompts_w = JsonlWriter(rd.prompts, fsync=False, text_only=True)  # synced at the end; a torn line is repaired on resume; messages are text (orjson)
@@ -534,7 +538,7 @@ async def _arun_dir_locked(
         e.pop("ts", None)
         prog.event({"event": name, **e})
         try:
-            elog.info(name, **redact(e))
+            ev_file.log(name, e)
             if name != "node_call":  # lifecycle events (exchange, session, course) go out at once; per-call records are buffered
                 ev_file.flush_now()
         except OSError:  # events are diagnostics: a full disk must not stop the courses

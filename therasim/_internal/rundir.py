@@ -21,6 +21,7 @@ moment loses nothing already finished and duplicates nothing on resume.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import threading
@@ -116,6 +117,33 @@ def dumps_strict(obj: Any, **kw: Any) -> str:
         return json.dumps(obj, default=str, ensure_ascii=False, allow_nan=False, **kw)
     except ValueError:
         return json.dumps(_finite(obj), default=str, ensure_ascii=False, allow_nan=False, **kw)
+
+
+def event_line(name: str, fields: dict[str, Any], timestamp: str) -> str:
+    """One ``events.jsonl`` line: ``fields`` with every URL's secrets masked
+    (:func:`therasim.redact.redact`), then ``event`` and ``timestamp``, as
+    :func:`dumps_strict` writes them, newline-terminated. Byte for byte what the
+    structlog pipeline it replaces wrote (``TimeStamper`` then ``JSONRenderer``; tested),
+    at a fraction of the cost: no processor chain, and the redaction walk only for a
+    record whose JSON holds ``://`` (JSON writes ``:`` and ``/`` as they are, so a
+    record without it has no URL to mask and the walk would copy it unchanged)."""
+    rec = dict(fields)
+    rec["event"] = name
+    rec["timestamp"] = timestamp
+    line = dumps_strict(rec)
+    if "://" in line:
+        from therasim.redact import redact
+
+        rec = redact(fields)
+        rec["event"] = name
+        rec["timestamp"] = timestamp
+        line = dumps_strict(rec)
+    return line + "\n"
+
+
+def iso_now() -> str:
+    """The current UTC time as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it."""
+    return datetime.datetime.now(tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def dumps_text_line(obj: Any) -> bytes:

@@ -1,0 +1,349 @@
+"""The per-call CPU cuts around a model call (docs/benchmarks.md, "the nodes' own
+Python"): each fast path gives what the plain way gives, on the inputs that matter."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from therasim.policies import appraisal
+from therasim.policies.appraisal import MOVE_LEXICON, RISK_CUES, appraise, has_risk_cue
+
+
+def _appraise_reference(counselor_text: str, client_text: str = "", labels: Any = None, *, exchange: int = 99) -> dict[str, Any]:
+    """The appraisal as written before the ASCII fast path: every phrase searched
+    case-insensitively in the text as written."""
+    strength = dict.fromkeys(appraisal.MOVES, 0.0)
+    evidence: dict[str, list[str]] = {}
+    for move, ps in MOVE_LEXICON.items():
+        for p in ps:
+            m = re.search(p, counselor_text or "", re.IGNORECASE)
+            if m:
+                strength[move] = appraisal.TEXT_WEIGHT
+                evidence.setdefault(move, []).append(f"text: {m.group(0)!r}")
+                break
+    labels = labels or {}
+    label_move = appraisal.LABEL_EVIDENCE.get(str(labels.get("strategy") or ""))
+    if label_move:
+        strength[label_move] = min(1.0, strength[label_move] + appraisal.LABEL_WEIGHT)
+        evidence.setdefault(label_move, []).append(f"analyst strategy: {labels['strategy']}")
+    if strength["advice"] > 0 and (max(strength["validation"], strength["reflection"]) == 0 or exchange < appraisal.EARLY_EXCHANGES):
+        strength["premature_advice"] = strength["advice"]
+        evidence["premature_advice"] = ["no validation or reflection first" if exchange >= appraisal.EARLY_EXCHANGES else f"advice in exchange {exchange} of the course"]
+        strength["advice"] = 0.0
+    cue = any(re.search(p, client_text or "", re.IGNORECASE) for p in RISK_CUES)
+    analyst_risk = str(labels.get("client_risk") or "") in ("moderate", "high", "imminent")
+    if (cue or analyst_risk) and strength["safety_check"] == 0:
+        strength["missed_risk_cue"] = appraisal.TEXT_WEIGHT if cue else appraisal.LABEL_WEIGHT
+        evidence["missed_risk_cue"] = [("risk cue in the client's words" if cue else "") + (f"; analyst risk {labels['client_risk']}" if analyst_risk else "")]
+    if not (cue or analyst_risk):
+        strength["safety_check"] = min(strength["safety_check"], 0.5)
+    moves = {k: round(v, 3) for k, v in strength.items() if v > 0}
+    return {"moves": moves, "evidence": {k: v for k, v in evidence.items() if k in moves}, "risk_cue": cue, "labels": dict(labels)}
+
+
+PHRASES = [
+    "That sounds really hard", "it makes sense", "No wonder", "Thank you for sharing", "I'm so sorry", "It sounds like",
+    "you're feeling", "What I'm hearing", "So you are", "Tell me more", "What was that like?", "how did it go?",
+    "Are you safe", "hurting yourself", "SUICIDE", "ending your life", "safety plan", "You should", "Just relax",
+    "why don't you", "have you tried", "try not to", "everyone feels", "not a big deal", "could be worse", "Get over it",
+    "Calm down", "cheer up", "bright side", "move on", "that's just life", "it's nothing", "I want to kill myself",
+    "better off dead", "I don't want to live", "wish I were dead", "end it all", "i hear you", "part of you",
+]
+FILLER = ["the week", "at work", "and then", "I wonder", "with your family", "long nights", ".", ",", "?", "!", "\n"]
+ODD = ["\u212a", "\u017f", "\u0130", "é", "straße", "ǅ", "\u2019", "ﬁ"]  # Kelvin sign, long s, dotted I, ...: IGNORECASE folds some
+
+
+def _text(rng: random.Random, odd: bool) -> str:
+    parts = [rng.choice(PHRASES if rng.random() < 0.4 else FILLER) for _ in range(rng.randint(0, 14))]
+    if odd:
+        parts.insert(rng.randint(0, len(parts)), rng.choice(ODD))
+    s = " ".join(parts)
+    return "".join(c.upper() if rng.random() < 0.2 else c for c in s)
+
+
+def test_every_lexicon_pattern_is_lowercase() -> None:
+    """The ASCII fast path lowers the text and matches case-sensitively: only valid
+    while every pattern is written in lowercase."""
+    for p in (*(p for ps in MOVE_LEXICON.values() for p in ps), *RISK_CUES):
+        assert p == p.lower(), p
+
+
+@pytest.mark.parametrize("odd", [False, True])
+def test_appraisal_fast_path_gives_the_case_insensitive_result(odd: bool) -> None:
+    rng = random.Random(7 + odd)
+    seen_moves: set[str] = set()
+    for i in range(600):
+        reply, said = _text(rng, odd), _text(rng, odd)
+        labels = rng.choice([None, {"strategy": "question"}, {"client_risk": "high"}, {"strategy": "providing_suggestions", "client_risk": "low"}])
+        got = appraise(reply, said, labels, exchange=i % 4)
+        assert got == _appraise_reference(reply, said, labels, exchange=i % 4), (reply, said)
+        assert has_risk_cue(said) == got["risk_cue"]
+        seen_moves |= set(got["moves"])
+    assert seen_moves >= {"validation", "reflection", "exploration", "safety_check", "premature_advice", "dismissal", "missed_risk_cue"}
+    # evidence quotes the reply as written, not lowered
+    assert appraise("It Sounds Like you are TIRED.")["evidence"]["reflection"] == ["text: 'It Sounds Like'"]
+    # a non-ASCII reply still folds what IGNORECASE folds (Kelvin sign K, long s)
+    assert appraise("Than\u212a you for sharing that.")["evidence"]["validation"] == ["text: 'Than\u212a you for sharing'"]
+    assert has_risk_cue("\u017fuicidal thoughts") and not has_risk_cue("suicidal".replace("s", "z"))
+
+
+def test_transcript_projection_is_the_filtered_copy() -> None:
+    """Each side's transcript: the same keys in the same order as the filtering it
+    replaced, and fresh dicts (a node changing its view leaves the state alone)."""
+    from therasim.contract import builtin_contract
+
+    c = builtin_contract()
+    hidden = c._hidden_turn_fields
+    assert hidden, "the built-in slots hide some turn fields from the counselor side"
+    rng = random.Random(3)
+    keys = ["speaker", "text", "emotion", "risk", "calls", "exchange", *sorted(hidden), "strategy", "review"]
+    turns = []
+    for i in range(40):
+        ks = rng.sample(keys[2:], rng.randint(0, len(keys) - 2))
+        turns.append({"speaker": rng.choice(["client", "counselor"]), "text": f"t{i}", **{k: {"v": i} for k in ks}})
+    got = c.transcript_for("counselor", turns)
+    want = [{k: v for k, v in t.items() if k not in hidden} for t in turns]
+    assert got == want and [list(t) for t in got] == [list(t) for t in want]
+    assert all(g is not t for g, t in zip(got, turns, strict=True))
+    got[0]["text"] = "changed"
+    assert turns[0]["text"] == "t0"
+    assert c.transcript_for("client", turns) == [{"speaker": t["speaker"], "text": t["text"]} for t in turns]
+
+
+def test_header_fixed_parts_follow_the_registered_objects() -> None:
+    """The headers' fixed parts are rendered once per taxonomy, modality and
+    instrument object: the same text as rendered afresh, and a newly registered
+    object under the same name is rendered anew."""
+    from therasim.context import SimContext
+    from therasim.policies.instruments import (
+        INSTRUMENTS,
+        get_instrument,
+        items_text,
+        register_instrument,
+    )
+    from therasim.policies.modalities import MODALITIES, get_modality, register_modality
+    from therasim.prompts import HEADER_OUTCOME_ITEMS, counselor_header, forms_text
+
+    def fresh_forms(names: tuple[str, ...]) -> str:
+        return "\n".join(f"{i.title}, {i.period} ({i.anchors}):\n{items_text((i.name,))}" for i in map(get_instrument, names))
+
+    assert forms_text(HEADER_OUTCOME_ITEMS) == fresh_forms(HEADER_OUTCOME_ITEMS)
+    assert forms_text(HEADER_OUTCOME_ITEMS) is forms_text(HEADER_OUTCOME_ITEMS)  # rendered once
+    sim = SimContext()
+    view = {"modality": sim.course.modality, "intake": {"name": "A"}, "session": 2, "goals": ["g"]}
+    before = counselor_header(view, sim)
+    old_inst, old_mod = get_instrument("phq9"), get_modality(sim.course.modality)
+    try:
+        register_instrument(dataclasses_replace(old_inst, title="PHQ-9 (renamed)"))
+        assert "PHQ-9 (renamed)" in forms_text(HEADER_OUTCOME_ITEMS) and forms_text(HEADER_OUTCOME_ITEMS) == fresh_forms(HEADER_OUTCOME_ITEMS)
+        stages = [s.model_copy(update={"name": "renamed_stage"}) for s in old_mod.stages]
+        register_modality(old_mod.model_copy(update={"stages": stages}))
+        after = counselor_header(view, sim)
+        assert "renamed_stage" in after and after != before
+    finally:
+        INSTRUMENTS[old_inst.name] = old_inst
+        MODALITIES[old_mod.name] = old_mod
+    assert counselor_header(view, sim) == before and forms_text(HEADER_OUTCOME_ITEMS) == fresh_forms(HEADER_OUTCOME_ITEMS)
+    # the risk protocol is a plain object whose steps may be edited: always rendered afresh
+    sim.risk_protocol.steps["low"] = []
+    assert counselor_header(view, sim) != before
+
+
+def dataclasses_replace(obj: Any, **kw: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+def test_tags_bound_only_where_callbacks_would_see_them(stub_url: str) -> None:
+    """``labelled``: the model itself on the direct path, a tagged binding otherwise;
+    the direct path's message is the one ``_agenerate`` wraps."""
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.runnables import RunnableBinding
+
+    from therasim.config import ModelSpec
+    from therasim.providers import make_chat_model
+    from therasim.structured import labelled
+    from therasim.testing import FunctionChatModel
+
+    model = make_chat_model(ModelSpec(provider="openai", model="m", base_url=stub_url))
+    assert labelled(model, ["therasim:speech"]) is model
+    bound = labelled(model.with_config(callbacks=[AsyncCallbackHandler()]), ["therasim:speech"])
+    assert isinstance(bound, RunnableBinding) and bound.config["tags"] == ["therasim:speech"]
+    fake = FunctionChatModel(fn=lambda messages, kw: "hi")
+    assert isinstance(labelled(fake, ["x"]), RunnableBinding)
+
+    async def both() -> tuple[Any, Any]:
+        msgs = [HumanMessage(content="Say something.")]
+        m = await model._amessage(msgs, None, seed=3, max_tokens=20)
+        r = await model._agenerate(msgs, None, seed=3, max_tokens=20)
+        await model.aclose_loop()
+        return m, r.generations[0].message
+
+    direct, wrapped = asyncio.run(both())
+    transport = ("transport",)
+    strip = lambda m: {k: v for k, v in m.model_dump().items() if k != "response_metadata"} | {"rm": {k: v for k, v in m.response_metadata.items() if k not in transport}}  # noqa: E731
+    assert strip(direct) == strip(wrapped) and direct.content
+
+
+class UrlLike:
+    def __str__(self) -> str:
+        return "see https://u:PW@example.org/x"
+
+
+def _structlog_line(name: str, fields: dict[str, Any], ts: str) -> str:
+    """What the run's event log wrote before: structlog with a timestamp, rendered by
+    ``dumps_strict``, from redacted fields."""
+    import io
+
+    import structlog
+
+    from therasim._internal.rundir import dumps_strict
+    from therasim.redact import redact
+
+    out = io.StringIO()
+    log = structlog.wrap_logger(
+        structlog.WriteLogger(out),
+        processors=[lambda _l, _m, ed: {**ed, "timestamp": ts}, structlog.processors.JSONRenderer(serializer=lambda o, **_: dumps_strict(o))],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+    )
+    log.info(name, **redact(fields))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"run_id": "r", "client_id": "c1", "session": 1, "exchange": 2, "node": "client", "attempts": 1, "latency_s": 0.0021, "errors": [], "repairs": []},
+        {"error": "ProviderError: model call to https://user:SECRET@host/v1?api_key=K failed", "nested": {"urls": ("http://a:b@c/x", 3)}},
+        {"score": float("nan"), "inf": float("inf"), "text": "naïve ünïcödé ✓", "none": None, "flag": True},
+        {"path": Path("/tmp/x"), "obj_url": UrlLike()},
+        {"timestamp": "given", "event_note": "a field named like the stamp"},
+    ],
+)
+def test_event_line_is_what_structlog_wrote(fields: dict[str, Any]) -> None:
+    from therasim._internal.rundir import event_line
+
+    ts = "2026-11-27T07:16:52.618581Z"
+    assert event_line("node_call", fields, ts) == _structlog_line("node_call", fields, ts)
+    if "error" in fields:
+        assert "SECRET" not in event_line("course_failed", fields, ts)
+
+
+def test_event_timestamps_keep_structlog_format() -> None:
+    import datetime
+
+    import structlog
+
+    from therasim._internal.rundir import iso_now
+
+    theirs = structlog.processors.TimeStamper(fmt="iso", utc=True)(None, "info", {})["timestamp"]
+    ours = iso_now()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", ours) and len(ours) in (20, 27)
+    assert ours[-1] == theirs[-1] == "Z"
+    a, b = (datetime.datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (theirs, ours))
+    assert abs((b - a).total_seconds()) < 60
+
+
+def test_a_run_writes_its_events_through_the_lean_writer(tmp_path: Path) -> None:
+    """events.jsonl of a real (small) run: every line JSON with event and timestamp last,
+    node_call records with their fields."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _run_target import reply
+
+    from therasim.runner import run
+    from therasim.testing import FunctionChatModel
+
+    res = run({"course": {"preset": "minimal", "sessions": 1, "max_turns": 2}, "memory": {"backend": "none"}, "seed": 4}, sample=1, out=tmp_path, models={"default": FunctionChatModel(fn=reply)})
+    assert res.ok
+    lines = (res.run_dir / "events.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert any(r["event"] == "node_call" and r["node"] == "counselor" and "latency_s" in r for r in recs)
+    assert all(list(r)[-2:] == ["event", "timestamp"] for r in recs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "b": [1, 2.5, -0.0, 1e-7], "c": null, "d": true}',
+        '  {"a": "x\\u00e9\\ud83d\\ude00"}  ',
+        '{"a": NaN, "b": Infinity}',
+        '{"big": 123456789012345678901234567890}',
+        '{"i64": 9223372036854775807, "past": 9223372036854775808, "neg": -9223372036854775809}',
+        '{"f": 0.1234567890123456789012}',
+        '{"huge": 1e400}',
+        '{"ctrl": "line\nbreak\there"}',
+        '{"dup": 1, "dup": 2, "z": 0}',
+        '{"lone": "\\ud800"}',
+        '```json\n{"fenced": [1, 2]}\n```',
+        'Sure! Here it is: {"wrapped": {"x": 1}} hope that helps',
+        '[1, 2, 3]',
+        '"just a string"',
+    ],
+)
+def test_parse_json_text_gives_what_json_gave(text: str) -> None:
+    import json
+
+    from therasim.structured import parse_json_text
+
+    def reference(t: str) -> Any:
+        t = t.strip()
+        try:
+            return json.loads(t, strict=False)
+        except json.JSONDecodeError:
+            pass
+        m = re.search(r"```(?:json)?\s*(.*?)```", t, re.S)
+        if m:
+            try:
+                return json.loads(m.group(1), strict=False)
+            except json.JSONDecodeError:
+                pass
+        start, end = t.find("{"), t.rfind("}")
+        return json.loads(t[start : end + 1], strict=False)
+
+    got, want = parse_json_text(text), reference(text)
+    assert repr(got) == repr(want)  # same values, same types (int vs float), same key order
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_a_ray_worker_sizes_the_memory_pool_to_its_courses(memory: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CourseWorker.open`` (the Ray actor's class, run here without Ray) makes room
+    for one memory call per course in flight, as the local runner does; without
+    memory it leaves the pool alone."""
+    from therasim.memory import MEMORY_BACKENDS, register_memory_backend
+    from therasim.memory import pool as pool_mod
+    from therasim.ray_executor import CourseWorker
+
+    monkeypatch.setattr(pool_mod, "_POOL", pool_mod.MemoryPool())
+    register_memory_backend("pool-test", lambda spec, default_path, scope: DictLikeStore())
+    try:
+        cfg = {"course": {"preset": "minimal", "sessions": 1, "max_turns": 1, "memory": memory}, "memory": {"backend": "pool-test"}}
+        w = CourseWorker("run", cfg, 97, {}, memory_scope="run", memory_layout="shared")
+
+        async def go() -> None:
+            await w.open()
+            await w.close()
+
+        monkeypatch.chdir(tmp_path)
+        asyncio.run(go())
+    finally:
+        MEMORY_BACKENDS.pop("pool-test", None)
+    assert pool_mod.memory_pool().workers == (97 if memory else pool_mod.MIN_WORKERS)
+
+
+class DictLikeStore:
+    pending: list[Any] = []
+    retried = 0
+
+    def flush(self) -> int:
+        return 0
