@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import re
 import subprocess
 import sys
 
@@ -187,26 +188,77 @@ def test_batches_cover_every_row_once_and_are_seeded():
     assert all(lengths[b[0]] <= lengths[b[-1]] for b in a)
 
 
+def _words(t: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", t.lower()))
+
+
+def _near_duplicates(train: list[set[str]], evaluation: list[set[str]], limit: float = 0.6, block: int = 512) -> list[int]:
+    """Indices of the ``train`` word sets whose Jaccard similarity with some
+    ``evaluation`` word set exceeds ``limit``: ``len(a & b) / len(a | b) > limit``,
+    the import's rule (scripts/risk_authors_import.py), for every pair at once.
+    Intersections: each train set's row sums the rows of a word-by-evaluation-set
+    incidence matrix over its words (a sparse product by gather and ``reduceat``);
+    unions from the sizes, ``|a| + |b| - |a & b|``."""
+    vocab = {w: i for i, w in enumerate(sorted(set().union(*evaluation)))}
+    incidence = np.zeros((len(vocab) + 1, len(evaluation)), np.uint8)  # the last row stays 0
+    for j, e in enumerate(evaluation):
+        incidence[[vocab[w] for w in e], j] = 1
+    ev_size = np.array([len(e) for e in evaluation], np.int64)
+    near: list[int] = []
+    for b0 in range(0, len(train), block):
+        chunk = train[b0 : b0 + block]
+        # every train set also gathers the zero row, so no segment is empty
+        idx = [[vocab[w] for w in t if w in vocab] + [len(vocab)] for t in chunk]
+        starts = np.cumsum([0] + [len(i) for i in idx[:-1]])
+        inter = np.add.reduceat(incidence[np.concatenate(idx)], starts, axis=0, dtype=np.int32).astype(np.int64)
+        union = np.array([len(t) for t in chunk], np.int64)[:, None] + ev_size[None, :] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit = (union > 0) & (inter / np.maximum(union, 1) > limit)
+        near += [b0 + int(i) for i in np.flatnonzero(hit.any(axis=1))]
+    return near
+
+
+def test_near_duplicate_check_by_hand():
+    """The vectorised Jaccard check equals the pairwise definition, and catches a
+    planted near duplicate (one word changed in an evaluation sentence)."""
+    evaluation = [_words(t) for t in ("I have the pills saved up and I know how many.", "this commute is killing me", "kms lol", "")]
+    train_texts = [
+        "I have the pills saved up and I know how much.",  # 9 shared / 11 words = 0.82: near
+        "this commute is really killing me",  # 5/6 = 0.83: near
+        "kms",  # 1/2 = 0.5: not near
+        "the commute is killing my back and my knees",
+        "",
+        "Saved up the pills, I know how many I need and I have them.",  # 10/12 = 0.83: near
+    ]
+    train = [_words(t) for t in train_texts]
+    pairwise = [i for i, w in enumerate(train) if any((w | e) and len(w & e) / len(w | e) > 0.6 for e in evaluation)]
+    assert pairwise == [0, 1, 5]
+    assert _near_duplicates(train, evaluation, block=2) == pairwise
+    # on the shipped sets: a sample of author rows, pairwise, against the vectorised check
+    d = risk_model._data_dir()
+    rows = [json.loads(line) for line in (d / "risk_utterances_unseen_authors2.jsonl").read_text().splitlines() if line.strip()]
+    evaluation = [_words(r["text"]) for r in rows]
+    authors = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()][::97]
+    planted = next(r["text"] for r in rows if len(_words(r["text"])) >= 12).split()
+    planted[len(planted) // 2] = "zzyzx"  # one word of a long sentence replaced: still a near duplicate
+    sample = [_words(r["text"]) for r in authors] + [_words(" ".join(planted))]
+    pairwise = [i for i, w in enumerate(sample) if any(len(w & e) / len(w | e) > 0.6 for e in evaluation)]
+    assert pairwise == [len(sample) - 1] and _near_duplicates(sample, evaluation) == pairwise
+
+
 def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     """policies/data/risk_utterances_authors.jsonl (policies/data/README.md): valid
     rows, an author each, training only, and no near duplicate (Jaccard over word
     sets above 0.6) of a held-out or unseen sentence (every evaluation set)."""
-    import re
-
     d = risk_model._data_dir()
     rows = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()]
-    assert len(rows) >= 10500 and len({r["id"] for r in rows}) == len(rows)
-    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
+    assert len(rows) >= 13500 and len({r["id"] for r in rows}) == len(rows)
+    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 43))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
-
-    def words(t: str) -> set[str]:
-        return set(re.findall(r"[a-z0-9']+", t.lower()))
-
-    evaluation = [words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
+    evaluation = [_words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
     for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl"):
-        evaluation += [words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
-    train = [(r["id"], words(r["text"])) for r in rows]
-    near = [i for i, w in train for e in evaluation if len(w & e) / len(w | e) > 0.6]
+        evaluation += [_words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
+    near = [rows[i]["id"] for i in _near_duplicates([_words(r["text"]) for r in rows], evaluation)]
     assert near == []
 
 
@@ -305,8 +357,8 @@ def test_heldout_figures_per_rung(capsys: pytest.CaptureFixture[str]):
     assert _rate(both, "fp") <= CEILING_FP
 
 
-FLOOR_EXPLICIT = 0.95  # measured 89/91 = 97.8% (87/91 = 95.6% with the model of 7,665 rows, 88/91 with 4,564; docs/risk.md)
-CEILING_FP = 0.12  # measured 6/84 = 7.1% (9/84 = 10.7% with the model of 7,665 rows, 5/84 with 4,564; docs/risk.md)
+FLOOR_EXPLICIT = 0.95  # measured 90/91 = 98.9% (89/91 with the model of 11,284 rows, 87/91 with 7,665, 88/91 with 4,564; docs/risk.md)
+CEILING_FP = 0.12  # measured 7/84 = 8.3% (6/84 with the model of 11,284 rows, 9/84 with 7,665, 5/84 with 4,564; docs/risk.md)
 
 
 TARGET_RECALL = 0.98  # issue #14: explicit and preparatory statements recalled
@@ -314,8 +366,9 @@ TARGET_FP = 0.05  # issue #14: benign false positives
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out explicit recall 97.8% (89/91; target 98%)")
 def test_heldout_recall_target_of_issue_14():
+    # met since the fifth round (14,227 rows): explicit 90/91 = 98.9%, preparatory 14/14
+    # (an expected failure before: 89/91 = 97.8% with the model of 11,284 rows)
     f = _heldout_figures(True)
     e = f["explicit"]
     assert e[0] / e[1] >= TARGET_RECALL
@@ -323,7 +376,8 @@ def test_heldout_recall_target_of_issue_14():
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out benign false positives 7.1% (6/84; target 5%; everyday distress 2/12, figure of speech 2/12, denial 1/12, professional 1/12)")
+@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out benign false positives 8.3% (7/84; target 5%; denial 2/12, figure of speech 2/12, "
+                   "everyday distress 1/12, professional 1/12, resolved history 1/12; 6/84 = 7.1% with the model of 11,284 rows)")
 def test_heldout_false_positive_target_of_issue_14():
     assert _rate(_heldout_figures(True), "fp") <= TARGET_FP
 
@@ -407,14 +461,15 @@ def test_unseen_authors4_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS4_CEILING_FP
 
 
-AUTHORS4_FLOOR_RECALL = 0.975  # measured 328/333 = 98.5% (329/333 = 98.8% with the model of 7,665 rows)
-AUTHORS4_CEILING_FP = 0.065  # measured 20/381 = 5.2% (37/381 = 9.7% with the model of 7,665 rows)
-AUTHORS3_FLOOR_RECALL = 0.965  # measured 344/354 = 97.2% (346/354 = 97.7% with the model of 7,665 rows, 341/354 with 4,564)
-AUTHORS3_CEILING_FP = 0.07  # measured 9/382 = 2.4% (24/382 = 6.3% with the model of 7,665 rows, 23/382 with 4,564)
-AUTHORS2_FLOOR_RECALL = 0.965  # measured 337/342 = 98.5% (334/342 = 97.7% with the model of 7,665 rows, 328/342 with 4,564, 323/342 with 1,836)
-AUTHORS2_CEILING_FP = 0.065  # measured 13/382 = 3.4% (22/382 = 5.8% with the model of 7,665 rows, 21/382 with 4,564 before the explicit-cue rule, 48/382 with 1,836)
-UNSEEN_FLOOR_RECALL = 0.95  # measured 159/162 = 98.1% (155/162 = 95.7% with the model of 7,665 rows, 151/162 with 4,564)
-UNSEEN_CEILING_FP = 0.10  # measured 6/139 = 4.3% (12/139 = 8.6% with the models of 7,665 and 4,564 rows)
+# measured with the model of 14,227 rows (fifth round); before it, the model of 11,284 rows
+AUTHORS4_FLOOR_RECALL = 0.975  # measured 331/333 = 99.4% (328/333 = 98.5% with 11,284 rows, 329/333 with 7,665)
+AUTHORS4_CEILING_FP = 0.065  # measured 17/381 = 4.5% (20/381 = 5.2% with 11,284 rows, 37/381 with 7,665)
+AUTHORS3_FLOOR_RECALL = 0.965  # measured 345/354 = 97.5% (344/354 = 97.2% with 11,284 rows, 346/354 with 7,665, 341/354 with 4,564)
+AUTHORS3_CEILING_FP = 0.07  # measured 16/382 = 4.2% (9/382 = 2.4% with 11,284 rows, 24/382 with 7,665, 23/382 with 4,564)
+AUTHORS2_FLOOR_RECALL = 0.965  # measured 335/342 = 98.0% (337/342 = 98.5% with 11,284 rows, 334/342 with 7,665, 328/342 with 4,564, 323/342 with 1,836)
+AUTHORS2_CEILING_FP = 0.065  # measured 15/382 = 3.9% (13/382 = 3.4% with 11,284 rows, 22/382 with 7,665, 21/382 with 4,564 before the explicit-cue rule, 48/382 with 1,836)
+UNSEEN_FLOOR_RECALL = 0.95  # measured 159/162 = 98.1% (the same with 11,284 rows; 155/162 with 7,665, 151/162 with 4,564)
+UNSEEN_CEILING_FP = 0.10  # measured 6/139 = 4.3% (the same with 11,284 rows; 12/139 with 7,665 and 4,564)
 
 
 @pytest.mark.embedded
@@ -436,11 +491,11 @@ def test_issue_examples_with_classifier():
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="regression (docs/risk.md): the classifier trained on 11,284 rows reads 'honestly i just wanna kms' at P(risk) 0.0599, "
-                   "just below its threshold and veto 0.06, as a denial (0.70), a qualified reading that may veto the explicit 'kms' cue")
 def test_issue_slang_example_with_classifier():
-    # the slang pattern finds it; the classifier reads it as a figure of speech below the
-    # veto, but "kms" is an explicit cue and the sentence has no qualifier, so it stands
+    # the slang pattern finds it and the classifier of 14,227 rows reads it as risk (P(risk)
+    # 0.22, above its threshold 0.05); below the veto an explicit cue with no qualifier in its
+    # sentence would stand too. (An expected failure with the model of 11,284 rows: 0.0599,
+    # read as a denial, a qualified reading that may veto it; docs/risk.md.)
     assert any(c.active and c.category == "self_harm" for c in scan("honestly i just wanna kms", model=True))
 
 
