@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import orjson
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -148,21 +147,11 @@ def response_format_for(schema_model: type[BaseModel], dialect: StructuredDialec
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-_LONG_DIGITS = re.compile(r"\d{19}")
 
 
 def parse_json_text(text: str) -> Any:
     """Parse JSON from model text: plain, fenced in ```json, or the outermost {...}."""
     t = text.strip()
-    # orjson accepts a subset of what json.loads(strict=False) does (no NaN, no raw
-    # control characters in strings, no lone surrogates) and gives the same values for
-    # it, several times faster; except integers past 64 bits, which it reads as floats:
-    # text with a run of 19 digits or more goes the json way, as does what orjson refuses
-    if _LONG_DIGITS.search(t) is None:
-        try:
-            return orjson.loads(t)
-        except orjson.JSONDecodeError:
-            pass
     try:
         return json.loads(t, strict=False)
     except json.JSONDecodeError:
