@@ -12,6 +12,10 @@ sentence (the ``heldout`` split of ``risk_utterances.jsonl``, the whole unseen s
 and every unseen-authors set) when the Jaccard similarity of the lowercased word
 sets exceeds 0.6 or the MiniLM cosine exceeds 0.92; exact repeats of a training
 sentence or of an earlier author row are dropped too. The source files are only read.
+Every pair is compared at once (:func:`max_jaccard`, an incidence-matrix product that
+equals the pairwise definition; tests/test_risk_detector.py checks it against that
+definition and a planted near duplicate): seconds instead of minutes for every author
+row against every evaluation sentence.
 
 With ``--eval`` the rows become an evaluation set instead
 (``risk_utterances_unseen_authors3.jsonl``, or ``--out`` another name of
@@ -22,6 +26,7 @@ is a near duplicate of what the classifier was trained on:
     python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors2.jsonl /work/riskauthors/a13/rows.jsonl /work/riskauthors/a14/rows.jsonl
     python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors3.jsonl /work/riskauthors/a15/rows.jsonl /work/riskauthors/a16/rows.jsonl
     python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors4.jsonl /work/riskauthors/a33/rows.jsonl /work/riskauthors/a34/rows.jsonl
+    python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors5.jsonl /work/riskauthors/a48/rows.jsonl /work/riskauthors/a49/rows.jsonl
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +49,7 @@ OUT = "risk_utterances_authors.jsonl"
 EVAL_OUT = "risk_utterances_unseen_authors3.jsonl"
 # every evaluation-only author set; training rows are kept apart from all of them (the
 # first one, a4+a5, moved into training in the third round: policies/data/README.md)
-EVAL_FILES = ("risk_utterances_unseen_authors2.jsonl", EVAL_OUT, "risk_utterances_unseen_authors4.jsonl")
+EVAL_FILES = ("risk_utterances_unseen_authors2.jsonl", EVAL_OUT, "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl")
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -52,7 +58,50 @@ def words(text: str) -> set[str]:
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
+    """The pairwise definition: ``len(a & b) / len(a | b)``, 0 for two empty sets."""
     return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def _intersections(gathered: list[set[str]], indexed: list[set[str]], block: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, inter)`` per block of ``gathered``: ``inter[i, j] = len(gathered[start + i] & indexed[j])``.
+    Each row sums the rows of a word-by-set incidence matrix of ``indexed`` over its
+    words (a gather and ``np.add.reduceat``); every row also gathers a last, all-zero
+    row, so that no segment is empty."""
+    vocab = {w: i for i, w in enumerate(sorted(set().union(*indexed)))}
+    incidence = np.zeros((len(vocab) + 1, len(indexed)), np.uint8)
+    for j, e in enumerate(indexed):
+        incidence[[vocab[w] for w in e], j] = 1
+    for b0 in range(0, len(gathered), block):
+        idx = [[vocab[w] for w in t if w in vocab] + [len(vocab)] for t in gathered[b0 : b0 + block]]
+        starts = np.cumsum([0] + [len(i) for i in idx[:-1]])
+        yield b0, np.add.reduceat(incidence[np.concatenate(idx)], starts, axis=0, dtype=np.int32).astype(np.int64)
+
+
+def max_jaccard(mine: list[set[str]], others: list[set[str]], block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """For each word set of ``mine``, its highest :func:`jaccard` with a set of
+    ``others`` and the index of the first set that reaches it (``(0.0, 0)`` when
+    ``others`` is empty): every pair at once, the same float64 division as the
+    pairwise definition. The incidence matrix is built over the shorter list and the
+    longer one is gathered in blocks, so memory stays small either way round."""
+    best, arg = np.zeros(len(mine)), np.zeros(len(mine), np.int64)
+    if not mine or not others:
+        return best, arg
+    size_m, size_o = (np.array([len(s) for s in x], np.int64) for x in (mine, others))
+    swap = len(others) > len(mine)  # index mine, gather the others
+    best[:] = -1.0
+    for b0, inter in _intersections(others if swap else mine, mine if swap else others, block):
+        if swap:  # rows: others[b0:], columns: mine
+            union = size_o[b0 : b0 + len(inter), None] + size_m[None, :] - inter
+        else:
+            union = size_m[b0 : b0 + len(inter), None] + size_o[None, :] - inter
+        jac = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        if swap:
+            top, where = jac.max(axis=0), jac.argmax(axis=0) + b0
+            better = top > best  # strictly: the earliest index wins a tie, as in the pairwise scan
+            best[better], arg[better] = top[better], where[better]
+        else:
+            best[b0 : b0 + len(inter)], arg[b0 : b0 + len(inter)] = jac.max(axis=1), jac.argmax(axis=1)
+    return best, arg
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -124,19 +173,21 @@ def main(sources: list[str]) -> int:
     embed = MiniLMEmbedding()
     ev = np.asarray(embed(evaluation))
     mine = np.asarray(embed([str(r["text"]) for r in rows])) if rows else np.zeros((0, ev.shape[1]))
-    cos = mine @ ev.T
-    ev_words = [words(t) for t in evaluation]
+    cos_best, cos_arg = np.zeros(len(rows)), np.zeros(len(rows), np.int64)
+    for b0 in range(0, len(rows), 1024):  # the highest cosine per row, a block of rows at a time
+        cos = mine[b0 : b0 + 1024] @ ev.T
+        cos_arg[b0 : b0 + len(cos)] = cos.argmax(axis=1)
+        cos_best[b0 : b0 + len(cos)] = cos[np.arange(len(cos)), cos_arg[b0 : b0 + len(cos)]]
+    jac_best, jac_arg = max_jaccard([words(str(r["text"])) for r in rows], [words(t) for t in evaluation])
     kept: list[dict[str, object]] = []
     dropped: dict[str, list[str]] = {"jaccard": [], "cosine": [], "exact": []}
     texts: set[str] = set(training)
     for i, r in enumerate(rows):
         t = str(r["text"])
-        jac = max(jaccard(words(t), w) for w in ev_words)
-        j = int(cos[i].argmax())
-        if jac > JACCARD_MAX:
-            dropped["jaccard"].append(f"{r['id']} ({jac:.2f}): {t[:70]}")
-        elif cos[i, j] > COSINE_MAX:
-            dropped["cosine"].append(f"{r['id']} ({cos[i, j]:.3f} to {evaluation[j][:50]!r}): {t[:70]}")
+        if jac_best[i] > JACCARD_MAX:
+            dropped["jaccard"].append(f"{r['id']} ({jac_best[i]:.2f} to {evaluation[jac_arg[i]][:50]!r}): {t[:70]}")
+        elif cos_best[i] > COSINE_MAX:
+            dropped["cosine"].append(f"{r['id']} ({cos_best[i]:.3f} to {evaluation[cos_arg[i]][:50]!r}): {t[:70]}")
         elif t.lower() in texts:
             dropped["exact"].append(f"{r['id']}: {t[:70]}")
         else:

@@ -192,41 +192,46 @@ def _words(t: str) -> set[str]:
     return set(re.findall(r"[a-z0-9']+", t.lower()))
 
 
-def _near_duplicates(train: list[set[str]], evaluation: list[set[str]], limit: float = 0.6, block: int = 512) -> list[int]:
+def _importer():
+    """scripts/risk_authors_import.py as a module (it is a script, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "risk_authors_import.py"
+    spec = importlib.util.spec_from_file_location("risk_authors_import", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _near_duplicates(train: list[set[str]], evaluation: list[set[str]], limit: float = 0.6, block: int = 256) -> list[int]:
     """Indices of the ``train`` word sets whose Jaccard similarity with some
-    ``evaluation`` word set exceeds ``limit``: ``len(a & b) / len(a | b) > limit``,
-    the import's rule (scripts/risk_authors_import.py), for every pair at once.
-    Intersections: each train set's row sums the rows of a word-by-evaluation-set
-    incidence matrix over its words (a sparse product by gather and ``reduceat``);
-    unions from the sizes, ``|a| + |b| - |a & b|``."""
-    vocab = {w: i for i, w in enumerate(sorted(set().union(*evaluation)))}
-    incidence = np.zeros((len(vocab) + 1, len(evaluation)), np.uint8)  # the last row stays 0
-    for j, e in enumerate(evaluation):
-        incidence[[vocab[w] for w in e], j] = 1
-    ev_size = np.array([len(e) for e in evaluation], np.int64)
-    near: list[int] = []
-    for b0 in range(0, len(train), block):
-        chunk = train[b0 : b0 + block]
-        # every train set also gathers the zero row, so no segment is empty
-        idx = [[vocab[w] for w in t if w in vocab] + [len(vocab)] for t in chunk]
-        starts = np.cumsum([0] + [len(i) for i in idx[:-1]])
-        inter = np.add.reduceat(incidence[np.concatenate(idx)], starts, axis=0, dtype=np.int32).astype(np.int64)
-        union = np.array([len(t) for t in chunk], np.int64)[:, None] + ev_size[None, :] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            hit = (union > 0) & (inter / np.maximum(union, 1) > limit)
-        near += [b0 + int(i) for i in np.flatnonzero(hit.any(axis=1))]
-    return near
+    ``evaluation`` word set exceeds ``limit``: the import's rule, by its vectorised
+    ``max_jaccard``."""
+    best, _ = _importer().max_jaccard(train, evaluation, block=block)
+    return [int(i) for i in np.flatnonzero(best > limit)]
+
+
+def _pairwise(mine: list[set[str]], others: list[set[str]]) -> tuple[list[float], list[int]]:
+    """The pairwise definition: each set's highest Jaccard and the first index reaching it."""
+    jac = _importer().jaccard
+    best = [max((jac(w, e) for e in others), default=0.0) for w in mine]
+    return best, [next((j for j, e in enumerate(others) if jac(w, e) == b), 0) for w, b in zip(mine, best, strict=True)]
 
 
 def test_near_duplicate_check_by_hand():
-    """The vectorised Jaccard check equals the pairwise definition, and catches a
-    planted near duplicate (one word changed in an evaluation sentence)."""
+    """The importer's vectorised Jaccard check (scripts/risk_authors_import.py,
+    ``max_jaccard``) equals the pairwise definition, both ways round (the incidence
+    matrix is built over the shorter list), and catches a planted near duplicate (one
+    word changed in an evaluation sentence)."""
+    imp = _importer()
     evaluation = [_words(t) for t in ("I have the pills saved up and I know how many.", "this commute is killing me", "kms lol", "")]
     train_texts = [
         "I have the pills saved up and I know how much.",  # 9 shared / 11 words = 0.82: near
         "this commute is really killing me",  # 5/6 = 0.83: near
         "kms",  # 1/2 = 0.5: not near
-        "the commute is killing my back and my knees",
+        "the commute is killing my back and my knees",  # 3/10 = 0.3 with the commute
         "",
         "Saved up the pills, I know how many I need and I have them.",  # 10/12 = 0.83: near
     ]
@@ -234,16 +239,27 @@ def test_near_duplicate_check_by_hand():
     pairwise = [i for i, w in enumerate(train) if any((w | e) and len(w & e) / len(w | e) > 0.6 for e in evaluation)]
     assert pairwise == [0, 1, 5]
     assert _near_duplicates(train, evaluation, block=2) == pairwise
+    best, arg = imp.max_jaccard(train, evaluation, block=2)
+    assert best.round(4).tolist() == [0.8182, 0.8333, 0.5, 0.3, 0.0, 0.8333] and arg.tolist() == [0, 1, 2, 1, 0, 0]
+    for mine, others in ((train, evaluation), (evaluation, train)):  # more rows than others, and fewer
+        for block in (1, 3, 256):
+            best, arg = imp.max_jaccard(mine, others, block=block)
+            assert (best.tolist(), arg.tolist()) == _pairwise(mine, others)
     # on the shipped sets: a sample of author rows, pairwise, against the vectorised check
     d = risk_model._data_dir()
     rows = [json.loads(line) for line in (d / "risk_utterances_unseen_authors2.jsonl").read_text().splitlines() if line.strip()]
     evaluation = [_words(r["text"]) for r in rows]
     authors = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()][::97]
-    planted = next(r["text"] for r in rows if len(_words(r["text"])) >= 12).split()
+    long_row = next(i for i, r in enumerate(rows) if len(_words(r["text"])) >= 12)
+    planted = rows[long_row]["text"].split()
     planted[len(planted) // 2] = "zzyzx"  # one word of a long sentence replaced: still a near duplicate
     sample = [_words(r["text"]) for r in authors] + [_words(" ".join(planted))]
     pairwise = [i for i, w in enumerate(sample) if any(len(w & e) / len(w | e) > 0.6 for e in evaluation)]
     assert pairwise == [len(sample) - 1] and _near_duplicates(sample, evaluation) == pairwise
+    best, arg = imp.max_jaccard(sample, evaluation)
+    assert (best.tolist(), arg.tolist()) == _pairwise(sample, evaluation) and arg[-1] == long_row
+    best, arg = imp.max_jaccard(evaluation[:60], sample)  # the --eval direction: the other side is the longer
+    assert (best.tolist(), arg.tolist()) == _pairwise(evaluation[:60], sample)
 
 
 def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
