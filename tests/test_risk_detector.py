@@ -268,11 +268,11 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     sets above 0.6) of a held-out or unseen sentence (every evaluation set)."""
     d = risk_model._data_dir()
     rows = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()]
-    assert len(rows) >= 13500 and len({r["id"] for r in rows}) == len(rows)
-    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 43))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
+    assert len(rows) >= 15300 and len({r["id"] for r in rows}) == len(rows)
+    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 48))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
     evaluation = [_words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl"):
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl"):
         evaluation += [_words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     near = [rows[i]["id"] for i in _near_duplicates([_words(r["text"]) for r in rows], evaluation)]
     assert near == []
@@ -477,7 +477,26 @@ def test_unseen_authors4_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS4_CEILING_FP
 
 
+
+@pytest.mark.embedded
+def test_unseen_authors5_figures(capsys: pytest.CaptureFixture[str]):
+    """A sixth evaluation set: utterances by two more authors (a48: NHS-style talking
+    therapy and university counselling in the UK and Ireland; a49: online peer-support
+    posts and messages, many Englishes) who wrote to the sixth brief for evaluation
+    only: never trained on, nor used for thresholds or settings
+    (policies/data/risk_utterances_unseen_authors5.jsonl, docs/risk.md). No row is a
+    near duplicate of a training row (checked on import)."""
+    mine = _jsonl("risk_utterances_unseen_authors5.jsonl")
+    assert len(mine) >= 700
+    assert {r["author"] for r in mine} == {"a48", "a49"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors5.jsonl", "unseen authors a48+a49")
+    assert _rate(f, "hit") >= AUTHORS5_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS5_CEILING_FP
+
 # measured with the model of 14,227 rows (fifth round); before it, the model of 11,284 rows
+AUTHORS5_FLOOR_RECALL = 0.0  # set after the measurement below
+AUTHORS5_CEILING_FP = 1.0
 AUTHORS4_FLOOR_RECALL = 0.975  # measured 331/333 = 99.4% (328/333 = 98.5% with 11,284 rows, 329/333 with 7,665)
 AUTHORS4_CEILING_FP = 0.065  # measured 17/381 = 4.5% (20/381 = 5.2% with 11,284 rows, 37/381 with 7,665)
 AUTHORS3_FLOOR_RECALL = 0.965  # measured 345/354 = 97.5% (344/354 = 97.2% with 11,284 rows, 346/354 with 7,665, 341/354 with 4,564)
