@@ -40,6 +40,10 @@ how synchronised the courses in flight still are. Arms in one invocation:
 (the same saver on an in-memory SQLite database instead of the run folder's file):
 
     python benchmarks/cohort_scaling.py --cohorts 3000 --sessions 2 --turns 1 --memory on,off --checkpoints sqlite,memory
+
+``--gather-ms 0,500`` runs each cohort with memory writes that never wait to share a
+Chroma upsert, then with the default wait (``THERASIM_MEMORY_GATHER_MS``): the
+before/after of ``ChromaMemoryStore.gather_wait`` in one invocation.
 """
 
 from __future__ import annotations
@@ -263,7 +267,7 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     from therasim.runner import arun_dir, start_run
     from therasim.tools.bench import _get
 
-    tag = f"{n}-{layout or 'default'}" + ("" if memory else "-nomem") + ("" if checkpoints == "sqlite" else f"-{checkpoints}")
+    tag = f"{n}-{layout or 'default'}" + ("" if memory else "-nomem") + ("" if checkpoints == "sqlite" else f"-{checkpoints}") + (f"-g{os.environ['THERASIM_MEMORY_GATHER_MS']}" if os.environ.get("THERASIM_MEMORY_GATHER_MS") else "")
     if warmup:
         _warm_up(url, root, memory, tag, shape, layout)
     cfg = _config(url, concurrency, memory, shape)
@@ -383,6 +387,7 @@ def main() -> None:
     ap.add_argument("--memory", default=None, help="comma-separated: on and/or off (memory.backend none); one run of each cohort per value")
     ap.add_argument("--layouts", default=None, help="comma-separated memory layouts to run each cohort under (default: the one new runs get)")
     ap.add_argument("--checkpoints", default="sqlite", help="comma-separated: sqlite (the run folder's file) and/or memory (an in-memory SQLite database: isolates the file's cost); one run of each cohort per value")
+    ap.add_argument("--gather-ms", default=None, help="comma-separated THERASIM_MEMORY_GATHER_MS values (0: memory writes never wait to share an upsert); one run of each cohort per value")
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--max-wall-s", type=float, default=None, help="stop each cohort after this long and report what it did (a cohort too large for the machine's time)")
@@ -407,8 +412,9 @@ def main() -> None:
     try:
         root = Path(tempfile.mkdtemp(prefix="therasim-scale-"))
         mems = ["off"] if a.no_memory else (a.memory or "on").split(",")
-        runs = [(n, lay, m, ck) for lay in (a.layouts.split(",") if a.layouts else [None]) for m in mems for ck in a.checkpoints.split(",") for n in (int(x) for x in a.cohorts.split(","))]
-        for n, lay, m, ck in runs:
+        gathers: list[str | None] = list(a.gather_ms.split(",")) if a.gather_ms else [None]
+        runs = [(n, lay, m, ck, g) for lay in (a.layouts.split(",") if a.layouts else [None]) for m in mems for ck in a.checkpoints.split(",") for g in gathers for n in (int(x) for x in a.cohorts.split(","))]
+        for n, lay, m, ck, g in runs:
             cmd = [sys.executable, __file__, "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
             cmd += ["--sessions", str(a.sessions), "--turns", str(a.turns)] + (["--layout", lay] if lay else [])
             cmd += ["--max-wall-s", str(a.max_wall_s)] if a.max_wall_s else []
@@ -418,10 +424,13 @@ def main() -> None:
                 if c:
                     os.sched_setaffinity(0, c[0])
 
-            out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False)
+            env = None if g is None else {**os.environ, "THERASIM_MEMORY_GATHER_MS": g}
+            out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False, env=env)
             if out.returncode != 0:
                 raise SystemExit(f"cohort {n} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            if g is not None:
+                r["gather_ms"] = float(g)
             results.append(r)
             print(json.dumps(r), flush=True)
     finally:
@@ -429,7 +438,8 @@ def main() -> None:
     first: dict[str, float] = {}
 
     def arm(r: dict[str, Any]) -> str:
-        return f"{r['layout'] if r['memory'] else 'no memory'}, {r.get('checkpoints', 'sqlite')} checkpoints"
+        g = f", gather {r['gather_ms']:g} ms" if "gather_ms" in r else ""
+        return f"{r['layout'] if r['memory'] else 'no memory'}, {r.get('checkpoints', 'sqlite')} checkpoints{g}"
 
     for r in results:
         first.setdefault(arm(r), r["cpu_ms_per_call"])
