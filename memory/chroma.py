@@ -398,6 +398,10 @@ class ChromaMemoryStore:
         leader = False
         with self._group_cv:
             wait = self.gather_wait(key, client_id, time.monotonic())
+            others = self._clients_in_use(client_id)
+            if others is not None and others <= 1:
+                wait = 0.0  # no other client of the block in flight: nobody to wait for
+            enough = GATHER_WRITERS if others is None else max(min(GATHER_WRITERS, others), 1)
             while True:
                 b = self._open_batch.get(key)
                 if b is None:
@@ -406,8 +410,8 @@ class ChromaMemoryStore:
                     self._group_cv.wait()
                     continue
                 b.add(stored, docs, metas, embeddings)
-                if len(b.parts) >= GATHER_WRITERS:
-                    b.deadline = 0.0  # enough writers: no more waiting
+                if len(b.parts) >= enough:
+                    b.deadline = 0.0  # enough writers (or every client in flight): no more waiting
                     self._group_cv.notify_all()
                 break
             while not b.done:
@@ -442,6 +446,15 @@ class ChromaMemoryStore:
                 return
             raise b.error
 
+    def _clients_in_use(self, client_id: str) -> int | None:
+        """In the blocks layout, how many clients of ``client_id``'s block are in use
+        (courses in flight that may write to it); None in the other layouts."""
+        if self._layout != "blocks":
+            return None
+        with self._lock:
+            b = self._blocks.get(self._block_key(client_id))
+            return len(b.users) if b is not None else 0
+
     def gather_wait(self, key: tuple[int, str], client_id: str, now: float) -> float:
         """How long a new batch for collection ``key`` waits for other clients' writes
         before its upsert is sent (called holding ``_group_cv``, once per write).
@@ -455,7 +468,9 @@ class ChromaMemoryStore:
         different clients to the collection (a moving average; one client's own writes
         never count, so a lone course never waits) gives the wait for
         ``GATHER_WRITERS - 1`` more, capped at :attr:`gather_s`; nothing waits when even
-        one more is not expected within it. The writers still return only once the
+        one more is not expected within it. In the blocks layout a batch also goes as
+        soon as every client of the block in flight has joined it, and nothing waits
+        when no other client of the block is in flight. The writers still return only once the
         upsert holding their items has returned: nothing about durability changes."""
         last = self._arrivals.get(key)
         gap = float("inf")

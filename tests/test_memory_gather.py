@@ -72,6 +72,8 @@ def test_writers_arriving_one_by_one_share_one_upsert(tmp_path: Path, monkeypatc
     # seven more, far longer than the eight take to arrive (~0.2 s), so the eighth sends it
     store.gather_wait(key, "x1", time.monotonic() - 0.4)
     store.gather_wait(key, "x2", time.monotonic() - 0.2)
+    for cid in ids:  # in flight: each course recalled at its session's start
+        store.search(cid, "counselor", "sleep")
     done: dict[str, list[str]] = {}
 
     def write(cid: str) -> None:
@@ -90,3 +92,29 @@ def test_writers_arriving_one_by_one_share_one_upsert(tmp_path: Path, monkeypatc
     for cid in ids:
         assert len(done[cid]) == 1
         assert [x["text"] for x in store.list(cid, "counselor")] == [f"{cid} sleeps badly"]
+
+
+def test_no_wait_without_other_clients_in_flight_and_none_once_all_joined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks layout: with no other client of the block in flight a write goes at once
+    however busy the collection looked; with three in flight the batch goes as soon as
+    all three have joined, long before its wait (~30 s here) would end."""
+    ids = ["a", "b", "c", "d"]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
+    store.gather_s = 30.0
+    col = store._col(ids[0], "counselor")
+    key = (id(col), "counselor")
+    store.release(ids[0])
+    store.gather_wait(key, "x1", time.monotonic() - 10.0)  # a gap of 5 s: a wait of 30 s
+    store.gather_wait(key, "x2", time.monotonic() - 5.0)
+    store.add("d", "counselor", [{"text": "d alone", "kind": "fact", "session": 1}], embeddings=store.embed(["d alone"]))
+    assert calls == [1]
+    store.release("d")
+    for cid in ids[:3]:
+        store.search(cid, "counselor", "sleep")  # three courses in flight
+    threads = [threading.Thread(target=store.add, args=(cid, "counselor", [{"text": f"{cid} ok", "kind": "fact", "session": 1}]), kwargs={"embeddings": store.embed([f"{cid} ok"])}) for cid in ids[:3]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    assert calls == [1, 3]
