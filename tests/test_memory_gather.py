@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import slow_upsert_block_store  # type: ignore[import-not-found]
 
 from therasim.errors import TherasimError
 from therasim.memory import chroma
 from therasim.memory.chroma import GATHER_WRITERS, ChromaMemoryStore
 from therasim.testing import HashEmbedding
-
-from conftest import slow_upsert_block_store  # type: ignore[import-not-found]
 
 KEY = (1, "counselor")
 
