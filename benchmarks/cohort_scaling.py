@@ -23,13 +23,34 @@ Each window also records the courses completed, RSS and CPU per model call, and
 the result gives their slopes against courses completed after the first
 ``--concurrency`` courses (``rss_mb_per_1k_courses``, ``cpu_ms_per_call_per_1k_courses``,
 least squares): flat cost shows as slopes near zero, also for a cohort stopped at
-``--max-wall-s``.
+``--max-wall-s``. The drift within a run is also given as the first three of those
+windows against the last three (``cpu_ms_per_call_first_last``,
+``calls_per_min_first_last``: first, last, last/first) and as the slope of calls
+per minute (``calls_per_min_per_1k_courses``).
+
+To say where a drift comes from, each window also records, per model call: the
+event loop's own thread's CPU (``main_thread_cpu_ms_per_call_by_window``; the rest
+is the memory pool's threads) and kernel CPU (``system_cpu_ms_per_call_by_window``),
+event-loop iterations, checkpoint commits and the statements each carried, collector
+runs, Chroma upserts (the memory layer's group commit) and the memory pool's
+threads; and, from the run's events.jsonl, how many sessions ended together
+(``session_ends_per_group_by_window``: ends less than 50 ms apart), which measures
+how synchronised the courses in flight still are. Arms in one invocation:
+``--memory on,off`` (``memory.backend none``) and ``--checkpoints sqlite,memory``
+(the same saver on an in-memory SQLite database instead of the run folder's file):
+
+    python benchmarks/cohort_scaling.py --cohorts 3000 --sessions 2 --turns 1 --memory on,off --checkpoints sqlite,memory
+
+``--gather-ms 0,500`` runs each cohort with memory writes that never wait to share a
+Chroma upsert, then with the default wait (``THERASIM_MEMORY_GATHER_MS``): the
+before/after of ``ChromaMemoryStore.gather_wait`` in one invocation.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -73,6 +94,85 @@ def _set_layout(rd: Any, layout: str | None) -> None:
     rd.manifest_path.write_text(json.dumps(man))
 
 
+def _checkpoints_in_memory() -> None:
+    """``--checkpoints memory``: the run's checkpointer on an in-memory SQLite database
+    instead of the run folder's file (the same saver and statements; nothing durable:
+    an arm that isolates what the checkpoint file costs as it grows)."""
+    from contextlib import asynccontextmanager
+
+    import therasim._internal.checkpoint as ck
+
+    @asynccontextmanager
+    async def in_memory(spec: Any, sqlite_path: str, **kw: Any) -> Any:
+        async with ck.open_checkpointer(":memory:") as saver:
+            yield saver
+
+    ck.open_run_checkpointer = in_memory  # type: ignore[assignment]
+
+
+class _Counters:
+    """What else each window did, per model call: event-loop iterations, checkpoint
+    commits and the statements they carried, collector runs; and the memory pool's
+    threads at the window's end (a batching or thread-count drift shows here)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        from therasim._internal import checkpoint as ck
+
+        self.loops = 0
+        self.savers: list[Any] = []
+        self.rows: list[tuple[int, int, int, int, int, int]] = []
+        counters = self
+        base = asyncio.BaseEventLoop
+        run_once = base._run_once  # type: ignore[attr-defined]
+
+        def counted(loop: Any) -> None:
+            counters.loops += 1
+            run_once(loop)
+
+        base._run_once = counted  # type: ignore[attr-defined]
+        init = ck.GroupCommitSaver.__init__
+
+        def register(saver: Any, *a: Any, **kw: Any) -> None:
+            init(saver, *a, **kw)
+            counters.savers.append(saver)
+
+        ck.GroupCommitSaver.__init__ = register  # type: ignore[method-assign,assignment]
+        from therasim.memory.chroma import ChromaMemoryStore
+
+        self.stores: list[Any] = []
+        sinit = ChromaMemoryStore.__init__
+
+        def register_store(store: Any, *a: Any, **kw: Any) -> None:
+            sinit(store, *a, **kw)
+            counters.stores.append(store)
+
+        ChromaMemoryStore.__init__ = register_store  # type: ignore[method-assign,assignment]
+        self._gc = lambda: sum(st["collections"] for st in gc.get_stats())
+
+    def sample(self) -> None:
+        from therasim.memory.pool import memory_pool
+
+        s = self.savers[-1] if self.savers else None
+        m = self.stores[-1] if self.stores else None
+        self.rows.append((self.loops, s.commits if s else 0, s.statements if s else 0, self._gc(), memory_pool().threads, m.upserts if m else 0))
+
+    def by_window(self, calls: list[int]) -> dict[str, Any]:
+        out: dict[str, list[float]] = {"loop_iterations_per_call_by_window": [], "commits_per_call_by_window": [], "statements_per_commit_by_window": [], "gc_runs_per_1k_calls_by_window": [], "memory_threads_by_window": [], "memory_upserts_per_1k_calls_by_window": []}
+        prev, pc = (0, 0, 0, 0, 0, 0), 0
+        for row, c in zip(self.rows, calls, strict=False):
+            n = max(c - pc, 1)
+            out["loop_iterations_per_call_by_window"].append(round((row[0] - prev[0]) / n, 2))
+            out["commits_per_call_by_window"].append(round((row[1] - prev[1]) / n, 3))
+            out["statements_per_commit_by_window"].append(round((row[2] - prev[2]) / max(row[1] - prev[1], 1), 2))
+            out["gc_runs_per_1k_calls_by_window"].append(round(1000 * (row[3] - prev[3]) / n, 1))
+            out["memory_threads_by_window"].append(row[4])
+            out["memory_upserts_per_1k_calls_by_window"].append(round(1000 * (row[5] - prev[5]) / n, 1))
+            prev, pc = row, c
+        return out
+
+
 def _rss_mb() -> float:
     try:
         with open("/proc/self/statm") as f:
@@ -98,6 +198,51 @@ def _slope(xs: list[float], ys: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
+def _session_end_groups(events: Path, bounds: list[float], gap_s: float = 0.05) -> list[float | None]:
+    """How synchronised the courses in flight are, per window: the mean number of
+    sessions ending together (``session_done`` events less than ``gap_s`` apart, from
+    the run's events.jsonl). Work done once per group (a memory upsert, a checkpoint
+    commit, an event-loop iteration) is shared by the group, so its cost per call
+    rises as the courses' phases spread over a long run."""
+    import datetime
+    from bisect import bisect_right
+
+    ends: list[float] = []
+    try:
+        with open(events, encoding="utf-8") as f:
+            for line in f:
+                if '"session_done"' in line:
+                    ts = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                    ends.append(datetime.datetime.fromisoformat(ts).timestamp())
+    except (OSError, ValueError, KeyError):
+        return []
+    ends.sort()
+    out: list[float | None] = []
+    for a, b in itertools.pairwise(bounds):
+        w = ends[bisect_right(ends, a) : bisect_right(ends, b)]
+        groups = 1 + sum(1 for x, y in itertools.pairwise(w) if y - x > gap_s)
+        out.append(round(len(w) / groups, 2) if w else None)
+    return out
+
+
+def _round(x: float | None, nd: int) -> float | None:
+    return round(x, nd) if x is not None else None
+
+
+def _drift(per_min: list[float], cpu: list[float], k: int = 3) -> dict[str, Any]:
+    """Throughput and CPU per call of the first ``k`` windows against the last ``k``
+    (of the windows after the first wave of courses): a run whose cost is flat in the
+    courses done has ratios near 1."""
+    if len(per_min) < 2 * k:
+        return {"calls_per_min_first_last": None, "cpu_ms_per_call_first_last": None}
+    first, last = statistics.fmean(per_min[:k]), statistics.fmean(per_min[-k:])
+    cfirst, clast = statistics.fmean(cpu[:k]), statistics.fmean(cpu[-k:])
+    return {
+        "calls_per_min_first_last": [round(first), round(last), round(last / first, 3)],
+        "cpu_ms_per_call_first_last": [round(cfirst, 2), round(clast, 2), round(clast / cfirst, 3)],
+    }
+
+
 def _config(url: str, concurrency: int, memory: bool, shape: tuple[int, int] = (2, 4)) -> Any:
     from therasim.config import RunConfig
 
@@ -112,14 +257,17 @@ def _config(url: str, concurrency: int, memory: bool, shape: tuple[int, int] = (
     )
 
 
-def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool, warmup: bool = True, shape: tuple[int, int] = (2, 4), layout: str | None = None, max_wall_s: float | None = None) -> dict[str, Any]:
+def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory: bool, warmup: bool = True, shape: tuple[int, int] = (2, 4), layout: str | None = None, max_wall_s: float | None = None, checkpoints: str = "sqlite") -> dict[str, Any]:
     """One cohort in this process (called in a child process)."""
     import gc
+
+    if checkpoints == "memory":
+        _checkpoints_in_memory()
 
     from therasim.runner import arun_dir, start_run
     from therasim.tools.bench import _get
 
-    tag = f"{n}-{layout or 'default'}"
+    tag = f"{n}-{layout or 'default'}" + ("" if memory else "-nomem") + ("" if checkpoints == "sqlite" else f"-{checkpoints}") + (f"-g{os.environ['THERASIM_MEMORY_GATHER_MS']}" if os.environ.get("THERASIM_MEMORY_GATHER_MS") else "")
     if warmup:
         _warm_up(url, root, memory, tag, shape, layout)
     cfg = _config(url, concurrency, memory, shape)
@@ -133,6 +281,7 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
             pauses.append(time.perf_counter() - started.pop())
 
     gc.callbacks.append(on_gc)
+    counters = _Counters()
     # sampled inside start_run (the config's seed is 0) and not kept here: this process's
     # memory is the runner's, which reads the profiles from the run folder as courses start
     rd, _ = start_run(cfg, sample=n, out=root / f"run{tag}", run_id=f"scale{n}")
@@ -142,6 +291,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     rss_at: list[float] = []
     done_at: list[int] = []
     cpu_at: list[float] = []
+    main_at: list[float] = []  # the event loop's thread (graphs, checkpoints, run files); the rest is the memory pool's threads
+    wall_at: list[float] = []
+    sys_at: list[float] = []  # kernel time (system calls, page faults), all threads
 
     async def sample_calls(t0: float) -> None:
         while True:
@@ -150,6 +302,10 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
             rss_at.append(_rss_mb())
             done_at.append(_completed(rd))
             cpu_at.append(time.process_time() - c0)
+            main_at.append(time.thread_time() - m0)
+            sys_at.append(os.times().system - s0)
+            counters.sample()
+            wall_at.append(time.time())
 
     async def go() -> Any:
         t0 = time.perf_counter()
@@ -161,23 +317,27 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         finally:
             sampler.cancel()
 
-    c0, t0 = time.process_time(), time.perf_counter()
+    c0, t0, m0, s0, w0 = time.process_time(), time.perf_counter(), time.thread_time(), os.times().system, time.time()
     res = asyncio.run(go())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     calls = int(_get(url + "/metrics")["requests"]) - r0
     gc.callbacks.remove(on_gc)
-    per_min, cpu_per_call = [], []
-    prev_t, prev_c, prev_cpu = 0.0, 0, 0.0
-    for (t, c), u in zip(calls_at, cpu_at, strict=True):
+    per_min, cpu_per_call, main_per_call, sys_per_call = [], [], [], []
+    prev_t, prev_c, prev_cpu, prev_main, prev_sys = 0.0, 0, 0.0, 0.0, 0.0
+    for (t, c), u, mu, su in zip(calls_at, cpu_at, main_at, sys_at, strict=True):
         if t - prev_t > 0:
             per_min.append((c - prev_c) * 60.0 / (t - prev_t))
             cpu_per_call.append(round(1000 * (u - prev_cpu) / max(c - prev_c, 1), 2))
-        prev_t, prev_c, prev_cpu = t, c, u
+            main_per_call.append(round(1000 * (mu - prev_main) / max(c - prev_c, 1), 2))
+            sys_per_call.append(round(1000 * (su - prev_sys) / max(c - prev_c, 1), 2))
+        prev_t, prev_c, prev_cpu, prev_main, prev_sys = t, c, u, mu, su
     med = statistics.median(per_min) if per_min else None
     # slopes against courses done, once the first wave of courses in flight has ended
     steady = [i for i, d in enumerate(done_at) if d >= min(concurrency, n)]
     rss_slope = _slope([done_at[i] / 1000 for i in steady], [rss_at[i] for i in steady])
     cpu_slope = _slope([done_at[i] / 1000 for i in steady], [cpu_per_call[i] for i in steady])
+    cpm_slope = _slope([done_at[i] / 1000 for i in steady], [per_min[i] for i in steady])
+    drift = _drift([per_min[i] for i in steady], [cpu_per_call[i] for i in steady])
     return {
         "courses": n,
         "concurrency": concurrency,
@@ -205,8 +365,16 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "completed_by_window": done_at,
         "cpu_ms_per_call_by_window": cpu_per_call,
         "calls_per_min_by_window": [round(x) for x in per_min],
+        "main_thread_cpu_ms_per_call_by_window": main_per_call,
+        "system_cpu_ms_per_call_by_window": sys_per_call,
+        **counters.by_window([c for _, c in calls_at]),
+        "session_ends_per_group_by_window": _session_end_groups(rd.events, [w0, *wall_at]),
+        "main_thread_cpu_ms_per_call_per_1k_courses": _round(_slope([done_at[i] / 1000 for i in steady], [main_per_call[i] for i in steady]), 3),
         "rss_mb_per_1k_courses": round(rss_slope, 1) if rss_slope is not None else None,
         "cpu_ms_per_call_per_1k_courses": round(cpu_slope, 3) if cpu_slope is not None else None,
+        "calls_per_min_per_1k_courses": round(cpm_slope) if cpm_slope is not None else None,
+        "checkpoints": checkpoints,
+        **drift,
     }
 
 
@@ -216,7 +384,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--bucket-s", type=float, default=60.0, help="throughput window (the issue asks per minute)")
     ap.add_argument("--no-memory", action="store_true", help="memory.backend none (to isolate the memory layer)")
+    ap.add_argument("--memory", default=None, help="comma-separated: on and/or off (memory.backend none); one run of each cohort per value")
     ap.add_argument("--layouts", default=None, help="comma-separated memory layouts to run each cohort under (default: the one new runs get)")
+    ap.add_argument("--checkpoints", default="sqlite", help="comma-separated: sqlite (the run folder's file) and/or memory (an in-memory SQLite database: isolates the file's cost); one run of each cohort per value")
+    ap.add_argument("--gather-ms", default=None, help="comma-separated THERASIM_MEMORY_GATHER_MS values (0: memory writes never wait to share an upsert); one run of each cohort per value")
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--max-wall-s", type=float, default=None, help="stop each cohort after this long and report what it did (a cohort too large for the machine's time)")
@@ -227,7 +398,7 @@ def main() -> None:
     ap.add_argument("--root", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory, shape=(a.sessions, a.turns), layout=a.layout, max_wall_s=a.max_wall_s)))
+        print(json.dumps(one(a.one, a.concurrency, a.url, a.bucket_s, Path(a.root), not a.no_memory, shape=(a.sessions, a.turns), layout=a.layout, max_wall_s=a.max_wall_s, checkpoints=a.checkpoints)))
         return
 
     from therasim.tools.bench import _Stub
@@ -240,36 +411,47 @@ def main() -> None:
     results = []
     try:
         root = Path(tempfile.mkdtemp(prefix="therasim-scale-"))
-        runs = [(n, lay) for lay in (a.layouts.split(",") if a.layouts else [None]) for n in (int(x) for x in a.cohorts.split(","))]
-        for n, lay in runs:
+        mems = ["off"] if a.no_memory else (a.memory or "on").split(",")
+        gathers: list[str | None] = list(a.gather_ms.split(",")) if a.gather_ms else [None]
+        runs = [(n, lay, m, ck, g) for lay in (a.layouts.split(",") if a.layouts else [None]) for m in mems for ck in a.checkpoints.split(",") for g in gathers for n in (int(x) for x in a.cohorts.split(","))]
+        for n, lay, m, ck, g in runs:
             cmd = [sys.executable, __file__, "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
             cmd += ["--sessions", str(a.sessions), "--turns", str(a.turns)] + (["--layout", lay] if lay else [])
             cmd += ["--max-wall-s", str(a.max_wall_s)] if a.max_wall_s else []
-            if a.no_memory:
-                cmd.append("--no-memory")
+            cmd += ["--checkpoints", ck] + (["--no-memory"] if m == "off" else [])
 
             def pin(c: Any = cores) -> None:
                 if c:
                     os.sched_setaffinity(0, c[0])
 
-            out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False)
+            env = None if g is None else {**os.environ, "THERASIM_MEMORY_GATHER_MS": g}
+            out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False, env=env)
             if out.returncode != 0:
                 raise SystemExit(f"cohort {n} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            if g is not None:
+                r["gather_ms"] = float(g)
             results.append(r)
             print(json.dumps(r), flush=True)
     finally:
         stub.close()
     first: dict[str, float] = {}
+
+    def arm(r: dict[str, Any]) -> str:
+        g = f", gather {r['gather_ms']:g} ms" if "gather_ms" in r else ""
+        return f"{r['layout'] if r['memory'] else 'no memory'}, {r.get('checkpoints', 'sqlite')} checkpoints{g}"
+
     for r in results:
-        first.setdefault(r["layout"], r["cpu_ms_per_call"])
-    print("\n| layout | courses (completed) | calls | wall s | CPU ms/call | vs first of its layout | peak RSS MB | RSS MB per 1k courses | CPU ms/call per 1k courses | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        first.setdefault(arm(r), r["cpu_ms_per_call"])
+    print("\n| arm | courses (completed) | calls | wall s | CPU ms/call | vs first of its arm | peak RSS MB | RSS MB per 1k courses | CPU ms/call per 1k courses | CPU ms/call first / last windows | calls/min first / last windows (ratio) | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         cpm = r["calls_per_min"] or {}
+        cfl, mfl = r.get("cpu_ms_per_call_first_last"), r.get("calls_per_min_first_last")
         print(
-            f"| {r['layout']} | {r['courses']:,} ({r['completed']:,}) | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / first[r['layout']]:.2f}x | {r['peak_rss_mb']} | "
+            f"| {arm(r)} | {r['courses']:,} ({r['completed']:,}) | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / first[arm(r)]:.2f}x | {r['peak_rss_mb']} | "
             f"{r.get('rss_mb_per_1k_courses')} | {r.get('cpu_ms_per_call_per_1k_courses')} | "
+            f"{f'{cfl[0]} / {cfl[1]}' if cfl else '-'} | {f'{mfl[0]:,} / {mfl[1]:,} ({mfl[2]})' if mfl else '-'} | "
             f"{cpm.get('min', '-')} / {cpm.get('median', '-')} / {cpm.get('max', '-')} | {r['slowest_window_vs_median']} | {r['checkpoints_mb']} | {r['memory_mb']} |"
         )
     if a.json:

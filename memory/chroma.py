@@ -42,6 +42,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -73,6 +74,21 @@ LAYOUTS = ("blocks", "shared", "per-client")
 BLOCK_SIZE = 256
 #: blocks kept open with none of their clients in use (the most recently used ones)
 OPEN_BLOCKS = 2
+#: the longest a memory write waits for other clients' writes to share its upsert
+#: (``THERASIM_MEMORY_GATHER_MS``; 0 turns gathering off), and the writers a batch
+#: waits for at most (see :meth:`ChromaMemoryStore.gather_wait`)
+GATHER_S = 0.5
+GATHER_WRITERS = 8
+
+
+def _gather_s() -> float:
+    raw = os.environ.get("THERASIM_MEMORY_GATHER_MS", "").strip()
+    if not raw:
+        return GATHER_S
+    try:
+        return max(float(raw), 0.0) / 1000
+    except ValueError:
+        raise TherasimError(f"THERASIM_MEMORY_GATHER_MS={raw!r}: give milliseconds (a number, 0 turns gathering off)") from None
 
 
 def run_layout(backend: str) -> str:
@@ -113,10 +129,11 @@ class _Block:
 class _Batch:
     """Writes to one collection gathered for one upsert (:meth:`ChromaMemoryStore._group_upsert`)."""
 
-    __slots__ = ("col", "docs", "done", "embs", "error", "ids", "ids_set", "metas", "parts")
+    __slots__ = ("col", "deadline", "docs", "done", "embs", "error", "ids", "ids_set", "metas", "parts")
 
-    def __init__(self, col: Any) -> None:
+    def __init__(self, col: Any, deadline: float = 0.0) -> None:
         self.col = col
+        self.deadline = deadline  # time.monotonic() before which its writer waits for others (gather_wait)
         self.ids: list[str] = []
         self.ids_set: set[str] = set()
         self.docs: list[str] = []
@@ -190,6 +207,10 @@ class ChromaMemoryStore:
         self._group_cv = threading.Condition()
         self._open_batch: dict[tuple[int, str], _Batch] = {}
         self._group_busy: set[tuple[int, str]] = set()
+        # per collection: (time of the last write, its client, mean gap between writes of
+        # different clients), for gather_wait
+        self._arrivals: dict[tuple[int, str], tuple[float, str, float]] = {}
+        self.gather_s = _gather_s()
         self.upserts = 0  # statistics: Chroma upserts the grouped writes took
         self.layout = layout
 
@@ -376,17 +397,29 @@ class ChromaMemoryStore:
         stored = self._stored_ids(client_id, ids)
         leader = False
         with self._group_cv:
+            wait = self.gather_wait(key, client_id, time.monotonic())
+            others = self._clients_in_use(client_id)
+            if others is not None and others <= 1:
+                wait = 0.0  # no other client of the block in flight: nobody to wait for
+            enough = GATHER_WRITERS if others is None else max(min(GATHER_WRITERS, others), 1)
             while True:
                 b = self._open_batch.get(key)
                 if b is None:
-                    b = self._open_batch[key] = _Batch(col)
+                    b = self._open_batch[key] = _Batch(col, time.monotonic() + wait)
                 elif b.ids_set.intersection(stored):  # the same ids twice in one call: wait for the next batch
                     self._group_cv.wait()
                     continue
                 b.add(stored, docs, metas, embeddings)
+                if len(b.parts) >= enough:
+                    b.deadline = 0.0  # enough writers (or every client in flight): no more waiting
+                    self._group_cv.notify_all()
                 break
             while not b.done:
                 if key not in self._group_busy and self._open_batch.get(key) is b:
+                    left = b.deadline - time.monotonic()
+                    if left > 0:  # gathering other clients' writes (gather_wait)
+                        self._group_cv.wait(left)
+                        continue
                     del self._open_batch[key]
                     self._group_busy.add(key)
                     leader = True
@@ -412,6 +445,47 @@ class ChromaMemoryStore:
                 self._upsert(client_id, role, ids, docs, metas, embeddings)
                 return
             raise b.error
+
+    def _clients_in_use(self, client_id: str) -> int | None:
+        """In the blocks layout, how many clients of ``client_id``'s block are in use
+        (courses in flight that may write to it); None in the other layouts."""
+        if self._layout != "blocks":
+            return None
+        with self._lock:
+            b = self._blocks.get(self._block_key(client_id))
+            return len(b.users) if b is not None else 0
+
+    def gather_wait(self, key: tuple[int, str], client_id: str, now: float) -> float:
+        """How long a new batch for collection ``key`` waits for other clients' writes
+        before its upsert is sent (called holding ``_group_cv``, once per write).
+
+        A Chroma upsert's cost is mostly fixed (~15-35 ms of CPU for a few items, ~0.7 ms
+        more an item), so writes that share one cost a fraction of it each. Courses that
+        started together end their sessions together and share upserts without waiting;
+        as a long run goes on their phases spread and each write would pay a whole
+        upsert (docs/benchmarks.md, "why cost rose within a long run"). So a batch waits
+        while other clients' writes are expected: the mean gap between writes of
+        different clients to the collection (a moving average; one client's own writes
+        never count, so a lone course never waits) gives the wait for
+        ``GATHER_WRITERS - 1`` more, capped at :attr:`gather_s`; nothing waits when even
+        one more is not expected within it. In the blocks layout a batch also goes as
+        soon as every client of the block in flight has joined it, and nothing waits
+        when no other client of the block is in flight. The writers still return only once the
+        upsert holding their items has returned: nothing about durability changes."""
+        last = self._arrivals.get(key)
+        gap = float("inf")
+        if last is not None:
+            t, cid, gap = last
+            if cid != client_id:
+                g = max(now - t, 0.0)
+                gap = g if gap == float("inf") else 0.8 * gap + 0.2 * g
+        if len(self._arrivals) > 64:  # collections of closed blocks
+            for k in [k for k, v in self._arrivals.items() if now - v[0] > 60.0]:
+                del self._arrivals[k]
+        self._arrivals[key] = (now, client_id, gap)
+        if self.gather_s <= 0 or gap >= self.gather_s:
+            return 0.0
+        return min(self.gather_s, (GATHER_WRITERS - 1) * gap)
 
     def flush(self) -> int:
         """Write buffered items (after an outage); returns how many batches are still pending."""

@@ -1,0 +1,119 @@
+"""Memory writes of different clients wait a little to share a Chroma upsert when
+others are expected (``ChromaMemoryStore.gather_wait``; docs/benchmarks.md, "why cost
+rose within a long run"): the decision, and that a gathered batch stores every
+writer's items and returns to each only once its upsert is done."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import slow_upsert_block_store  # type: ignore[import-not-found]
+
+from therasim.errors import TherasimError
+from therasim.memory import chroma
+from therasim.memory.chroma import GATHER_WRITERS, ChromaMemoryStore
+from therasim.testing import HashEmbedding
+
+KEY = (1, "counselor")
+
+
+def _store(tmp_path: Path, gather_s: float = 0.5) -> ChromaMemoryStore:
+    s = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), layout="blocks", scope="s")
+    s.gather_s = gather_s
+    return s
+
+
+def test_a_lone_course_never_waits(tmp_path: Path) -> None:
+    s = _store(tmp_path)
+    # one client's own writes, however close together, say nothing about other clients
+    assert [s.gather_wait(KEY, "c1", t) for t in (0.0, 0.01, 0.02, 0.03)] == [0.0] * 4
+
+
+def test_the_wait_follows_the_gap_between_clients_writes(tmp_path: Path) -> None:
+    s = _store(tmp_path)
+    assert s.gather_wait(KEY, "c1", 10.0) == 0.0  # nothing known yet
+    # c2 10 ms after c1: the mean gap is 10 ms, so 7 more writers take ~70 ms
+    assert s.gather_wait(KEY, "c2", 10.01) == pytest.approx((GATHER_WRITERS - 1) * 0.01)
+    # then a 1 s gap: the moving average 0.8 * 0.01 + 0.2 * 1.0 = 0.208 s, the wait capped at 0.5 s
+    assert s.gather_wait(KEY, "c3", 11.01) == pytest.approx(0.5)
+    # sparse writes (a mean gap longer than the cap): no more expected in time, no wait
+    assert s.gather_wait(KEY, "c4", 13.01) == 0.0
+    # another collection keeps its own estimate
+    assert s.gather_wait((2, "client"), "c5", 13.02) == 0.0
+
+
+def test_gathering_off_and_a_bad_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = _store(tmp_path, gather_s=0.0)
+    assert [s.gather_wait(KEY, c, t) for c, t in (("c1", 0.0), ("c2", 0.001), ("c3", 0.002))] == [0.0] * 3
+    monkeypatch.setenv("THERASIM_MEMORY_GATHER_MS", "0")
+    assert chroma._gather_s() == 0.0
+    monkeypatch.setenv("THERASIM_MEMORY_GATHER_MS", "250")
+    assert chroma._gather_s() == 0.25
+    monkeypatch.setenv("THERASIM_MEMORY_GATHER_MS", "soon")
+    with pytest.raises(TherasimError, match="THERASIM_MEMORY_GATHER_MS"):
+        chroma._gather_s()
+
+
+def test_writers_arriving_one_by_one_share_one_upsert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight clients' writes arrive 30 ms apart (one at a time: without gathering each
+    would find no upsert in flight and send its own); with other clients' writes
+    expected, the first waits, the others join it, and the eighth sends the batch:
+    one upsert carries all eight, and each writer finds its items stored."""
+    ids = [f"c{i}" for i in range(GATHER_WRITERS)]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
+    store.gather_s = 30.0
+    col = store._col(ids[0], "counselor")
+    key = (id(col), "counselor")
+    # writes of other clients were seen 200 ms apart: the first batch waits 7 x ~0.2 s for
+    # seven more, far longer than the eight take to arrive (~0.2 s), so the eighth sends it
+    store.gather_wait(key, "x1", time.monotonic() - 0.4)
+    store.gather_wait(key, "x2", time.monotonic() - 0.2)
+    for cid in ids:  # in flight: each course recalled at its session's start
+        store.search(cid, "counselor", "sleep")
+    done: dict[str, list[str]] = {}
+
+    def write(cid: str) -> None:
+        done[cid] = store.add(cid, "counselor", [{"text": f"{cid} sleeps badly", "kind": "fact", "session": 1}], embeddings=store.embed([f"{cid} sleeps badly"]))
+
+    threads = []
+    for cid in ids:
+        t = threading.Thread(target=write, args=(cid,))
+        t.start()
+        threads.append(t)
+        time.sleep(0.03)
+    for t in threads:
+        t.join(60)
+    assert calls == [GATHER_WRITERS]  # one upsert of eight items
+    assert store.upserts == 1
+    for cid in ids:
+        assert len(done[cid]) == 1
+        assert [x["text"] for x in store.list(cid, "counselor")] == [f"{cid} sleeps badly"]
+
+
+def test_no_wait_without_other_clients_in_flight_and_none_once_all_joined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks layout: with no other client of the block in flight a write goes at once
+    however busy the collection looked; with three in flight the batch goes as soon as
+    all three have joined, long before its wait (~30 s here) would end."""
+    ids = ["a", "b", "c", "d"]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
+    store.gather_s = 30.0
+    col = store._col(ids[0], "counselor")
+    key = (id(col), "counselor")
+    store.release(ids[0])
+    store.gather_wait(key, "x1", time.monotonic() - 10.0)  # a gap of 5 s: a wait of 30 s
+    store.gather_wait(key, "x2", time.monotonic() - 5.0)
+    store.add("d", "counselor", [{"text": "d alone", "kind": "fact", "session": 1}], embeddings=store.embed(["d alone"]))
+    assert calls == [1]
+    store.release("d")
+    for cid in ids[:3]:
+        store.search(cid, "counselor", "sleep")  # three courses in flight
+    threads = [threading.Thread(target=store.add, args=(cid, "counselor", [{"text": f"{cid} ok", "kind": "fact", "session": 1}]), kwargs={"embeddings": store.embed([f"{cid} ok"])}) for cid in ids[:3]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    assert calls == [1, 3]
