@@ -225,6 +225,14 @@ def _session_end_groups(events: Path, bounds: list[float], gap_s: float = 0.05) 
     return out
 
 
+def _first_last(xs: list[float | None], k: int = 3) -> list[float] | None:
+    """Mean of the first ``k`` and of the last ``k`` values present (None with fewer than 2k)."""
+    v = [x for x in xs if x is not None]
+    if len(v) < 2 * k:
+        return None
+    return [round(statistics.fmean(v[:k]), 2), round(statistics.fmean(v[-k:]), 2)]
+
+
 def _round(x: float | None, nd: int) -> float | None:
     return round(x, nd) if x is not None else None
 
@@ -368,7 +376,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "main_thread_cpu_ms_per_call_by_window": main_per_call,
         "system_cpu_ms_per_call_by_window": sys_per_call,
         **counters.by_window([c for _, c in calls_at]),
-        "session_ends_per_group_by_window": _session_end_groups(rd.events, [w0, *wall_at]),
+        "session_ends_per_group_by_window": (groups := _session_end_groups(rd.events, [w0, *wall_at])),
+        "session_ends_per_group_first_last": _first_last(groups),
+        "memory_upserts_per_1k_calls_first_last": _first_last(counters.by_window([c for _, c in calls_at])["memory_upserts_per_1k_calls_by_window"]),
         "main_thread_cpu_ms_per_call_per_1k_courses": _round(_slope([done_at[i] / 1000 for i in steady], [main_per_call[i] for i in steady]), 3),
         "rss_mb_per_1k_courses": round(rss_slope, 1) if rss_slope is not None else None,
         "cpu_ms_per_call_per_1k_courses": round(cpu_slope, 3) if cpu_slope is not None else None,
@@ -443,8 +453,8 @@ def main() -> None:
 
     for r in results:
         first.setdefault(arm(r), r["cpu_ms_per_call"])
-    print("\n| arm | courses (completed) | calls | wall s | CPU ms/call | vs first of its arm | peak RSS MB | RSS MB per 1k courses | CPU ms/call per 1k courses | CPU ms/call first / last windows | calls/min first / last windows (ratio) | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| arm | courses (completed) | calls | wall s | CPU ms/call | vs first of its arm | peak RSS MB | RSS MB per 1k courses | CPU ms/call per 1k courses | CPU ms/call first / last windows | calls/min first / last windows (ratio) | sessions ending together first / last | Chroma upserts per 1k calls first / last | calls/min min / median / max | slowest window / median | checkpoints MB | memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         cpm = r["calls_per_min"] or {}
         cfl, mfl = r.get("cpu_ms_per_call_first_last"), r.get("calls_per_min_first_last")
@@ -452,6 +462,7 @@ def main() -> None:
             f"| {arm(r)} | {r['courses']:,} ({r['completed']:,}) | {r['calls']:,} | {r['wall_s']} | {r['cpu_ms_per_call']} | {r['cpu_ms_per_call'] / first[arm(r)]:.2f}x | {r['peak_rss_mb']} | "
             f"{r.get('rss_mb_per_1k_courses')} | {r.get('cpu_ms_per_call_per_1k_courses')} | "
             f"{f'{cfl[0]} / {cfl[1]}' if cfl else '-'} | {f'{mfl[0]:,} / {mfl[1]:,} ({mfl[2]})' if mfl else '-'} | "
+            f"{' / '.join(map(str, r.get('session_ends_per_group_first_last') or ['-']))} | {' / '.join(map(str, r.get('memory_upserts_per_1k_calls_first_last') or ['-']))} | "
             f"{cpm.get('min', '-')} / {cpm.get('median', '-')} / {cpm.get('max', '-')} | {r['slowest_window_vs_median']} | {r['checkpoints_mb']} | {r['memory_mb']} |"
         )
     if a.json:

@@ -19,6 +19,13 @@ each with its write transactions per second and, when the server's postmaster
 pid is known (``auto``, or ``--pg-pid``), the server's CPU per model call:
 
     python benchmarks/cpu_per_call.py --courses 64 --postgres auto --only-postgres
+
+Pregel against the lean executor (``--executors``): in one process, each variant
+run under ``THERASIM_EXECUTOR=pregel`` and ``lean`` in turn, rounds alternated,
+medians and each round's ratio (both arms share the process, its warm caches and
+the machine's load at that moment):
+
+    python benchmarks/cpu_per_call.py --url http://127.0.0.1:8011 --executors --repeat 5
 """
 
 from __future__ import annotations
@@ -170,6 +177,28 @@ def measure(url: str, courses: int, preset: str, *, turns: int = 8, dsn: str | N
     return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
 
 
+def executors(url: str, courses: int, preset: str, *, turns: int, repeat: int, variants: tuple[tuple[str, bool | str, bool], ...] = VARIANTS) -> dict[str, Any]:
+    """Each variant under Pregel and the lean executor, alternated in one process
+    (the arm that goes first alternates too); per round ``cpu_ms_per_call`` of each arm."""
+    from therasim.config import RunConfig
+
+    cfg = RunConfig.model_validate({"models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1"}}, "course": {"preset": preset, "sessions": 2, "max_turns": turns}, "memory": {"embedding": "hash"}})
+    asyncio.run(variant(url, cfg, checkpointer=False, memory=False, n=2))  # warm imports
+    out: dict[str, Any] = {}
+    for name, ck, mem in variants:
+        rounds: list[dict[str, float]] = []
+        for i in range(repeat):
+            r: dict[str, float] = {}
+            for arm in (("pregel", "lean") if i % 2 == 0 else ("lean", "pregel")):
+                os.environ["THERASIM_EXECUTOR"] = arm
+                r[arm] = asyncio.run(variant(url, cfg, checkpointer=ck, memory=mem, n=courses))["cpu_ms_per_call"]
+            rounds.append(r)
+        os.environ.pop("THERASIM_EXECUTOR", None)
+        med = {arm: statistics.median(r[arm] for r in rounds) for arm in ("pregel", "lean")}
+        out[name] = {"rounds": rounds, "median": med, "lean_over_pregel": med["lean"] / med["pregel"], "round_ratios": [r["lean"] / r["pregel"] for r in rounds]}
+    return out
+
+
 def _postgres_auto() -> tuple[object, str, int]:
     """A throw-away PostgreSQL cluster (tests/scaleout_services.py), its DSN and
     postmaster pid."""
@@ -222,7 +251,18 @@ def main() -> None:
     ap.add_argument("--postgres", default=None, help="a Postgres DSN (or `auto`: a throw-away cluster): adds Postgres variants, group commit on and off")
     ap.add_argument("--pg-pid", type=int, default=None, help="the Postgres postmaster's pid, for the server's CPU per call")
     ap.add_argument("--only-postgres", action="store_true", help="only the Postgres variants")
+    ap.add_argument("--executors", action="store_true", help="Pregel against the lean executor, alternated in one process")
     a = ap.parse_args()
+    if a.executors:
+        res_ex = executors(a.url, a.courses, a.preset, turns=a.turns, repeat=a.repeat)
+        print(f"executors: {a.courses} courses x 2 sessions x {a.turns} turns, {a.preset}, {a.repeat} rounds alternated in one process")
+        print("| variant | `cpu_ms_per_call` Pregel | lean | lean / Pregel | per round |")
+        print("|---|---|---|---|---|")
+        for name, r in res_ex.items():
+            print(f"| {name} | {r['median']['pregel']:.2f} | {r['median']['lean']:.2f} | **{r['lean_over_pregel']:.2f}** | {', '.join(f'{x:.2f}' for x in r['round_ratios'])} |")
+        if a.json:
+            Path(a.json).write_text(json.dumps(res_ex, indent=1))
+        return
     if a.base:
         before_after(a)
         return

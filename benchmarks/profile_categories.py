@@ -26,6 +26,7 @@ CATEGORIES = (
     ("HTTP transport", r"site-packages/(aiohttp|yarl|multidict)/|therasim/_internal/http\.py|therasim/providers\.py"),
     ("run files: events, transcripts, prompt log", r"site-packages/structlog/|therasim/_internal/rundir\.py|therasim/runner\.py|therasim/records\.py|therasim/redact\.py"),
     ("langchain-core", r"site-packages/langchain_core/"),
+    ("the lean executor's own code", r"graphs/executor\.py"),
     ("nodes, prompts, policies, structured output", r"/(nodes|policies|graphs)/|therasim/(prompts|contract|state|context|structured)\.py|site-packages/pydantic"),
     ("LangGraph supersteps", r"site-packages/langgraph/"),
     ("asyncio event loop", r"asyncio/|selectors\.py"),

@@ -396,8 +396,12 @@ class SessionGraphBuilder(StepsBuilder):
         return str(self.build(fold=False).compile().get_graph().draw_mermaid())
 
     def compile(self, checkpointer: Any = None) -> Any:
-        """Compile with any LangGraph checkpointer (or none)."""
-        return untraced(self.build().compile(checkpointer=checkpointer, name=f"session:{self.name}"))
+        """Compile with any LangGraph checkpointer (or none). Marked for the lean
+        executor (:mod:`therasim.graphs.executor`), which the session and course
+        runners use when nothing needs Pregel."""
+        from therasim.graphs.executor import mark_lean
+
+        return mark_lean(untraced(self.build().compile(checkpointer=checkpointer, name=f"session:{self.name}")))
 
     def describe(self) -> dict[str, Any]:
         """The graph's shape and contract as JSON-able data (recorded in run manifests)."""

@@ -30,6 +30,7 @@ from langgraph.runtime import Runtime
 from therasim.config import CourseSpec
 from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.errors import TherasimError
+from therasim.graphs import executor
 from therasim.graphs.base import StepsBuilder
 from therasim.graphs.builder import (
     NodeFn,
@@ -42,6 +43,7 @@ from therasim.graphs.builder import (
     untraced,
     wrap_node,
 )
+from therasim.graphs.executor import mark_lean
 from therasim.graphs.presets import preset
 from therasim.graphs.session import course_recursion_limit, session_recursion_limit
 from therasim.nodes.events import between_session_events
@@ -182,7 +184,7 @@ def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Await
 
         async def run_graph(inp: Any, **kw: Any) -> dict[str, Any]:
             if forward is None:
-                return await session_graph.ainvoke(inp, config=cfg, context=sim, **kw)  # type: ignore[no-any-return]
+                return await executor.ainvoke(session_graph, inp, cfg, context=sim, **kw)  # type: ignore[no-any-return]
             return await _streamed(session_graph, inp, cfg, sim, forward, **kw)
 
         async def go() -> dict[str, Any]:
@@ -391,7 +393,7 @@ class CourseGraphBuilder(StepsBuilder):
 
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile the course graph and its session graph with one checkpointer."""
-        return untraced(self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}"))
+        return mark_lean(untraced(self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -465,9 +467,9 @@ async def run_course(graph: Any, state: dict[str, Any] | None, context: SimConte
                 if not snap.next and not snap.tasks:  # finished
                     return dict(snap.values)
                 context.emit({"event": "course_resumed", "thread_id": thread_id, "session": snap.values.get("session")})
-                return await graph.ainvoke(None, config=config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
+                return await executor.ainvoke(graph, None, config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
     if state is None:
         raise TherasimError("run_course needs an initial state (initial_course_state) for a new course")
     if graph.checkpointer is not None:
-        return await graph.ainvoke(state, config=config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
-    return await graph.ainvoke(state, config=config, context=context)  # type: ignore[no-any-return]
+        return await executor.ainvoke(graph, state, config, context=context, durability=DURABILITY)  # type: ignore[no-any-return]
+    return await executor.ainvoke(graph, state, config, context=context)  # type: ignore[no-any-return]

@@ -64,4 +64,6 @@ async def run_session(graph: Any, state: dict[str, Any], context: SimContext, *,
     config: dict[str, Any] = {"recursion_limit": session_recursion_limit(context.course.max_turns)}
     if thread_id is not None:
         config["configurable"] = {"thread_id": thread_id}
-    return await graph.ainvoke(state, config=config, context=context)
+    from therasim.graphs.executor import ainvoke
+
+    return await ainvoke(graph, state, config, context=context)  # type: ignore[no-any-return]

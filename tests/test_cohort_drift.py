@@ -48,6 +48,8 @@ def test_drift_first_against_last_windows() -> None:
     assert d["cpu_ms_per_call_first_last"] == [5.0, 8.0, 1.6]
     assert cs._drift(per_min[:5], cpu[:5]) == {"calls_per_min_first_last": None, "cpu_ms_per_call_first_last": None}
     assert cs._slope([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]) == 2.0
+    assert cs._first_last([None, 9.0, 6.0, 3.0, None, 2.0, 2.0, 5.0]) == [6.0, 3.0]
+    assert cs._first_last([1.0, None, 2.0]) is None
 
 
 def test_checkpoint_replay_copies_every_row_in_order(tmp_path: Path) -> None:

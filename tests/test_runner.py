@@ -197,3 +197,41 @@ def test_resume_after_sigkill_at_several_moments(tmp_path):
     resumed = [e for e in read_jsonl(rd.events) if e.get("event") == "session_resumed"]
     assert resumed and any(int(e.get("exchange") or 0) >= 2 for e in resumed)
     assert killed_mid
+
+
+def test_a_run_killed_under_the_lean_executor_resumes_the_same_under_either(tmp_path):
+    """SIGKILL mid-session with the lean executor (the default), then finish one copy of the
+    run directory under Pregel (``THERASIM_EXECUTOR=pregel``) and one under the lean
+    executor: both resume the interrupted session from its checkpoint, and every session's
+    transcript equals an uninterrupted Pregel run's."""
+    import shutil
+
+    cfg = RunConfig.model_validate({**CFG, "course": {"preset": "minimal", "sessions": 2, "max_turns": 4}, "memory": {"embedding": "hash"}})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("THERASIM_EXECUTOR", None)
+    target = str(Path(__file__).parent / "_run_target.py")
+
+    def finish(root: Path, executor: str) -> list[Any]:
+        proc = subprocess.run([sys.executable, target, str(root), "2"], env={**env, "THERASIM_EXECUTOR": executor}, capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        recs = RunDir(root).records()
+        return sorted(((r["client_id"], r["session"]), [(t["speaker"], t["text"]) for t in r["turns"]]) for r in recs)
+
+    ref_dir, _ = start_run(cfg, sample=2, out=tmp_path / "ref")
+    reference = finish(ref_dir.root, "pregel")
+    rd, _ = start_run(cfg, sample=2, out=tmp_path / "killed")
+    pause = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, target, str(rd.root), "2"], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not pause.exists():
+        time.sleep(0.02)
+    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    copy = tmp_path / "copy" / rd.root.name
+    shutil.copytree(rd.root, copy)
+    for root, executor in ((rd.root, "pregel"), (copy, "lean")):
+        assert finish(root, executor) == reference, executor
+        resumed = [e for e in read_jsonl(RunDir(root).events) if e.get("event") == "session_resumed"]
+        assert any(int(e.get("exchange") or 0) >= 2 for e in resumed), executor
+    assert len(reference) == 4 and all(len(turns) == 8 for _, turns in reference)

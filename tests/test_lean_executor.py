@@ -1,0 +1,262 @@
+"""The lean executor (graphs/executor.py) against Pregel on the same inputs: final
+state and the whole checkpoint history, field by field, for the lean, full and
+minimal presets, a custom composed graph and a course; what must differ (checkpoint
+ids, timestamps, the random suffix of channel versions, task ids, which are hashes of
+the checkpoint id) is checked to be what Pregel would compute. Fallbacks: callbacks,
+``THERASIM_EXECUTOR=pregel``, a graph not built by therasim, an interrupt."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import AsyncCallbackHandler
+from langgraph.checkpoint.memory import InMemorySaver
+
+from therasim.config import CourseSpec
+from therasim.context import SimContext
+from therasim.contract import Slot
+from therasim.graphs import CourseGraphBuilder, executor, initial_course_state, preset
+from therasim.graphs.builder import SessionGraphBuilder
+from therasim.graphs.session import initial_session_state, session_recursion_limit
+from therasim.profiles import example_profiles
+from therasim.providers import ModelPool
+from therasim.testing import SchemaFakeChatModel
+
+
+def _ctx(turns: int, sessions: int = 1) -> SimContext:
+    return SimContext(models=ModelPool({"default": SchemaFakeChatModel()}), course=CourseSpec(max_turns=turns, sessions=sessions))
+
+
+def _custom() -> SessionGraphBuilder:
+    """Minimal plus a counselor-side node of the user's own, reached by a conditional
+    edge on odd exchanges only."""
+
+    async def noter(view: Any, ctx: Any) -> dict[str, Any]:
+        return {"current": {"noted": {"turns": len(view["transcript"])}}}
+
+    b = preset("minimal").copy()
+    b.add_node("noter", noter, side="counselor", writes=(Slot("noted", turn="counselor"),), after="client")
+    b.add_conditional_edges("client", lambda v: "note" if int(v.get("exchange") or 0) % 2 else "skip", {"note": "noter", "skip": "counselor"})
+    return b
+
+
+def _builder(name: str) -> SessionGraphBuilder:
+    return _custom() if name == "custom" else preset(name)
+
+
+def _strip(x: Any) -> Any:
+    """Without wall-clock fields."""
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items() if k != "latency_s"}
+    if isinstance(x, (list, tuple)):
+        return [_strip(v) for v in x]
+    return x
+
+
+def _v(version: Any) -> Any:
+    """A channel version without the random suffix a saver adds (``N.0.<random>``)."""
+    return version.split(".")[0] if isinstance(version, str) else version
+
+
+def _task_id(cp_id: str, name: str, step: int, triggers: tuple[str, ...]) -> str:
+    from langgraph.pregel._algo import _xxhash_str
+
+    return _xxhash_str(binascii.unhexlify(cp_id.replace("-", "")), name, str(step), name, "__pregel_pull", *triggers)
+
+
+def _history(saver: InMemorySaver, graph: Any, thread: str) -> list[dict[str, Any]]:
+    """Every checkpoint of ``thread`` (oldest first) as a reader sees it, with what
+    must differ between two runs replaced by checks: ids and timestamps dropped,
+    versions without their random suffix, each pending write's task id recomputed."""
+    cfg = {"configurable": {"thread_id": thread}}
+    snaps = list(reversed(asyncio.run(_states(graph, cfg))))
+    out = []
+    ids = [s.config["configurable"]["checkpoint_id"] for s in snaps]
+    for i, s in enumerate(snaps):
+        tup = saver.get_tuple(s.config)
+        assert tup is not None
+        cp = tup.checkpoint
+        parent = s.parent_config["configurable"]["checkpoint_id"] if s.parent_config else None
+        assert parent == (ids[i - 1] if i else None)  # each checkpoint's parent is the one before it
+        writes = []
+        for tid, ch, val in tup.pending_writes or []:
+            (task,) = [t for t in s.tasks if t.id == tid]
+            pn = graph.nodes[task.name]
+            assert tid == _task_id(cp["id"], task.name, int(s.metadata["step"]) + 1, tuple(sorted(pn.triggers)))
+            writes.append((task.name, task.path, ch, _strip(val)))
+        out.append(
+            {
+                "values": _strip(s.values),
+                "next": s.next,
+                "metadata": s.metadata,
+                "tasks": [(t.name, t.path, repr(t.error), t.interrupts) for t in s.tasks],
+                "ns": s.config["configurable"].get("checkpoint_ns"),
+                "v": cp["v"],
+                "channel_versions": {k: _v(v) for k, v in cp["channel_versions"].items()},
+                "versions_seen": {n: {k: _v(v) for k, v in seen.items()} for n, seen in cp["versions_seen"].items()},
+                "updated_channels": cp.get("updated_channels"),
+                "writes": writes,
+            }
+        )
+    return out
+
+
+async def _states(graph: Any, cfg: dict[str, Any]) -> list[Any]:
+    return [s async for s in graph.aget_state_history(cfg)]
+
+
+def _session(name: str, lean: bool, turns: int = 3) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    saver = InMemorySaver()
+    g = _builder(name).compile(checkpointer=saver)
+    assert executor.lean_reason(g, {}, {}, {}) is None
+    cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": session_recursion_limit(turns)}
+    state = initial_session_state(example_profiles()[0])
+    run = executor.ainvoke(g, state, cfg, context=_ctx(turns), durability="sync") if lean else g.ainvoke(state, cfg, context=_ctx(turns), durability="sync")
+    final = asyncio.run(run)
+    return final, _history(saver, g, "t")
+
+
+@pytest.mark.parametrize("name", ["lean", "full", "minimal", "custom"])
+def test_lean_executor_writes_the_checkpoints_pregel_writes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[Any] = []
+    lean_run = executor._run
+
+    async def counted(*a: Any) -> Any:
+        runs.append(a[0])
+        return await lean_run(*a)
+
+    monkeypatch.setattr(executor, "_run", counted)
+    a, ha = _session(name, lean=False)
+    assert not runs
+    b, hb = _session(name, lean=True)
+    assert len(runs) == 1  # the lean executor ran it, not a fallback
+    assert _strip(a) == _strip(b) and len(b["transcript"]) == 6
+    assert len(ha) == len(hb) > 6
+    for x, y in zip(ha, hb, strict=True):
+        assert x == y
+    if name == "custom":  # the conditional edge took both ways
+        assert any(t["speaker"] == "counselor" and t.get("noted") for t in b["transcript"])
+        assert any(t["speaker"] == "counselor" and not t.get("noted") for t in b["transcript"])
+
+
+def test_lean_course_writes_the_checkpoints_pregel_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A two-session course (course thread and both session threads), lean against Pregel."""
+
+    def run(mode: str) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+        monkeypatch.setenv(executor.EXECUTOR_ENV, mode)
+        from therasim.graphs import run_course
+
+        saver = InMemorySaver()
+        cb = CourseGraphBuilder("lean").without("memory")
+        g = cb.compile(checkpointer=saver)
+        final = asyncio.run(run_course(g, initial_course_state(example_profiles()[0], sessions=2), _ctx(2, 2), thread_id="r/maria/course"))
+        sg = cb.session.compile(checkpointer=saver)
+        return final, [_history(saver, g, "r/maria/course"), _history(saver, sg, "adhoc/maria/s1"), _history(saver, sg, "adhoc/maria/s2")]
+
+    a, ha = run("pregel")
+    b, hb = run("lean")
+    assert _strip(a) == _strip(b) and len(b["records"]) == 2
+    for x, y in zip(ha, hb, strict=True):
+        assert len(x) == len(y) > 4
+        assert x == y
+
+
+def test_a_run_resumes_across_executors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session that failed mid-way under one executor resumes under the other (and the
+    same one) to the transcript of an uninterrupted run."""
+    from therasim.testing import FunctionChatModel
+
+    ref, _ = _session("lean", lean=False, turns=3)
+    fake = SchemaFakeChatModel()
+    for first, second in (("lean", "pregel"), ("pregel", "lean"), ("lean", "lean")):
+        flaky = _failing_at(5, fake)
+        saver = InMemorySaver()
+        g = preset("lean").compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": session_recursion_limit(3)}
+        ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=flaky)}), course=CourseSpec(max_turns=3))
+        monkeypatch.setenv(executor.EXECUTOR_ENV, first)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            asyncio.run(executor.ainvoke(g, initial_session_state(example_profiles()[0]), cfg, context=ctx, durability="sync"))
+        snap = asyncio.run(g.aget_state(cfg))
+        assert snap.next and any(t.error for t in snap.tasks)  # the failed task's error is stored, as Pregel stores it
+        monkeypatch.setenv(executor.EXECUTOR_ENV, second)
+        out = asyncio.run(executor.ainvoke(g, None, cfg, context=ctx, durability="sync"))
+        assert [(t["speaker"], t["text"]) for t in out["transcript"]] == [(t["speaker"], t["text"]) for t in ref["transcript"]], (first, second)
+
+
+def _failing_at(call: int, fake: SchemaFakeChatModel) -> Any:
+    """A model function that raises on its ``call``-th call and answers as ``fake`` otherwise."""
+    n = {"calls": 0}
+
+    def flaky(messages: list[Any], kw: dict[str, Any]) -> str:
+        n["calls"] += 1
+        if n["calls"] == call:
+            raise RuntimeError("simulated crash")
+        return str(fake.invoke(messages, **{k: v for k, v in kw.items() if k != "stop"}).content)
+
+    return flaky
+
+
+class _Chains(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def on_chain_start(self, serialized: Any, inputs: Any, *, name: str | None = None, **kw: Any) -> None:
+        self.started.append(str(name))
+
+
+def test_falls_back_to_pregel_when_something_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = preset("minimal").compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    assert executor.lean_reason(g, {}, cfg, {"context": None, "durability": "sync"}) is None
+    assert executor.lean_reason(g, {}, {**cfg, "callbacks": [_Chains()]}, {}) == "callbacks passed in"
+    assert executor.lean_reason(g, {}, cfg, {"durability": "exit"}) == "durability 'exit'"
+    assert executor.lean_reason(g, {}, cfg, {"interrupt_before": ["client"]}) is not None
+    from langgraph.types import Command
+
+    assert executor.lean_reason(g, Command(resume=1), cfg, {}) == "a Command input"
+    assert executor.lean_reason(g.builder.compile(), {}, cfg, {}) == "not compiled by a therasim builder"
+    monkeypatch.setenv(executor.EXECUTOR_ENV, "pregel")
+    assert executor.lean_reason(g, {}, cfg, {}) == "THERASIM_EXECUTOR=pregel"
+    monkeypatch.setenv(executor.EXECUTOR_ENV, "turbo")
+    with pytest.raises(Exception, match="THERASIM_EXECUTOR"):
+        executor.lean_reason(g, {}, cfg, {})
+    # with a handler passed in, the run is Pregel's and the handler sees every node
+    monkeypatch.delenv(executor.EXECUTOR_ENV)
+    h = _Chains()
+    out = asyncio.run(executor.ainvoke(g, initial_session_state(example_profiles()[0]), {**cfg, "callbacks": [h], "recursion_limit": 100}, context=_ctx(1)))
+    assert out["ended"] and "client" in h.started and "counselor" in h.started
+
+
+def test_an_interrupt_hands_the_run_to_pregel() -> None:
+    """A node that calls ``interrupt()`` under the lean executor: the run is handed to
+    Pregel from the last checkpoint and ends interrupted exactly as under Pregel; the
+    resume (a Command) runs on Pregel and finishes the session."""
+    from langgraph.types import Command, interrupt
+
+    def build() -> Any:
+        async def ask(view: Any, ctx: Any) -> dict[str, Any]:
+            answer = interrupt("approve?")
+            return {"current": {"approved": {"answer": answer}}}
+
+        b = preset("minimal").copy()
+        b.add_node("approve", ask, side="counselor", writes=(Slot("approved", turn="counselor"),), after="client")
+        return b
+
+    def run(lean: bool) -> tuple[Any, Any, list[Any]]:
+        saver = InMemorySaver()
+        g = build().compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": 100}
+        state = initial_session_state(example_profiles()[0])
+        first = asyncio.run(executor.ainvoke(g, state, cfg, context=_ctx(1)) if lean else g.ainvoke(state, cfg, context=_ctx(1)))
+        done = asyncio.run(executor.ainvoke(g, Command(resume="yes"), cfg, context=_ctx(1)))
+        return first, done, asyncio.run(_states(g, cfg))
+
+    a1, a2, ha = run(False)
+    b1, b2, hb = run(True)
+    assert [i.value for i in b1["__interrupt__"]] == [i.value for i in a1["__interrupt__"]] == ["approve?"]
+    assert _strip(a2) == _strip(b2) and b2["ended"]
+    assert [(s.next, s.metadata["step"], s.metadata["source"]) for s in ha] == [(s.next, s.metadata["step"], s.metadata["source"]) for s in hb]
