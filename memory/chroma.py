@@ -763,9 +763,14 @@ def _embedding(spec: Any) -> Any:
 
 
 def _persistent_client(path: str, settings: Any) -> Any:
+    """A Chroma client for ``path`` with its own copy of ``settings``: Chroma's
+    ``PersistentClient`` writes ``persist_directory`` into the settings it is given, so
+    one shared object would carry the last folder opened, and a second store opening a
+    folder still open in this process (``inspect`` beside a run, a fresh store in a
+    test) would fail "already exists with different settings"."""
     import chromadb
 
-    return chromadb.PersistentClient(path=path, settings=settings)
+    return chromadb.PersistentClient(path=path, settings=settings.model_copy())
 
 
 def _open_chroma(spec: Any, default_path: str | None, scope: str | None) -> ChromaMemoryStore:

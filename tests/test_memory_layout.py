@@ -183,3 +183,19 @@ def test_runs_record_their_layout_and_older_runs_keep_theirs(tmp_path: Path, mon
         rec = fork(rd, cid, 2, 1, models=models, branch="again")
         assert rec["turns"]
     assert _collections(runs["legacy"])[0].startswith("m-") and len(_collections(runs["legacy"])) == 6  # nothing moved
+
+
+def test_a_second_store_opens_a_block_another_store_holds_open(tmp_path: Path) -> None:
+    """Chroma's PersistentClient writes the folder into the settings it is given; each
+    block's client gets its own copy, so a second store in the same process (``inspect``
+    beside a run) opens a block the first still holds open, whichever it opened last."""
+    ids = [f"k{i}" for i in range(8)]
+    a = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), layout="blocks", scope="s", open_blocks=2)
+    a.assign_blocks(ids, 4)
+    a.add("k0", "counselor", [{"text": "k0 sleeps badly", "kind": "fact", "session": 1}])
+    a.add("k4", "counselor", [{"text": "k4 walks", "kind": "plan", "session": 1}])  # opened last: another block
+    assert len(a._blocks) == 2
+    b = ChromaMemoryStore.persistent(str(tmp_path / "m"), HashEmbedding(), layout="blocks", scope="s", cache=False)
+    b.assign_blocks(ids, 4)
+    assert [x["text"] for x in b.list("k0", "counselor")] == ["k0 sleeps badly"]
+    assert [x["text"] for x in b.list("k4", "counselor")] == ["k4 walks"]
