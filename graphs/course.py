@@ -43,7 +43,6 @@ from therasim.graphs.builder import (
     untraced,
     wrap_node,
 )
-from therasim.graphs.executor import mark_lean
 from therasim.graphs.presets import preset
 from therasim.graphs.session import course_recursion_limit, session_recursion_limit
 from therasim.nodes.events import between_session_events
@@ -393,7 +392,7 @@ class CourseGraphBuilder(StepsBuilder):
 
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile the course graph and its session graph with one checkpointer."""
-        return mark_lean(untraced(self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")))
+        return executor.mark_lean(untraced(self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")))
 
     def describe(self) -> dict[str, Any]:
         return {
