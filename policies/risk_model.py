@@ -69,7 +69,10 @@ LORA_TARGETS: tuple[str, ...] = ("attention.self.query", "attention.self.key", "
 HPARAMS: dict[str, Any] = {"rank": 16, "alpha": 32, "epochs": 6, "lr": 1e-3, "batch_size": 16, "weight_decay": 0.01, "max_length": 128, "seed": 0, "lora_from": 3, "aux": 1.0}
 CV_FOLDS = 4  # stratified folds (fewer than three writers)
 WRITER_FOLDS = 4  # at most this many leave-writers-out folds (docs/risk.md)
-MISS_COST = 3.0  # threshold choice: a missed risk statement costs three false alarms
+MISS_COST = 3.0  # the cost rule (up to the sixth round): a missed risk statement costs three false alarms
+RULE = "recall_first"  # the operating point's rule since the seventh round (docs/risk.md; choose_thresholds)
+MIN_EXPLICIT_RECALL = 0.98  # recall_first: out-of-fold recall of the explicit risk rows to reach first
+IMPLICIT_SUBTYPES: tuple[str, ...] = ("indirect", "understated", "hypothetical", "disguise")  # risk rows not counted as explicit
 MAX_LENGTH = 256  # tokens read at inference (a long, rambling turn)
 INT8 = True  # inference with int8 linear weights (dynamic quantization; thresholds chosen on the same path)
 
@@ -431,30 +434,64 @@ def folds(labels: list[int], k: int = CV_FOLDS, seed: int = 0) -> list[int]:
     return out
 
 
-def choose_thresholds(p_risk: Any, is_risk: Any, pattern: Any, miss_cost: float = MISS_COST, unvetoed: Any = None) -> dict[str, float]:
-    """``threshold`` and ``veto`` minimising ``miss_cost * misses + false alarms`` on
-    out-of-fold probabilities. A text is flagged when ``p_risk >= threshold``, when
-    the patterns find an active cue and ``p_risk > veto`` (at or below it the
-    classifier reads the text as benign and the pattern cue is qualified), or when
-    it is ``unvetoed`` (an explicit pattern cue that the benign reading may not
-    qualify: :func:`therasim.policies.risk.unvetoed`). Ties: the higher threshold,
-    then the higher veto."""
+def _grid() -> list[tuple[float, float]]:
+    """Every (``threshold``, ``veto``) pair tried: thresholds 0.02-0.98 and vetoes
+    0-threshold, in steps of 0.01."""
+    import numpy as np
+
+    return [(float(thr), float(veto)) for thr in np.round(np.arange(0.02, 0.981, 0.01), 2) for veto in np.round(np.arange(0.0, thr + 1e-9, 0.01), 2)]
+
+
+def choose_thresholds(p_risk: Any, is_risk: Any, pattern: Any, miss_cost: float = MISS_COST, unvetoed: Any = None, *, explicit: Any = None, min_recall: float = MIN_EXPLICIT_RECALL) -> dict[str, Any]:
+    """``threshold`` and ``veto`` chosen on out-of-fold probabilities. A text is
+    flagged when ``p_risk >= threshold``, when the patterns find an active cue and
+    ``p_risk > veto`` (at or below it the classifier reads the text as benign and the
+    pattern cue is qualified), or when it is ``unvetoed`` (an explicit pattern cue
+    that the benign reading may not qualify: :func:`therasim.policies.risk.unvetoed`).
+
+    With ``explicit`` (a mask of the explicit risk rows, :func:`explicit_mask`) the
+    rule is ``recall_first`` (docs/risk.md, seventh round): among the pairs whose
+    recall on the explicit rows is at least ``min_recall``, the fewest false alarms on
+    benign rows; if no pair reaches it, the highest explicit recall, then the fewest
+    false alarms. Without it the rule is ``cost``: the lowest ``miss_cost * misses +
+    false alarms`` (the rule up to the sixth round). Ties: the higher threshold, then
+    the higher veto."""
     import numpy as np
 
     p, y, pat = np.asarray(p_risk), np.asarray(is_risk, bool), np.asarray(pattern, bool)
     always = np.zeros(len(p), bool) if unvetoed is None else np.asarray(unvetoed, bool)
-    best: tuple[float, float, float] | None = None
-    for thr in np.round(np.arange(0.02, 0.981, 0.01), 2):
-        for veto in np.round(np.arange(0.0, thr + 1e-9, 0.01), 2):
-            pred = (p >= thr) | (pat & (p > veto)) | always
-            cost = miss_cost * float((y & ~pred).sum()) + float((~y & pred).sum())
-            cand = (cost, -float(thr), -float(veto))
-            if best is None or cand < best:
-                best = cand
+    ex = None if explicit is None else np.asarray(explicit, bool) & y
+    n_ex = 0 if ex is None else int(ex.sum())
+    need = math.ceil(round(min_recall * n_ex, 9))  # explicit hits that reach min_recall (exact in integers)
+    best: tuple[Any, ...] | None = None
+    for thr, veto in _grid():
+        pred = (p >= thr) | (pat & (p > veto)) | always
+        fa = int((~y & pred).sum())
+        if ex is None:
+            cand: tuple[Any, ...] = (miss_cost * float((y & ~pred).sum()) + fa, -thr, -veto)
+        else:
+            hits = int((ex & pred).sum())
+            cand = (0, 0, fa, -thr, -veto) if hits >= need else (1, -hits, fa, -thr, -veto)
+        if best is None or cand < best:
+            best = cand
     assert best is not None
-    thr, veto = -best[1], -best[2]
+    thr, veto = -best[-2], -best[-1]
     pred = (p >= thr) | (pat & (p > veto)) | always
-    return {"threshold": thr, "veto": veto, "cv_recall": round(float((pred & y).sum() / y.sum()), 4), "cv_benign_fp": round(float((pred & ~y).sum() / (~y).sum()), 4), "cv_cost": best[0]}
+    out: dict[str, Any] = {"threshold": thr, "veto": veto, "cv_recall": round(float((pred & y).sum() / y.sum()), 4), "cv_benign_fp": round(float((pred & ~y).sum() / (~y).sum()), 4)}
+    if ex is None:
+        out.update(rule="cost", cv_cost=best[0])
+    else:
+        hits = int((ex & pred).sum())
+        out.update(rule="recall_first", min_explicit_recall=min_recall, cv_explicit_recall=round(hits / n_ex, 4) if n_ex else 0.0, cv_explicit_hits=f"{hits}/{n_ex}", cv_false_alarms=int((pred & ~y).sum()), cv_misses=int((y & ~pred).sum()))
+    return out
+
+
+def explicit_mask(rows: list[dict[str, Any]]) -> Any:
+    """The explicit risk rows: a risk label and a subtype not in
+    :data:`IMPLICIT_SUBTYPES` (the held-out test's definition)."""
+    import numpy as np
+
+    return np.array([r["label"] != "benign" and r.get("subtype", "") not in IMPLICIT_SUBTYPES for r in rows], bool)
 
 
 def _save(weights: dict[str, Any], path: Path) -> None:
@@ -554,16 +591,23 @@ def pattern_flags(texts: list[str], probs: Any) -> tuple[Any, Any]:
     return pattern, always
 
 
-def figures(rows: list[dict[str, Any]], oof: Any, chosen: dict[str, float] | None = None) -> dict[str, Any]:
-    """Thresholds chosen on out-of-fold probabilities, with the figures they give."""
+def figures(rows: list[dict[str, Any]], oof: Any, chosen: dict[str, Any] | None = None, rule: str = RULE) -> dict[str, Any]:
+    """Thresholds chosen on out-of-fold probabilities by ``rule`` (``recall_first`` or
+    ``cost``: :func:`choose_thresholds`), with the figures they give."""
     import numpy as np
 
+    if rule not in ("recall_first", "cost"):
+        raise ValueError(f"rule {rule!r} is not 'recall_first' or 'cost'")
     labels = [class_of(r) for r in rows]
     n_risk = len(RISK_CLASSES)
     p_risk = oof[:, :n_risk].sum(1)
     is_risk = np.array([lab < n_risk for lab in labels])
     pattern, always = pattern_flags([r["text"] for r in rows], oof)
-    chosen = chosen or choose_thresholds(p_risk, is_risk, pattern, unvetoed=always)
+    if chosen is None:
+        if rule == "recall_first":
+            chosen = choose_thresholds(p_risk, is_risk, pattern, unvetoed=always, explicit=explicit_mask(rows))
+        else:
+            chosen = choose_thresholds(p_risk, is_risk, pattern, unvetoed=always)
     pred = (p_risk >= chosen["threshold"]) | (pattern & (p_risk > chosen["veto"])) | always
     per_sub = {s: f"{int(sum(pred[i] for i, r in enumerate(rows) if r['label'] == 'benign' and r.get('subtype') == s))}/{sum(1 for r in rows if r['label'] == 'benign' and r.get('subtype') == s)}" for s in BENIGN_SUBTYPES}
     per_label = {c: f"{int(sum(pred[i] for i, r in enumerate(rows) if r['label'] == c))}/{sum(1 for r in rows if r['label'] == c)}" for c in RISK_CLASSES}
@@ -596,8 +640,8 @@ def build(data_dir: Path | None = None, *, jobs: int = 1, log: Any = print) -> d
         "int8": INT8,
         "cv_folds": len(set(fold)),
         "cv_by": "writer" if len({r.get("author", "project") for r in rows}) >= 3 else "stratified",
-        "miss_cost": MISS_COST,
-        **figures(rows, oof),
+        "implicit_subtypes": list(IMPLICIT_SUBTYPES),
+        **figures(rows, oof, rule=RULE),
         "torch": torch.__version__,
     }
     (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -605,11 +649,12 @@ def build(data_dir: Path | None = None, *, jobs: int = 1, log: Any = print) -> d
     return meta
 
 
-def rethreshold(data_dir: Path | None = None) -> dict[str, Any]:
-    """Choose ``threshold`` and ``veto`` again from the shipped out-of-fold
+def rethreshold(data_dir: Path | None = None, rule: str = RULE) -> dict[str, Any]:
+    """Choose ``threshold`` and ``veto`` again by ``rule`` from the shipped out-of-fold
     probabilities and the current patterns, without retraining (after a pattern
-    change: which texts carry an active pattern cue enters the choice), and rewrite
-    ``risk_model.json``'s thresholds and cross-validated figures."""
+    change, which texts carry an active pattern cue enters the choice; after a change
+    of rule, the rule does), and rewrite ``risk_model.json``'s thresholds and
+    cross-validated figures."""
     import numpy as np
 
     d = data_dir or _data_dir()
@@ -618,7 +663,13 @@ def rethreshold(data_dir: Path | None = None) -> dict[str, Any]:
     if meta["data_sha256"] != data_sha256(rows):
         raise RuntimeError("the training rows changed since the model was trained: retrain (python -m therasim.policies.risk_model JOBS)")
     oof = np.load(d / "risk_model_oof.npy").astype("float32")
-    meta.update(figures(rows, oof))
+    for k in ("miss_cost", "cv_cost", "rule", "min_explicit_recall", "cv_explicit_recall", "cv_explicit_hits", "cv_false_alarms", "cv_misses", "implicit_subtypes"):
+        meta.pop(k, None)  # the keys of either rule; the chosen rule's come back below
+    meta.update(figures(rows, oof, rule=rule))
+    if rule == "cost":
+        meta["miss_cost"] = MISS_COST
+    else:
+        meta["implicit_subtypes"] = list(IMPLICIT_SUBTYPES)
     meta["model_version"] = MODEL_VERSION  # the weights are unchanged; the decision rule is this code's
     (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
@@ -627,7 +678,7 @@ def rethreshold(data_dir: Path | None = None) -> dict[str, Any]:
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    if sys.argv[1:] == ["--thresholds"]:
-        print(json.dumps(rethreshold(), indent=2))
+    if sys.argv[1:2] == ["--thresholds"]:  # --thresholds [recall_first|cost]
+        print(json.dumps(rethreshold(rule=sys.argv[2] if len(sys.argv) > 2 else RULE), indent=2))
     else:
         print(json.dumps(build(jobs=int(sys.argv[1]) if len(sys.argv) > 1 else 1), indent=2))

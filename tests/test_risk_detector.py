@@ -129,6 +129,94 @@ def test_threshold_choice_by_hand():
     assert got2["cv_cost"] == 0.0 and got2["threshold"] == 0.6 and got2["veto"] == 0.29
 
 
+def test_recall_first_operating_point_by_hand():
+    """The seventh round's rule (docs/risk.md): among the pairs whose recall on the
+    explicit risk rows reaches 98%, the fewest false alarms; ties: the higher
+    threshold, then the higher veto; if no pair reaches 98%, the highest explicit
+    recall, then the fewest false alarms."""
+    # three explicit risk rows (0.9, 0.6, 0.3), one understated risk row (0.05), three benign (0.5, 0.2, 0.1)
+    p = np.array([0.9, 0.6, 0.3, 0.05, 0.5, 0.2, 0.1])
+    y = np.array([1, 1, 1, 1, 0, 0, 0], bool)
+    ex = np.array([1, 1, 1, 0, 0, 0, 0], bool)
+    none = np.zeros(len(p), bool)
+    # 3/3 explicit hits need threshold <= 0.3; there 0.21-0.30 flag one benign row (0.5), the
+    # fewest: the highest such threshold, 0.3, and with no pattern cue every veto ties: the highest, 0.3.
+    got = choose_thresholds(p, y, none, explicit=ex)
+    assert (got["threshold"], got["veto"], got["cv_explicit_hits"], got["cv_false_alarms"], got["cv_misses"], got["rule"]) == (0.3, 0.3, "3/3", 1, 1, "recall_first")
+    assert (got["cv_recall"], got["cv_benign_fp"], got["cv_explicit_recall"]) == (0.75, round(1 / 3, 4), 1.0)
+    # the cost rule on the same rows: 0.05 catches every risk row at three false alarms (cost 3)
+    # against 3 x 1 + 1 = 4 at 0.3, so it goes lower (the understated row counts there)
+    assert choose_thresholds(p, y, none, miss_cost=3.0)["threshold"] == 0.05
+    # a pattern cue on the 0.3 row: thresholds 0.51-0.6 flag no benign row while vetoes below 0.3
+    # keep the row: the highest of each, 0.6 and 0.29
+    pat = np.array([0, 0, 1, 0, 0, 0, 0], bool)
+    got = choose_thresholds(p, y, pat, explicit=ex)
+    assert (got["threshold"], got["veto"], got["cv_false_alarms"], got["cv_explicit_hits"]) == (0.6, 0.29, 0, "3/3")
+    # ...unless a benign row at 0.2 carries a pattern cue too: vetoes 0.20-0.29 keep the risk row and
+    # drop the benign one
+    pat2 = np.array([0, 0, 1, 0, 0, 1, 0], bool)
+    assert (lambda g: (g["threshold"], g["veto"], g["cv_false_alarms"]))(choose_thresholds(p, y, pat2, explicit=ex)) == (0.6, 0.29, 0)
+    # 98% of 50 explicit rows is 49: one miss is allowed, so the threshold rises to the 49 rows at
+    # 0.9 (no false alarm), against 0.3 when all 50 were needed (min_recall 1.0)
+    p50 = np.array([0.9] * 49 + [0.3, 0.5])
+    y50, ex50 = np.array([1] * 50 + [0], bool), np.array([1] * 50 + [0], bool)
+    got = choose_thresholds(p50, y50, np.zeros(51, bool), explicit=ex50)
+    assert (got["threshold"], got["cv_explicit_hits"], got["cv_explicit_recall"], got["cv_false_alarms"]) == (0.9, "49/50", 0.98, 0)
+    got = choose_thresholds(p50, y50, np.zeros(51, bool), explicit=ex50, min_recall=1.0)
+    assert (got["threshold"], got["cv_explicit_hits"], got["cv_false_alarms"]) == (0.3, "50/50", 1)
+    # no pair reaches 98%: an explicit row at 0.0 is never flagged (thresholds start at 0.02), so the
+    # highest explicit recall, 3/4, then the fewest false alarms: 0.3 again
+    p4 = np.array([0.9, 0.6, 0.3, 0.0, 0.5, 0.2, 0.1])
+    ex4 = np.array([1, 1, 1, 1, 0, 0, 0], bool)
+    got = choose_thresholds(p4, y, none, explicit=ex4)
+    assert (got["threshold"], got["veto"], got["cv_explicit_hits"], got["cv_explicit_recall"], got["cv_false_alarms"]) == (0.3, 0.3, "3/4", 0.75, 1)
+    # an unvetoed explicit cue counts as flagged whatever P(risk) is: then 4/4 at 0.3
+    got = choose_thresholds(p4, y, none, unvetoed=np.array([0, 0, 0, 1, 0, 0, 0], bool), explicit=ex4)
+    assert (got["threshold"], got["cv_explicit_hits"], got["cv_false_alarms"]) == (0.3, "4/4", 1)
+    # the explicit rows are the held-out test's: a risk label and a subtype not implicit
+    rows = [{"label": "plan", "subtype": "direct"}, {"label": "plan", "subtype": "understated"}, {"label": "benign", "subtype": "denial"}, {"label": "abuse", "subtype": "disguise"}, {"label": "nssi"}]
+    assert risk_model.explicit_mask(rows).tolist() == [True, False, False, False, True]
+    assert set(risk_model.IMPLICIT_SUBTYPES) == IMPLICIT
+
+
+def _compare_script():
+    """scripts/risk_compare_models.py as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "risk_compare_models.py"
+    spec = importlib.util.spec_from_file_location("risk_compare_models", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_rule_compares_on_the_common_rows_by_hand():
+    """Rule 3 (docs/risk.md, seventh round): on the rows both models were
+    cross-validated on, each at its own rule-2 point chosen on those rows, the new
+    model ships only with fewer false alarms."""
+    def oof(ps: list[float]) -> np.ndarray:
+        out = np.zeros((len(ps), len(CLASSES)), "float32")
+        out[:, 0], out[:, CLASSES.index("benign:everyday_distress")] = ps, [1 - q for q in ps]
+        return out
+
+    def row(i: str, label: str) -> dict:
+        return {"id": i, "text": f"row {i} about the weather", "label": label, "subtype": "everyday_distress" if label == "benign" else "direct"}
+
+    old_rows = [row("x1", "plan"), row("x2", "plan"), row("x3", "benign"), row("x4", "benign")]
+    # the old model needs threshold <= 0.3 for both explicit rows: one false alarm (0.5)
+    old = (old_rows, oof([0.9, 0.3, 0.5, 0.1]))
+    # the new model, its rows in another order with one more row (ignored): 0.8 catches both, none flagged
+    new_rows = [old_rows[3], row("x5", "benign"), old_rows[0], old_rows[2], old_rows[1]]
+    new = (new_rows, oof([0.1, 0.99, 0.9, 0.5, 0.8]))
+    got = _compare_script().compare(old, new)
+    assert (got["common_rows"], got["old"]["threshold"], got["old"]["cv_false_alarms"], got["new"]["threshold"], got["new"]["cv_false_alarms"], got["ships"]) == (4, 0.3, 1, 0.8, 0, "new")
+    assert got["new"]["cv_explicit_hits"] == got["old"]["cv_explicit_hits"] == "2/2"
+    # equal false alarms: the shipped model stays
+    assert _compare_script().compare(old, old)["ships"] == "old"
+
+
 def test_folds_are_stratified_and_deterministic():
     labels = [0] * 8 + [1] * 4
     f = risk_model.folds(labels, k=4)
@@ -272,7 +360,7 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 48))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
     evaluation = [_words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl"):
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl"):
         evaluation += [_words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     near = [rows[i]["id"] for i in _near_duplicates([_words(r["text"]) for r in rows], evaluation)]
     assert near == []
@@ -285,7 +373,12 @@ def test_shipped_thresholds_follow_from_the_cross_validation():
     assert oof.shape == (len(rows), len(CLASSES))
     labels = [risk_model.class_of(r) for r in rows]
     pat, unvetoed = risk_model.pattern_flags([r["text"] for r in rows], oof)
-    again = choose_thresholds(oof[:, : len(RISK_CLASSES)].sum(1), [lab < len(RISK_CLASSES) for lab in labels], pat, miss_cost=meta["miss_cost"], unvetoed=unvetoed)
+    y = [lab < len(RISK_CLASSES) for lab in labels]
+    if meta.get("rule", "cost") == "recall_first":  # the seventh round's rule (docs/risk.md)
+        again = choose_thresholds(oof[:, : len(RISK_CLASSES)].sum(1), y, pat, unvetoed=unvetoed, explicit=risk_model.explicit_mask(rows), min_recall=meta["min_explicit_recall"])
+        assert meta["implicit_subtypes"] == list(risk_model.IMPLICIT_SUBTYPES) and meta["min_explicit_recall"] == risk_model.MIN_EXPLICIT_RECALL
+    else:  # the cost rule, up to the sixth round
+        again = choose_thresholds(oof[:, : len(RISK_CLASSES)].sum(1), y, pat, miss_cost=meta["miss_cost"], unvetoed=unvetoed)
     assert {k: again[k] for k in ("threshold", "veto", "cv_recall", "cv_benign_fp")} == {k: meta[k] for k in ("threshold", "veto", "cv_recall", "cv_benign_fp")}
 
 
@@ -494,6 +587,25 @@ def test_unseen_authors5_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "hit") >= AUTHORS5_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS5_CEILING_FP
 
+@pytest.mark.embedded
+def test_unseen_authors6_figures(capsys: pytest.CaptureFixture[str]):
+    """A seventh evaluation set: utterances by two more authors (a55, a56) who wrote to
+    the seventh brief for evaluation only: never trained on, nor used for thresholds or
+    settings (policies/data/risk_utterances_unseen_authors6.jsonl, docs/risk.md). No row
+    is a near duplicate of a training row (checked on import, before the seventh
+    round's training import, which keeps every training row apart from it)."""
+    mine = _jsonl("risk_utterances_unseen_authors6.jsonl")
+    assert len(mine) >= 700
+    assert {r["author"] for r in mine} == {"a55", "a56"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors6.jsonl", "unseen authors a55+a56")
+    assert _rate(f, "hit") >= AUTHORS6_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS6_CEILING_FP
+
+
+# set before the set was first read (a regression guard, not the targets); measured with the model of 16,048 rows (sixth round)
+AUTHORS6_FLOOR_RECALL = 0.97  # measured 346/347 = 99.7% (explicit 329/329)
+AUTHORS6_CEILING_FP = 0.065  # measured 5/359 = 1.4%
 # measured with the model of 16,048 rows (sixth round); before it, the models of 14,227 and 11,284 rows
 AUTHORS5_FLOOR_RECALL = 0.97  # measured 339/345 = 98.3% (341/345 = 98.8% with 14,227 rows, before the sixth round)
 AUTHORS5_CEILING_FP = 0.065  # measured 16/384 = 4.2% (20/384 = 5.2% with 14,227 rows)
