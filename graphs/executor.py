@@ -70,8 +70,11 @@ def _known_channels() -> tuple[type, ...]:
     return tuple(known)
 
 
-def _static_reason(graph: Any) -> str | None:
-    """Why this compiled graph as a whole must run on Pregel (None: it need not)."""
+def _static_reason(graph: Any, detached: frozenset[str] = frozenset()) -> str | None:
+    """Why this compiled graph as a whole must run on Pregel (None: it need not).
+    ``detached``: nodes whose graph LangGraph counts as a subgraph but which run it
+    on a thread of its own (an explicit ``thread_id``, so nothing of it lives in this
+    graph's checkpoint namespace): the course's session step."""
     if not getattr(graph, _MARK, False):
         return "not compiled by a therasim builder"
     if graph.interrupt_before_nodes or graph.interrupt_after_nodes:
@@ -85,15 +88,17 @@ def _static_reason(graph: Any) -> str | None:
         if type(spec) not in known:
             return f"channel {name!r} of type {type(spec).__name__}"
     for name, pn in graph.nodes.items():
-        if pn.retry_policy or pn.cache_policy or pn.subgraphs or getattr(pn, "timeout", None):
+        if pn.retry_policy or pn.cache_policy or (pn.subgraphs and name not in detached) or getattr(pn, "timeout", None):
             return f"node {name!r} has a retry/cache policy, a subgraph or a timeout"
     return None
 
 
-def mark_lean(compiled: Any) -> Any:
-    """Mark ``compiled`` (from a therasim builder) as one the lean executor may run."""
+def mark_lean(compiled: Any, detached: tuple[str, ...] = ()) -> Any:
+    """Mark ``compiled`` (from a therasim builder) as one the lean executor may run.
+    ``detached`` names nodes that run another graph on a thread of its own (LangGraph
+    finds that graph in the node's closure and calls it a subgraph)."""
     setattr(compiled, _MARK, True)
-    compiled.__dict__["_therasim_lean_static"] = _static_reason(compiled)
+    compiled.__dict__["_therasim_lean_static"] = _static_reason(compiled, frozenset(detached))
     return compiled
 
 

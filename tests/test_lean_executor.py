@@ -145,6 +145,15 @@ def test_lean_executor_writes_the_checkpoints_pregel_writes(name: str, monkeypat
 def test_lean_course_writes_the_checkpoints_pregel_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """A two-session course (course thread and both session threads), lean against Pregel."""
 
+    lean_run = executor._run
+    ran: list[Any] = []
+
+    async def counted(*a: Any) -> Any:
+        ran.append(a[0])
+        return await lean_run(*a)
+
+    monkeypatch.setattr(executor, "_run", counted)
+
     def run(mode: str) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
         monkeypatch.setenv(executor.EXECUTOR_ENV, mode)
         from therasim.graphs import run_course
@@ -152,7 +161,10 @@ def test_lean_course_writes_the_checkpoints_pregel_writes(monkeypatch: pytest.Mo
         saver = InMemorySaver()
         cb = CourseGraphBuilder("lean").without("memory")
         g = cb.compile(checkpointer=saver)
+        ran.clear()
         final = asyncio.run(run_course(g, initial_course_state(example_profiles()[0], sessions=2), _ctx(2, 2), thread_id="r/maria/course"))
+        # lean: the course graph itself (its session step is a detached subgraph) and both sessions
+        assert [x is g for x in ran] == ([True, False, False] if mode == "lean" else [])
         sg = cb.session.compile(checkpointer=saver)
         return final, [_history(saver, g, "r/maria/course"), _history(saver, sg, "adhoc/maria/s1"), _history(saver, sg, "adhoc/maria/s2")]
 
