@@ -94,11 +94,15 @@ def main() -> int:
             s.add(cid, "counselor", its, e)
     hz = os.sysconf("SC_CLK_TCK")
     res: dict[tuple[int, int], dict[str, Any]] = {(s, n): {"cpu": [], "threads": {}, "written": 0} for s in arms for n in sizes}
+    # CPU per upsert by where it falls between two HNSW persists of its collection (fifths
+    # of the arm's sync_threshold, from the items written to the collection before it)
+    cycle: dict[int, dict[int, list[float]]] = {s: {} for s in arms}
     load0 = os.getloadavg()
     for r in range(a.rounds):
         for n in sizes:
             order = arms[r % len(arms) :] + arms[: r % len(arms)]
             for sync in order:
+                fifth = (counter[sync] % sync) * 5 // sync
                 cid, its, e = items(sync, n)
                 t0, w0, c0 = _threads(), _written(), time.process_time()
                 stores[sync].add(cid, "counselor", its, e)
@@ -107,6 +111,7 @@ def main() -> int:
                 t1, w1 = _threads(), _written()
                 row = res[(sync, n)]
                 row["cpu"].append(cpu)
+                cycle[sync].setdefault(fifth, []).append(cpu)
                 row["written"] += w1 - w0
                 for tid, (g, v) in t1.items():
                     row["threads"][g] = row["threads"].get(g, 0) + v - t0.get(tid, (g, 0))[1]
@@ -134,6 +139,9 @@ def main() -> int:
             out["results"].append({"items": n, "sync_threshold": sync, "cpu_ms_mean": round(1000 * mean, 2), "cpu_ms_median": round(1000 * med, 2), "ratio_mean": round(ratio, 3), "thread_ms": th, "kb_written": round(kb, 1)})
             print(f"| {n} | {sync} | {1000 * mean:.2f} | {1000 * med:.2f} | {ratio:.2f} | {th.get('python', 0)} / {th.get('tokio', 0)} / {th.get('sqlite', 0)} | {kb:.0f} |")
     print(f"log rows at the end: {log_rows}")
+    out["cpu_ms_median_by_fifth_of_sync_cycle"] = {s: {f: round(1000 * statistics.median(v), 2) for f, v in sorted(c.items())} for s, c in cycle.items()}
+    for s_, c in out["cpu_ms_median_by_fifth_of_sync_cycle"].items():
+        print(f"sync_threshold {s_}: CPU ms per upsert (median, all sizes) by fifth of the persist cycle: {c}")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return 0
