@@ -70,11 +70,30 @@ def run(bench_args: list[str], out: Path, pythonpath: str | None) -> dict:
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
+def _same_files(out: Path, repeat: int) -> dict[str, dict[str, object]]:
+    """For transcripts.jsonl and prompts.jsonl: whether every kept run (both arms) wrote
+    the same lines (sorted: courses finish in any order), by hash."""
+    import hashlib
+
+    res: dict[str, dict[str, object]] = {}
+    for name in ("transcripts.jsonl", "prompts.jsonl"):
+        digests, lines = [], []
+        for arm in ("before", "after"):
+            for i in range(repeat):
+                found = sorted((out / f"{arm}-{i}").rglob(name))
+                rows = sorted(ln for f in found for ln in f.read_text().splitlines())
+                digests.append(hashlib.sha256("\n".join(rows).encode()).hexdigest() if found else None)
+                lines.append(len(rows))
+        res[name] = {"identical": None not in digests and len(set(digests)) == 1, "files": len(digests), "lines": lines[0] if len(set(lines)) == 1 else lines, "sha256": digests}
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="baseline git revision")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--out", default=None, help="folder for the JSON results")
+    ap.add_argument("--keep", action="store_true", help="keep each run's folder (bench --out) and check that every run's transcripts.jsonl and prompts.jsonl (lines sorted) hash the same")
     ap.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: the therasim bench arguments")
     a = ap.parse_args()
     args = [x for x in a.bench_args if x != "--"]
@@ -84,7 +103,9 @@ def main() -> int:
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for i in range(a.repeat):
         for arm, pp in (("before", str(pkg)), ("after", None)):
-            runs[arm].append(run([*args, *(["--no-checkpoint-sizes"] if "--no-checkpoint-sizes" not in args else [])], out / f"{arm}-{i}.json", pp))
+            keep = ["--out", str(out / f"{arm}-{i}")] if a.keep else []
+            runs[arm].append(run([*args, *keep, *(["--no-checkpoint-sizes"] if "--no-checkpoint-sizes" not in args else [])], out / f"{arm}-{i}.json", pp))
+    same = _same_files(out, a.repeat) if a.keep else None
 
     def med(arm: str, k: str) -> float | None:
         xs = [r[k] for r in runs[arm] if isinstance(r.get(k), (int, float))]
@@ -97,7 +118,12 @@ def main() -> int:
         b, n = med("before", k), med("after", k)
         ratio = f"{n / b:.3f}" if b and n is not None else ""
         print(f"| {k} | {'' if b is None else round(b, 4)} | {'' if n is None else round(n, 4)} | {ratio} |")
-    (out / "summary.json").write_text(json.dumps({arm: [{k: r.get(k) for k in (*KEYS, 'prefix_hit_ratio_by_node', 'cost_by_node', 'transcripts_match', 'valid')} for r in rs] for arm, rs in runs.items()}, indent=1))
+    summary: dict[str, object] = {arm: [{k: r.get(k) for k in (*KEYS, 'prefix_hit_ratio_by_node', 'cost_by_node', 'transcripts_match', 'valid')} for r in rs] for arm, rs in runs.items()}
+    if same is not None:
+        summary["files_identical"] = same
+        for name, ok in same.items():
+            print(f"{name} (lines sorted), every run of both arms: {'identical' if ok['identical'] else 'DIFFERENT'} ({ok['files']} files, {ok['lines']} lines each)")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"results: {out}", file=sys.stderr)
     return 0
 

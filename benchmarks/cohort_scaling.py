@@ -44,6 +44,12 @@ how synchronised the courses in flight still are. Arms in one invocation:
 ``--gather-ms 0,500`` runs each cohort with memory writes that never wait to share a
 Chroma upsert, then with the default wait (``THERASIM_MEMORY_GATHER_MS``): the
 before/after of ``ChromaMemoryStore.gather_wait`` in one invocation.
+
+``--hnsw-sync 1000,100`` runs each cohort with the block collections'
+``hnsw:sync_threshold`` at Chroma's default, then at the store's (``HNSW_SYNC``;
+``THERASIM_CHROMA_HNSW_SYNC``): the before/after of the upsert's fixed cost
+(docs/benchmarks.md, "the fixed cost of a Chroma upsert"). With ``--repeat 2`` the
+whole list of runs is made twice, so the arms alternate (A B A B).
 """
 
 from __future__ import annotations
@@ -275,7 +281,7 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     from therasim.runner import arun_dir, start_run
     from therasim.tools.bench import _get
 
-    tag = f"{n}-{layout or 'default'}" + ("" if memory else "-nomem") + ("" if checkpoints == "sqlite" else f"-{checkpoints}") + (f"-g{os.environ['THERASIM_MEMORY_GATHER_MS']}" if os.environ.get("THERASIM_MEMORY_GATHER_MS") else "")
+    tag = f"{n}-{layout or 'default'}" + ("" if memory else "-nomem") + ("" if checkpoints == "sqlite" else f"-{checkpoints}") + (f"-g{os.environ['THERASIM_MEMORY_GATHER_MS']}" if os.environ.get("THERASIM_MEMORY_GATHER_MS") else "") + (f"-h{os.environ['THERASIM_CHROMA_HNSW_SYNC']}" if os.environ.get("THERASIM_CHROMA_HNSW_SYNC") else "") + f"-p{os.getpid()}"
     if warmup:
         _warm_up(url, root, memory, tag, shape, layout)
     cfg = _config(url, concurrency, memory, shape)
@@ -398,6 +404,8 @@ def main() -> None:
     ap.add_argument("--layouts", default=None, help="comma-separated memory layouts to run each cohort under (default: the one new runs get)")
     ap.add_argument("--checkpoints", default="sqlite", help="comma-separated: sqlite (the run folder's file) and/or memory (an in-memory SQLite database: isolates the file's cost); one run of each cohort per value")
     ap.add_argument("--gather-ms", default=None, help="comma-separated THERASIM_MEMORY_GATHER_MS values (0: memory writes never wait to share an upsert); one run of each cohort per value")
+    ap.add_argument("--hnsw-sync", default=None, help="comma-separated THERASIM_CHROMA_HNSW_SYNC values (the block collections' hnsw:sync_threshold; Chroma's default is 1000); one run of each cohort per value")
+    ap.add_argument("--repeat", type=int, default=1, help="make the whole list of runs this many times (arms alternate)")
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--max-wall-s", type=float, default=None, help="stop each cohort after this long and report what it did (a cohort too large for the machine's time)")
@@ -423,8 +431,9 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="therasim-scale-"))
         mems = ["off"] if a.no_memory else (a.memory or "on").split(",")
         gathers: list[str | None] = list(a.gather_ms.split(",")) if a.gather_ms else [None]
-        runs = [(n, lay, m, ck, g) for lay in (a.layouts.split(",") if a.layouts else [None]) for m in mems for ck in a.checkpoints.split(",") for g in gathers for n in (int(x) for x in a.cohorts.split(","))]
-        for n, lay, m, ck, g in runs:
+        syncs: list[str | None] = list(a.hnsw_sync.split(",")) if a.hnsw_sync else [None]
+        runs = [(n, lay, m, ck, g, hs) for lay in (a.layouts.split(",") if a.layouts else [None]) for m in mems for ck in a.checkpoints.split(",") for g in gathers for n in (int(x) for x in a.cohorts.split(",")) for hs in syncs] * a.repeat
+        for n, lay, m, ck, g, hs in runs:
             cmd = [sys.executable, __file__, "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
             cmd += ["--sessions", str(a.sessions), "--turns", str(a.turns)] + (["--layout", lay] if lay else [])
             cmd += ["--max-wall-s", str(a.max_wall_s)] if a.max_wall_s else []
@@ -434,13 +443,20 @@ def main() -> None:
                 if c:
                     os.sched_setaffinity(0, c[0])
 
-            env = None if g is None else {**os.environ, "THERASIM_MEMORY_GATHER_MS": g}
+            env = dict(os.environ)
+            if g is not None:
+                env["THERASIM_MEMORY_GATHER_MS"] = g
+            if hs is not None:
+                env["THERASIM_CHROMA_HNSW_SYNC"] = hs
             out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False, env=env)
             if out.returncode != 0:
                 raise SystemExit(f"cohort {n} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
             if g is not None:
                 r["gather_ms"] = float(g)
+            if hs is not None:
+                r["hnsw_sync"] = int(hs)
+            r["load_avg"] = list(os.getloadavg())
             results.append(r)
             print(json.dumps(r), flush=True)
     finally:
@@ -449,6 +465,7 @@ def main() -> None:
 
     def arm(r: dict[str, Any]) -> str:
         g = f", gather {r['gather_ms']:g} ms" if "gather_ms" in r else ""
+        g += f", hnsw sync {r['hnsw_sync']}" if "hnsw_sync" in r else ""
         return f"{r['layout'] if r['memory'] else 'no memory'}, {r.get('checkpoints', 'sqlite')} checkpoints{g}"
 
     for r in results:

@@ -392,7 +392,9 @@ class CourseGraphBuilder(StepsBuilder):
 
     def compile(self, checkpointer: Any = None) -> Any:
         """Compile the course graph and its session graph with one checkpointer."""
-        return executor.mark_lean(untraced(self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")))
+        # the session step runs the session graph on its own thread (session_thread_id):
+        # LangGraph calls it a subgraph, but nothing of it lives in the course's namespace
+        return executor.mark_lean(untraced(self.build(checkpointer).compile(checkpointer=checkpointer, name=f"course:{self.name}")), detached=("session",))
 
     def describe(self) -> dict[str, Any]:
         return {

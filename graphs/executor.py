@@ -13,7 +13,10 @@ with ``durability="sync"`` each step waits for its checkpoint's commit before th
 next one starts). What it drops is the rest: the loop's tasks are run directly (the
 same node sequence, the same writers and routers), their writes handed to the loop
 as the runner would hand them (errors and cancellations recorded the same way), and
-the result read from the channels at the end.
+the result read from the channels at the end. Each step's tasks, when no ``Send`` is
+pending, are prepared by :func:`_lean_tasks` (LangGraph's ``prepare_next_tasks`` for
+PULL tasks, with the run config merged once per node): the same ids, paths, inputs
+and task configs.
 
 It runs only what it recognises and falls back to ``graph.ainvoke`` otherwise
 (:func:`lean_reason` says why): a graph not compiled by therasim's builders, a
@@ -28,7 +31,9 @@ which runs that task again and records the interrupt as Pregel does.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import os
+from collections import deque
 from typing import Any
 
 __all__ = ["EXECUTOR_ENV", "ainvoke", "executor_name", "lean_reason", "mark_lean"]
@@ -70,8 +75,11 @@ def _known_channels() -> tuple[type, ...]:
     return tuple(known)
 
 
-def _static_reason(graph: Any) -> str | None:
-    """Why this compiled graph as a whole must run on Pregel (None: it need not)."""
+def _static_reason(graph: Any, detached: frozenset[str] = frozenset()) -> str | None:
+    """Why this compiled graph as a whole must run on Pregel (None: it need not).
+    ``detached``: nodes whose graph LangGraph counts as a subgraph but which run it
+    on a thread of its own (an explicit ``thread_id``, so nothing of it lives in this
+    graph's checkpoint namespace): the course's session step."""
     if not getattr(graph, _MARK, False):
         return "not compiled by a therasim builder"
     if graph.interrupt_before_nodes or graph.interrupt_after_nodes:
@@ -85,15 +93,17 @@ def _static_reason(graph: Any) -> str | None:
         if type(spec) not in known:
             return f"channel {name!r} of type {type(spec).__name__}"
     for name, pn in graph.nodes.items():
-        if pn.retry_policy or pn.cache_policy or pn.subgraphs or getattr(pn, "timeout", None):
+        if pn.retry_policy or pn.cache_policy or (pn.subgraphs and name not in detached) or getattr(pn, "timeout", None):
             return f"node {name!r} has a retry/cache policy, a subgraph or a timeout"
     return None
 
 
-def mark_lean(compiled: Any) -> Any:
-    """Mark ``compiled`` (from a therasim builder) as one the lean executor may run."""
+def mark_lean(compiled: Any, detached: tuple[str, ...] = ()) -> Any:
+    """Mark ``compiled`` (from a therasim builder) as one the lean executor may run.
+    ``detached`` names nodes that run another graph on a thread of its own (LangGraph
+    finds that graph in the node's closure and calls it a subgraph)."""
     setattr(compiled, _MARK, True)
-    compiled.__dict__["_therasim_lean_static"] = _static_reason(compiled)
+    compiled.__dict__["_therasim_lean_static"] = _static_reason(compiled, frozenset(detached))
     return compiled
 
 
@@ -155,7 +165,6 @@ async def _run(graph: Any, input: Any, config: dict[str, Any] | None, context: A
     )
     from langgraph.errors import GraphBubbleUp, GraphInterrupt, GraphRecursionError
     from langgraph.pregel._io import read_channels
-    from langgraph.pregel._loop import AsyncPregelLoop
     from langgraph.pregel.main import _coerce_context
     from langgraph.runtime import DEFAULT_RUNTIME, Runtime
 
@@ -173,7 +182,7 @@ async def _run(graph: Any, input: Any, config: dict[str, Any] | None, context: A
     runtime = Runtime(context=_coerce_context(graph.context_schema, context), store=store, stream_writer=_no_stream, previous=None)
     cfg[CONF][CONFIG_KEY_RUNTIME] = parent.merge(runtime) if hasattr(parent, "merge") else runtime
     control_writes = {RESUME, INTERRUPT, ERROR, NO_WRITES}
-    async with AsyncPregelLoop(
+    async with _lean_loop_class()(
         input,
         stream=None,
         config=cfg,
@@ -232,3 +241,209 @@ async def _task(task: Any) -> BaseException | None:
 
 def _no_stream(_: Any) -> None:
     return None
+
+
+_LOOP: list[type] = []
+
+
+def _lean_loop_class() -> type:
+    """LangGraph's ``AsyncPregelLoop`` with each step's task preparation done by
+    :func:`_lean_tasks` when it applies (built once, on first use)."""
+    if _LOOP:
+        return _LOOP[0]
+    from langgraph._internal._constants import TASKS
+    from langgraph.pregel._loop import AsyncPregelLoop
+
+    class LeanPregelLoop(AsyncPregelLoop):
+        _lean_run: tuple[Any, ...] | None = None
+
+        def _prepare_tasks_and_emit_checkpoint(self) -> None:
+            tasks = self.channels.get(TASKS)
+            if self.stream is not None or self.manager is not None or (tasks is not None and tasks.is_available()):
+                return super()._prepare_tasks_and_emit_checkpoint()  # type: ignore[no-any-return]
+            self.tasks = _lean_tasks(self)
+
+    _LOOP.append(LeanPregelLoop)
+    return LeanPregelLoop
+
+
+def _lean_tasks(loop: Any) -> dict[str, Any]:
+    """The next step's tasks, as LangGraph's ``prepare_next_tasks`` prepares them for a
+    step with no ``Send`` (PULL tasks only; the caller checks): the same candidates
+    (nodes triggered by the channels the last step updated), trigger test, task ids,
+    paths, inputs, scratchpads and task configs (metadata, tags, run name, the
+    configurable keys a task reads, a runtime with the task's execution info). What
+    it leaves out is per-task work whose result is the same for a whole run: the run
+    config merged once per node (``merge_configs``/``patch_config``), and the per-call
+    ``typing`` cast. ``tests/test_lean_executor.py`` compares every task it prepares
+    with LangGraph's, field by field."""
+    if not _PREPARE:
+        _PREPARE.append(_lean_preparation())
+    return _PREPARE[0](loop)
+
+
+_PREPARE: list[Any] = []
+
+
+def _lean_preparation() -> Any:
+    """:func:`_lean_tasks`'s body, with LangGraph's names bound once (a function-level
+    import per step cost more than the preparation saved)."""
+    from collections.abc import Mapping
+    from dataclasses import fields as runtime_fields
+    from functools import partial
+
+    from langgraph._internal._config import _merge_metadata, merge_configs, patch_config
+    from langgraph._internal._constants import (
+        CONF,
+        CONFIG_KEY_CHECKPOINT_ID,
+        CONFIG_KEY_CHECKPOINT_MAP,
+        CONFIG_KEY_CHECKPOINT_NS,
+        CONFIG_KEY_CHECKPOINTER,
+        CONFIG_KEY_READ,
+        CONFIG_KEY_READ_STATE,
+        CONFIG_KEY_RESUME_MAP,
+        CONFIG_KEY_RUNTIME,
+        CONFIG_KEY_SCRATCHPAD,
+        CONFIG_KEY_SEND,
+        CONFIG_KEY_TASK_ID,
+        CONFIG_KEY_THREAD_ID,
+        NS_END,
+        NS_SEP,
+        PREVIOUS,
+        PULL,
+    )
+    from langgraph._internal._typing import MISSING
+    from langgraph.pregel._algo import (
+        PregelTaskWrites,
+        _proc_input,
+        _scratchpad,
+        _triggers,
+        _uuid5_str,
+        _xxhash_str,
+        local_read,
+    )
+    from langgraph.runtime import DEFAULT_RUNTIME, ExecutionInfo
+    from langgraph.types import PregelExecutableTask
+
+    def prepare(loop: Any) -> dict[str, Any]:
+        checkpoint = loop.checkpoint
+        versions = checkpoint["channel_versions"]
+        nodes = loop.nodes
+        if loop.updated_channels and loop.trigger_to_nodes:
+            triggered: set[str] = set()
+            for channel in loop.updated_channels:
+                if ids := loop.trigger_to_nodes.get(channel):
+                    triggered.update(ids)
+            candidates: Any = sorted(triggered)
+        elif not versions:
+            return {}
+        else:
+            candidates = nodes.keys()
+        null_version = None
+        for v in versions.values():
+            null_version = type(v)()
+            break
+        if null_version is None:
+            return {}
+        config = loop.config
+        conf = config[CONF]
+        base_runtime = conf.get(CONFIG_KEY_RUNTIME, DEFAULT_RUNTIME)
+        # what a task's config takes from the run's: built once per run (again if the
+        # loop swaps its config or runtime), per node on first use
+        run = loop._lean_run
+        if run is None or run[0] is not config or run[1] is not base_runtime:
+            meta = config.get("metadata") or None
+            plain = meta is None or not any(isinstance(v, Mapping) for v in meta.values())
+            run = loop._lean_run = (config, base_runtime, {}, dict(meta or {}) if plain else None, {f.name: getattr(base_runtime, f.name) for f in runtime_fields(base_runtime) if f.init})
+        statics, base_meta, runtime_kw = run[2], run[3], run[4]
+        channels, managed, step, stop = loop.channels, loop.managed, loop.step, loop.stop
+        pending = loop.checkpoint_pending_writes
+        parent_ns = conf.get(CONFIG_KEY_CHECKPOINT_NS, "")
+        id_fn = _xxhash_str if checkpoint["v"] > 1 else _uuid5_str
+        cp_id = checkpoint["id"]
+        cp_id_bytes = binascii.unhexlify(cp_id.replace("-", ""))
+        step_str = str(step)
+        seen_all = checkpoint["versions_seen"]
+        parent_pad = conf.get(CONFIG_KEY_SCRATCHPAD)
+        resume_map = conf.get(CONFIG_KEY_RESUME_MAP)
+        previous = checkpoint["channel_values"].get(PREVIOUS, None)
+        thread_id = conf.get(CONFIG_KEY_THREAD_ID)
+        run_id = str(rid) if (rid := config.get("run_id")) else None
+        saver = loop.checkpointer or conf.get(CONFIG_KEY_CHECKPOINTER)
+        cp_map = {**conf.get(CONFIG_KEY_CHECKPOINT_MAP, {}), parent_ns: cp_id}
+        store = loop.store
+        input_cache: dict[Any, Any] = {}
+        out: dict[str, Any] = {}
+        for name in candidates:
+            proc = nodes.get(name)
+            if proc is None or not _triggers(channels, versions, seen_all.get(name), null_version, proc):
+                continue
+            st = statics.get(name)
+            if st is None:
+                tpl = patch_config(merge_configs(config, {"tags": proc.tags}), run_name=name)  # type: ignore[typeddict-item]
+                tpl.pop(CONF, None)
+                tpl.pop("metadata", None)
+                ns = f"{parent_ns}{NS_SEP}{name}" if parent_ns else name
+                st = statics[name] = (tuple(sorted(proc.triggers)), ns, (PULL, name), tpl, base_meta is not None and not proc.metadata)
+            triggers, ns, path, tpl, plain_meta = st
+            task_id = id_fn(cp_id_bytes, ns, step_str, name, PULL, *triggers)
+            task_ns = f"{ns}{NS_END}{task_id}"
+            scratchpad = _scratchpad(parent_pad, pending, task_id, task_ns, resume_map, step, stop)
+            try:
+                val = _proc_input(proc, managed, channels, for_execution=True, input_cache=input_cache, scratchpad=scratchpad)
+            except Exception as exc:
+                exc.add_note(f"Before task with name '{name}' and path '{path}'")
+                raise
+            if val is MISSING or not (node := proc.node):
+                continue
+            if plain_meta:  # no mapping values to copy: LangGraph's merge is a plain update
+                metadata = {**base_meta, "langgraph_step": step, "langgraph_node": name, "langgraph_triggers": triggers, "langgraph_path": path, "langgraph_checkpoint_ns": task_ns}  # type: ignore[dict-item]
+            else:
+                metadata = {"langgraph_step": step, "langgraph_node": name, "langgraph_triggers": triggers, "langgraph_path": path, "langgraph_checkpoint_ns": task_ns}
+                if proc.metadata:
+                    metadata.update(proc.metadata)
+                metadata = _merge_metadata(config.get("metadata") or None, metadata)
+            writes: deque[tuple[str, Any]] = deque()
+            runtime = type(base_runtime)(  # base_runtime.override(...) without dataclasses.replace's per-call field walk
+                **{
+                    **runtime_kw,
+                    "previous": previous,
+                    "store": store,
+                    "execution_info": ExecutionInfo(checkpoint_id=cp_id, checkpoint_ns=task_ns, task_id=task_id, thread_id=thread_id, run_id=run_id),
+                }
+            )
+            task_config = {
+                **tpl,
+                "metadata": metadata,
+                CONF: {
+                    **conf,
+                    CONFIG_KEY_TASK_ID: task_id,
+                    CONFIG_KEY_SEND: writes.extend,
+                    CONFIG_KEY_READ: partial(local_read, scratchpad, channels, managed, PregelTaskWrites(path, name, writes, triggers)),
+                    CONFIG_KEY_READ_STATE: None,
+                    CONFIG_KEY_CHECKPOINTER: saver,
+                    CONFIG_KEY_CHECKPOINT_MAP: dict(cp_map),
+                    CONFIG_KEY_CHECKPOINT_ID: None,
+                    CONFIG_KEY_CHECKPOINT_NS: task_ns,
+                    CONFIG_KEY_SCRATCHPAD: scratchpad,
+                    CONFIG_KEY_RUNTIME: runtime,
+                },
+            }
+            out[task_id] = PregelExecutableTask(
+                name,
+                val,
+                node,
+                writes,
+                task_config,  # type: ignore[arg-type]
+                triggers,
+                proc.retry_policy or loop.retry_policy,
+                None,
+                task_id,
+                path,
+                writers=proc.flat_writers,
+                subgraphs=proc.subgraphs,
+                timeout=proc.timeout,
+            )
+        return out
+
+    return prepare

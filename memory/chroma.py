@@ -79,6 +79,32 @@ OPEN_BLOCKS = 2
 #: waits for at most (see :meth:`ChromaMemoryStore.gather_wait`)
 GATHER_S = 0.5
 GATHER_WRITERS = 8
+#: new collections' ``hnsw:sync_threshold`` (``THERASIM_CHROMA_HNSW_SYNC``; Chroma's
+#: default is 1000). Embedded Chroma persists a collection's HNSW index (and only then
+#: advances the log position it purges up to) every this many written items, and an
+#: upsert's cost grows with the log records since that point (its local compaction
+#: reads the log from the lower of its segments' persisted positions): at 1000 about
+#: half of an upsert's CPU (docs/benchmarks.md, "the fixed cost of a Chroma upsert").
+#: The log, written before the upsert returns, is what makes a write durable, so
+#: persisting the index more often changes nothing about what survives a kill.
+HNSW_SYNC = 100
+
+
+def _env_int(name: str, default: int, low: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise TherasimError(f"{name}={raw!r}: give a whole number (at least {low})") from None
+    if v < low:
+        raise TherasimError(f"{name}={raw!r}: give a whole number of at least {low}")
+    return v
+
+
+def _hnsw_sync() -> int:
+    return _env_int("THERASIM_CHROMA_HNSW_SYNC", HNSW_SYNC, 100)  # Chroma wants hnsw:batch_size (100) <= sync_threshold
 
 
 def _gather_s() -> float:
@@ -124,6 +150,9 @@ class _Block:
         self.client = client
         self.cols: dict[str, Any] = {}
         self.users: set[str] = set()
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class _Batch:
@@ -212,6 +241,7 @@ class ChromaMemoryStore:
         self._arrivals: dict[tuple[int, str], tuple[float, str, float]] = {}
         self.gather_s = _gather_s()
         self.upserts = 0  # statistics: Chroma upserts the grouped writes took
+        self.hnsw_sync = _hnsw_sync()  # new collections' hnsw:sync_threshold (HNSW_SYNC)
         self.layout = layout
 
     @property
@@ -287,7 +317,7 @@ class ChromaMemoryStore:
             b.users.add(client_id)
             col = b.cols.get(role)
             if col is None:
-                meta = {"hnsw:space": "cosine", "layout": "blocks", "block": str(key), "role": role, **({"scope": self.scope} if self.scope else {})}
+                meta = {"hnsw:space": "cosine", "hnsw:sync_threshold": self.hnsw_sync, "layout": "blocks", "block": str(key), "role": role, **({"scope": self.scope} if self.scope else {})}
                 col = self._collection(b.client, _shared_name(role, self.scope), meta if create else None)
                 if col is None:
                     return None
@@ -305,7 +335,7 @@ class ChromaMemoryStore:
         for key in [k for k, b in self._blocks.items() if not b.users]:
             if len(self._blocks) <= self._open_blocks:
                 break
-            self._blocks.pop(key).client.close()
+            self._blocks.pop(key).close()
             self.blocks_closed += 1
             n += 1
         return n
@@ -314,7 +344,7 @@ class ChromaMemoryStore:
         """Close every open block (blocks layout); a later use reopens them."""
         with self._lock:
             while self._blocks:
-                self._blocks.popitem(last=False)[1].client.close()
+                self._blocks.popitem(last=False)[1].close()
                 self.blocks_closed += 1
 
     @classmethod
@@ -525,7 +555,7 @@ class ChromaMemoryStore:
                 self._cols.move_to_end(name)
             else:
                 owner = {"layout": "shared"} if self._shared else {"client_id": client_id}
-                meta = {"hnsw:space": "cosine", **owner, "role": role, **({"scope": self.scope} if self.scope else {})}
+                meta = {"hnsw:space": "cosine", "hnsw:sync_threshold": self.hnsw_sync, **owner, "role": role, **({"scope": self.scope} if self.scope else {})}
                 col = self._collection(self.client, name, meta if create else None)
                 if col is None:
                     return None

@@ -145,6 +145,15 @@ def test_lean_executor_writes_the_checkpoints_pregel_writes(name: str, monkeypat
 def test_lean_course_writes_the_checkpoints_pregel_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """A two-session course (course thread and both session threads), lean against Pregel."""
 
+    lean_run = executor._run
+    ran: list[Any] = []
+
+    async def counted(*a: Any) -> Any:
+        ran.append(a[0])
+        return await lean_run(*a)
+
+    monkeypatch.setattr(executor, "_run", counted)
+
     def run(mode: str) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
         monkeypatch.setenv(executor.EXECUTOR_ENV, mode)
         from therasim.graphs import run_course
@@ -152,7 +161,10 @@ def test_lean_course_writes_the_checkpoints_pregel_writes(monkeypatch: pytest.Mo
         saver = InMemorySaver()
         cb = CourseGraphBuilder("lean").without("memory")
         g = cb.compile(checkpointer=saver)
+        ran.clear()
         final = asyncio.run(run_course(g, initial_course_state(example_profiles()[0], sessions=2), _ctx(2, 2), thread_id="r/maria/course"))
+        # lean: the course graph itself (its session step is a detached subgraph) and both sessions
+        assert [x is g for x in ran] == ([True, False, False] if mode == "lean" else [])
         sg = cb.session.compile(checkpointer=saver)
         return final, [_history(saver, g, "r/maria/course"), _history(saver, sg, "adhoc/maria/s1"), _history(saver, sg, "adhoc/maria/s2")]
 
@@ -260,3 +272,93 @@ def test_an_interrupt_hands_the_run_to_pregel() -> None:
     assert [i.value for i in b1["__interrupt__"]] == [i.value for i in a1["__interrupt__"]] == ["approve?"]
     assert _strip(a2) == _strip(b2) and b2["ended"]
     assert [(s.next, s.metadata["step"], s.metadata["source"]) for s in ha] == [(s.next, s.metadata["step"], s.metadata["source"]) for s in hb]
+
+
+def _same_task(a: Any, b: Any) -> None:
+    """A task the lean preparation made (``a``) against LangGraph's (``b``), field by
+    field; callables bound to a task's own write queue are checked to be bound to it."""
+    from langgraph._internal._constants import (
+        CONF,
+        CONFIG_KEY_READ,
+        CONFIG_KEY_SCRATCHPAD,
+        CONFIG_KEY_SEND,
+    )
+
+    assert (a.id, a.name, a.path, a.triggers, a.retry_policy, a.cache_key, a.timeout) == (b.id, b.name, b.path, b.triggers, b.retry_policy, b.cache_key, b.timeout)
+    assert a.input == b.input and a.proc is b.proc and list(a.writers) == list(b.writers) and list(a.subgraphs) == list(b.subgraphs)
+    assert list(a.writes) == list(b.writes) == []
+    ca, cb = dict(a.config), dict(b.config)
+    ka, kb = ca.pop(CONF), cb.pop(CONF)
+    assert ca == cb  # metadata, tags, run name, recursion limit, ...
+    assert set(ka) == set(kb)
+    for k in ka:
+        x, y = ka[k], kb[k]
+        if k == CONFIG_KEY_SEND:
+            assert x.__self__ is a.writes and y.__self__ is b.writes and x.__name__ == y.__name__ == "extend"
+        elif k == CONFIG_KEY_READ:
+            assert x.func is y.func and x.args[1] is y.args[1] and x.args[2] is y.args[2]
+            wa, wb = x.args[3], y.args[3]
+            assert (wa.path, wa.name, wa.triggers) == (wb.path, wb.name, wb.triggers) and wa.writes is a.writes and wb.writes is b.writes
+            assert x.args[0] is ka[CONFIG_KEY_SCRATCHPAD]
+        elif k == CONFIG_KEY_SCRATCHPAD:
+            assert (x.step, x.stop, x.resume, x.get_null_resume()) == (y.step, y.stop, y.resume, y.get_null_resume())
+        else:  # ids, namespaces, checkpoint map, checkpointer, runtime (with its execution info), ...
+            assert x == y, k
+
+
+def _checking_preparation(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every step the lean preparation runs is also prepared by LangGraph's
+    ``prepare_next_tasks`` on the same loop, and the two compared; the counts of tasks
+    compared, per step."""
+    from langgraph.pregel._algo import prepare_next_tasks
+
+    lean = executor._lean_tasks
+    steps: list[int] = []
+
+    def checked(loop: Any) -> dict[str, Any]:
+        mine = lean(loop)
+        ref = prepare_next_tasks(
+            loop.checkpoint, loop.checkpoint_pending_writes, loop.nodes, loop.channels, loop.managed, loop.config, loop.step, loop.stop,
+            for_execution=True, manager=loop.manager, store=loop.store, checkpointer=loop.checkpointer, trigger_to_nodes=loop.trigger_to_nodes,
+            updated_channels=loop.updated_channels, retry_policy=loop.retry_policy, cache_policy=loop.cache_policy,
+        )
+        assert list(mine) == list(ref)
+        for tid in ref:
+            _same_task(mine[tid], ref[tid])
+        steps.append(len(ref))
+        return mine
+
+    monkeypatch.setattr(executor, "_lean_tasks", checked)
+    return steps
+
+
+@pytest.mark.parametrize("name", ["lean", "full", "custom"])
+def test_lean_task_preparation_is_langgraphs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step's tasks, prepared the lean way, equal LangGraph's (ids, paths, inputs,
+    triggers, config, scratchpad, runtime); the final step prepares none."""
+    steps = _checking_preparation(monkeypatch)
+    _session(name, lean=True)
+    assert len(steps) > 6 and steps[-1] == 0 and all(n == 1 for n in steps[:-1])
+
+
+def test_lean_task_preparation_on_a_course_and_a_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same check on a course (its thread and both sessions), and on a session that
+    failed mid-way and resumed (pending writes and a task error on the checkpoint)."""
+    from therasim.graphs import run_course
+    from therasim.testing import FunctionChatModel
+
+    steps = _checking_preparation(monkeypatch)
+    saver = InMemorySaver()
+    g = CourseGraphBuilder("lean").without("memory").compile(checkpointer=saver)
+    asyncio.run(run_course(g, initial_course_state(example_profiles()[0], sessions=2), _ctx(2, 2), thread_id="r/maria/course"))
+    assert len(steps) > 20
+    steps.clear()
+    saver = InMemorySaver()
+    sg = preset("lean").compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": session_recursion_limit(3)}
+    ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=_failing_at(5, SchemaFakeChatModel()))}), course=CourseSpec(max_turns=3))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        asyncio.run(executor.ainvoke(sg, initial_session_state(example_profiles()[0]), cfg, context=ctx, durability="sync"))
+    n = len(steps)
+    asyncio.run(executor.ainvoke(sg, None, cfg, context=ctx, durability="sync"))
+    assert len(steps) > n + 3

@@ -137,3 +137,62 @@ def test_risk_note_points_at_the_protocol_in_the_header():
             assert step.action in note and step.guidance in header  # named in the task, spelled out in the header
     assert risk_note("", "none", protocol) == "risk none."
     assert risk_note("CALL THE SUPERVISOR NOW.", "high", protocol).endswith("\nCALL THE SUPERVISOR NOW.")  # a custom directive, verbatim
+
+
+def test_headers_rendered_once_per_session_give_the_same_prompts(tmp_path, monkeypatch):
+    """A session's calls share its header, rendered once (the memo in prompts.py): a
+    course's every prompt is the same as with each header rendered per call, and the
+    headers are rendered far fewer times than they are used."""
+    from therasim import prompts
+
+    renders = {"n": 0}
+    render = prompts.Prompt.render_system
+
+    def counted(self: Any, **kw: object) -> str:
+        if self.name in ("counselor_header", "client_header"):
+            renders["n"] += 1
+        return render(self, **kw)
+
+    monkeypatch.setattr(prompts.Prompt, "render_system", counted)
+    prompts._HEADERS.clear()
+    memo = _run("full", tmp_path / "a", seed=5)
+    with_memo = renders["n"]
+    renders["n"] = 0
+    monkeypatch.setattr(prompts, "_header_hit", lambda *a: None)
+    fresh = _run("full", tmp_path / "b", seed=5)
+    assert memo == fresh and len(memo) > 40
+    assert renders["n"] == len(fresh) and with_memo < len(memo) / 3
+
+
+def test_a_header_follows_what_it_is_rendered_from():
+    """What a header reads changes (the risk protocol edited in place, the client's
+    disclosure level, a new memory list): the header is rendered again, and equals a
+    header rendered without the memo."""
+    import dataclasses
+
+    from therasim import prompts
+
+    ctx = SimContext(models=ModelPool({"default": SchemaFakeChatModel()}), course=CourseSpec())
+    p = example_profiles()[0]
+    profile = {"intake": p.intake.model_dump(), "hidden": p.hidden.model_dump()}
+    view: dict[str, Any] = {"session": 1, "intake": profile["intake"], "goals": ["sleep"], "counselor_memory": [], "profile": profile, "inner": {"disclosure": 0}, "client_memory": []}
+
+    def fresh(fn: Any, *a: Any) -> str:
+        prompts._HEADERS.clear()
+        return str(fn(*a))
+
+    c1 = prompts.counselor_header(view, ctx)
+    assert prompts.counselor_header(view, ctx) is c1  # the memo's
+    level = next(lv for lv, steps in ctx.risk_protocol.steps.items() if steps)
+    step = ctx.risk_protocol.steps[level][0]
+    ctx.risk_protocol.steps[level][0] = dataclasses.replace(step, guidance=step.guidance + " EDITED")
+    c2 = prompts.counselor_header(view, ctx)
+    assert c2 != c1 and "EDITED" in c2 and c2 == fresh(prompts.counselor_header, view, ctx)
+    view2 = {**view, "counselor_memory": [{"session": 1, "kind": "note", "text": "works nights"}]}
+    assert "works nights" in prompts.counselor_header(view2, ctx)
+    k1 = prompts.client_header(view)
+    assert prompts.client_header(view) is k1
+    k2 = prompts.client_header({**view, "inner": {"disclosure": 3}})
+    assert k2 != k1 and k2 == fresh(prompts.client_header, {**view, "inner": {"disclosure": 3}})
+    k3 = prompts.client_header({**view, "inner": {"disclosure": 0, "homework": "a sleep diary"}})
+    assert "a sleep diary" in k3
