@@ -13,7 +13,10 @@ with ``durability="sync"`` each step waits for its checkpoint's commit before th
 next one starts). What it drops is the rest: the loop's tasks are run directly (the
 same node sequence, the same writers and routers), their writes handed to the loop
 as the runner would hand them (errors and cancellations recorded the same way), and
-the result read from the channels at the end.
+the result read from the channels at the end. Each step's tasks, when no ``Send`` is
+pending, are prepared by :func:`_lean_tasks` (LangGraph's ``prepare_next_tasks`` for
+PULL tasks, with the run config merged once per node): the same ids, paths, inputs
+and task configs.
 
 It runs only what it recognises and falls back to ``graph.ainvoke`` otherwise
 (:func:`lean_reason` says why): a graph not compiled by therasim's builders, a
