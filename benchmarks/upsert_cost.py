@@ -87,6 +87,7 @@ def main() -> int:
     for sync in arms:
         s = ChromaMemoryStore.persistent(str(root / f"s{sync}"), HashEmbedding(), layout="blocks", scope="bench")
         s.hnsw_sync = sync
+        s.gather_s = 0.0  # each add is its own upsert at once (no wait for other clients' writes)
         s.assign_blocks(clients, 256)
         stores[sync] = s
         for _ in range(a.prefill // 9):
