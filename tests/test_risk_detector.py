@@ -466,8 +466,8 @@ def test_heldout_figures_per_rung(capsys: pytest.CaptureFixture[str]):
     assert _rate(both, "fp") <= CEILING_FP
 
 
-FLOOR_EXPLICIT = 0.95  # measured 88/91 = 96.7% (90/91 with the model of 14,227 rows, 89/91 with 11,284, 87/91 with 7,665, 88/91 with 4,564; docs/risk.md)
-CEILING_FP = 0.12  # measured 6/84 = 7.1% (7/84 with the model of 14,227 rows, 6/84 with 11,284, 9/84 with 7,665, 5/84 with 4,564; docs/risk.md)
+FLOOR_EXPLICIT = 0.95  # measured 89/91 = 97.8% (the model of 16,048 rows at the recall-first thresholds 0.03 / 0.03; 88/91 at its cost-rule thresholds 0.10 / 0.02; 90/91 with the model of 14,227 rows, 89/91 with 11,284, 87/91 with 7,665, 88/91 with 4,564; docs/risk.md)
+CEILING_FP = 0.12  # measured 9/84 = 10.7% (the model of 16,048 rows at the recall-first thresholds; 6/84 at its cost-rule thresholds; 7/84 with the model of 14,227 rows, 6/84 with 11,284, 9/84 with 7,665, 5/84 with 4,564; docs/risk.md)
 
 
 TARGET_RECALL = 0.98  # issue #14: explicit and preparatory statements recalled
@@ -475,8 +475,8 @@ TARGET_FP = 0.05  # issue #14: benign false positives
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out explicit recall 96.7% (88/91; target 98%; preparatory 14/14) with the model "
-                   "of 16,048 rows, shipped on its lower cross-validated cost; 90/91 = 98.9% with the model of 14,227 rows, 89/91 with 11,284")
+@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out explicit recall 97.8% (89/91; target 98%; preparatory 14/14) with the model "
+                   "of 16,048 rows at the recall-first thresholds (0.03 / 0.03; 88/91 at the cost rule's 0.10 / 0.02); 90/91 = 98.9% with the model of 14,227 rows")
 def test_heldout_recall_target_of_issue_14():
     f = _heldout_figures(True)
     e = f["explicit"]
@@ -485,8 +485,8 @@ def test_heldout_recall_target_of_issue_14():
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out benign false positives 7.1% (6/84; target 5%; denial 2/12, everyday distress 1/12, "
-                   "figure of speech 1/12, professional 1/12, resolved history 1/12) with the model of 16,048 rows; 7/84 = 8.3% with 14,227 rows, 6/84 with 11,284")
+@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out benign false positives 10.7% (9/84; target 5%; denial 3/12, everyday distress 2/12, "
+                   "figure of speech, media, professional, resolved history 1/12 each) with the model of 16,048 rows at the recall-first thresholds; 6/84 at the cost rule's")
 def test_heldout_false_positive_target_of_issue_14():
     assert _rate(_heldout_figures(True), "fp") <= TARGET_FP
 
@@ -603,20 +603,20 @@ def test_unseen_authors6_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS6_CEILING_FP
 
 
-# set before the set was first read (a regression guard, not the targets); measured with the model of 16,048 rows (sixth round)
-AUTHORS6_FLOOR_RECALL = 0.97  # measured 346/347 = 99.7% (explicit 329/329)
-AUTHORS6_CEILING_FP = 0.065  # measured 5/359 = 1.4%
+# set before the set was first read (a regression guard, not the targets); measured with the model of 16,048 rows (sixth round); since the seventh round at the recall-first thresholds 0.03 / 0.03 (docs/risk.md)
+AUTHORS6_FLOOR_RECALL = 0.97  # measured 347/347 at the recall-first thresholds (346/347 = 99.7% at the cost rule's; explicit 329/329 at both)
+AUTHORS6_CEILING_FP = 0.065  # measured 9/359 = 2.5% at the recall-first thresholds (5/359 = 1.4% at the cost rule's)
 # measured with the model of 16,048 rows (sixth round); before it, the models of 14,227 and 11,284 rows
 AUTHORS5_FLOOR_RECALL = 0.97  # measured 339/345 = 98.3% (341/345 = 98.8% with 14,227 rows, before the sixth round)
-AUTHORS5_CEILING_FP = 0.065  # measured 16/384 = 4.2% (20/384 = 5.2% with 14,227 rows)
+AUTHORS5_CEILING_FP = 0.065  # measured 18/384 = 4.7% at the recall-first thresholds (16/384 = 4.2% at the cost rule's) (20/384 = 5.2% with 14,227 rows)
 AUTHORS4_FLOOR_RECALL = 0.975  # measured 329/333 = 98.8% (331/333 = 99.4% with 14,227 rows, 328/333 = 98.5% with 11,284 rows, 329/333 with 7,665)
-AUTHORS4_CEILING_FP = 0.065  # measured 13/381 = 3.4% (17/381 = 4.5% with 14,227 rows, 20/381 = 5.2% with 11,284 rows, 37/381 with 7,665)
-AUTHORS3_FLOOR_RECALL = 0.965  # measured 344/354 = 97.2% (345/354 = 97.5% with 14,227 rows, 344/354 = 97.2% with 11,284 rows, 346/354 with 7,665, 341/354 with 4,564)
-AUTHORS3_CEILING_FP = 0.07  # measured 11/382 = 2.9% (16/382 = 4.2% with 14,227 rows, 9/382 = 2.4% with 11,284 rows, 24/382 with 7,665, 23/382 with 4,564)
-AUTHORS2_FLOOR_RECALL = 0.965  # measured 336/342 = 98.2% (335/342 = 98.0% with 14,227 rows, 337/342 = 98.5% with 11,284 rows, 334/342 with 7,665, 328/342 with 4,564, 323/342 with 1,836)
-AUTHORS2_CEILING_FP = 0.065  # measured 15/382 = 3.9% (the same with 14,227 rows; 13/382 = 3.4% with 11,284 rows, 22/382 with 7,665, 21/382 with 4,564 before the explicit-cue rule, 48/382 with 1,836)
-UNSEEN_FLOOR_RECALL = 0.95  # measured 158/162 = 97.5% (159/162 with 14,227 and 11,284 rows; 155/162 with 7,665, 151/162 with 4,564)
-UNSEEN_CEILING_FP = 0.10  # measured 6/139 = 4.3% (the same with 14,227 and 11,284 rows; 12/139 with 7,665 and 4,564)
+AUTHORS4_CEILING_FP = 0.065  # measured 17/381 = 4.5% at the recall-first thresholds (13/381 = 3.4% at the cost rule's) (17/381 = 4.5% with 14,227 rows, 20/381 = 5.2% with 11,284 rows, 37/381 with 7,665)
+AUTHORS3_FLOOR_RECALL = 0.965  # measured 345/354 = 97.5% at the recall-first thresholds (344/354 = 97.2% at the cost rule's) (345/354 = 97.5% with 14,227 rows, 344/354 = 97.2% with 11,284 rows, 346/354 with 7,665, 341/354 with 4,564)
+AUTHORS3_CEILING_FP = 0.07  # measured 14/382 = 3.7% at the recall-first thresholds (11/382 = 2.9% at the cost rule's) (16/382 = 4.2% with 14,227 rows, 9/382 = 2.4% with 11,284 rows, 24/382 with 7,665, 23/382 with 4,564)
+AUTHORS2_FLOOR_RECALL = 0.965  # measured 337/342 = 98.5% at the recall-first thresholds (336/342 = 98.2% at the cost rule's) (335/342 = 98.0% with 14,227 rows, 337/342 = 98.5% with 11,284 rows, 334/342 with 7,665, 328/342 with 4,564, 323/342 with 1,836)
+AUTHORS2_CEILING_FP = 0.065  # measured 19/382 = 5.0% at the recall-first thresholds (15/382 = 3.9% at the cost rule's) (the same with 14,227 rows; 13/382 = 3.4% with 11,284 rows, 22/382 with 7,665, 21/382 with 4,564 before the explicit-cue rule, 48/382 with 1,836)
+UNSEEN_FLOOR_RECALL = 0.95  # measured 160/162 = 98.8% at the recall-first thresholds (158/162 = 97.5% at the cost rule's) (159/162 with 14,227 and 11,284 rows; 155/162 with 7,665, 151/162 with 4,564)
+UNSEEN_CEILING_FP = 0.10  # measured 7/139 = 5.0% at the recall-first thresholds (6/139 = 4.3% at the cost rule's) (the same with 14,227 and 11,284 rows; 12/139 with 7,665 and 4,564)
 
 
 @pytest.mark.embedded
