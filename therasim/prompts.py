@@ -229,17 +229,14 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
     # calls after the session) in the record of the session just run
     last = view.get("last") or {}
     risk_notes = view.get("risk_notes") or (last.get("risk_notes") if last.get("session") == view.get("session") else "") or ""
+    protocol = protocol_text(sim.risk_protocol)  # a plain object whose steps may be edited: rendered per call
+    modalities = ", ".join(sorted(MODALITIES))
     intake, goals, memory = view.get("intake"), view.get("goals"), view.get("counselor_memory")
     refs = (COUNSELOR_HEADER, tax, modality, intake, goals, memory)
-    # the risk protocol is a plain object whose steps may be edited: its steps (frozen,
-    # hashable) are part of the key, read per call
-    steps = tuple((level, *s) for level, s in sim.risk_protocol.steps.items())
-    vals = (steps, tuple(MODALITIES), view.get("session", 1), notes, risk_notes)
+    vals = (protocol, modalities, view.get("session", 1), notes, risk_notes)
     hit = _header_hit("counselor", refs, vals)
     if hit is not None:
         return hit
-    protocol = protocol_text(sim.risk_protocol)
-    modalities = ", ".join(sorted(MODALITIES))
     static = _by_identity(
         ("counselor", tax, modality),
         lambda: {
