@@ -25,7 +25,6 @@ client side renders who said what, nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -229,14 +228,6 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
     # calls after the session) in the record of the session just run
     last = view.get("last") or {}
     risk_notes = view.get("risk_notes") or (last.get("risk_notes") if last.get("session") == view.get("session") else "") or ""
-    protocol = protocol_text(sim.risk_protocol)  # a plain object whose steps may be edited: rendered per call
-    modalities = ", ".join(sorted(MODALITIES))
-    intake, goals, memory = view.get("intake"), view.get("goals"), view.get("counselor_memory")
-    refs = (COUNSELOR_HEADER, tax, modality, intake, goals, memory)
-    vals = (protocol, modalities, view.get("session", 1), notes, risk_notes)
-    hit = _header_hit("counselor", refs, vals)
-    if hit is not None:
-        return hit
     static = _by_identity(
         ("counselor", tax, modality),
         lambda: {
@@ -244,21 +235,20 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
             "stages": "\n".join(f"- {s.name}: {', '.join(s.strategies)} (goals: {'; '.join(s.goals)})" for s in modality.stages),
         },
     )
-    header = COUNSELOR_HEADER.render_system(
+    return COUNSELOR_HEADER.render_system(
         taxonomy=tax.name,
         groups=static["groups"],
-        protocol=protocol,
-        modalities=modalities,
+        protocol=protocol_text(sim.risk_protocol),  # a plain object whose steps may be edited: rendered per call
+        modalities=", ".join(sorted(MODALITIES)),
         title=modality.title,
         description=modality.description,
         stages=static["stages"],
-        intake=compact(intake or {}),
+        intake=compact(view.get("intake") or {}),
         session=view.get("session", 1),
-        goals="; ".join(goals or []) or "(none set)",
-        memory=memory_block(memory),
+        goals="; ".join(view.get("goals") or []) or "(none set)",
+        memory=memory_block(view.get("counselor_memory")),
         notes=(f"PLAN FROM LAST SESSION: {notes}\n" if notes else "") + (f"RISK REGISTER AT SESSION START (your clinical record):\n{risk_notes}\n" if risk_notes else ""),
     )
-    return _header_put("counselor", refs, vals, header)
 
 
 def client_header(view: Mapping[str, Any]) -> str:
@@ -267,60 +257,21 @@ def client_header(view: Mapping[str, Any]) -> str:
     the client is, the hidden background, their style, and what they remember (the
     session's part, last)."""
     from therasim.policies.appraisal import MOVES
-    from therasim.policies.archetypes import archetype
     from therasim.policies.disclosure import background
 
     profile = view["profile"]
     hidden = profile.get("hidden") or {}
-    inner = view.get("inner") or {}
-    memory = view.get("client_memory")
-    items, session_items = forms_text(HEADER_OUTCOME_ITEMS), forms_text(HEADER_SESSION_ITEMS)
-    recent = recent_text(inner)
-    # what background() reads of the inner state, and of the archetype registry
-    refs = (CLIENT_HEADER, profile, memory, items, session_items)
-    vals = (MOVES, int(inner.get("disclosure", 0)), recent, archetype(hidden.get("archetype")).behaviour if hidden.get("archetype") else None)
-    hit = _header_hit("client", refs, vals)
-    if hit is not None:
-        return hit
-    header = CLIENT_HEADER.render_system(
+    return CLIENT_HEADER.render_system(
         moves=", ".join((*MOVES, "nothing_in_particular")),
-        items=items,
-        session_items=session_items,
+        items=forms_text(HEADER_OUTCOME_ITEMS),
+        session_items=forms_text(HEADER_SESSION_ITEMS),
         name=(profile.get("intake") or {}).get("name", "the client"),
         intake=compact(profile.get("intake") or {}),
-        hidden=background(profile, inner),  # only the disclosed layers
-        memory=memory_block(memory),
+        hidden=background(profile, view.get("inner") or {}),  # only the disclosed layers
+        memory=memory_block(view.get("client_memory")),
         style=hidden.get("conversation_style", "plain"),
-        recent=recent,
+        recent=recent_text(view.get("inner") or {}),
     )
-    return _header_put("client", refs, vals, header)
-
-
-#: headers already rendered, by what they are rendered from: the objects (by identity,
-#: held by the entry so that their ids are not reused) and the values. A session's
-#: calls share one header, so it is rendered once per session (again when the client's
-#: disclosure or recent events change) instead of per call. State objects are never
-#: changed in place (nodes return updates), so an object seen again renders the same.
-_HEADERS: dict[tuple[Any, ...], tuple[tuple[Any, ...], str]] = {}
-_HEADERS_MAX = 4096
-
-
-def _header_hit(kind: str, refs: tuple[Any, ...], vals: tuple[Any, ...]) -> str | None:
-    try:
-        hit = _HEADERS.get((kind, *map(id, refs), *vals))
-    except TypeError:  # an unhashable value: render
-        return None
-    if hit is not None and all(a is b for a, b in zip(hit[0], refs, strict=True)):
-        return hit[1]
-    return None
-
-
-def _header_put(kind: str, refs: tuple[Any, ...], vals: tuple[Any, ...], header: str) -> str:
-    if len(_HEADERS) >= _HEADERS_MAX:
-        _HEADERS.clear()
-    with contextlib.suppress(TypeError):
-        _HEADERS[(kind, *map(id, refs), *vals)] = (refs, header)
-    return header
 
 
 def recent_text(inner: Mapping[str, Any]) -> str:
