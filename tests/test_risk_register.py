@@ -184,11 +184,16 @@ def test_scripted_course_with_the_classifier(monkeypatch):
     _, recs = _scripted_course([])
     s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
     assert [t["risk"]["register"] for t in s1[:3]] == [{"suicide": "intent"}, {"suicide": "intent"}, {}]
-    # the denial after the direct question lowers the register; the classifier reads it as
-    # a denial (an inactive, negated cue), whose floor is a gentle check-in ("low")
-    assert [t["risk"]["level"] for t in s1[:3]] == ["high", "high", "low"]
+    # the denial after the direct question lowers the register. Since the seventh round the
+    # classifier runs at the recall-first thresholds (0.03 / 0.03, docs/risk.md): this denial
+    # ("No, honestly, I was only joking earlier. I'm not going to do anything.") scores
+    # P(risk) ~0.034, just over 0.03, so it reads as a weak cue and the level stays one step
+    # up ("moderate", not "high"); at the cost rule's 0.10 it was an inactive, negated cue
+    # and the level "low". The register is what must come down, and does.
+    levels = [t["risk"]["level"] for t in s1[:3]]
+    assert levels[:2] == ["high", "high"] and levels[2] in ("low", "moderate"), levels
     cues = s1[2]["risk"]["scan"]
-    assert cues and not any(c["active"] for c in cues) and any(c["negated"] and c["source"] == "model" for c in cues), cues
+    assert cues and all(c["source"] != "model" or c["score"] < 0.10 for c in cues), cues
 
 
 def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
