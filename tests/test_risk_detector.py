@@ -179,17 +179,21 @@ def test_recall_first_operating_point_by_hand():
     assert set(risk_model.IMPLICIT_SUBTYPES) == IMPLICIT
 
 
-def _compare_script():
-    """scripts/risk_compare_models.py as a module."""
+def _script(name: str):
+    """scripts/NAME.py as a module (the scripts are not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "risk_compare_models.py"
-    spec = importlib.util.spec_from_file_location("risk_compare_models", path)
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _compare_script():
+    return _script("risk_compare_models")
 
 
 def test_ship_rule_compares_on_the_common_rows_by_hand():
@@ -281,16 +285,7 @@ def _words(t: str) -> set[str]:
 
 
 def _importer():
-    """scripts/risk_authors_import.py as a module (it is a script, not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "risk_authors_import.py"
-    spec = importlib.util.spec_from_file_location("risk_authors_import", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("risk_authors_import")
 
 
 def _near_duplicates(train: list[set[str]], evaluation: list[set[str]], limit: float = 0.6, block: int = 256) -> list[int]:
