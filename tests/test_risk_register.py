@@ -184,16 +184,18 @@ def test_scripted_course_with_the_classifier(monkeypatch):
     _, recs = _scripted_course([])
     s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
     assert [t["risk"]["register"] for t in s1[:3]] == [{"suicide": "intent"}, {"suicide": "intent"}, {}]
-    # the denial after the direct question lowers the register. Since the seventh round the
-    # classifier runs at the recall-first thresholds (0.03 / 0.03, docs/risk.md): this denial
-    # ("No, honestly, I was only joking earlier. I'm not going to do anything.") scores
-    # P(risk) ~0.034, just over 0.03, so it reads as a weak cue and the level stays one step
-    # up ("moderate", not "high"); at the cost rule's 0.10 it was an inactive, negated cue
-    # and the level "low". The register is what must come down, and does.
+    # the denial after the direct question lowers the register. The classifier may still read
+    # the denial ("No, honestly, I was only joking earlier. I'm not going to do anything.") as
+    # risk: the model of 16,048 rows scored it P(risk) ~0.034 (a weak cue at its recall-first
+    # 0.03), the shipped model of 17,887 rows reads "I'm not going to do anything." as intent at
+    # ~0.74 (docs/risk.md, seventh round). A classifier reading alone is unconfirmed: it caps
+    # the turn's level at "moderate" and does not block the walk-back (policies/risk_register.py),
+    # so the register comes down all the same; no pattern cue may be active on the denial.
     levels = [t["risk"]["level"] for t in s1[:3]]
     assert levels[:2] == ["high", "high"] and levels[2] in ("low", "moderate"), levels
     cues = s1[2]["risk"]["scan"]
-    assert cues and all(c["source"] != "model" or c["score"] < 0.10 for c in cues), cues
+    assert cues and all(c["source"] == "model" for c in cues if c.get("active")), cues
+    assert any(ch.get("to") == "none" and "retraction accepted" in ch["reason"] for ch in s1[2]["risk"]["register_changes"])
 
 
 def test_scripted_course_keeps_rung_until_assessed_and_item9_reaches_notes():
