@@ -64,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,127 @@ def _rss_mb() -> float:
         return 0.0
 
 
+_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+
+
+def _mallinfo() -> dict[str, float]:
+    """The C allocator's heap (glibc ``mallinfo2``, all arenas): bytes held from the OS
+    in arenas (``arena``: sbrk heap + thread arenas), in use (``uordblks``), free but
+    held (``fordblks``), and in large mmapped chunks (``hblkhd``), in MB. Empty where
+    the C library is not glibc 2.33+."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return {}
+
+    class M(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in _MALLINFO2]
+
+    fn.restype = M
+    m = fn()
+    return {f"malloc_{k}_mb": round(getattr(m, k) / 2**20, 1) for k in ("arena", "uordblks", "fordblks", "hblkhd")}
+
+
+def _native() -> dict[str, float]:
+    """Resident memory by kind (/proc/self/smaps): the brk heap, other anonymous
+    mappings (glibc's thread arenas, pymalloc's arenas, Rust/numpy buffers, thread
+    stacks), file-backed mappings (libraries, SQLite or HNSW files mapped); the C
+    allocator's view (:func:`_mallinfo`); threads and open files; Python's allocated
+    blocks. What grows with finished courses shows in one of these."""
+    heap = anon = files = 0
+    n_maps = 0
+    cur = ""
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    parts = line.split()
+                    cur = parts[5] if len(parts) > 5 else ""
+                    n_maps += 1
+                elif line.startswith("Rss:"):
+                    kb = int(line.split()[1])
+                    if cur == "[heap]":
+                        heap += kb
+                    elif cur.startswith("/"):
+                        files += kb
+                    else:
+                        anon += kb
+    except OSError:
+        return {}
+    out: dict[str, float] = {"brk_heap_mb": round(heap / 1024, 1), "anon_mb": round(anon / 1024, 1), "file_mb": round(files / 1024, 1), "mappings": n_maps}
+    out.update(_mallinfo())
+    try:
+        out["threads"] = len(os.listdir("/proc/self/task"))
+        out["fds"] = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        pass
+    out["py_blocks_k"] = round(sys.getallocatedblocks() / 1000, 1)
+    return out
+
+
+class _ThreadCPU:
+    """CPU by thread kind (/proc/self/task/*: the event loop's thread, the other Python
+    threads (the memory pool's), Chroma's worker threads, the rest), accumulated from samples: a thread that ends
+    between two samples keeps what it had at the last one (the remainder of the
+    process's CPU is reported as ``unattributed``)."""
+
+    def __init__(self) -> None:
+        self.main = threading.get_native_id()  # the event loop's thread (the caller's)
+        self.last: dict[int, tuple[str, float]] = {}
+        self.gone: dict[str, float] = {}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _kind(tid: int, comm: str, main: int) -> str:
+        if tid == main:
+            return "loop"
+        if comm.startswith(("therasim-memor", "python")):  # Python < 3.14 names no OS thread: the memory pool's threads (and a malloc_trim thread)
+            return "python_threads"
+        if comm.startswith(("tokio", "chroma")) or "tokio" in comm:
+            return "chroma_rust"
+        return "other:" + comm
+
+    def sample(self) -> dict[str, float]:
+        seen: dict[int, tuple[str, float]] = {}
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return {}
+        for tid in tids:
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+            fields = raw[raw.rindex(")") + 2 :].split()
+            cpu = (int(fields[11]) + int(fields[12])) / self.tick
+            seen[tid] = (self._kind(tid, comm, self.main), cpu)
+        for tid, (k, c) in self.last.items():
+            if tid not in seen:
+                self.gone[k] = self.gone.get(k, 0.0) + c
+        self.last = seen
+        out = dict(self.gone)
+        for k, c in seen.values():
+            out[k] = out.get(k, 0.0) + c
+        return out
+
+
+def _per_call_by_kind(a: dict[str, float], b: dict[str, float], total: float | None, calls: int) -> dict[str, float]:
+    """CPU ms per model call by thread kind between two :class:`_ThreadCPU` samples
+    (``other:`` kinds summed; with ``total``, what no thread sample caught)."""
+    out: dict[str, float] = {}
+    for k in b:
+        kk = "other" if k.startswith("other:") else k
+        out[kk] = out.get(kk, 0.0) + b[k] - a.get(k, 0.0)
+    if total is not None:
+        out["unattributed"] = total - sum(out.values())
+    return {k: round(1000 * v / max(calls, 1), 3) for k, v in sorted(out.items())}
+
+
 def _completed(rd: Any) -> int:
     """Courses completed so far (status lines in courses.jsonl)."""
     try:
@@ -308,6 +430,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     main_at: list[float] = []  # the event loop's thread (graphs, checkpoints, run files); the rest is the memory pool's threads
     wall_at: list[float] = []
     sys_at: list[float] = []  # kernel time (system calls, page faults), all threads
+    native_at: list[dict[str, float]] = []  # resident memory by kind (_native)
+    tcpu = _ThreadCPU()
+    tcpu_at: list[dict[str, float]] = []  # CPU seconds by thread kind (_ThreadCPU), cumulative
 
     async def sample_calls(t0: float) -> None:
         while True:
@@ -319,6 +444,8 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
             main_at.append(time.thread_time() - m0)
             sys_at.append(os.times().system - s0)
             counters.sample()
+            native_at.append(_native())
+            tcpu_at.append(tcpu.sample())
             wall_at.append(time.time())
 
     async def go() -> Any:
@@ -332,8 +459,12 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
             sampler.cancel()
 
     c0, t0, m0, s0, w0 = time.process_time(), time.perf_counter(), time.thread_time(), os.times().system, time.time()
+    native0 = _native()
+    tcpu0 = tcpu.sample()
     res = asyncio.run(go())
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu, main_cpu = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
+    native_end = _native()
+    tcpu_end = tcpu.sample()
     calls = int(_get(url + "/metrics")["requests"]) - r0
     gc.callbacks.remove(on_gc)
     per_min, cpu_per_call, main_per_call, sys_per_call = [], [], [], []
@@ -366,6 +497,11 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "cpu_ms_per_call": round(1000 * cpu / max(calls, 1), 3),
+        "main_thread_cpu_ms_per_call": round(1000 * main_cpu / max(calls, 1), 3),
+        "cpu_ms_per_call_by_thread": _per_call_by_kind(tcpu0, tcpu_end, cpu, calls),
+        "memory_upserts_per_1k_calls": round(1000 * (counters.stores[-1].upserts if counters.stores else 0) / max(calls, 1), 1),
+        "memory_reads_per_1k_calls": round(1000 * (getattr(counters.stores[-1], "reads", 0) if counters.stores else 0) / max(calls, 1), 1),
+        "memory_blocks_opened": counters.stores[-1].blocks_opened if counters.stores else 0,
         "calls_per_s": round(calls / wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "calls_per_min": {"min": round(min(per_min)), "median": round(med or 0), "max": round(max(per_min))} if per_min else None,
@@ -376,6 +512,10 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
         "checkpoints_mb": _dir_mb(rd.checkpoints) + _dir_mb(Path(str(rd.checkpoints) + "-wal")),
         "memory_mb": _dir_mb(rd.memory),
         "rss_mb_by_window": rss_at,
+        "native_start": native0,
+        "native_end": native_end,
+        "native_by_window": native_at,
+        "cpu_ms_per_call_by_thread_by_window": [_per_call_by_kind(a, b, None, c1 - c0_) for a, b, c0_, c1 in zip([tcpu0, *tcpu_at], tcpu_at, [0, *[c for _, c in calls_at]], [c for _, c in calls_at], strict=False)],
         "completed_by_window": done_at,
         "cpu_ms_per_call_by_window": cpu_per_call,
         "calls_per_min_by_window": [round(x) for x in per_min],
@@ -405,6 +545,8 @@ def main() -> None:
     ap.add_argument("--checkpoints", default="sqlite", help="comma-separated: sqlite (the run folder's file) and/or memory (an in-memory SQLite database: isolates the file's cost); one run of each cohort per value")
     ap.add_argument("--gather-ms", default=None, help="comma-separated THERASIM_MEMORY_GATHER_MS values (0: memory writes never wait to share an upsert); one run of each cohort per value")
     ap.add_argument("--hnsw-sync", default=None, help="comma-separated THERASIM_CHROMA_HNSW_SYNC values (the block collections' hnsw:sync_threshold; Chroma's default is 1000); one run of each cohort per value")
+    ap.add_argument("--arena-max", default=None, help="comma-separated THERASIM_MALLOC_ARENA_MAX values (0: glibc's default arenas; the runner's default caps them, therasim.runner.MALLOC_ARENA_MAX); one run of each cohort per value")
+    ap.add_argument("--base", default=None, help="a git revision: each cohort also runs on that revision's orchestrator (before_after.baseline_package), just before this tree's, in one invocation")
     ap.add_argument("--repeat", type=int, default=1, help="make the whole list of runs this many times (arms alternate)")
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--turns", type=int, default=4)
@@ -432,9 +574,17 @@ def main() -> None:
         mems = ["off"] if a.no_memory else (a.memory or "on").split(",")
         gathers: list[str | None] = list(a.gather_ms.split(",")) if a.gather_ms else [None]
         syncs: list[str | None] = list(a.hnsw_sync.split(",")) if a.hnsw_sync else [None]
-        runs = [(n, lay, m, ck, g, hs) for lay in (a.layouts.split(",") if a.layouts else [None]) for m in mems for ck in a.checkpoints.split(",") for g in gathers for n in (int(x) for x in a.cohorts.split(",")) for hs in syncs] * a.repeat
-        for n, lay, m, ck, g, hs in runs:
-            cmd = [sys.executable, __file__, "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
+        arenas: list[str | None] = list(a.arena_max.split(",")) if a.arena_max else [None]
+        revs: list[str | None] = [a.base, None] if a.base else [None]
+        runs = [(n, lay, m, ck, g, hs, am, rev) for lay in (a.layouts.split(",") if a.layouts else [None]) for m in mems for ck in a.checkpoints.split(",") for g in gathers for n in (int(x) for x in a.cohorts.split(",")) for hs in syncs for am in arenas for rev in revs] * a.repeat
+        base_pkg = None
+        if a.base:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from before_after import baseline_package
+
+            base_pkg = str(baseline_package(a.base))
+        for n, lay, m, ck, g, hs, am, rev in runs:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(n), "--concurrency", str(a.concurrency), "--url", stub.url, "--root", str(root), "--bucket-s", str(a.bucket_s)]
             cmd += ["--sessions", str(a.sessions), "--turns", str(a.turns)] + (["--layout", lay] if lay else [])
             cmd += ["--max-wall-s", str(a.max_wall_s)] if a.max_wall_s else []
             cmd += ["--checkpoints", ck] + (["--no-memory"] if m == "off" else [])
@@ -448,7 +598,11 @@ def main() -> None:
                 env["THERASIM_MEMORY_GATHER_MS"] = g
             if hs is not None:
                 env["THERASIM_CHROMA_HNSW_SYNC"] = hs
-            out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False, env=env)
+            if am is not None:
+                env["THERASIM_MALLOC_ARENA_MAX"] = am
+            if rev is not None and base_pkg is not None:
+                env["PYTHONPATH"] = base_pkg + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, check=False, env=env, cwd=tempfile.gettempdir())
             if out.returncode != 0:
                 raise SystemExit(f"cohort {n} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -456,6 +610,10 @@ def main() -> None:
                 r["gather_ms"] = float(g)
             if hs is not None:
                 r["hnsw_sync"] = int(hs)
+            if am is not None:
+                r["arena_max"] = int(am)
+            if a.base:
+                r["revision"] = rev or "this tree"
             r["load_avg"] = list(os.getloadavg())
             results.append(r)
             print(json.dumps(r), flush=True)
@@ -466,6 +624,8 @@ def main() -> None:
     def arm(r: dict[str, Any]) -> str:
         g = f", gather {r['gather_ms']:g} ms" if "gather_ms" in r else ""
         g += f", hnsw sync {r['hnsw_sync']}" if "hnsw_sync" in r else ""
+        g += f", arena max {r['arena_max']}" if "arena_max" in r else ""
+        g += f", {r['revision']}" if "revision" in r else ""
         return f"{r['layout'] if r['memory'] else 'no memory'}, {r.get('checkpoints', 'sqlite')} checkpoints{g}"
 
     for r in results:

@@ -158,10 +158,11 @@ class _Block:
 class _Batch:
     """Writes to one collection gathered for one upsert (:meth:`ChromaMemoryStore._group_upsert`)."""
 
-    __slots__ = ("col", "deadline", "docs", "done", "embs", "error", "ids", "ids_set", "metas", "parts")
+    __slots__ = ("col", "deadline", "docs", "done", "embs", "error", "finished", "ids", "ids_set", "metas", "parts")
 
     def __init__(self, col: Any, deadline: float = 0.0) -> None:
         self.col = col
+        self.finished = threading.Event()  # set once its upsert returned (done, error): what the writers other than its first wait on
         self.deadline = deadline  # time.monotonic() before which its writer waits for others (gather_wait)
         self.ids: list[str] = []
         self.ids_set: set[str] = set()
@@ -179,6 +180,22 @@ class _Batch:
         self.metas += metas
         self.embs.append(embeddings)
         self.parts.append(ids)
+
+
+class _ABatch(_Batch):
+    """A :class:`_Batch` gathered on an event loop (:meth:`ChromaMemoryStore.aadd`)."""
+
+    __slots__ = ("go", "loop", "returned", "sent", "stored")
+
+    def __init__(self, col: Any, loop: Any, deadline: float) -> None:
+        import asyncio
+
+        super().__init__(col, deadline)
+        self.loop = loop
+        self.go = asyncio.Event()  # enough writers joined: send now
+        self.sent = loop.create_future()  # left the open batches (a writer with the same ids may open the next)
+        self.returned = loop.create_future()  # its upsert returned (or failed: error)
+        self.stored = False
 
 
 def _id_prefix(client_id: str) -> str:
@@ -236,11 +253,17 @@ class ChromaMemoryStore:
         self._group_cv = threading.Condition()
         self._open_batch: dict[tuple[int, str], _Batch] = {}
         self._group_busy: set[tuple[int, str]] = set()
+        # the same on an event loop (aadd): open batches, the event of the upsert in
+        # flight per (loop, collection), and the tasks sending batches
+        self._abatches: dict[tuple[int, int, str], _ABatch] = {}
+        self._abusy: dict[tuple[int, int, str], Any] = {}
+        self._atasks: set[Any] = set()
         # per collection: (time of the last write, its client, mean gap between writes of
         # different clients), for gather_wait
         self._arrivals: dict[tuple[int, str], tuple[float, str, float]] = {}
         self.gather_s = _gather_s()
         self.upserts = 0  # statistics: Chroma upserts the grouped writes took
+        self.reads = 0  # statistics: Chroma reads (get) of a client's items (mirror loads, list)
         self.hnsw_sync = _hnsw_sync()  # new collections' hnsw:sync_threshold (HNSW_SYNC)
         self.layout = layout
 
@@ -425,7 +448,6 @@ class ChromaMemoryStore:
         col = self._retry(lambda: self._col(client_id, role))  # the client's use of its block starts here
         key = (id(col), role)
         stored = self._stored_ids(client_id, ids)
-        leader = False
         with self._group_cv:
             wait = self.gather_wait(key, client_id, time.monotonic())
             others = self._clients_in_use(client_id)
@@ -434,6 +456,7 @@ class ChromaMemoryStore:
             enough = GATHER_WRITERS if others is None else max(min(GATHER_WRITERS, others), 1)
             while True:
                 b = self._open_batch.get(key)
+                owner = b is None
                 if b is None:
                     b = self._open_batch[key] = _Batch(col, time.monotonic() + wait)
                 elif b.ids_set.intersection(stored):  # the same ids twice in one call: wait for the next batch
@@ -444,18 +467,22 @@ class ChromaMemoryStore:
                     b.deadline = 0.0  # enough writers (or every client in flight): no more waiting
                     self._group_cv.notify_all()
                 break
-            while not b.done:
-                if key not in self._group_busy and self._open_batch.get(key) is b:
+            # The batch's first writer sends it, once no upsert to the collection is in
+            # flight and its gathering time is over; only it (one per collection) waits
+            # on the condition, the others wait for the batch's own event: a returning
+            # upsert or a joining writer wakes one thread per collection, not every
+            # writer in the pool.
+            while owner:
+                if key not in self._group_busy:
                     left = b.deadline - time.monotonic()
                     if left > 0:  # gathering other clients' writes (gather_wait)
                         self._group_cv.wait(left)
                         continue
                     del self._open_batch[key]
                     self._group_busy.add(key)
-                    leader = True
                     break
                 self._group_cv.wait()
-        if leader:
+        if owner:
             try:
                 import numpy as np
 
@@ -469,6 +496,9 @@ class ChromaMemoryStore:
                     b.done = True
                     self._group_busy.discard(key)
                     self._group_cv.notify_all()
+                b.finished.set()
+        else:
+            b.finished.wait()
         if b.error is not None:
             if len(b.parts) > 1 and not _transient(b.error) and isinstance(b.error, Exception):
                 # a bad item fails only its own writer: each writer of the batch sends its own part
@@ -568,6 +598,149 @@ class ChromaMemoryStore:
         """Store items; ``embeddings`` (one vector per item) skips the embedding function."""
         if not items:
             return []
+        ids, docs, metas = self._prepare(client_id, role, items, embeddings)
+        if embeddings is None and (self.cache or self.retry_budget_s):
+            embeddings = self._embed(docs)
+        if self.pending:
+            self.flush()
+        try:
+            self._group_upsert(client_id, role, ids, docs, metas, embeddings)
+        except Exception as e:
+            if not _transient(e):
+                raise
+            # Still down after the retry budget: keep the write, flush it later.
+            self.pending.append((client_id, role, ids, docs, metas, embeddings))
+        if self.cache:
+            self._mirror.upsert(_collection_name(client_id, role, self.scope), ids, docs, metas, embeddings)
+        return ids
+
+    async def aadd(self, client_id: str, role: MemoryRole, items: list[dict[str, Any]], embeddings: Any = None) -> list[str]:
+        """:meth:`add` for a caller on an event loop (the memory nodes call this when a
+        store has it): the same items stored and the same ids returned, once the
+        upsert holding them has returned. The difference is where a write waits to
+        share an upsert with other clients' writes (group commit, :meth:`gather_wait`):
+        here on the event loop, so that a write waiting for others holds no memory
+        thread; only the upsert itself runs on the memory pool. With the sync path,
+        each write gathered held a thread of the pool for the whole wait (~0.3 s), so
+        a long run kept ~60 threads, each with its stack and allocator caches resident
+        (docs/benchmarks.md, "#17: resident memory flat in cohort size"). Writes that
+        are not grouped (a layout of one collection per client, no explicit
+        embeddings, writes buffered after an outage) go through :meth:`add` on the
+        memory pool."""
+        from therasim.memory.pool import run_memory
+
+        if not items:
+            return []
+        if not self._shared or embeddings is None or self.pending:
+            return await run_memory(self.add, client_id, role, items, embeddings)
+        ids, docs, metas = self._prepare(client_id, role, items, embeddings)
+        try:
+            await self._agroup_upsert(client_id, role, ids, docs, metas, embeddings)
+        except Exception as e:
+            if not _transient(e):
+                raise
+            self.pending.append((client_id, role, ids, docs, metas, embeddings))
+        if self.cache:
+            self._mirror.upsert(_collection_name(client_id, role, self.scope), ids, docs, metas, embeddings)
+        return ids
+
+    async def _agroup_upsert(self, client_id: str, role: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], embeddings: Any) -> None:
+        """:meth:`_group_upsert` on the event loop: the same batches (one open batch per
+        collection, at most one upsert to it in flight from this loop, the same wait
+        for other clients' writes and the same number of writers that sends a batch at
+        once), each sent by a task of its own, so a writer that is cancelled never
+        strands the others."""
+        import asyncio
+
+        from therasim.memory.pool import run_memory
+
+        col = await run_memory(self._retry, lambda: self._col(client_id, role))  # the client's use of its block starts here
+        loop = asyncio.get_running_loop()
+        key = (id(loop), id(col), role)
+        stored = self._stored_ids(client_id, ids)
+        with self._group_cv:
+            wait = self.gather_wait(key[1:], client_id, time.monotonic())
+        # clients of the block in use, read without _lock (a thread opening a block holds
+        # it for milliseconds; the loop must not wait on it): a dict lookup and a len
+        blk = self._blocks.get(self._block_key(client_id)) if self._layout == "blocks" else None
+        others = None if self._layout != "blocks" else (len(blk.users) if blk is not None else 0)
+        if others is not None and others <= 1:
+            wait = 0.0  # no other client of the block in flight: nobody to wait for
+        enough = GATHER_WRITERS if others is None else max(min(GATHER_WRITERS, others), 1)
+        while True:
+            b = self._abatches.get(key)
+            if b is None:
+                b = self._abatches[key] = _ABatch(col, loop, loop.time() + wait)
+                task = loop.create_task(self._asend(key, b))
+                self._atasks.add(task)
+                task.add_done_callback(self._atasks.discard)
+            elif b.ids_set.intersection(stored):  # the same ids twice in one call: wait for the next batch
+                await asyncio.shield(b.sent)
+                continue
+            b.add(stored, docs, metas, embeddings)
+            if len(b.parts) >= enough:
+                b.go.set()  # enough writers (or every client in flight): no more waiting
+            break
+        await asyncio.shield(b.returned)
+        if b.error is not None:
+            if len(b.parts) > 1 and not _transient(b.error) and isinstance(b.error, Exception):
+                # a bad item fails only its own writer: each writer of the batch sends its own part
+                await run_memory(self._upsert, client_id, role, ids, docs, metas, embeddings)
+                return
+            raise b.error
+
+    async def _asend(self, key: tuple[int, int, str], b: _ABatch) -> None:
+        """Send batch ``b`` once no upsert to its collection from this loop is in flight
+        and its gathering time is over (or enough writers joined); then resolve its
+        writers. If this task ends before the upsert returned (the loop shutting down),
+        the writers get an error, never a success."""
+        import asyncio
+        import contextlib
+
+        from therasim.memory.pool import run_memory
+
+        try:
+            while True:
+                busy = self._abusy.get(key)
+                if busy is not None:
+                    await busy.wait()
+                    continue
+                left = b.deadline - b.loop.time()
+                if left > 0 and not b.go.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(b.go.wait(), left)
+                    continue
+                break
+            if self._abatches.get(key) is b:
+                del self._abatches[key]
+            b.sent.set_result(None)
+            ev = self._abusy[key] = asyncio.Event()
+            try:
+                import numpy as np
+
+                embs = np.concatenate([np.asarray(e, dtype="float32").reshape(len(n), -1) for e, n in zip(b.embs, b.parts, strict=True)])
+                await run_memory(self._retry, lambda: b.col.upsert(ids=b.ids, documents=b.docs, metadatas=b.metas, embeddings=embs))
+                self.upserts += 1
+                b.stored = True
+            except BaseException as e:
+                b.error = e
+                if not isinstance(e, Exception):
+                    raise
+            finally:
+                if self._abusy.get(key) is ev:
+                    del self._abusy[key]
+                ev.set()
+        finally:
+            if self._abatches.get(key) is b:
+                del self._abatches[key]
+            if not b.stored and b.error is None:
+                b.error = RuntimeError("memory write not stored: its upsert was not sent (the event loop stopped first)")
+            for f in (b.sent, b.returned):
+                if not f.done():
+                    f.set_result(None)
+
+    def _prepare(self, client_id: str, role: str, items: list[dict[str, Any]], embeddings: Any) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Ids, documents and metadata of the items :meth:`add` stores (each checked)."""
         ids, docs, metas = [], [], []
         for i, it in enumerate(items):
             text = str(it.get("text", "")).strip()
@@ -584,20 +757,7 @@ class ChromaMemoryStore:
             metas.append(meta)
         if embeddings is not None and len(embeddings) != len(items):
             raise TherasimError(f"memory add: {len(embeddings)} embeddings for {len(items)} items")
-        if embeddings is None and (self.cache or self.retry_budget_s):
-            embeddings = self._embed(docs)
-        if self.pending:
-            self.flush()
-        try:
-            self._group_upsert(client_id, role, ids, docs, metas, embeddings)
-        except Exception as e:
-            if not _transient(e):
-                raise
-            # Still down after the retry budget: keep the write, flush it later.
-            self.pending.append((client_id, role, ids, docs, metas, embeddings))
-        if self.cache:
-            self._mirror.upsert(_collection_name(client_id, role, self.scope), ids, docs, metas, embeddings)
-        return ids
+        return ids, docs, metas
 
     def embed(self, texts: list[str]) -> Any:
         """Vectors for ``texts`` with the store's embedding (one batch): pass them to
@@ -616,6 +776,7 @@ class ChromaMemoryStore:
         col = self._retry(lambda: self._col(client_id, role, create=False))
         if col is None:
             return None
+        self.reads += 1
         res = dict(self._retry(lambda: col.get(where=self._client_where(client_id, where), include=include)))
         res["ids"] = self._own_ids(res["ids"])
         return res

@@ -140,5 +140,7 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
         part = None
         if vecs is not None:
             part, vecs = vecs[: len(items)], vecs[len(items) :]
-        written[role] = await run_memory(store.add, client_id, role, items, part)
+        # a store with ``aadd`` waits to share an upsert on the loop, holding no memory thread
+        aadd = getattr(store, "aadd", None)
+        written[role] = await (aadd(client_id, role, items, part) if aadd is not None else run_memory(store.add, client_id, role, items, part))
     return {"pending": {"memory_written": written}}

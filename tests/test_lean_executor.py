@@ -108,8 +108,8 @@ async def _states(graph: Any, cfg: dict[str, Any]) -> list[Any]:
     return [s async for s in graph.aget_state_history(cfg)]
 
 
-def _session(name: str, lean: bool, turns: int = 3) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    saver = InMemorySaver()
+def _session(name: str, lean: bool, turns: int = 3, saver: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    saver = InMemorySaver() if saver is None else saver
     g = _builder(name).compile(checkpointer=saver)
     assert executor.lean_reason(g, {}, {}, {}) is None
     cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": session_recursion_limit(turns)}
@@ -362,3 +362,128 @@ def test_lean_task_preparation_on_a_course_and_a_resume(monkeypatch: pytest.Monk
     n = len(steps)
     asyncio.run(executor.ainvoke(sg, None, cfg, context=ctx, durability="sync"))
     assert len(steps) > n + 3
+
+
+def _group_saver(path: Any) -> Any:
+    """therasim's run checkpointer (SQLite, group commit, compressed blobs) on ``path``."""
+    import sqlite3
+
+    from therasim._internal.checkpoint import CompressedSerializer, GroupCommitSaver
+
+    return GroupCommitSaver(sqlite3.connect(str(path), check_same_thread=False), serde=CompressedSerializer())
+
+
+def _counting_saves(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts of GroupCommitSaver.aput / aput_writes calls (the scheduled saves) and
+    put_now / put_writes_now calls (every save, inline or scheduled)."""
+    from therasim._internal.checkpoint import GroupCommitSaver
+
+    n = {"aput": 0, "aput_writes": 0, "put_now": 0, "put_writes_now": 0}
+    for name in n:
+        f = getattr(GroupCommitSaver, name)
+
+        def counted(*a: Any, _f: Any = f, _n: str = name, **kw: Any) -> Any:
+            n[_n] += 1
+            return _f(*a, **kw)
+
+        monkeypatch.setattr(GroupCommitSaver, name, counted)
+    return n
+
+
+@pytest.mark.parametrize("name", ["lean", "full", "custom"])
+def test_inline_saves_write_the_checkpoints_pregel_writes(name: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the group-commit saver the lean executor executes each checkpoint and each
+    task's writes inline (no scheduled aput / aput_writes): the same history as
+    Pregel's scheduled saves on the same kind of saver, checkpoint by checkpoint."""
+    n = _counting_saves(monkeypatch)
+    a, ha = _session(name, lean=False, saver=_group_saver(tmp_path / "pregel.sqlite"))
+    assert n["aput"] > 6 and n["aput_writes"] > 6  # Pregel schedules every save
+    pregel = dict(n)
+    b, hb = _session(name, lean=True, saver=_group_saver(tmp_path / "lean.sqlite"))
+    assert n["aput"] == pregel["aput"] and n["aput_writes"] == pregel["aput_writes"]  # none scheduled by the lean run
+    assert n["put_now"] - pregel["put_now"] == pregel["aput"] and n["put_writes_now"] - pregel["put_writes_now"] == pregel["aput_writes"]
+    assert _strip(a) == _strip(b)
+    assert len(ha) == len(hb) > 6
+    for x, y in zip(ha, hb, strict=True):
+        assert x == y
+
+
+def test_inline_saves_leave_a_patched_saver_alone(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saver whose aput / aput_writes are its own (a subclass, or patched on the
+    instance) gets them called, as under Pregel."""
+    n = _counting_saves(monkeypatch)
+    saver = _group_saver(tmp_path / "x.sqlite")
+    seen: list[str] = []
+    own = saver.aput
+
+    async def mine(*a: Any, **kw: Any) -> Any:
+        seen.append("aput")
+        return await own(*a, **kw)
+
+    saver.aput = mine  # type: ignore[method-assign]
+    _session("minimal", lean=True, saver=saver)
+    assert len(seen) > 4 and n["aput_writes"] > 4
+
+
+def test_inline_saves_on_a_course_and_a_failed_resumed_session(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A two-session course on the group-commit saver, lean (inline saves) against
+    Pregel: the same course and session histories. A session that fails mid-way under
+    the lean executor resumes (under each executor) to an uninterrupted run's transcript."""
+    from therasim.graphs import run_course
+    from therasim.testing import FunctionChatModel
+
+    def course(mode: str) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+        monkeypatch.setenv(executor.EXECUTOR_ENV, mode)
+        saver = _group_saver(tmp_path / f"course-{mode}.sqlite")
+        cb = CourseGraphBuilder("lean").without("memory")
+        g = cb.compile(checkpointer=saver)
+        final = asyncio.run(run_course(g, initial_course_state(example_profiles()[0], sessions=2), _ctx(2, 2), thread_id="r/maria/course"))
+        sg = cb.session.compile(checkpointer=saver)
+        return final, [_history(saver, g, "r/maria/course"), _history(saver, sg, "adhoc/maria/s1"), _history(saver, sg, "adhoc/maria/s2")]
+
+    a, ha = course("pregel")
+    b, hb = course("lean")
+    assert _strip(a) == _strip(b) and len(b["records"]) == 2
+    for x, y in zip(ha, hb, strict=True):
+        assert len(x) == len(y) > 4
+        assert x == y
+
+    ref, _ = _session("lean", lean=False, turns=3)
+    for second in ("lean", "pregel"):
+        saver = _group_saver(tmp_path / f"resume-{second}.sqlite")
+        g = preset("lean").compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": session_recursion_limit(3)}
+        ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=_failing_at(5, SchemaFakeChatModel()))}), course=CourseSpec(max_turns=3))
+        monkeypatch.setenv(executor.EXECUTOR_ENV, "lean")
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            asyncio.run(executor.ainvoke(g, initial_session_state(example_profiles()[0]), cfg, context=ctx, durability="sync"))
+        snap = asyncio.run(g.aget_state(cfg))
+        assert snap.next and any(t.error for t in snap.tasks)  # the failed task's error was saved inline
+        monkeypatch.setenv(executor.EXECUTOR_ENV, second)
+        out = asyncio.run(executor.ainvoke(g, None, cfg, context=ctx, durability="sync"))
+        assert [(t["speaker"], t["text"]) for t in out["transcript"]] == [(t["speaker"], t["text"]) for t in ref["transcript"]], second
+
+
+def test_inline_saves_fail_as_scheduled_saves_fail(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that cannot be serialised fails the run with the serialiser's error
+    under both executors, and no checkpoint is stored past the step that made it."""
+
+    class Opaque:
+        pass
+
+    async def odd(view: Any, ctx: Any) -> dict[str, Any]:
+        return {"current": {"odd": {"x": Opaque()}}}
+
+    def run(lean: bool) -> tuple[type[BaseException], list[Any]]:
+        b = preset("minimal").copy()
+        b.add_node("odd", odd, side="counselor", writes=(Slot("odd", turn="counselor"),), after="client")
+        saver = _group_saver(tmp_path / f"odd-{lean}.sqlite")
+        g = b.compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": 100}
+        state = initial_session_state(example_profiles()[0])
+        with pytest.raises(Exception) as err:
+            asyncio.run(executor.ainvoke(g, state, cfg, context=_ctx(2), durability="sync") if lean else g.ainvoke(state, cfg, context=_ctx(2), durability="sync"))
+        return err.type, [(s.next, s.metadata["step"]) for s in asyncio.run(_states(g, cfg))]
+
+    pregel, lean = run(False), run(True)
+    assert pregel == lean and pregel[0] is TypeError  # msgpack: "Type is not msgpack serializable"

@@ -117,3 +117,110 @@ def test_no_wait_without_other_clients_in_flight_and_none_once_all_joined(tmp_pa
         t.join(20)
     assert not any(t.is_alive() for t in threads)
     assert calls == [1, 3]
+
+
+def test_writers_on_the_loop_share_one_upsert_and_hold_no_thread_while_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aadd`` (what the memory nodes call): the same gathering as the threaded test
+    above, on the event loop. Eight clients' writes 30 ms apart share one upsert, each
+    writer returns its ids once it is stored and finds its item; while they wait to
+    share it, no memory thread is held (only the upsert itself runs on the pool)."""
+    import asyncio
+
+    from therasim.memory.pool import memory_pool
+
+    ids = [f"c{i}" for i in range(GATHER_WRITERS)]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
+    store.gather_s = 30.0
+    col = store._col(ids[0], "counselor")
+    key = (id(col), "counselor")
+    store.gather_wait(key, "x1", time.monotonic() - 0.4)
+    store.gather_wait(key, "x2", time.monotonic() - 0.2)
+    for cid in ids:
+        store.search(cid, "counselor", "sleep")
+    busy: list[int] = []
+    real_submit = memory_pool().submit
+
+    def counting_submit(fn: object, *a: object) -> object:
+        busy.append(1)
+        fut = real_submit(fn, *a)  # type: ignore[arg-type]
+        fut.add_done_callback(lambda f: busy.pop())
+        return fut
+
+    monkeypatch.setattr(memory_pool(), "submit", counting_submit)
+    most: list[int] = []
+
+    async def go() -> dict[str, list[str]]:
+        async def write(cid: str) -> list[str]:
+            return await store.aadd(cid, "counselor", [{"text": f"{cid} sleeps badly", "kind": "fact", "session": 1}], embeddings=store.embed([f"{cid} sleeps badly"]))
+
+        tasks = {}
+        for cid in ids:
+            tasks[cid] = asyncio.create_task(write(cid))
+            await asyncio.sleep(0.03)
+            most.append(len(busy))
+        return {cid: await t for cid, t in tasks.items()}
+
+    done = asyncio.run(go())
+    assert calls == [GATHER_WRITERS]
+    assert store.upserts == 1
+    assert max(most) <= 1  # seven writers waiting for the eighth, none of them on a thread
+    for cid in ids:
+        assert len(done[cid]) == 1
+        assert [x["text"] for x in store.list(cid, "counselor")] == [f"{cid} sleeps badly"]
+        assert store.search(cid, "counselor", "sleeps badly")[0]["text"] == f"{cid} sleeps badly"  # the mirror has it
+
+
+def test_a_cancelled_writer_on_the_loop_strands_nobody(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first writer of a batch is cancelled while the batch gathers: the batch is
+    still sent by its own task, the other writers return once it is stored, and the
+    cancelled writer's items (already in the batch) are stored too."""
+    import asyncio
+
+    ids = ["a", "b", "c"]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.05)
+    store.gather_s = 30.0
+    key = (id(store._col("a", "counselor")), "counselor")
+    store.gather_wait(key, "x1", time.monotonic() - 0.4)  # other clients' writes 200 ms apart: the first batch waits
+    store.gather_wait(key, "x2", time.monotonic() - 0.2)
+    for cid in ids:
+        store.search(cid, "counselor", "x")
+
+    async def go() -> list[str]:
+        first = asyncio.create_task(store.aadd("a", "counselor", [{"text": "a one", "kind": "fact", "session": 1}], embeddings=store.embed(["a one"])))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        rest = [asyncio.create_task(store.aadd(c, "counselor", [{"text": f"{c} one", "kind": "fact", "session": 1}], embeddings=store.embed([f"{c} one"]))) for c in ("b", "c")]
+        out = await asyncio.wait_for(asyncio.gather(*rest), 20)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return [i for ids_ in out for i in ids_]
+
+    assert len(asyncio.run(go())) == 2
+    assert calls == [3]  # all three clients joined: sent at once, one upsert
+    assert [x["text"] for x in store.list("a", "counselor")] == ["a one"]
+
+
+def test_a_bad_item_on_the_loop_fails_only_its_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose upsert fails on one writer's item: each writer then sends its own
+    part, so only the bad one raises (as on the threaded path)."""
+    import asyncio
+
+    ids = ["a", "b", "z"]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
+    store.add("z", "counselor", [{"text": "z first", "kind": "fact", "session": 1}], embeddings=store.embed(["z first"]))  # the collection's dimension
+    store.release("z")
+    store.gather_s = 30.0
+    for cid in ids[:2]:
+        store.search(cid, "counselor", "x")
+
+    async def go() -> list[object]:
+        good = store.aadd("a", "counselor", [{"text": "a fine", "kind": "fact", "session": 1}], embeddings=store.embed(["a fine"]))
+        bad = store.aadd("b", "counselor", [{"text": "b odd", "kind": "fact", "session": 1}], embeddings=[[float("nan")] * 3])  # wrong dimension
+        return list(await asyncio.gather(good, bad, return_exceptions=True))
+
+    good, bad = asyncio.run(go())
+    assert isinstance(good, list) and len(good) == 1
+    assert isinstance(bad, Exception)
+    assert calls[0] == 1 and sorted(calls[1:]) == [1, 1]  # the batch could not be sent whole: each writer sent its own part
+    assert [x["text"] for x in store.list("a", "counselor")] == ["a fine"]
+    assert store.list("b", "counselor") == []

@@ -299,6 +299,56 @@ def _gc_for_run() -> Iterator[None]:
         gc.unfreeze()
 
 
+#: glibc malloc arenas in a process that runs a cohort (``THERASIM_MALLOC_ARENA_MAX``;
+#: 0 leaves the C library's default of 8 per core). See :func:`_malloc_arenas_for_run`.
+MALLOC_ARENA_MAX = 2
+_arenas_set: int | None = None
+
+
+def _malloc_arenas_for_run() -> int | None:
+    """Cap glibc's malloc arenas for this process (``mallopt(M_ARENA_MAX)``) before a
+    run starts; returns the cap set, None when nothing was set (not glibc, or
+    ``THERASIM_MALLOC_ARENA_MAX=0``).
+
+    Process-wide and for the rest of the process's life (glibc cannot shrink its
+    arena count), so it is done here, when a cohort is run, never on import. Why: a
+    run's memory calls and embedded Chroma's worker threads are many (a memory thread
+    per course writing, Chroma's runtime threads per open block), and glibc gives
+    threads up to 8 arenas per core, each keeping the freed memory of its busiest
+    moment resident; over a long run the peaks of more arenas add up, so resident
+    memory kept rising with the courses done (docs/benchmarks.md, "#17: resident
+    memory flat in cohort size"). Set ``THERASIM_MALLOC_ARENA_MAX=0`` to leave glibc's
+    default (or ``MALLOC_ARENA_MAX`` in the environment before Python starts, which
+    glibc reads itself and this then leaves alone)."""
+    global _arenas_set
+    import os
+
+    raw = os.environ.get("THERASIM_MALLOC_ARENA_MAX", "").strip()
+    try:
+        n = int(raw) if raw else MALLOC_ARENA_MAX
+    except ValueError:
+        raise ConfigError(f"THERASIM_MALLOC_ARENA_MAX={raw!r}: give a whole number of arenas (0 leaves glibc's default)") from None
+    if n < 0:
+        raise ConfigError(f"THERASIM_MALLOC_ARENA_MAX={raw!r}: give a whole number of arenas, at least 0 (0 leaves glibc's default)")
+    if n == 0 or os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return None
+    if _arenas_set is not None:
+        return _arenas_set
+    try:
+        if os.confstr("CS_GNU_LIBC_VERSION") is None:
+            return None
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    except (ValueError, OSError, AttributeError):
+        return None
+    if mallopt(-8, n) != 1:  # M_ARENA_MAX
+        return None
+    _arenas_set = n
+    return n
+
+
 def _new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -470,6 +520,7 @@ async def arun_dir(
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     rd.manifest()  # a clear error for a missing or foreign folder before any lock file
+    _malloc_arenas_for_run()
     with rd.lock("run"), _gc_for_run():  # a second run or resume of this folder stops here with the holder's pid and host
         return await _arun_dir_locked(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder, on_record=on_record, executor=executor)
 
