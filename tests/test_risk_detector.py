@@ -355,7 +355,7 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 48), *range(50, 55))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
     evaluation = [_words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl"):
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl", "risk_utterances_unseen_authors7.jsonl"):
         evaluation += [_words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     near = [rows[i]["id"] for i in _near_duplicates([_words(r["text"]) for r in rows], evaluation)]
     assert near == []
@@ -600,6 +600,26 @@ def test_unseen_authors6_figures(capsys: pytest.CaptureFixture[str]):
     assert _rate(f, "fp") <= AUTHORS6_CEILING_FP
 
 
+@pytest.mark.embedded
+def test_unseen_authors7_figures(capsys: pytest.CaptureFixture[str]):
+    """An eighth evaluation set: utterances by two more authors (a61 online posts and
+    messages, a62 encounters with helpers) who wrote to the eighth brief for evaluation
+    only: never trained on, nor used for thresholds or settings
+    (policies/data/risk_utterances_unseen_authors7.jsonl, docs/risk.md). No row is a near
+    duplicate of a training row (checked on import, before the eighth round's training
+    import, which keeps every training row apart from it)."""
+    mine = _jsonl("risk_utterances_unseen_authors7.jsonl")
+    assert len(mine) >= 600
+    assert {r["author"] for r in mine} == {"a61", "a62"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors7.jsonl", "unseen authors a61+a62")
+    assert _rate(f, "hit") >= AUTHORS7_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS7_CEILING_FP
+
+
+# set before the set was first read (a regression guard, not the targets), as for the sets before it
+AUTHORS7_FLOOR_RECALL = 0.965  # measured 342/348 = 98.3% with the shipped model of 17,887 rows (explicit 338/342 = 98.8%)
+AUTHORS7_CEILING_FP = 0.065  # measured 6/351 = 1.7% with the shipped model of 17,887 rows
 # set before the set was first read (a regression guard, not the targets); first measured with the model of 16,048 rows (sixth round), then at its recall-first thresholds 0.03 / 0.03, then with the model of 17,887 rows (docs/risk.md)
 AUTHORS6_FLOOR_RECALL = 0.97  # measured 346/347 = 99.7% with the shipped model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 347/347 at the recall-first thresholds (346/347 = 99.7% at the cost rule's; explicit 329/329 at both)
 AUTHORS6_CEILING_FP = 0.065  # measured 11/359 = 3.1% with the shipped model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 9/359 = 2.5% at the recall-first thresholds (5/359 = 1.4% at the cost rule's)
