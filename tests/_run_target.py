@@ -36,11 +36,18 @@ def pausing_reply(messages, kw, info):
     """``reply``; with THERASIM_TEST_PAUSE_FILE set, the client's call of exchange 2 (two
     exchanges recorded and checkpointed) creates that file and hangs there, so a kill
     lands mid-session whatever the machine's load (a kill timed on the event log could
-    land after the session had ended)."""
+    land after the session had ended). With THERASIM_TEST_RELEASE_FILE set too, it hangs
+    only until that file exists (a run held mid-session while a test looks at it, then
+    let finish)."""
     pause = os.environ.get("THERASIM_TEST_PAUSE_FILE")
     if pause and info is not None and info.node == "client" and info.ids.get("exchange") == 2:
         Path(pause).touch()
-        time.sleep(600)
+        release = os.environ.get("THERASIM_TEST_RELEASE_FILE")
+        if not release:
+            time.sleep(600)
+        deadline = time.monotonic() + 120  # with THERASIM_TEST_RELEASE_FILE: hang until that file exists
+        while not Path(release or "").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     return reply(messages, kw)
 
 

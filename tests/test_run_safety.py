@@ -85,19 +85,24 @@ def _one_clear_line(p: subprocess.CompletedProcess[str], *needles: str) -> None:
 
 
 def test_two_processes_on_one_run_directory(tmp_path: Path) -> None:
-    # long enough (12 sessions of 6 turns) that the first is still running when the second starts
+    # the first run holds at its first session's exchange 2 (lock taken, mid-session) until
+    # the release file exists, so it is still running when the second starts, whatever the
+    # machine's speed (timing it on the lock file alone let a fast first run finish first)
     rd, _ = start_run({**CFG, "course": {"preset": "minimal", "sessions": 3, "max_turns": 6}}, sample=4, out=tmp_path)
-    first = subprocess.Popen([sys.executable, str(HERE / "_run_target.py"), str(rd.root), "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (rd.root / ".lock").exists():
+    paused, release = tmp_path / "paused", tmp_path / "release"
+    env = {**os.environ, "THERASIM_TEST_PAUSE_FILE": str(paused), "THERASIM_TEST_RELEASE_FILE": str(release)}
+    first = subprocess.Popen([sys.executable, str(HERE / "_run_target.py"), str(rd.root), "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 90
+    while time.time() < deadline and not paused.exists() and first.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.3)
+    assert paused.exists(), first.stderr.read() if first.stderr else "the first run never reached exchange 2"
     second = subprocess.run([sys.executable, str(HERE / "_run_target.py"), str(rd.root), "1"], capture_output=True, text=True, timeout=120)
     assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
     assert second.returncode != 0
     assert f"is in use by pid {first.pid} on host {socket.gethostname()}" in second.stderr
     with pytest.raises(RunDirError, match=f"pid {first.pid}"):
         resume(rd.root, models=_models())
+    release.touch()
     assert first.wait(300) == 0, first.stderr.read() if first.stderr else ""
     keys = [(r["client_id"], r["session"]) for r in rd.records()]
     assert len(keys) == len(set(keys)) == 12  # every session once: nothing run twice
