@@ -26,12 +26,6 @@ medians and each round's ratio (both arms share the process, its warm caches and
 the machine's load at that moment):
 
     python benchmarks/cpu_per_call.py --url http://127.0.0.1:8011 --executors --repeat 5
-
-Inline saves on and off (``--inline-saves``): the all-in variant, the lean
-executor's inline checkpoint saves (``graphs/executor.py``) switched per run in one
-process, rounds alternated:
-
-    python benchmarks/cpu_per_call.py --url http://127.0.0.1:8011 --inline-saves --repeat 8
 """
 
 from __future__ import annotations
@@ -205,34 +199,6 @@ def executors(url: str, courses: int, preset: str, *, turns: int, repeat: int, v
     return out
 
 
-def inline_saves(url: str, courses: int, preset: str, *, turns: int, repeat: int) -> dict[str, Any]:
-    """The all-in variant (SQLite checkpoints and memory) with the lean executor's
-    inline saves on and off (``graphs/executor.py``, ``_inline_saves``), alternated in
-    one process (the arm that goes first alternates; the heap collected before each
-    run); per round ``cpu_ms_per_call`` of each arm."""
-    import gc
-
-    from therasim.config import RunConfig
-    from therasim.graphs import executor as ex
-
-    cfg = RunConfig.model_validate({"models": {"default": {"provider": "openai", "model": "stub", "base_url": url + "/v1"}}, "course": {"preset": preset, "sessions": 2, "max_turns": turns}, "memory": {"embedding": "hash"}})
-    asyncio.run(variant(url, cfg, checkpointer=True, memory=True, n=2))  # warm imports
-    on = ex._inline_saves
-    rounds: list[dict[str, float]] = []
-    try:
-        for i in range(repeat):
-            r: dict[str, float] = {}
-            for arm in (("scheduled", "inline") if i % 2 == 0 else ("inline", "scheduled")):
-                ex._inline_saves = on if arm == "inline" else (lambda loop, submit: submit)  # type: ignore[assignment]
-                gc.collect()
-                r[arm] = asyncio.run(variant(url, cfg, checkpointer=True, memory=True, n=courses))["cpu_ms_per_call"]
-            rounds.append(r)
-    finally:
-        ex._inline_saves = on  # type: ignore[assignment]
-    med = {arm: statistics.median(r[arm] for r in rounds) for arm in ("scheduled", "inline")}
-    return {"rounds": rounds, "median": med, "inline_over_scheduled": med["inline"] / med["scheduled"], "round_ratios": [r["inline"] / r["scheduled"] for r in rounds]}
-
-
 def _postgres_auto() -> tuple[object, str, int]:
     """A throw-away PostgreSQL cluster (tests/scaleout_services.py), its DSN and
     postmaster pid."""
@@ -286,17 +252,7 @@ def main() -> None:
     ap.add_argument("--pg-pid", type=int, default=None, help="the Postgres postmaster's pid, for the server's CPU per call")
     ap.add_argument("--only-postgres", action="store_true", help="only the Postgres variants")
     ap.add_argument("--executors", action="store_true", help="Pregel against the lean executor, alternated in one process")
-    ap.add_argument("--inline-saves", action="store_true", help="the all-in variant with the lean executor's inline saves on and off, alternated in one process")
     a = ap.parse_args()
-    if a.inline_saves:
-        res_in = inline_saves(a.url, a.courses, a.preset, turns=a.turns, repeat=a.repeat)
-        print(f"inline saves: {a.courses} courses x 2 sessions x {a.turns} turns, {a.preset}, all-in (SQLite checkpoints, memory), {a.repeat} rounds alternated in one process")
-        print("| `cpu_ms_per_call` scheduled saves | inline saves | inline / scheduled | per round |")
-        print("|---|---|---|---|")
-        print(f"| {res_in['median']['scheduled']:.3f} | {res_in['median']['inline']:.3f} | **{res_in['inline_over_scheduled']:.3f}** | {', '.join(f'{x:.2f}' for x in res_in['round_ratios'])} |")
-        if a.json:
-            Path(a.json).write_text(json.dumps(res_in, indent=1))
-        return
     if a.executors:
         res_ex = executors(a.url, a.courses, a.preset, turns=a.turns, repeat=a.repeat)
         print(f"executors: {a.courses} courses x 2 sessions x {a.turns} turns, {a.preset}, {a.repeat} rounds alternated in one process")

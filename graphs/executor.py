@@ -256,15 +256,6 @@ def _lean_loop_class() -> type:
 
     class LeanPregelLoop(AsyncPregelLoop):
         _lean_run: tuple[Any, ...] | None = None
-        _lean_submit: Any = None
-
-        @property  # type: ignore[override]
-        def submit(self) -> Any:
-            return self._lean_submit
-
-        @submit.setter
-        def submit(self, fn: Any) -> None:  # set once, by AsyncPregelLoop.__aenter__
-            self._lean_submit = _inline_saves(self, fn)
 
         def _prepare_tasks_and_emit_checkpoint(self) -> None:
             tasks = self.channels.get(TASKS)
@@ -272,83 +263,8 @@ def _lean_loop_class() -> type:
                 return super()._prepare_tasks_and_emit_checkpoint()  # type: ignore[no-any-return]
             self.tasks = _lean_tasks(self)
 
-    _LOOP_BASE.append(AsyncPregelLoop)
     _LOOP.append(LeanPregelLoop)
     return LeanPregelLoop
-
-
-def _inline_saves(loop: Any, submit: Any) -> Any:
-    """``submit`` (the loop's background executor), except that with therasim's
-    :class:`~therasim._internal.checkpoint.GroupCommitSaver` (its own ``aput`` and
-    ``aput_writes``, nothing patched over them) a step's checkpoint and each task's
-    writes are executed at once, in the open transaction, instead of by a task
-    scheduled per save: no asyncio task, context copy, ``gather`` and waits per save.
-    What a caller gets is still a future of the commit that holds the rows (shielded:
-    the commit is shared by every course in it), registered with the executor as a
-    task would be (waited for and re-raised on exit); an error while serialising is
-    set on that future, as the task would have failed with it.
-
-    Ordering is LangGraph's: its save waits for this step's delta-channel writes and
-    the previous checkpoint's save before it starts. Executed inline, the checkpoint
-    follows them in statement order, in the same transaction when they are not yet
-    committed (so it commits only with them) or after their commit; when one of them
-    failed, or is a save this function did not make and is not done, the save goes to
-    ``submit`` as before (which waits for them, or fails as LangGraph's does). Each
-    course still waits for its own checkpoint's commit before its next step
-    (``durability="sync"``, :func:`_run`)."""
-    from therasim._internal.checkpoint import GroupCommitSaver
-
-    saver = loop.checkpointer
-    executor: Any = getattr(submit, "__self__", None)
-    if (
-        saver is None
-        or getattr(type(saver), "aput", None) is not GroupCommitSaver.aput  # a subclass or a patch of its own: its methods run
-        or getattr(type(saver), "aput_writes", None) is not GroupCommitSaver.aput_writes
-        or "aput" in vars(saver)
-        or "aput_writes" in vars(saver)
-        or not isinstance(getattr(executor, "tasks", None), dict)
-    ):
-        return submit
-    put_after = getattr(_LOOP_BASE[0], "_checkpointer_put_after_previous")  # noqa: B009
-    inner_of: dict[Any, Any] = {}  # a future handed out -> the commit it waits for (until done)
-
-    def ok(fut: Any) -> bool:
-        """The save behind ``fut`` is executed and has not failed."""
-        if fut is None:
-            return True
-        inner = inner_of.get(fut)
-        if inner is not None:  # executed; committed or in the open transaction
-            return not inner.done() or (not inner.cancelled() and inner.exception() is None)
-        return bool(fut.done() and not fut.cancelled() and fut.exception() is None)
-
-    def handed(make: Any) -> Any:
-        try:
-            inner = make()
-        except Exception as exc:
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_exception(exc)
-        else:
-            fut = asyncio.shield(inner)
-            inner_of[fut] = inner
-            fut.add_done_callback(lambda f: inner_of.pop(f, None))
-        executor.tasks[fut] = (False, True)  # as AsyncBackgroundExecutor.submit registers a task
-        fut.add_done_callback(executor.done)
-        return fut
-
-    def inline(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if not kwargs:
-            if fn is loop.checkpointer_put_writes and 3 <= len(args) <= 4:
-                return handed(lambda: saver.put_writes_now(*args))
-            if getattr(fn, "__func__", None) is put_after and getattr(fn, "__self__", None) is loop and len(args) == 6:
-                prev, delta_futs, config, checkpoint, metadata, new_versions = args
-                if ok(prev) and all(ok(f) for f in delta_futs):
-                    return handed(lambda: saver.put_now(config, checkpoint, metadata, new_versions))
-        return submit(fn, *args, **kwargs)
-
-    return inline
-
-
-_LOOP_BASE: list[type] = []
 
 
 def _lean_tasks(loop: Any) -> dict[str, Any]:

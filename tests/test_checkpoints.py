@@ -60,4 +60,3 @@ def test_compressed_serializer_round_trips_and_reads_plain_blobs() -> None:
     assert s.loads_typed(plain) == obj
     small = s.dumps_typed({"a": 1})
     assert not small[0].startswith("z:")
-

@@ -131,38 +131,22 @@ class GroupCommitSaver(SqliteSaver):
             loop.call_soon(self._commit)
         return self._batch
 
-    # the lean executor (graphs/executor.py) may call put_now / put_writes_now itself
-    # instead of scheduling a task that calls aput / aput_writes
-    inline_saves = True
-
-    def put_now(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> asyncio.Future[None]:
-        """``aput``'s statement, executed now in the open transaction (``checkpoint``
-        is serialised before this returns); the future of the commit that holds it.
-        The future is shared by every write of that transaction: shield it before
-        awaiting it (a cancelled waiter would cancel it for the others)."""
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
         cfg = config["configurable"]
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = _meta_json(get_checkpoint_metadata(config, metadata))
-        return self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)])
+        await asyncio.shield(self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)]))
+        return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
 
-    def put_writes_now(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> asyncio.Future[None]:
-        """``aput_writes``'s statement, executed now (as :meth:`put_now`)."""
+    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
         cfg = config["configurable"]
         verb = "REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "IGNORE"
         rows = [
             (str(cfg["thread_id"]), str(cfg["checkpoint_ns"]), str(cfg["checkpoint_id"]), task_id, task_path, WRITES_IDX_MAP.get(ch, i), ch, *self.serde.dumps_typed(v))
             for i, (ch, v) in enumerate(writes)
         ]
-        return self._write(_WRITES.format(verb=verb), rows)
-
-    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-        cfg = config["configurable"]
-        await asyncio.shield(self.put_now(config, checkpoint, metadata, new_versions))
-        return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
-
-    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
         # shielded: the batch's future is every writer's; a cancelled writer must not cancel it for the others
-        await asyncio.shield(self.put_writes_now(config, writes, task_id, task_path))
+        await asyncio.shield(self._write(_WRITES.format(verb=verb), rows))
 
     async def aget_tuple(self, config: Any) -> Any:
         return self.get_tuple(config)
