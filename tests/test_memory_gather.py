@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import slow_upsert_block_store  # type: ignore[import-not-found]
@@ -57,22 +58,28 @@ def test_gathering_off_and_a_bad_setting(tmp_path: Path, monkeypatch: pytest.Mon
         chroma._gather_s()
 
 
+def _eight_clients_expected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Any, list[int]]:
+    """A block store whose collection expects other clients' writes: eight clients in
+    flight (each recalled at its session's start), writes of other clients seen 200 ms
+    apart, so a first batch waits 7 x ~0.2 s for seven more, far longer than eight
+    writes 30 ms apart take to arrive (~0.2 s): the eighth sends it."""
+    ids = [f"c{i}" for i in range(GATHER_WRITERS)]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
+    store.gather_s = 30.0
+    key = (id(store._col(ids[0], "counselor")), "counselor")
+    store.gather_wait(key, "x1", time.monotonic() - 0.4)
+    store.gather_wait(key, "x2", time.monotonic() - 0.2)
+    for cid in ids:
+        store.search(cid, "counselor", "sleep")
+    return ids, store, calls
+
+
 def test_writers_arriving_one_by_one_share_one_upsert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Eight clients' writes arrive 30 ms apart (one at a time: without gathering each
     would find no upsert in flight and send its own); with other clients' writes
     expected, the first waits, the others join it, and the eighth sends the batch:
     one upsert carries all eight, and each writer finds its items stored."""
-    ids = [f"c{i}" for i in range(GATHER_WRITERS)]
-    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
-    store.gather_s = 30.0
-    col = store._col(ids[0], "counselor")
-    key = (id(col), "counselor")
-    # writes of other clients were seen 200 ms apart: the first batch waits 7 x ~0.2 s for
-    # seven more, far longer than the eight take to arrive (~0.2 s), so the eighth sends it
-    store.gather_wait(key, "x1", time.monotonic() - 0.4)
-    store.gather_wait(key, "x2", time.monotonic() - 0.2)
-    for cid in ids:  # in flight: each course recalled at its session's start
-        store.search(cid, "counselor", "sleep")
+    ids, store, calls = _eight_clients_expected(tmp_path, monkeypatch)
     done: dict[str, list[str]] = {}
 
     def write(cid: str) -> None:
@@ -128,15 +135,7 @@ def test_writers_on_the_loop_share_one_upsert_and_hold_no_thread_while_waiting(t
 
     from therasim.memory.pool import memory_pool
 
-    ids = [f"c{i}" for i in range(GATHER_WRITERS)]
-    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
-    store.gather_s = 30.0
-    col = store._col(ids[0], "counselor")
-    key = (id(col), "counselor")
-    store.gather_wait(key, "x1", time.monotonic() - 0.4)
-    store.gather_wait(key, "x2", time.monotonic() - 0.2)
-    for cid in ids:
-        store.search(cid, "counselor", "sleep")
+    ids, store, calls = _eight_clients_expected(tmp_path, monkeypatch)
     busy: list[int] = []
     real_submit = memory_pool().submit
 
