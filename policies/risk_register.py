@@ -123,7 +123,34 @@ def new_register() -> dict[str, Any]:
 
 
 def _copy(reg: Mapping[str, Any] | None) -> dict[str, Any]:
-    return copy.deepcopy(dict(reg)) if reg else new_register()
+    """A register to fold a turn into, leaving ``reg`` as it was: a fresh top level,
+    ``tracks`` dict, track dicts and ``trace`` list (what the folds change in place:
+    rungs, peaks, flags, the trace); the other lists are fresh copies too. Entries
+    (evidence, trace changes, assessments, PHQ-9 answers, the retraction) are
+    shared: no fold changes one once written, it writes a new one (``{**old, ...}``,
+    ``[*old, new]``). ``copy.deepcopy`` of the whole register cost several times
+    more per turn (tests/test_node_cpu.py compares the two over folds)."""
+    if not reg:
+        return new_register()
+    out = dict(reg)
+    tracks = out.get("tracks")
+    if isinstance(tracks, Mapping):
+        out["tracks"] = {k: _copy_track(t) for k, t in tracks.items()}
+    for key in ("trace", "assessments", "phq9_item9"):
+        v = out.get(key)
+        if isinstance(v, list):
+            out[key] = list(v)
+    return out
+
+
+def _copy_track(t: Any) -> Any:
+    if not isinstance(t, Mapping):
+        return copy.deepcopy(t)
+    d = dict(t)
+    ev = d.get("evidence")
+    if isinstance(ev, list):
+        d["evidence"] = list(ev)
+    return d
 
 
 def _where(session: int, exchange: int | None) -> str:

@@ -351,3 +351,69 @@ class DictLikeStore:
 
     def flush(self) -> int:
         return 0
+
+
+_CLIENT_LINES = [
+    "I'm going to kill myself tonight.",
+    "I wish I were dead, honestly.",
+    "Sometimes I cut myself when it gets bad.",
+    "I want to hurt him for what he did.",
+    "He hits me when he drinks.",
+    "I was only joking, forget it.",
+    "I'm not suicidal, I promise.",
+    "I have the pills saved up in a drawer.",
+    "Work was fine, I went for a walk.",
+    "I didn't really mean it.",
+]
+_COUNSELOR_LINES = ["Are you having thoughts of killing yourself?", "Are you safe right now?", "How was your week?", "That sounds hard.", ""]
+
+
+def _fold_sequence(rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
+    steps: list[tuple[str, dict[str, Any]]] = []
+    for session in range(1, rng.randint(2, 4)):
+        if rng.random() < 0.6:
+            steps.append(("phq9", {"session": session, "score": rng.choice([None, 0, 1, 2, 3]), "when": "before"}))
+        for ex in range(rng.randint(1, 8)):
+            steps.append(("turn", {"session": session, "exchange": ex, "text": rng.choice(_CLIENT_LINES), "previous_counselor": rng.choice(_COUNSELOR_LINES), "llm_level": rng.choice([None, "none", "low", "moderate", "high"])}))
+    return steps
+
+
+def _run_folds(steps: list[tuple[str, dict[str, Any]]], *, check_inputs: bool) -> list[Any]:
+    import copy
+
+    from therasim.policies.risk import scan
+    from therasim.policies.risk_register import fold_phq9, observe_turn
+
+    reg: Any = None
+    out = []
+    for kind, kw in steps:
+        before = copy.deepcopy(reg)
+        if kind == "phq9":
+            new, changes = fold_phq9(reg, **kw)
+        else:
+            new, changes = observe_turn(reg, cues=scan(kw["text"], model=False), **kw)
+        if check_inputs:
+            assert reg == before  # the fold left its input as it was
+        out.append((copy.deepcopy(new), copy.deepcopy(changes), new != reg))
+        reg = new
+    return out
+
+
+def test_register_folds_copy_what_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The register's structural copy (``risk_register._copy``) gives every fold the
+    result a deep copy gave, and no fold changes the register it was handed, over
+    random sequences of turns (raises, retractions, direct assessments, walk-backs)
+    and PHQ-9 answers."""
+    import copy
+
+    from therasim.policies import risk_register
+
+    rng = random.Random(17)
+    seqs = [_fold_sequence(rng) for _ in range(60)]
+    fast = [_run_folds(s, check_inputs=True) for s in seqs]
+    monkeypatch.setattr(risk_register, "_copy", lambda reg: copy.deepcopy(dict(reg)) if reg else risk_register.new_register())
+    slow = [_run_folds(s, check_inputs=False) for s in seqs]
+    assert fast == slow
+    lowered = sum(1 for run in fast for reg, changes, _ in run for c in changes if c.get("to") == "none")
+    raised = sum(1 for run in fast for reg, changes, _ in run for c in changes if c.get("to") not in (None, "none"))
+    assert lowered and raised  # the sequences exercise walk-backs and raises, not only no-ops
