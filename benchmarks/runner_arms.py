@@ -9,8 +9,8 @@ switches, minor faults and collector pauses per call. Needs a running stub:
         --arms "asyncio:nofresh;asyncio;uvloop"
 
 An arm is ``LOOP[:OPTION/OPTION...]``: LOOP ``asyncio`` or ``uvloop`` (the loop the
-cohort runs on); options ``nofresh`` (``ChromaMemoryStore.fresh`` a no-op: new courses'
-memories read from Chroma as before it) and ``gc=A,B,C`` (collector thresholds set
+cohort runs on); options ``nofresh`` (on a tree with ``ChromaMemoryStore.fresh``, session 13's
+first increment, since reverted: that method a no-op) and ``gc=A,B,C`` (collector thresholds set
 before the run; the runner keeps the first at 20,000 or more).
 """
 

@@ -553,9 +553,6 @@ async def _arun_dir_locked(
     done = {i for i in cohort_ids if status.get(i, {}).get("status") == "completed"}
     n_todo = sum(1 for i in cohort_ids if i not in done)
     result.skipped = [i for i in cohort_ids if i in done]
-    # clients whose course has never started in this run (no status line): nothing is
-    # stored for them under the run's memory scope yet (their memory stores hear so)
-    started = set(status)
     del cohort_ids, status
     # the courses to run, read from profiles.jsonl as they start (not held in memory)
     todo: Iterator[ClientProfile] = (p for p in _profiles(rd) if p.id not in done)
@@ -636,18 +633,11 @@ async def _arun_dir_locked(
         # a finished course's memory caches go (what the store keeps in process then
         # depends on the courses in flight, not on the cohort)
         release = store.release if store is not None else (lambda cid: None)
-        # a course's first start in the run: its memories start empty (a store with
-        # ``fresh`` skips reading from Chroma what cannot be there: memories are scoped
-        # by the run id, and the course's "running" line is on disk (fsync'd) before its
-        # first memory call); runs without a memory scope share collections with others
-        fresh = getattr(store, "fresh", None) if man.get("memory_scope") else None
 
         async def one(p: ClientProfile) -> None:
             async with sem:
                 tid = f"{run_id}/{p.id}/course"
                 try:
-                    if fresh is not None and p.id not in started:
-                        fresh(p.id)
                     course_running(p.id)
                     await run_course(graph, initial_course_state(p, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality), ctx, thread_id=tid)
                 except asyncio.CancelledError:
