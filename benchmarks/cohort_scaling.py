@@ -118,7 +118,8 @@ def _checkpoints_in_memory() -> None:
 
 
 class _Counters:
-    """What else each window did, per model call: event-loop iterations, checkpoint
+    """What else each window did, per model call: event-loop iterations (asyncio's loop
+    only: under uvloop, the loop ``therasim run`` starts when installed, they read 0), checkpoint
     commits and the statements they carried, collector runs; and the memory pool's
     threads at the window's end (a batching or thread-count drift shows here)."""
 
@@ -461,7 +462,9 @@ def one(n: int, concurrency: int, url: str, bucket_s: float, root: Path, memory:
     c0, t0, m0, s0, w0 = time.process_time(), time.perf_counter(), time.thread_time(), os.times().system, time.time()
     native0 = _native()
     tcpu0 = tcpu.sample()
-    res = asyncio.run(go())
+    from therasim import runner as _runner
+
+    res = getattr(_runner, "run_loop", asyncio.run)(go())  # the loop `therasim run` starts (uvloop when installed); asyncio's for a revision from before
     wall, cpu, main_cpu = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
     native_end = _native()
     tcpu_end = tcpu.sample()

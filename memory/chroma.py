@@ -835,6 +835,22 @@ class ChromaMemoryStore:
             return []
         return [{"id": i, "text": d, **(m or {})} for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=False)]
 
+    def fresh(self, client_id: str) -> None:
+        """Tell the store that nothing is stored for ``client_id`` under its scope yet
+        (the runner knows it of a course that starts for the first time in its run:
+        the run id is the scope, and the course's first status line is on disk before
+        its first memory call). The client's recall mirror entries then start empty
+        instead of being loaded from Chroma on first search: a read (a thread hop and a
+        filtered ``get`` on the shared collection, two per course) that could only find
+        nothing. Its own writes update the entries as before; an entry the mirror
+        drops (LRU) is loaded from Chroma again. No-op without the mirror or a scope."""
+        if not self.cache or not self.scope:
+            return
+        for role in ("counselor", "client"):
+            name = _collection_name(client_id, role, self.scope)
+            if self._mirror.get(name) is None:
+                self._mirror.put(name, [], [], [], [])
+
     def release(self, client_id: str) -> None:
         """Forget a finished course's client in process: its mirror entries and
         collection handles (the data stays in Chroma; a later use reloads it), and in

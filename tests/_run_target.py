@@ -3,14 +3,13 @@ with a deterministic, slightly slow scripted model (so a kill lands mid-session)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from therasim.runner import arun_dir
+from therasim.runner import arun_dir, run_loop
 from therasim.testing import FunctionChatModel, client_turn_json
 
 
@@ -52,4 +51,4 @@ def pausing_reply(messages, kw, info):
 
 
 if __name__ == "__main__":
-    asyncio.run(arun_dir(sys.argv[1], models={"default": FunctionChatModel(fn=pausing_reply)}, concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))
+    run_loop(arun_dir(sys.argv[1], models={"default": FunctionChatModel(fn=pausing_reply)}, concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))

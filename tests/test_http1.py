@@ -15,7 +15,23 @@ from therasim._internal.http import HttpChatClient, ProviderError
 from therasim._internal.http1 import Http1Pool, ResponseError, Target
 from therasim._internal.retry import RetryPolicy
 
-Reply = Callable[[bytes], bytes | None]  # request bytes -> reply bytes (None: close without a reply)
+Reply = Callable[[bytes], bytes | None]
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest) -> Any:
+    """Every test on asyncio's loop and on uvloop's (the loop ``therasim run`` starts
+    when uvloop is installed: therasim.runner.event_loop_factory), whose transports are
+    libuv's: the same framing, reuse, closes, timeouts and TLS errors on both."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        try:
+            yield request.param
+        finally:
+            asyncio.set_event_loop_policy(None)
+    else:
+        yield request.param  # request bytes -> reply bytes (None: close without a reply)
 
 
 async def _serve(replies: list[Reply], log: list[Any]) -> tuple[asyncio.AbstractServer, int]:

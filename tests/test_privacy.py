@@ -14,16 +14,37 @@ from conftest import start_stub  # type: ignore[import-not-found]
 
 
 class Guard:
-    """Fails any socket connection whose destination is not allowed."""
+    """Fails any socket connection whose destination is not allowed: Python's sockets,
+    and uvloop's (the loop a run starts when uvloop is installed: its connections are
+    libuv's, made in C, so its ``create_connection`` is checked)."""
 
     def __init__(self, allowed: set[tuple[str, int]]) -> None:
         self.allowed = allowed
         self.seen: list[Any] = []
+        self._uv_new: Any = None
 
     def __enter__(self) -> Guard:
         self._connect = socket.socket.connect
         self._connect_ex = socket.socket.connect_ex
         guard = self
+        try:
+            import uvloop
+        except ImportError:
+            uvloop = None  # type: ignore[assignment]
+        if uvloop is not None:
+
+            class GuardedLoop(uvloop.Loop):  # type: ignore[misc,name-defined]
+                async def create_connection(self, protocol_factory: Any, host: Any = None, port: Any = None, *a: Any, **kw: Any) -> Any:
+                    if kw.get("sock") is None:
+                        guard.check(None, (host, port))
+                    return await super().create_connection(protocol_factory, host, port, *a, **kw)
+
+                async def sock_connect(self, sock: socket.socket, address: Any) -> Any:
+                    guard.check(sock, address)
+                    return await super().sock_connect(sock, address)
+
+            self._uv_new = uvloop.new_event_loop
+            uvloop.new_event_loop = GuardedLoop
 
         def connect(sock: socket.socket, address: Any) -> Any:
             guard.check(sock, address)
@@ -37,8 +58,8 @@ class Guard:
         socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
         return self
 
-    def check(self, sock: socket.socket, address: Any) -> None:
-        if sock.family == socket.AF_UNIX:
+    def check(self, sock: socket.socket | None, address: Any) -> None:
+        if sock is not None and sock.family == socket.AF_UNIX:
             return
         self.seen.append(address)
         host, port = address[0], address[1]
@@ -48,6 +69,10 @@ class Guard:
     def __exit__(self, *exc: object) -> None:
         socket.socket.connect = self._connect  # type: ignore[method-assign]
         socket.socket.connect_ex = self._connect_ex  # type: ignore[method-assign]
+        if self._uv_new is not None:
+            import uvloop
+
+            uvloop.new_event_loop = self._uv_new
 
 
 # Importing therasim and a course on the embedded defaults open no connection: the

@@ -355,7 +355,7 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 48), *range(50, 55), *range(57, 61))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
     evaluation = [_words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
-    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl", "risk_utterances_unseen_authors7.jsonl"):
+    for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl", "risk_utterances_unseen_authors7.jsonl", "risk_utterances_unseen_authors8.jsonl"):
         evaluation += [_words(json.loads(line)["text"]) for line in (d / name).read_text().splitlines() if line.strip()]
     near = [rows[i]["id"] for i in _near_duplicates([_words(r["text"]) for r in rows], evaluation)]
     assert near == []
@@ -598,6 +598,28 @@ def test_unseen_authors6_figures(capsys: pytest.CaptureFixture[str]):
         f = _unseen_figures("risk_utterances_unseen_authors6.jsonl", "unseen authors a55+a56")
     assert _rate(f, "hit") >= AUTHORS6_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS6_CEILING_FP
+
+
+@pytest.mark.embedded
+def test_unseen_authors8_figures(capsys: pytest.CaptureFixture[str]):
+    """A ninth evaluation set: utterances by two more authors (a67 messages to family,
+    friends and partners, a68 things said in medical settings) who wrote to the ninth
+    brief for evaluation only: never trained on, nor used for thresholds or settings
+    (policies/data/risk_utterances_unseen_authors8.jsonl, docs/risk.md). No row is a near
+    duplicate of a training row (checked on import, before the ninth round's training
+    import, which keeps every training row apart from it)."""
+    mine = _jsonl("risk_utterances_unseen_authors8.jsonl")
+    assert len(mine) >= 600
+    assert {r["author"] for r in mine} == {"a67", "a68"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    with capsys.disabled():
+        f = _unseen_figures("risk_utterances_unseen_authors8.jsonl", "unseen authors a67+a68")
+    assert _rate(f, "hit") >= AUTHORS8_FLOOR_RECALL
+    assert _rate(f, "fp") <= AUTHORS8_CEILING_FP
+
+
+# set before the set was first read (a regression guard, not the targets), as for the sets before it
+AUTHORS8_FLOOR_RECALL = 0.965
+AUTHORS8_CEILING_FP = 0.065
 
 
 @pytest.mark.embedded

@@ -264,7 +264,7 @@ def run(
     workers: Annotated[int, typer.Option("--workers", min=1, help="ray: actors (one core each); --concurrency is per actor")] = 2,
 ) -> None:
     """Run a cohort of courses (or --resume one) and write a run directory."""
-    from therasim.runner import arun_dir, start_run
+    from therasim.runner import arun_dir, run_loop, start_run
 
     try:
         ex = _executor(executor, address, workers)
@@ -281,7 +281,8 @@ def run(
             for p in problems:
                 err.print(f"skipped profile: {_safe(p)}", highlight=False, markup=False)
             err.print(f"run directory: {rd.root}", highlight=False, markup=False)
-        res = asyncio.run(arun_dir(rd, concurrency=concurrency, progress=progress, executor=ex))
+        # this process's courses on uvloop when installed; a Ray driver keeps asyncio's loop
+        res = (run_loop if ex is None else asyncio.run)(arun_dir(rd, concurrency=concurrency, progress=progress, executor=ex))
     except TherasimError as e:
         _fail(e)
     _print_result(res, rd_path)

@@ -553,6 +553,9 @@ async def _arun_dir_locked(
     done = {i for i in cohort_ids if status.get(i, {}).get("status") == "completed"}
     n_todo = sum(1 for i in cohort_ids if i not in done)
     result.skipped = [i for i in cohort_ids if i in done]
+    # clients whose course has never started in this run (no status line): nothing is
+    # stored for them under the run's memory scope yet (their memory stores hear so)
+    started = set(status)
     del cohort_ids, status
     # the courses to run, read from profiles.jsonl as they start (not held in memory)
     todo: Iterator[ClientProfile] = (p for p in _profiles(rd) if p.id not in done)
@@ -633,11 +636,18 @@ async def _arun_dir_locked(
         # a finished course's memory caches go (what the store keeps in process then
         # depends on the courses in flight, not on the cohort)
         release = store.release if store is not None else (lambda cid: None)
+        # a course's first start in the run: its memories start empty (a store with
+        # ``fresh`` skips reading from Chroma what cannot be there: memories are scoped
+        # by the run id, and the course's "running" line is on disk (fsync'd) before its
+        # first memory call); runs without a memory scope share collections with others
+        fresh = getattr(store, "fresh", None) if man.get("memory_scope") else None
 
         async def one(p: ClientProfile) -> None:
             async with sem:
                 tid = f"{run_id}/{p.id}/course"
                 try:
+                    if fresh is not None and p.id not in started:
+                        fresh(p.id)
                     course_running(p.id)
                     await run_course(graph, initial_course_state(p, run_id=run_id, sessions=cfg.course.sessions, modality=cfg.course.modality), ctx, thread_id=tid)
                 except asyncio.CancelledError:
@@ -706,16 +716,58 @@ def resume(run_dir: str | Path, *, concurrency: int | None = None, progress: boo
     return _sync(arun_dir(run_dir, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder))
 
 
+#: ``THERASIM_EVENT_LOOP``: the event loop therasim starts for a cohort
+#: (:func:`event_loop_factory`)
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop a cohort runs on when therasim starts the loop itself (``therasim
+    run``, :func:`run`, :func:`resume`): uvloop's when it is installed (``auto``, the
+    default; libuv's loop and transports in C: the loop's own bookkeeping per model
+    call, which asyncio's loop does in Python, is about a tenth of the orchestrator's
+    CPU on a zero-latency server; docs/benchmarks.md), else asyncio's.
+    ``THERASIM_EVENT_LOOP=asyncio`` always uses asyncio's, ``uvloop`` requires uvloop.
+    A caller awaiting :func:`arun_dir` on a loop of its own keeps that loop."""
+    import os
+
+    raw = os.environ.get("THERASIM_EVENT_LOOP", "").strip().lower() or "auto"
+    if raw not in EVENT_LOOPS:
+        raise ConfigError(f"THERASIM_EVENT_LOOP={raw!r}: give one of {', '.join(EVENT_LOOPS)} (auto: uvloop when installed, else asyncio)")
+    if raw == "asyncio" or sys.platform == "win32":
+        if raw == "uvloop":
+            raise ConfigError("THERASIM_EVENT_LOOP=uvloop: uvloop does not run on Windows; unset the variable or set it to asyncio")
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        if raw == "uvloop":
+            raise ConfigError("THERASIM_EVENT_LOOP=uvloop but uvloop is not installed; `pip install uvloop`, or unset the variable to use asyncio's loop") from None
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def run_loop(coro: Any) -> Any:
+    """Run ``coro`` to the end on a new event loop of :func:`event_loop_factory`'s kind
+    (``asyncio.run`` with that loop; Python 3.10 has no loop factory there and uses
+    asyncio's loop)."""
+    factory = event_loop_factory()
+    if sys.version_info < (3, 11):
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=factory) as r:
+        return r.run(coro)
+
+
 def _sync(coro: Any) -> RunResult:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)  # type: ignore[no-any-return]
+        return run_loop(coro)  # type: ignore[no-any-return]
     # Inside a running loop (Jupyter): run in a worker thread with its own loop.
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        return ex.submit(asyncio.run, coro).result()  # type: ignore[no-any-return]
+        return ex.submit(run_loop, coro).result()  # type: ignore[no-any-return]
 
 
 def iter_records(run_dir: str | Path) -> Iterator[dict[str, Any]]:

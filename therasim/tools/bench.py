@@ -456,6 +456,15 @@ def checkpoint_bytes_per_turn(turns: int, preset: str = "full") -> float:
     return float(b) / max(n, 1)
 
 
+def _run_loop() -> Any:
+    """How ``therasim run`` runs a cohort's coroutine (``therasim.runner.run_loop``: uvloop
+    when installed); ``asyncio.run`` for an orchestrator from before it
+    (``benchmarks/before_after.py`` runs this harness over older revisions)."""
+    from therasim import runner
+
+    return getattr(runner, "run_loop", asyncio.run)
+
+
 def bench(
     *,
     profile: str = "h100-8b",
@@ -521,7 +530,7 @@ def bench(
             stub.trace("trace")
             rd, _ = start_run(cfg, profiles=cohort, out=root / "therasim", run_id="bench")  # same ids in every arm
             cpu0, scpu0, t0, e0 = time.process_time(), stub.cpu_s(), time.perf_counter(), time.time()
-            res = asyncio.run(arun_dir(rd, concurrency=concurrency))
+            res = _run_loop()(arun_dir(rd, concurrency=concurrency))
             wall = time.perf_counter() - t0
             e1 = time.time()
             cpu = time.process_time() - cpu0
