@@ -52,7 +52,38 @@ def test_a_bad_value_is_named_with_the_choices(monkeypatch: pytest.MonkeyPatch) 
     coro = never()
     with pytest.raises(ConfigError):  # checked before any loop starts
         run_loop(coro)
-    coro.close()
+    assert coro.cr_frame is None  # closed unstarted: no "never awaited" warning
+
+
+def test_a_bad_value_leaves_no_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`therasim run` and run() refuse a bad THERASIM_EVENT_LOOP before they make a run
+    directory, so a retry after fixing the variable leaves no never-started run behind."""
+    from typer.testing import CliRunner
+
+    from therasim.cli import app
+
+    monkeypatch.setenv("THERASIM_EVENT_LOOP", "tokio")
+    with pytest.raises(ConfigError, match="THERASIM_EVENT_LOOP='tokio'"):
+        runner.run(CFG, sample=1, out=tmp_path / "api")
+    res = CliRunner().invoke(app, ["run", "--sample", "1", "--out", str(tmp_path / "cli")])
+    assert res.exit_code != 0 and "THERASIM_EVENT_LOOP='tokio'" in res.output, res.output
+    assert not (tmp_path / "api").exists() or not any((tmp_path / "api").iterdir())
+    assert not (tmp_path / "cli").exists() or not any((tmp_path / "cli").iterdir())
+
+
+def test_run_loop_on_a_loop_it_makes_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path Python 3.10 takes (no asyncio.Runner): the factory's loop runs the
+    coroutine, is closed afterwards, and is no longer the thread's current loop."""
+    monkeypatch.setenv("THERASIM_EVENT_LOOP", "asyncio")
+    monkeypatch.setattr(runner.sys, "version_info", (3, 10, 14))
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def kind() -> int:
+        seen.append(asyncio.get_running_loop())
+        return 7
+
+    assert run_loop(kind()) == 7
+    assert seen and seen[0].is_closed()
 
 
 def test_run_loop_returns_the_result_and_runs_inside_a_running_loop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -697,6 +697,7 @@ def run(
     session_builder: Any = None,
 ) -> RunResult:
     """Create a run directory and run it to the end (the Python face of `therasim run`)."""
+    event_loop_factory()  # a bad THERASIM_EVENT_LOOP is refused before a run directory is made
     rd, _problems = start_run(config, profiles=profiles, sample=sample, out=out, models=models, session_builder=session_builder)
     return _sync(arun_dir(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder))
 
@@ -739,11 +740,25 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run_loop(coro: Any) -> Any:
     """Run ``coro`` to the end on a new event loop of :func:`event_loop_factory`'s kind
-    (``asyncio.run`` with that loop; Python 3.10 has no loop factory there and uses
-    asyncio's loop)."""
-    factory = event_loop_factory()
+    (``asyncio.Runner`` with that loop; on Python 3.10, which has no runner, the loop is
+    made, run and closed here). A refused ``THERASIM_EVENT_LOOP`` closes ``coro``
+    unstarted before the error is raised."""
+    try:
+        factory = event_loop_factory()
+    except BaseException:
+        coro.close()
+        raise
     if sys.version_info < (3, 11):
-        return asyncio.run(coro)
+        loop = factory()
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(coro)
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
     with asyncio.Runner(loop_factory=factory) as r:
         return r.run(coro)
 
