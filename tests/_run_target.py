@@ -14,7 +14,13 @@ from therasim.testing import FunctionChatModel, client_turn_json
 
 
 def reply(messages, kw):
+    """``reply_now`` after 30 ms (a model call that takes a while: the kill test's)."""
     time.sleep(0.03)
+    return reply_now(messages, kw)
+
+
+def reply_now(messages, kw):
+    """The scripted answers, at once."""
     system = "\n".join(str(m.content) for m in messages)
     if "filling in two questionnaires" in system:
         keys = ("phq_interest", "phq_down", "phq_sleep", "phq_tired", "phq_appetite", "phq_failure", "phq_concentration", "phq_psychomotor", "phq_self_harm", "gad_nervous", "gad_cant_stop_worry", "gad_worry_too_much", "gad_trouble_relaxing", "gad_restless", "gad_irritable", "gad_afraid")

@@ -21,21 +21,14 @@ from therasim.runner import arun_dir, start_run
 from therasim.testing import FunctionChatModel, HashEmbedding
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _run_target import reply
+from _run_target import reply_now
 from conftest import slow_upsert_block_store  # type: ignore[import-not-found]
 
 CFG = {"course": {"preset": "minimal", "sessions": 1, "max_turns": 1, "memory": False}, "seed": 3}
 
 
 def _fast_reply(messages: Any, kw: Any) -> str:
-    import time
-
-    real_sleep = time.sleep
-    time.sleep = lambda s: None  # _run_target's reply waits 30 ms a call (for the kill test)
-    try:
-        return str(reply(messages, kw))
-    finally:
-        time.sleep = real_sleep
+    return str(reply_now(messages, kw))  # _run_target's reply waits 30 ms a call (for the kill test)
 
 
 class _Counted:

@@ -17,7 +17,7 @@ from therasim.runner import event_loop_factory, run_loop
 from therasim.testing import FunctionChatModel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _run_target import reply
+from _run_target import reply_now
 
 CFG = {"course": {"preset": "minimal", "sessions": 2, "max_turns": 2, "memory": False}, "seed": 5}
 
@@ -104,15 +104,8 @@ def test_run_loop_returns_the_result_and_runs_inside_a_running_loop(monkeypatch:
 
 
 def _fast_reply(messages: Any, kw: Any, loops: list[str]) -> str:
-    import time
-
     loops.append(type(asyncio.get_running_loop()).__module__)
-    real_sleep = time.sleep
-    time.sleep = lambda s: None  # _run_target's reply waits 30 ms a call (for the kill test)
-    try:
-        return str(reply(messages, kw))
-    finally:
-        time.sleep = real_sleep
+    return str(reply_now(messages, kw))  # _run_target's reply waits 30 ms a call (for the kill test)
 
 
 def _recording(loops: list[str]) -> Any:
