@@ -506,6 +506,15 @@ def _unseen_figures(name: str, title: str) -> dict[str, object]:
     return f
 
 
+def _author_set_figures(name: str, authors: tuple[str, str], min_rows: int, title: str) -> dict[str, object]:
+    """An evaluation set of two authors: at least ``min_rows`` rows, written by exactly
+    ``authors``, none of whom is a training author; its figures printed."""
+    mine = _jsonl(name)
+    assert len(mine) >= min_rows
+    assert {r["author"] for r in mine} == set(authors) and not set(authors) & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
+    return _unseen_figures(name, title)
+
+
 @pytest.mark.embedded
 def test_unseen_set_figures(capsys: pytest.CaptureFixture[str]):
     """An evaluation set written by someone who read none of the patterns, training
@@ -526,11 +535,8 @@ def test_unseen_authors2_figures(capsys: pytest.CaptureFixture[str]):
     voice notes) who wrote to the same brief but for evaluation only: never trained
     on, nor used for thresholds or settings (policies/data/risk_utterances_unseen_authors2.jsonl,
     docs/risk.md). No row is a near duplicate of a training row (checked on import)."""
-    mine = _jsonl("risk_utterances_unseen_authors2.jsonl")
-    assert len(mine) >= 700
-    assert {r["author"] for r in mine} == {"a13", "a14"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        f = _unseen_figures("risk_utterances_unseen_authors2.jsonl", "unseen authors a13+a14")
+        f = _author_set_figures("risk_utterances_unseen_authors2.jsonl", ("a13", "a14"), 700, "unseen authors a13+a14")
     assert _rate(f, "hit") >= AUTHORS2_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS2_CEILING_FP
 
@@ -541,11 +547,8 @@ def test_unseen_authors3_figures(capsys: pytest.CaptureFixture[str]):
     to the third brief for evaluation only: never trained on, nor used for thresholds
     or settings (policies/data/risk_utterances_unseen_authors3.jsonl, docs/risk.md). No
     row is a near duplicate of a training row (checked on import)."""
-    mine = _jsonl("risk_utterances_unseen_authors3.jsonl")
-    assert len(mine) >= 700
-    assert {r["author"] for r in mine} == {"a15", "a16"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        f = _unseen_figures("risk_utterances_unseen_authors3.jsonl", "unseen authors a15+a16")
+        f = _author_set_figures("risk_utterances_unseen_authors3.jsonl", ("a15", "a16"), 700, "unseen authors a15+a16")
     assert _rate(f, "hit") >= AUTHORS3_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS3_CEILING_FP
 
@@ -558,11 +561,8 @@ def test_unseen_authors4_figures(capsys: pytest.CaptureFixture[str]):
     only: never trained on, nor used for thresholds or settings
     (policies/data/risk_utterances_unseen_authors4.jsonl, docs/risk.md). No row is a
     near duplicate of a training row (checked on import)."""
-    mine = _jsonl("risk_utterances_unseen_authors4.jsonl")
-    assert len(mine) >= 700
-    assert {r["author"] for r in mine} == {"a33", "a34"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        f = _unseen_figures("risk_utterances_unseen_authors4.jsonl", "unseen authors a33+a34")
+        f = _author_set_figures("risk_utterances_unseen_authors4.jsonl", ("a33", "a34"), 700, "unseen authors a33+a34")
     assert _rate(f, "hit") >= AUTHORS4_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS4_CEILING_FP
 
@@ -576,11 +576,8 @@ def test_unseen_authors5_figures(capsys: pytest.CaptureFixture[str]):
     only: never trained on, nor used for thresholds or settings
     (policies/data/risk_utterances_unseen_authors5.jsonl, docs/risk.md). No row is a
     near duplicate of a training row (checked on import)."""
-    mine = _jsonl("risk_utterances_unseen_authors5.jsonl")
-    assert len(mine) >= 700
-    assert {r["author"] for r in mine} == {"a48", "a49"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        f = _unseen_figures("risk_utterances_unseen_authors5.jsonl", "unseen authors a48+a49")
+        f = _author_set_figures("risk_utterances_unseen_authors5.jsonl", ("a48", "a49"), 700, "unseen authors a48+a49")
     assert _rate(f, "hit") >= AUTHORS5_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS5_CEILING_FP
 
@@ -591,11 +588,8 @@ def test_unseen_authors6_figures(capsys: pytest.CaptureFixture[str]):
     settings (policies/data/risk_utterances_unseen_authors6.jsonl, docs/risk.md). No row
     is a near duplicate of a training row (checked on import, before the seventh
     round's training import, which keeps every training row apart from it)."""
-    mine = _jsonl("risk_utterances_unseen_authors6.jsonl")
-    assert len(mine) >= 700
-    assert {r["author"] for r in mine} == {"a55", "a56"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        f = _unseen_figures("risk_utterances_unseen_authors6.jsonl", "unseen authors a55+a56")
+        f = _author_set_figures("risk_utterances_unseen_authors6.jsonl", ("a55", "a56"), 700, "unseen authors a55+a56")
     assert _rate(f, "hit") >= AUTHORS6_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS6_CEILING_FP
 
@@ -608,11 +602,8 @@ def test_unseen_authors8_figures(capsys: pytest.CaptureFixture[str]):
     (policies/data/risk_utterances_unseen_authors8.jsonl, docs/risk.md). No row is a near
     duplicate of a training row (checked on import, before the ninth round's training
     import, which keeps every training row apart from it)."""
-    mine = _jsonl("risk_utterances_unseen_authors8.jsonl")
-    assert len(mine) >= 600
-    assert {r["author"] for r in mine} == {"a67", "a68"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        f = _unseen_figures("risk_utterances_unseen_authors8.jsonl", "unseen authors a67+a68")
+        f = _author_set_figures("risk_utterances_unseen_authors8.jsonl", ("a67", "a68"), 600, "unseen authors a67+a68")
     assert _rate(f, "hit") >= AUTHORS8_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS8_CEILING_FP
 
@@ -630,11 +621,8 @@ def test_unseen_authors7_figures(capsys: pytest.CaptureFixture[str]):
     (policies/data/risk_utterances_unseen_authors7.jsonl, docs/risk.md). No row is a near
     duplicate of a training row (checked on import, before the eighth round's training
     import, which keeps every training row apart from it)."""
-    mine = _jsonl("risk_utterances_unseen_authors7.jsonl")
-    assert len(mine) >= 600
-    assert {r["author"] for r in mine} == {"a61", "a62"} and not {r["author"] for r in mine} & {r.get("author") for r in _jsonl("risk_utterances_authors.jsonl")}
     with capsys.disabled():
-        f = _unseen_figures("risk_utterances_unseen_authors7.jsonl", "unseen authors a61+a62")
+        f = _author_set_figures("risk_utterances_unseen_authors7.jsonl", ("a61", "a62"), 600, "unseen authors a61+a62")
     assert _rate(f, "hit") >= AUTHORS7_FLOOR_RECALL
     assert _rate(f, "fp") <= AUTHORS7_CEILING_FP
 
