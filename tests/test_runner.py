@@ -287,3 +287,35 @@ def test_sigkill_between_two_calls_of_a_folded_exchange_repeats_no_finished_call
     assert finish(copy, "0", tmp_path / "calls-3") == reference
     assert counted(first, tmp_path / "calls-3")[("client", cid, 1, 2)] == 2
     assert len(reference) == 4 and all(len(turns) == 8 for _, turns in reference)
+
+
+def test_fork_and_replay_from_a_turn_of_a_run_made_with_one_superstep_per_exchange(tmp_path, monkeypatch):
+    """A run made with ``THERASIM_FOLD_CALLS=1`` (one checkpoint per exchange): turn_state,
+    replay and fork from turn 2 find the checkpoint before that turn, and their branches
+    equal those of the same run made in the default layout (replay: the original session)."""
+    from therasim.traces import fork, replay, turn_state
+
+    other = FunctionChatModel(fn=lambda m, kw: "That sounds exhausting; what happens on the worst nights?")
+    out = {}
+    for fold in ("0", "1"):
+        monkeypatch.setenv("THERASIM_FOLD_CALLS", fold)
+        res = run(CFG, sample=1, out=tmp_path / fold, models=_models())
+        assert res.ok
+        rd = RunDir(res.run_dir)
+        cid = rd.records()[0]["client_id"]
+        st = turn_state(res.run_dir, cid, 1, 2)
+        rep = replay(res.run_dir, cid, 1, 2, models=_models(), branch="again")
+        fk = fork(res.run_dir, cid, 1, 2, counselor_model=other, models=_models(), branch="alt")
+        original = [(t["speaker"], t["text"]) for t in rd.records()[0]["turns"]]
+        assert [(t["speaker"], t["text"]) for t in rep["turns"]] == original
+        out[fold] = (st["exchange"], [(t["speaker"], t["text"]) for t in rep["turns"]], [(t["speaker"], t["text"]) for t in fk["turns"]])
+    assert _strip_latency(out["0"]) == _strip_latency(out["1"])
+    assert out["1"][2][3][1].startswith("That sounds exhausting")  # the fork's counselor from turn 2 on
+
+
+def _strip_latency(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _strip_latency(v) for k, v in x.items() if k not in ("latency_s",)}
+    if isinstance(x, (list, tuple)):
+        return [_strip_latency(v) for v in x]
+    return x
