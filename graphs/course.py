@@ -410,9 +410,18 @@ class CourseGraphBuilder(StepsBuilder):
         return c
 
 
+def with_fold_calls(session: SessionGraphBuilder, fold_calls: bool | None) -> SessionGraphBuilder:
+    """``session``, or a copy of it whose ``fold_calls`` is the config's (``course.fold_calls``; None keeps the builder's)."""
+    if fold_calls is None or session.fold_calls == fold_calls:
+        return session
+    b = session.copy()
+    b.fold_calls = fold_calls
+    return b
+
+
 def course_builder(spec: CourseSpec, session: SessionGraphBuilder | None = None) -> CourseGraphBuilder:
     """The course a :class:`CourseSpec` describes (its preset and on/off switches)."""
-    b = CourseGraphBuilder(session if session is not None else preset(spec.preset), name=spec.preset)
+    b = CourseGraphBuilder(with_fold_calls(session if session is not None else preset(spec.preset), spec.fold_calls), name=spec.preset)
     off = [g for g, on in (("events", spec.events), ("measures", spec.measures), ("planner", spec.planner), ("memory", spec.memory)) if not on]
     return b.without(*off) if off else b
 

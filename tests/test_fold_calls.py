@@ -258,3 +258,25 @@ def test_fold_calls_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FOLD_CALLS_ENV, "maybe")
     with pytest.raises(TherasimError, match=FOLD_CALLS_ENV):
         preset("lean")
+
+
+def test_fold_calls_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``course.fold_calls`` sets the run's session builder (course_builder, and the
+    builder replay/fork/inspect make from a manifest); unset, the environment decides."""
+    from therasim.graphs.course import course_builder
+    from therasim.traces import _session_builder
+
+    monkeypatch.delenv(FOLD_CALLS_ENV, raising=False)
+    assert not course_builder(CourseSpec(preset="lean")).session.fold_calls
+    assert course_builder(CourseSpec(preset="lean", fold_calls=True)).session.fold_calls
+    mine = preset("minimal")
+    b = course_builder(CourseSpec(fold_calls=True), mine)
+    assert b.session.fold_calls and not mine.fold_calls and b.session.order == mine.order  # the caller's builder is not changed
+    monkeypatch.setenv(FOLD_CALLS_ENV, "1")
+    assert course_builder(CourseSpec(preset="lean")).session.fold_calls
+    assert not course_builder(CourseSpec(preset="lean", fold_calls=False)).session.fold_calls
+    man = {"config": {"course": {"preset": "lean", "fold_calls": False}}}
+    assert not _session_builder(man).fold_calls
+    monkeypatch.delenv(FOLD_CALLS_ENV)
+    assert _session_builder({"config": {"course": {"preset": "lean", "fold_calls": True}}}).fold_calls
+    assert not _session_builder({"config": {"course": {"preset": "lean"}}}).fold_calls  # a manifest from before the setting

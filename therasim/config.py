@@ -252,6 +252,11 @@ class CourseSpec(_Strict):
     planner: bool = True
     memory: bool = True
     max_draft_revisions: int = Field(1, ge=0, le=5)
+    fold_calls: bool | None = Field(
+        None,
+        description="One superstep (one checkpoint) per exchange, each model call's result journalled before the next call "
+        "(docs/architecture.md, 'One superstep per exchange'). None: THERASIM_FOLD_CALLS (off when unset).",
+    )
     measures_mode: Literal["whole", "blocks", "item"] = Field(
         "whole", description="How the client answers the questionnaires: one call for all (whole), one per instrument (blocks), one per item (item)."
     )
@@ -419,6 +424,7 @@ course:
   planner: true              # course planner between sessions
   memory: true               # cross-session memory in Chroma
   max_draft_revisions: 1     # risk review rewrites of an unsafe counselor draft
+  # fold_calls: true         # one checkpoint per exchange, each model call journalled (default: THERASIM_FOLD_CALLS, off)
   # probes: [{session: 2, turn: 3, kind: passive_ideation}]  # planted risk probes (therasim eval)
 
 memory:

@@ -116,8 +116,10 @@ def timeline(run_dir: str | Path | RunDir, client_id: str, session: int, branch:
 
 def _session_builder(man: dict[str, Any], session_builder: Any = None) -> Any:
     from therasim.graphs import preset
+    from therasim.graphs.course import with_fold_calls
 
-    return session_builder if session_builder is not None else preset(man["config"]["course"]["preset"])
+    b = session_builder if session_builder is not None else preset(man["config"]["course"]["preset"])
+    return with_fold_calls(b, (man["config"].get("course") or {}).get("fold_calls"))
 
 
 async def _with_graph(rd: RunDir, man: dict[str, Any], fn: Any, session_builder: Any = None, action: str = "inspect the checkpoints", *, readonly: bool = False) -> Any:
