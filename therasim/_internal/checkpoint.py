@@ -68,11 +68,11 @@ class _Zstd:
         if self._std is not None:
             return self._std.compress(data, level)  # type: ignore[no-any-return]
         ctxs = self._local.__dict__
-        c = ctxs.get(level)
+        c = ctxs.get(f"c{level}")
         if c is None:
             import zstandard
 
-            c = ctxs[level] = zstandard.ZstdCompressor(level=level)  # writes the content size in the frame
+            c = ctxs[f"c{level}"] = zstandard.ZstdCompressor(level=level)  # writes the content size in the frame
         return c.compress(data)  # type: ignore[no-any-return]
 
     def decompress(self, data: bytes) -> bytes:
