@@ -19,7 +19,7 @@ import re
 from collections import Counter
 
 CATEGORIES = (
-    ("checkpoints: serialise, compress, SQLite", r"therasim/_internal/checkpoint\.py|langgraph/checkpoint/|sqlite3|aiosqlite|zlib|ormsgpack"),
+    ("checkpoints: serialise, compress, SQLite", r"therasim/_internal/checkpoint\.py|langgraph/checkpoint/|sqlite3|aiosqlite|zlib|zstandard|compression/zstd|ormsgpack"),
     ("checkpoints: LangGraph assembles them", r"langgraph/pregel/_checkpoint\.py|_put_checkpoint|create_checkpoint|_checkpointer_put"),
     ("memory: Chroma", r"site-packages/chromadb/"),
     ("memory: mirror, recall, embedding", r"/memory/|nodes/recall\.py|HashEmbedding"),

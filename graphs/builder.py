@@ -20,7 +20,19 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph._internal._constants import (
+    CONFIG_KEY_CHECKPOINT_MAP,
+    CONFIG_KEY_CHECKPOINT_NS,
+    CONFIG_KEY_CHECKPOINTER,
+    CONFIG_KEY_DURABILITY,
+    CONFIG_KEY_REPLAY_STATE,
+    CONFIG_KEY_RESUMING,
+    CONFIG_KEY_SCRATCHPAD,
+    CONFIG_KEY_TASK_ID,
+    NS_END,
+    NS_SEP,
+)
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
@@ -131,12 +143,50 @@ def untraced(compiled: Any) -> Any:
     return compiled
 
 
-def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], channels: dict[str, Any]) -> Callable[..., Awaitable[dict[str, Any] | list[Any]]]:
+#: the channel of a folded node's journal rows (its members' updates) in the checkpointer's writes
+JOURNAL = "__therasim_journal__"
+#: a journal row's task id: the folded task's own id, this, and the member index it was written before
+JOURNAL_SEP = "~j"
+
+
+class _Counter:
+    """A task's interrupt counter the folded node can set: a member replayed from the
+    journal moves it on by the interrupts that member asked, so the next member's
+    ``interrupt()`` reads its own resume value."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        n = self.n
+        self.n = n + 1
+        return n
+
+
+def fold_nodes(
+    name: str,
+    runs: list[Callable[..., Awaitable[dict[str, Any]]]],
+    channels: dict[str, Any],
+    journal: tuple[int, ...] = (),
+    names: tuple[str, ...] = (),
+) -> Callable[..., Awaitable[dict[str, Any] | list[Any]]]:
     """One LangGraph node that runs several wrapped nodes in turn (one superstep, one
     checkpoint). Each sees the state as it would after the ones before it had run
     alone (their updates applied with the state's own reducers), and the node
     returns every member's update, in order, as LangGraph would have applied them
-    one step at a time; a key without a reducer keeps its last write only."""
+    one step at a time; a key without a reducer keeps its last write only.
+
+    ``journal`` (member indices, each a member that calls a model): before such a
+    member starts, the updates of the members run since the last journal entry are
+    made durable without a checkpoint: written with the run's checkpointer as
+    pending writes of the step's checkpoint under derived task ids
+    (``<task id>~j<index>``, channel :data:`JOURNAL`; LangGraph matches no task to
+    them) and awaited (group commit: the shared transaction's commit). When the
+    task runs again on a resume from that checkpoint (the same task id), the
+    journalled members are replayed from it instead of running, so no finished
+    model call is repeated. ``names``: the members' names (checked on replay)."""
 
     def apply(state: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         st = dict(state)
@@ -154,13 +204,7 @@ def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], 
 
     plain_keys: list[frozenset[str]] = []  # the channels without a reducer, once the graph has them all
 
-    async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any] | list[Any]:
-        updates: list[dict[str, Any]] = []
-        for fn in runs:
-            out = await fn(state, runtime)
-            updates.append(out)
-            if out:
-                state = apply(state, out)
+    def commands(updates: list[dict[str, Any]]) -> list[Any]:
         if not plain_keys:
             plain_keys.append(frozenset(k for k, ch in channels.items() if getattr(ch, "reducer", None) is None and getattr(ch, "operator", None) is None))
         plain = plain_keys[0]
@@ -171,8 +215,91 @@ def fold_nodes(name: str, runs: list[Callable[..., Awaitable[dict[str, Any]]]], 
             seen.update(k for k in u if k in plain)
         return [Command(update=u) for u in reversed(kept) if u]
 
-    run.__name__ = name
-    return run
+    if not journal:
+
+        async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any] | list[Any]:
+            updates: list[dict[str, Any]] = []
+            for fn in runs:
+                out = await fn(state, runtime)
+                updates.append(out)
+                if out:
+                    state = apply(state, out)
+            return commands(updates)
+
+        run.__name__ = name
+        return run
+
+    points = frozenset(journal)
+    member_names = names or tuple(getattr(fn, "__name__", str(i)) for i, fn in enumerate(runs))
+
+    async def journalled(state: dict[str, Any], runtime: Runtime[SimContext], config: RunnableConfig) -> dict[str, Any] | list[Any]:
+        conf = config.get("configurable") or {}
+        where = _journal_target(conf)
+        done: dict[int, dict[str, Any]] = {}
+        counter: _Counter | None = None
+        if where is not None:
+            saver, cp_config, task_id = where
+            pad = conf.get(CONFIG_KEY_SCRATCHPAD)
+            if pad is not None:
+                counter = _Counter()
+                object.__setattr__(pad, "interrupt_counter", counter)  # the task's own scratchpad (frozen dataclass)
+            if conf.get(CONFIG_KEY_RESUMING) and conf.get(CONFIG_KEY_REPLAY_STATE) is None:
+                done = await _read_journal(saver, cp_config, task_id, member_names)
+        updates: list[dict[str, Any]] = []
+        batch: list[dict[str, Any]] = []
+        for i, fn in enumerate(runs):
+            if batch and i in points and where is not None:
+                saver, cp_config, task_id = where
+                await saver.aput_writes(cp_config, [(JOURNAL, e) for e in batch], f"{task_id}{JOURNAL_SEP}{i}")
+                batch = []
+            rec = done.get(i)
+            if rec is not None:
+                out = rec["update"]
+                if counter is not None:
+                    counter.n = int(rec.get("interrupts", counter.n))
+            else:
+                out = await fn(state, runtime)
+                if where is not None:
+                    batch.append({"member": i, "node": member_names[i], "update": out, "interrupts": counter.n if counter is not None else 0})
+            updates.append(out)
+            if out:
+                state = apply(state, out)
+        return commands(updates)
+
+    journalled.__name__ = name
+    return journalled
+
+
+def _journal_target(conf: dict[str, Any]) -> tuple[Any, dict[str, Any], str] | None:
+    """Where a folded task's journal goes: (checkpointer, the step's checkpoint
+    config, task id), or None when nothing is durable (no checkpointer, durability
+    ``exit``, no task)."""
+    saver = conf.get(CONFIG_KEY_CHECKPOINTER)
+    task_id = conf.get(CONFIG_KEY_TASK_ID)
+    if saver is None or not task_id or conf.get(CONFIG_KEY_DURABILITY) == "exit":
+        return None
+    task_ns = str(conf.get(CONFIG_KEY_CHECKPOINT_NS) or "")
+    parent_ns = task_ns.rpartition(NS_END)[0].rpartition(NS_SEP)[0]  # "<parent>|<node>:<task id>" -> "<parent>"
+    cp_id = (conf.get(CONFIG_KEY_CHECKPOINT_MAP) or {}).get(parent_ns)
+    if cp_id is None:
+        return None
+    return saver, {"configurable": {"thread_id": conf.get("thread_id"), "checkpoint_ns": parent_ns, "checkpoint_id": cp_id}}, str(task_id)
+
+
+async def _read_journal(saver: Any, cp_config: dict[str, Any], task_id: str, names: tuple[str, ...]) -> dict[int, dict[str, Any]]:
+    """The journalled members of task ``task_id`` at the checkpoint ``cp_config``
+    names, by member index (read once, when a run resumes from that checkpoint)."""
+    saved = await saver.aget_tuple(cp_config)
+    prefix = task_id + JOURNAL_SEP
+    out: dict[int, dict[str, Any]] = {}
+    for tid, ch, val in (saved.pending_writes if saved is not None else None) or ():
+        if ch != JOURNAL or not str(tid).startswith(prefix) or not isinstance(val, dict):
+            continue
+        i = int(val.get("member", -1))
+        if not 0 <= i < len(names) or val.get("node") != names[i]:
+            raise TherasimError(f"the journal of task {task_id} names member {i} {val.get('node')!r}, but this graph's folded node runs {list(names)}; resume with the graph the run was made with")
+        out[i] = val
+    return out
 
 
 def fold_groups(chain: list[str], foldable: set[str], conditional: set[str], fold: bool = True) -> list[list[str]]:
@@ -223,6 +350,20 @@ def wrap_node(spec: NodeSpec, view_fn: Callable[[dict[str, Any], Side, str], Vie
     return run
 
 
+FOLD_CALLS_ENV = "THERASIM_FOLD_CALLS"
+
+
+def fold_calls_default() -> bool:
+    """Whether new builders fold model calls (:attr:`SessionGraphBuilder.fold_calls`):
+    ``THERASIM_FOLD_CALLS`` (``1``/``0``), off when unset."""
+    v = os.environ.get(FOLD_CALLS_ENV, "").strip().lower()
+    if v in ("", "0", "false", "no", "off"):
+        return False
+    if v in ("1", "true", "yes", "on"):
+        return True
+    raise TherasimError(f"{FOLD_CALLS_ENV}={v!r}: expected 1 (one superstep per exchange, each model call journalled) or 0")
+
+
 class SessionGraphBuilder(StepsBuilder):
     """Compose a session graph.
 
@@ -236,6 +377,8 @@ class SessionGraphBuilder(StepsBuilder):
         super().__init__(name)
         self.conditionals: dict[str, _Conditional] = {}
         self.fold = True  # run fold nodes in the superstep of the node before them (groups())
+        # fold model calls too: one superstep (one checkpoint) per exchange, each call journalled
+        self.fold_calls = fold_calls_default()
 
     # composition -------------------------------------------------------------
     def add_node(
@@ -339,10 +482,16 @@ class SessionGraphBuilder(StepsBuilder):
         node (superstep), named after its first member. A node whose spec says
         ``fold`` (no model call, deterministic), and the builder's own ``record`` and
         ``termination``, run in the same superstep as the node before them when that
-        node's edge to them is unconditional. Each member still gets its own view and
-        context, and its output is the same as when it runs alone."""
-        foldable = {n for n in self.order if self.nodes[n].fold} | {"record", "termination"}
-        return fold_groups([*self.order, "record", "termination"], foldable, set(self.conditionals), self.fold if fold is None else fold)
+        node's edge to them is unconditional; with :attr:`fold_calls` every node does
+        (one superstep per exchange where no edge is conditional). Each member still
+        gets its own view and context, and its output is the same as when it runs alone."""
+        chain = [*self.order, "record", "termination"]
+        foldable = set(chain) if self.fold_calls else {n for n in self.order if self.nodes[n].fold} | {"record", "termination"}
+        return fold_groups(chain, foldable, set(self.conditionals), self.fold if fold is None else fold)
+
+    def _calls(self, name: str) -> bool:
+        """Whether node ``name`` may call a model (what the journal is written before)."""
+        return name not in ("record", "termination") and not self.nodes[name].fold
 
     def build(self, *, fold: bool | None = None) -> StateGraph:
         """The uncompiled LangGraph StateGraph. With folding (``self.fold``, default on;
@@ -364,9 +513,18 @@ class SessionGraphBuilder(StepsBuilder):
         g: StateGraph = StateGraph(SessionState, context_schema=SimContext)  # type: ignore[arg-type]
         runs = {name: wrap_node(spec, view_fn, contract) for name, spec in specs.items()}
         heads = {grp[0]: grp for grp in groups}
+        if self.fold_calls and (self.fold if fold is None else fold):
+            # every node is the rest of its group from there on (a conditional edge into
+            # the middle of a group, or a checkpoint that waits there, runs the rest as
+            # one step), its model calls journalled
+            heads = {grp[i]: grp[i:] for grp in groups for i in range(len(grp))}
         for name in specs:
             grp = heads.get(name)
-            g.add_node(name, runs[name] if grp is None or len(grp) == 1 else fold_nodes(name, [runs[n] for n in grp], g.channels))
+            if grp is None or len(grp) == 1:
+                g.add_node(name, runs[name])
+                continue
+            points = tuple(i for i, n in enumerate(grp) if i and self.fold_calls and self._calls(n))
+            g.add_node(name, fold_nodes(name, [runs[n] for n in grp], g.channels, points, tuple(grp)))
         chain = [*self.order, "record", "termination"]
 
         def wire(src: str, like: str) -> None:
@@ -425,5 +583,6 @@ class SessionGraphBuilder(StepsBuilder):
         b.order = list(self.order)
         b.conditionals = {k: _Conditional(v.source, v.router, dict(v.destinations)) for k, v in self.conditionals.items()}
         b.fold = self.fold
+        b.fold_calls = self.fold_calls
         return b
 

@@ -43,9 +43,10 @@ def pausing_reply(messages, kw, info):
     lands mid-session whatever the machine's load (a kill timed on the event log could
     land after the session had ended). With THERASIM_TEST_RELEASE_FILE set too, it hangs
     only until that file exists (a run held mid-session while a test looks at it, then
-    let finish)."""
+    let finish). ``THERASIM_TEST_PAUSE_NODE`` names another node to hang in (default
+    ``client``); ``THERASIM_TEST_CALLS_FILE`` gets one line per finished call."""
     pause = os.environ.get("THERASIM_TEST_PAUSE_FILE")
-    if pause and info is not None and info.node == "client" and info.ids.get("exchange") == 2:
+    if pause and info is not None and info.node == os.environ.get("THERASIM_TEST_PAUSE_NODE", "client") and info.ids.get("exchange") == 2:
         Path(pause).touch()
         release = os.environ.get("THERASIM_TEST_RELEASE_FILE")
         if not release:
@@ -53,7 +54,12 @@ def pausing_reply(messages, kw, info):
         deadline = time.monotonic() + 120  # with THERASIM_TEST_RELEASE_FILE: hang until that file exists
         while not Path(release or "").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-    return reply(messages, kw)
+    out = reply(messages, kw)
+    calls = os.environ.get("THERASIM_TEST_CALLS_FILE")
+    if calls and info is not None:  # each finished call, one line (the kill tests count them)
+        with open(calls, "a") as f:
+            f.write(json.dumps([info.node, info.ids.get("client_id"), info.ids.get("session"), info.ids.get("exchange")]) + "\n")
+    return out
 
 
 if __name__ == "__main__":

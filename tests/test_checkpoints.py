@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from therasim.config import CourseSpec
@@ -54,9 +55,41 @@ def test_compressed_serializer_round_trips_and_reads_plain_blobs() -> None:
     s = CompressedSerializer()
     obj = {"transcript": [{"speaker": "client", "text": "I slept badly again " * 40}], "n": 3}
     typ, data = s.dumps_typed(obj)
-    assert typ.startswith("z:") and len(data) < len(JsonPlusSerializer().dumps_typed(obj)[1]) / 3
+    assert s.codec == "zstd" and typ == "zs:msgpack" and data[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    assert len(data) < len(JsonPlusSerializer().dumps_typed(obj)[1]) / 3
     assert s.loads_typed((typ, data)) == obj
     plain = JsonPlusSerializer().dumps_typed(obj)  # written without compression
     assert s.loads_typed(plain) == obj
     small = s.dumps_typed({"a": 1})
-    assert not small[0].startswith("z:")
+    assert not small[0].startswith(("z:", "zs:"))
+
+
+def test_zlib_blobs_of_older_runs_stay_readable() -> None:
+    """Runs written before zstd hold ``z:`` (zlib) blobs: still read, by the default
+    serializer too; ``codec="zlib"`` still writes them; the two tags never mix up."""
+    import zlib
+
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from therasim.checkpoint import CompressedSerializer
+
+    obj = {"transcript": [{"speaker": "counselor", "text": "What helped last week? " * 30}], "risk": None}
+    typ, raw = JsonPlusSerializer().dumps_typed(obj)
+    old = ("z:" + typ, zlib.compress(raw, 3))  # byte for byte what the zlib-only serializer wrote
+    assert CompressedSerializer().loads_typed(old) == obj
+    z = CompressedSerializer(codec="zlib")
+    assert z.codec == "zlib" and z.dumps_typed(obj) == old
+    assert z.loads_typed(CompressedSerializer().dumps_typed(obj)) == obj  # and it reads zstd
+    with pytest.raises(ValueError, match=r"codec='lz4'.*'zstd' or 'zlib'"):
+        CompressedSerializer(codec="lz4")
+
+
+def test_the_checkpoint_codec_variable(monkeypatch) -> None:
+    from therasim.checkpoint import CompressedSerializer
+
+    monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "zlib")
+    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "z:msgpack"
+    assert CompressedSerializer(codec="zstd").codec == "zstd"  # an explicit codec wins
+    monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "brotli")
+    with pytest.raises(ValueError, match="THERASIM_CHECKPOINT_CODEC='brotli': give zstd"):
+        CompressedSerializer()

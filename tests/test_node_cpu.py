@@ -180,17 +180,21 @@ def test_tags_bound_only_where_callbacks_would_see_them(stub_url: str) -> None:
     fake = FunctionChatModel(fn=lambda messages, kw: "hi")
     assert isinstance(labelled(fake, ["x"]), RunnableBinding)
 
-    async def both() -> tuple[Any, Any]:
+    async def both() -> tuple[Any, Any, Any]:
         msgs = [HumanMessage(content="Say something.")]
         m = await model._amessage(msgs, None, seed=3, max_tokens=20)
         r = await model._agenerate(msgs, None, seed=3, max_tokens=20)
+        reply = await model._areply(msgs, None, seed=3, max_tokens=20)
         await model.aclose_loop()
-        return m, r.generations[0].message
+        return m, r.generations[0].message, reply
 
-    direct, wrapped = asyncio.run(both())
+    direct, wrapped, reply = asyncio.run(both())
     transport = ("transport",)
     strip = lambda m: {k: v for k, v in m.model_dump().items() if k != "response_metadata"} | {"rm": {k: v for k, v in m.response_metadata.items() if k not in transport}}  # noqa: E731
     assert strip(direct) == strip(wrapped) and direct.content
+    # the direct path's reply (no message built) holds what the message holds
+    assert reply.content == wrapped.content and reply.usage_metadata == wrapped.usage_metadata
+    assert {k: v for k, v in reply.response_metadata.items() if k not in transport} == {k: v for k, v in wrapped.response_metadata.items() if k not in transport}
 
 
 class UrlLike:
@@ -417,3 +421,43 @@ def test_register_folds_copy_what_they_change(monkeypatch: pytest.MonkeyPatch) -
     lowered = sum(1 for run in fast for reg, changes, _ in run for c in changes if c.get("to") == "none")
     raised = sum(1 for run in fast for reg, changes, _ in run for c in changes if c.get("to") not in (None, "none"))
     assert lowered and raised  # the sequences exercise walk-backs and raises, not only no-ops
+
+
+def test_a_node_call_asks_whether_to_go_direct_once(monkeypatch) -> None:
+    """A node's model call reads LangSmith's tracing setting once (``prepared``), not once
+    for its tags and again to call (``labelled`` + ``ainvoke_model``), retries included;
+    the request is the one the direct path sends."""
+    from langchain_core.messages import AIMessage
+    from pydantic import BaseModel
+
+    from therasim import structured
+    from therasim.config import ModelSpec
+    from therasim.context import NodeContext, SimContext
+    from therasim.providers import ModelPool, OpenAICompatChatModel
+
+    asked = [0]
+    real = structured._tracing_v2_is_enabled
+
+    def counting() -> Any:
+        asked[0] += 1
+        return real()
+
+    replies = iter(['{"n": "x"}', '{"n": 2}', "Hello there, how are you?"])
+    sent: list[dict[str, Any]] = []
+
+    async def fake(self: Any, messages: Any, stop: Any = None, **kw: Any) -> AIMessage:
+        sent.append(self._body(messages, stop, kw))
+        return AIMessage(content=next(replies))
+
+    class N(BaseModel):
+        n: int
+
+    monkeypatch.setattr(structured, "_tracing_v2_is_enabled", counting)
+    monkeypatch.setattr(OpenAICompatChatModel, "_areply", fake)
+    pool = ModelPool({"default": ModelSpec(provider="openai", model="m", base_url="http://127.0.0.1:9/v1")})
+    ctx = NodeContext(SimContext(models=pool), "analyst", "counselor", {"client_id": "c", "session": 1, "exchange": 1})
+    msgs = [HumanMessage(content="x")]
+    assert asyncio.run(ctx.structured("analysts", N, msgs)).n == 2  # the first reply is invalid: two attempts
+    assert asked[0] == 1 and len(sent) == 2 and sent[0]["response_format"]["type"] == "json_schema"
+    asyncio.run(ctx.text("counselor", msgs))
+    assert asked[0] == 2 and len(sent) == 3 and sent[2]["messages"] == [{"role": "user", "content": "x"}]

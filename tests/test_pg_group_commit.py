@@ -292,6 +292,62 @@ def test_run_on_postgres_checkpoints_killed_mid_session_resumes(pg: Any, tmp_pat
 
 
 @needs_pg
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_one_superstep_per_exchange_on_postgres(pg: Any, group_commit: bool) -> None:
+    """``fold_calls`` on Postgres, group commit on and off: when the counselor's call
+    starts, the client's journal entry of that exchange is committed (another
+    connection sees it); the model failing at the counselor's call of exchange 1 and
+    the session resumed on a fresh saver: the client's call is not made again and the
+    transcript equals an uninterrupted run's."""
+    import psycopg
+
+    from therasim.checkpoint import open_postgres_checkpointer
+    from therasim.config import CourseSpec
+    from therasim.context import SimContext
+    from therasim.graphs import executor, preset
+    from therasim.graphs.builder import JOURNAL
+    from therasim.graphs.session import initial_session_state
+    from therasim.profiles import example_profiles
+    from therasim.providers import ModelPool
+    from therasim.testing import FunctionChatModel
+
+    tid = f"fc{time.time_ns()}-{group_commit}"
+    other = psycopg.connect(pg.dsn, autocommit=True)
+    calls: list[tuple[str, int]] = []
+    journalled: list[int] = []
+    crash = {"at": ("counselor", 1)}
+
+    def reply(msgs, kw, info):  # type: ignore[no-untyped-def]
+        key = (info.node, int(info.ids.get("exchange") or 0))
+        if info.node == "counselor":
+            (n,) = other.execute("SELECT count(*) FROM checkpoint_writes WHERE thread_id = %s AND channel = %s", (tid, JOURNAL)).fetchone()  # type: ignore[misc]
+            journalled.append(n)
+        if key == crash["at"]:
+            crash["at"] = ("", -1)
+            raise RuntimeError("simulated crash")
+        calls.append(key)
+        return _reply(msgs, kw)
+
+    async def go(inp: Any) -> dict[str, Any]:
+        async with open_postgres_checkpointer(pg.dsn, group_commit=group_commit) as saver:
+            b = preset("minimal")
+            b.fold_calls = True
+            g = b.compile(checkpointer=saver)
+            ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=reply)}), course=CourseSpec(max_turns=3))
+            return dict(await executor.ainvoke(g, inp, {"recursion_limit": 100, "configurable": {"thread_id": tid}}, context=ctx, durability="sync"))
+
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            asyncio.run(go(initial_session_state(example_profiles()[0])))
+        out = asyncio.run(go(None))
+        assert calls == [("client", 0), ("counselor", 0), ("client", 1), ("counselor", 1), ("client", 2), ("counselor", 2)]
+        assert journalled == [1, 2, 2, 3]  # each counselor call after its exchange's client entry was committed (the resumed one: no new entry)
+        assert [t["exchange"] for t in out["transcript"]] == [0, 0, 1, 1, 2, 2] and out["ended"]
+    finally:
+        other.close()
+
+
+@needs_pg
 def test_a_batch_waits_out_a_server_restart(pg: Any) -> None:
     """The server stops while writes are queued: nobody is told they are stored
     until it is back and the batch's transaction, retried, has committed."""

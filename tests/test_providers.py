@@ -165,3 +165,18 @@ def test_provider_protocol_gives_call_arguments_and_leaves_foreign_models_alone(
     # the sync path posts through the same client: the transport's record is on the message
     msg = api.invoke([HumanMessage(content="hello")])
     assert msg.response_metadata["transport"]["attempts"] == 1
+
+
+def test_the_pool_gives_each_course_its_replicas_model_and_one_model_for_one_replica() -> None:
+    from therasim.config import ModelSpec
+    from therasim.providers import ModelPool
+
+    urls = [f"http://10.0.0.{i}:8000/v1" for i in range(1, 4)]
+    pool = ModelPool({"default": ModelSpec(provider="openai", model="m", base_url=urls), "client": ModelSpec(provider="openai", model="m", base_url=urls[0])})
+    for k in range(30):  # asked twice per course: the second answer is the first
+        key = f"run/client-{k}"
+        m = pool.get("counselor", key)
+        assert m.base_url == choose_replica(urls, key) and pool.get("counselor", key) is m  # type: ignore[attr-defined]
+    assert len({pool.get("counselor", f"run/client-{k}").base_url for k in range(30)}) == 3  # type: ignore[attr-defined]
+    one = pool.get("client", "run/client-1")
+    assert all(pool.get("client", f"run/client-{k}") is one for k in range(30)) and pool.get("client") is one

@@ -235,3 +235,87 @@ def test_a_run_killed_under_the_lean_executor_resumes_the_same_under_either(tmp_
         resumed = [e for e in read_jsonl(RunDir(root).events) if e.get("event") == "session_resumed"]
         assert any(int(e.get("exchange") or 0) >= 2 for e in resumed), executor
     assert len(reference) == 4 and all(len(turns) == 8 for _, turns in reference)
+
+
+def test_sigkill_between_two_calls_of_a_folded_exchange_repeats_no_finished_call(tmp_path):
+    """One superstep per exchange (``THERASIM_FOLD_CALLS=1``): a real run process killed
+    with SIGKILL while the counselor's call of exchange 2 hangs (the client's call of that
+    exchange finished and was journalled, no checkpoint since the exchange started)
+    resumes without calling the model again for any finished call (counted by the
+    process), and every session's transcript equals an uninterrupted run's in the default
+    layout. A copy of the killed run finished in the default layout repeats the client's
+    call (its steps do not read the journal) and ends with the same transcripts."""
+    import shutil
+    from collections import Counter
+
+    cfg = RunConfig.model_validate({**CFG, "course": {"preset": "minimal", "sessions": 2, "max_turns": 4}, "memory": {"embedding": "hash"}})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("THERASIM_EXECUTOR", None)
+    target = str(Path(__file__).parent / "_run_target.py")
+
+    def finish(root: Path, fold: str, calls: Path) -> list[Any]:
+        proc = subprocess.run([sys.executable, target, str(root), "1"], env={**env, "THERASIM_FOLD_CALLS": fold, "THERASIM_TEST_CALLS_FILE": str(calls)}, capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        return sorted(((r["client_id"], r["session"]), [(t["speaker"], t["text"]) for t in r["turns"]]) for r in RunDir(root).records())
+
+    def counted(*files: Path) -> Counter:
+        return Counter(tuple(json.loads(ln)) for f in files if f.exists() for ln in f.read_text().splitlines())
+
+    ref_dir, _ = start_run(cfg, sample=2, out=tmp_path / "ref")
+    reference = finish(ref_dir.root, "0", tmp_path / "ref-calls")
+    rd, _ = start_run(cfg, sample=2, out=tmp_path / "killed")
+    pause, first = tmp_path / "paused", tmp_path / "calls-1"
+    penv = {**env, "THERASIM_FOLD_CALLS": "1", "THERASIM_TEST_PAUSE_FILE": str(pause), "THERASIM_TEST_PAUSE_NODE": "counselor", "THERASIM_TEST_CALLS_FILE": str(first)}
+    proc = subprocess.Popen([sys.executable, target, str(rd.root), "1"], env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not pause.exists():
+        time.sleep(0.02)
+    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = counted(first)
+    (cid,) = {c for node, c, s, ex in before if node == "client" and ex == 2}
+    assert before[("client", cid, 1, 2)] == 1 and ("counselor", cid, 1, 2) not in before  # killed between the two calls
+    copy = tmp_path / "copy" / rd.root.name
+    shutil.copytree(rd.root, copy)
+    assert finish(rd.root, "1", tmp_path / "calls-2") == reference
+    every = counted(first, tmp_path / "calls-2")
+    assert every == counted(tmp_path / "ref-calls"), "a finished call ran again, or one is missing"
+    resumed = [e for e in read_jsonl(rd.events) if e.get("event") == "session_resumed"]
+    assert any(int(e.get("exchange") or 0) == 2 for e in resumed)
+    # the same killed run, finished in the default layout: same transcripts, the client's call of exchange 2 again
+    assert finish(copy, "0", tmp_path / "calls-3") == reference
+    assert counted(first, tmp_path / "calls-3")[("client", cid, 1, 2)] == 2
+    assert len(reference) == 4 and all(len(turns) == 8 for _, turns in reference)
+
+
+def test_fork_and_replay_from_a_turn_of_a_run_made_with_one_superstep_per_exchange(tmp_path, monkeypatch):
+    """A run made with ``THERASIM_FOLD_CALLS=1`` (one checkpoint per exchange): turn_state,
+    replay and fork from turn 2 find the checkpoint before that turn, and their branches
+    equal those of the same run made in the default layout (replay: the original session)."""
+    from therasim.traces import fork, replay, turn_state
+
+    other = FunctionChatModel(fn=lambda m, kw: "That sounds exhausting; what happens on the worst nights?")
+    out = {}
+    for fold in ("0", "1"):
+        monkeypatch.setenv("THERASIM_FOLD_CALLS", fold)
+        res = run(CFG, sample=1, out=tmp_path / fold, models=_models())
+        assert res.ok
+        rd = RunDir(res.run_dir)
+        cid = rd.records()[0]["client_id"]
+        st = turn_state(res.run_dir, cid, 1, 2)
+        rep = replay(res.run_dir, cid, 1, 2, models=_models(), branch="again")
+        fk = fork(res.run_dir, cid, 1, 2, counselor_model=other, models=_models(), branch="alt")
+        original = [(t["speaker"], t["text"]) for t in rd.records()[0]["turns"]]
+        assert [(t["speaker"], t["text"]) for t in rep["turns"]] == original
+        out[fold] = (st["exchange"], [(t["speaker"], t["text"]) for t in rep["turns"]], [(t["speaker"], t["text"]) for t in fk["turns"]])
+    assert _strip_latency(out["0"]) == _strip_latency(out["1"])
+    assert out["1"][2][3][1].startswith("That sounds exhausting")  # the fork's counselor from turn 2 on
+
+
+def _strip_latency(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _strip_latency(v) for k, v in x.items() if k not in ("latency_s",)}
+    if isinstance(x, (list, tuple)):
+        return [_strip_latency(v) for v in x]
+    return x

@@ -105,7 +105,7 @@ def test_own_http_model_skips_langchain_only_without_callbacks(monkeypatch: pyte
         return (await fake(self, messages, stop, **kw)).generations[0].message  # type: ignore[return-value]
 
     monkeypatch.setattr(OpenAICompatChatModel, "_agenerate", fake)
-    monkeypatch.setattr(OpenAICompatChatModel, "_amessage", fake_message)  # the direct path takes the message alone
+    monkeypatch.setattr(OpenAICompatChatModel, "_areply", fake_message)  # the direct path takes the message's fields alone
     model = make_chat_model(ModelSpec(provider="openai", model="m", base_url="http://127.0.0.1:9/v1"))
     tagged = model.with_config(tags=["counselor"])
     assert _direct(tagged) is model

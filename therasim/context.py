@@ -23,7 +23,7 @@ from therasim.policies.taxonomies import EmotionTaxonomy, emotion_taxonomy
 from therasim.policies.termination import TerminationRules
 from therasim.providers import ModelPool, as_provider, dialect_for, own_max_tokens
 from therasim.state import Side
-from therasim.structured import CallStats, agenerate_structured, agenerate_text, labelled
+from therasim.structured import CallStats, agenerate_structured, agenerate_text, prepared
 
 if TYPE_CHECKING:
     from therasim.contract import ExchangeContract, NodeSpec
@@ -71,17 +71,28 @@ class SimContext:
         }
         return cls(**{**kw, **overrides})
 
+    # (course, models, transcript_chars) of the last look-up: both are fixed objects
+    # (a frozen CourseSpec; a pool's role specs are set when it is made), so the answer
+    # holds while neither is replaced (it was worked out per model call)
+    _chars: tuple[Any, Any, int] | None = field(default=None, init=False, repr=False, compare=False)
+
     @property
     def transcript_chars(self) -> int:
         """Transcript characters a prompt keeps (``course.transcript_chars``, else 6000
         with an embedded model among the roles, 24000 otherwise)."""
+        c = self._chars
+        if c is not None and c[0] is self.course and c[1] is self.models:
+            return c[2]
         if self.course.transcript_chars is not None:
-            return self.course.transcript_chars
-        from therasim.config import ModelSpec
+            n = self.course.transcript_chars
+        else:
+            from therasim.config import ModelSpec
 
-        specs = [self.models.spec(r) for r in ("client", "counselor", "analysts")]
-        small = any((isinstance(s, ModelSpec) and s.provider == "embedded") or ((p := as_provider(s)) is not None and p.small_context) for s in specs)
-        return 6000 if small else 24000
+            specs = [self.models.spec(r) for r in ("client", "counselor", "analysts")]
+            small = any((isinstance(s, ModelSpec) and s.provider == "embedded") or ((p := as_provider(s)) is not None and p.small_context) for s in specs)
+            n = 6000 if small else 24000
+        self._chars = (self.course, self.models, n)
+        return n
 
     def modality(self, name: str | None = None) -> Modality:
         return get_modality(name or self.course.modality)
@@ -254,7 +265,7 @@ class NodeContext:
         try:
             for attempt in range(self.sim.structured_attempts):
                 with self._calling(role, "text"):
-                    raw, stats = await agenerate_text(labelled(model, self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
+                    raw, stats = await agenerate_text(prepared(model, lambda: self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
                 text = clean_utterance(raw) if speech else raw.strip()
                 if not speech or len(re.findall(r"[^\W\d_]{2,}", text)) >= 2:
                     break
@@ -284,7 +295,7 @@ class NodeContext:
         try:
             with self._calling(role, "structured", schema.__name__):
                 obj, stats = await agenerate_structured(
-                    labelled(model, self.tags(role, "structured")),
+                    prepared(model, lambda: self.tags(role, "structured")),
                     schema,
                     messages,
                     dialect=dialect_for(model),

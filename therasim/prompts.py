@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -182,8 +183,13 @@ HEADER_OUTCOME_ITEMS = ("phq9", "gad7")
 HEADER_SESSION_ITEMS = ("wai_sr", "srs")
 
 
+# what json.dumps(obj, ensure_ascii=False, separators=(", ", ": ")) builds per call
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+
+
 def compact(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+    """``json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))``, with the encoder made once."""
+    return _COMPACT.encode(obj)
 
 
 def memory_block(items: list[dict[str, Any]] | None) -> str:
@@ -218,7 +224,8 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
     course): the same for every course first (scales, risk protocol, every task's
     role and how it is done), then the approach and its stages, the intake, the
     session's goals, memories and last session's plan. Every counselor-side call of
-    a session starts with exactly this text."""
+    a session starts with exactly this text (rendered once per session and course
+    while what it is rendered from is unchanged: :func:`_memo_header`)."""
     from therasim.policies.modalities import MODALITIES
 
     modality = sim.modality(view.get("modality"))
@@ -235,43 +242,106 @@ def counselor_header(view: Mapping[str, Any], sim: Any) -> str:
             "stages": "\n".join(f"- {s.name}: {', '.join(s.strategies)} (goals: {'; '.join(s.goals)})" for s in modality.stages),
         },
     )
-    return COUNSELOR_HEADER.render_system(
-        taxonomy=tax.name,
-        groups=static["groups"],
-        protocol=protocol_text(sim.risk_protocol),  # a plain object whose steps may be edited: rendered per call
-        modalities=", ".join(sorted(MODALITIES)),
-        title=modality.title,
-        description=modality.description,
-        stages=static["stages"],
-        intake=compact(view.get("intake") or {}),
-        session=view.get("session", 1),
-        goals="; ".join(view.get("goals") or []) or "(none set)",
-        memory=memory_block(view.get("counselor_memory")),
-        notes=(f"PLAN FROM LAST SESSION: {notes}\n" if notes else "") + (f"RISK REGISTER AT SESSION START (your clinical record):\n{risk_notes}\n" if risk_notes else ""),
-    )
+    fixed = {
+        "taxonomy": tax.name,
+        "groups": static["groups"],
+        "protocol": protocol_text(sim.risk_protocol),  # a plain object whose steps may be edited: rendered per call
+        "modalities": ", ".join(sorted(MODALITIES)),
+        "title": modality.title,
+        "description": modality.description,
+        "stages": static["stages"],
+    }
+    intake, session, goals, memory = view.get("intake") or {}, view.get("session", 1), view.get("goals") or [], view.get("counselor_memory")
+
+    def render() -> str:
+        return COUNSELOR_HEADER.render_system(
+            **fixed,
+            intake=compact(intake),
+            session=session,
+            goals="; ".join(goals) or "(none set)",
+            memory=memory_block(memory),
+            notes=(f"PLAN FROM LAST SESSION: {notes}\n" if notes else "") + (f"RISK REGISTER AT SESSION START (your clinical record):\n{risk_notes}\n" if risk_notes else ""),
+        )
+
+    return _memo_header(("counselor", view.get("course_key")), tuple(fixed.values()), (intake, session, goals, memory, notes, risk_notes), render)
 
 
 def client_header(view: Mapping[str, Any]) -> str:
     """The client side's shared header, from a client-side view (session or course):
     how to answer and the questionnaire items (the same for every course), then who
     the client is, the hidden background, their style, and what they remember (the
-    session's part, last)."""
+    session's part, last). Rendered once per course while what it is rendered from
+    is unchanged (:func:`_memo_header`): the profile, the disclosure level, recent
+    events and homework, the memories."""
     from therasim.policies.appraisal import MOVES
+    from therasim.policies.archetypes import archetype
     from therasim.policies.disclosure import background
 
     profile = view["profile"]
     hidden = profile.get("hidden") or {}
-    return CLIENT_HEADER.render_system(
-        moves=", ".join((*MOVES, "nothing_in_particular")),
-        items=forms_text(HEADER_OUTCOME_ITEMS),
-        session_items=forms_text(HEADER_SESSION_ITEMS),
-        name=(profile.get("intake") or {}).get("name", "the client"),
-        intake=compact(profile.get("intake") or {}),
-        hidden=background(profile, view.get("inner") or {}),  # only the disclosed layers
-        memory=memory_block(view.get("client_memory")),
-        style=hidden.get("conversation_style", "plain"),
-        recent=recent_text(view.get("inner") or {}),
-    )
+    inner = view.get("inner") or {}
+    fixed: tuple[Any, ...] = (", ".join((*MOVES, "nothing_in_particular")), forms_text(HEADER_OUTCOME_ITEMS), forms_text(HEADER_SESSION_ITEMS))
+
+    def render() -> str:
+        return CLIENT_HEADER.render_system(
+            moves=fixed[0],
+            items=fixed[1],
+            session_items=fixed[2],
+            name=(profile.get("intake") or {}).get("name", "the client"),
+            intake=compact(profile.get("intake") or {}),
+            hidden=background(profile, inner),  # only the disclosed layers
+            memory=memory_block(view.get("client_memory")),
+            style=hidden.get("conversation_style", "plain"),
+            recent=recent_text(inner),
+        )
+
+    arch = hidden.get("archetype")
+    if arch not in (None, "", [], {}):
+        try:  # the background shows the archetype's registered behaviour (once its layer is disclosed)
+            fixed += (archetype(arch).behaviour,)
+        except Exception:
+            return render()
+    exact = (profile, inner.get("disclosure", 0), inner.get("recent_events"), inner.get("homework"), view.get("client_memory"))
+    return _memo_header(("client", view.get("course_key")), fixed, exact, render)
+
+
+#: Rendered headers by (side, course key): what they were rendered from and the text.
+#: A FIFO of at most _HEADERS_MAX entries (one per side of a course in flight; a
+#: course's next session replaces its entry).
+_HEADERS: dict[tuple[str, Any], tuple[tuple[Any, ...], bytes, str]] = {}
+_HEADERS_MAX = 1024
+
+
+def _memo_header(slot: tuple[str, Any], fixed: tuple[Any, ...], exact: tuple[Any, ...], render: Callable[[], str]) -> str:
+    """``render()``, or the text it returned for this side of this course when it was
+    last called with the same inputs. A header is the same for every call of a
+    session on its side (analyst, counselor, reviewer; client turns, questionnaires)
+    and was rendered for each of them (~20-30 us each).
+
+    "The same inputs" is checked by value every call, never by identity: ``fixed``
+    (strings rendered per call from run-level objects: the risk protocol, the
+    registered modality and taxonomy) compared with ``==``, and ``exact`` (the
+    state values: intake or profile, goals, memories, notes) by their ``marshal``
+    bytes, which are equal only for values equal in type and order too (``1``,
+    ``1.0`` and ``True`` differ, as dict order does; each renders differently). So
+    a value changed in place, or replaced by an equal one of another type, renders
+    anew. Values ``marshal`` cannot write exactly (a subclass of ``str`` or ``dict``,
+    an enum, any other object) are not memoised: rendered per call as before."""
+    if slot[1] is None:
+        return render()
+    try:
+        key = marshal.dumps(exact, 2)  # version 2: no back-references or interning marks, so equal values give equal bytes
+    except ValueError:
+        return render()
+    hit = _HEADERS.get(slot)
+    if hit is not None and hit[1] == key and hit[0] == fixed:
+        return hit[2]
+    text = render()
+    _HEADERS.pop(slot, None)
+    while _HEADERS and len(_HEADERS) >= _HEADERS_MAX:
+        _HEADERS.pop(next(iter(_HEADERS)), None)
+    _HEADERS[slot] = (fixed, key, text)
+    return text
 
 
 def recent_text(inner: Mapping[str, Any]) -> str:

@@ -549,23 +549,48 @@ class OpenAICompatChatModel(_ProviderChatModel):
         return ChatResult(generations=[ChatGeneration(message=await self._amessage(messages, stop, **kwargs))])
 
     async def _amessage(self, messages: list[BaseMessage], stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        """The reply message alone (what ``_agenerate`` wraps in a ``ChatResult``): the
-        direct call path (``therasim.structured.ainvoke_model``) takes only the message,
-        so it skips building the result and generation objects around it."""
+        """The reply message alone (what ``_agenerate`` wraps in a ``ChatResult``)."""
         return _chat_message(*await self._client().chat(self._body(messages, stop, kwargs)))
 
+    async def _areply(self, messages: list[BaseMessage], stop: list[str] | None = None, **kwargs: Any) -> ChatReply:
+        """What :meth:`_amessage`'s message holds (text, usage, response metadata) as a
+        :class:`ChatReply`: the direct call path (``therasim.structured.ainvoke_model``)
+        reads only those, so it skips building LangChain's message (a validated
+        pydantic model) around them."""
+        return _chat_reply(*await self._client().chat(self._body(messages, stop, kwargs)))
 
-def _chat_message(data: dict[str, Any], transport: dict[str, Any]) -> AIMessage:
-    """A LangChain message from a chat.completion response and its transport info."""
+
+class ChatReply:
+    """A chat.completion reply with the fields of LangChain's ``AIMessage`` that the
+    direct call path reads: ``content``, ``usage_metadata`` (LangChain's shape, cached
+    prompt tokens under ``input_token_details.cache_read``) and ``response_metadata``
+    (model name, finish reason, transport)."""
+
+    __slots__ = ("content", "response_metadata", "usage_metadata")
+
+    def __init__(self, content: str, usage_metadata: dict[str, Any], response_metadata: dict[str, Any]) -> None:
+        self.content = content
+        self.usage_metadata = usage_metadata
+        self.response_metadata = response_metadata
+
+
+def _chat_reply(data: dict[str, Any], transport: dict[str, Any]) -> ChatReply:
+    """The reply of a chat.completion response and its transport info."""
     choice = data["choices"][0]
     usage = data.get("usage") or {}
     cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
     pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    return AIMessage(
-        content=choice["message"].get("content") or "",
-        usage_metadata={"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}},
-        response_metadata={"model_name": data.get("model"), "finish_reason": choice.get("finish_reason"), "transport": transport},
+    return ChatReply(
+        choice["message"].get("content") or "",
+        {"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct, "input_token_details": {"cache_read": cached}},
+        {"model_name": data.get("model"), "finish_reason": choice.get("finish_reason"), "transport": transport},
     )
+
+
+def _chat_message(data: dict[str, Any], transport: dict[str, Any]) -> AIMessage:
+    """A LangChain message from a chat.completion response and its transport info."""
+    r = _chat_reply(data, transport)
+    return AIMessage(content=r.content, usage_metadata=r.usage_metadata, response_metadata=r.response_metadata)  # type: ignore[arg-type]
 
 
 def _chat_result(data: dict[str, Any], transport: dict[str, Any]) -> ChatResult:
@@ -674,6 +699,7 @@ class ModelPool:
             for r in ROLES:
                 self._specs[r] = models.get(r, default)
         self._built: dict[tuple[str, str], BaseChatModel] = {}
+        self._one: dict[str, BaseChatModel] = {}
         self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
         from therasim._internal.http import Breakers
@@ -691,15 +717,22 @@ class ModelPool:
         return self._specs[role]
 
     def get(self, role: Role, course_key: str | None = None) -> BaseChatModel:
+        one = self._one.get(role)  # a role with one replica (or none): the same model for every course
+        if one is not None:
+            return one
         spec = self._specs[role]
         if isinstance(spec, BaseChatModel):
             return spec
-        replica = choose_replica(spec.base_urls, course_key) if spec.base_urls else "-"
+        urls = spec.base_urls
+        replica = choose_replica(urls, course_key) if urls else "-"
         key = (self._keys.get(role) or self._key(role, spec), replica)
         with self._lock:
             if key not in self._built:
                 self._built[key] = make_chat_model(spec, course_key=course_key, breakers=self.breakers)
-            return self._built[key]
+            model = self._built[key]
+            if len(urls) <= 1:
+                self._one[role] = model  # looked up per model call: without the replica choice and the lock
+            return model
 
     async def aclose(self) -> None:
         """Close the HTTP clients the running event loop opened (a run calls this at its end)."""

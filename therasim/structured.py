@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from therasim.config import StructuredDialect
 from therasim.errors import StructuredOutputError
-from therasim.providers import OpenAICompatChatModel, dialect_for
+from therasim.providers import ChatReply, OpenAICompatChatModel, dialect_for
 
 __all__ = [
     "CallStats",
@@ -62,7 +62,7 @@ class CallStats:
     def retries(self) -> int:
         return max(0, self.attempts - 1) + self.transport_retries
 
-    def add_usage(self, msg: BaseMessage) -> None:
+    def add_usage(self, msg: BaseMessage | ChatReply) -> None:
         um = getattr(msg, "usage_metadata", None) or {}
         self.input_tokens += int(um.get("input_tokens", 0) or 0)
         self.output_tokens += int(um.get("output_tokens", 0) or 0)
@@ -205,19 +205,43 @@ def labelled(model: BaseChatModel, tags: list[str]) -> Any:
     return model if _direct(model) is not None else model.with_config(tags=tags)
 
 
-async def ainvoke_model(model: BaseChatModel, messages: list[BaseMessage], **kw: Any) -> BaseMessage:
-    """``model.ainvoke(messages, **kw)``; for therasim's own HTTP model with no
-    callbacks to feed, the same request and the same message without langchain-core's
-    invoke machinery (:func:`_direct`)."""
+class DirectCall:
+    """A model call already found to go the direct way (:func:`_direct`), for
+    :func:`ainvoke_model` to take without asking again: the test reads LangSmith's
+    tracing settings and the callback context, a few microseconds each time, and a
+    node's call asked it twice (once for its tags, once to call). Made per logical
+    call (:func:`prepared`), in the task that makes the call, so what it found holds
+    for that call's attempts."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: OpenAICompatChatModel) -> None:
+        self.model = model
+
+
+def prepared(model: BaseChatModel, tags: Callable[[], list[str]]) -> Any:
+    """What a node's call hands :func:`agenerate_structured` / :func:`agenerate_text`:
+    a :class:`DirectCall` on the direct path, else ``model.with_config(tags=tags())``
+    (:func:`labelled` with the direct test made once)."""
     direct = _direct(model)
+    return DirectCall(direct) if direct is not None else model.with_config(tags=tags())
+
+
+async def ainvoke_model(model: BaseChatModel | DirectCall, messages: list[BaseMessage], **kw: Any) -> BaseMessage | ChatReply:
+    """``model.ainvoke(messages, **kw)``; for therasim's own HTTP model with no
+    callbacks to feed, the same request without langchain-core's invoke machinery
+    (:func:`_direct`; a :class:`DirectCall` is already known to go that way), and
+    the reply as a :class:`therasim.providers.ChatReply` (the message's content,
+    usage and response metadata, without the message)."""
+    direct = model.model if type(model) is DirectCall else _direct(model)
     if direct is not None:
         stop = kw.pop("stop", None)
-        return await direct._amessage(messages, stop, **kw)
-    return await model.ainvoke(messages, **kw)
+        return await direct._areply(messages, stop, **kw)
+    return await model.ainvoke(messages, **kw)  # type: ignore[union-attr]
 
 
 async def agenerate_text(
-    model: BaseChatModel, messages: list[BaseMessage], *, seed: int | None = None, stats: CallStats | None = None, **kw: Any
+    model: BaseChatModel | DirectCall, messages: list[BaseMessage], *, seed: int | None = None, stats: CallStats | None = None, **kw: Any
 ) -> tuple[str, CallStats]:
     """One free-text generation with usage and latency recorded."""
     stats = stats or CallStats()
@@ -232,7 +256,7 @@ async def agenerate_text(
 
 
 async def agenerate_structured(
-    model: BaseChatModel,
+    model: BaseChatModel | DirectCall,
     schema_model: type[T],
     messages: list[BaseMessage],
     *,
@@ -252,7 +276,7 @@ async def agenerate_structured(
 
     Raises :class:`StructuredOutputError` after ``max_attempts`` invalid outputs.
     """
-    dialect = dialect or dialect_for(model)
+    dialect = dialect or dialect_for(model.model if type(model) is DirectCall else model)  # type: ignore[union-attr,arg-type]
     rf = response_format_for(schema_model, dialect)
     msgs = list(messages)
     if dialect in ("prompt", "json_object"):
