@@ -30,6 +30,7 @@ is a near duplicate of what the classifier was trained on:
     python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors6.jsonl /work/riskauthors/a55/rows.jsonl /work/riskauthors/a56/rows.jsonl
     python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors7.jsonl /work/riskauthors/a61/rows.jsonl /work/riskauthors/a62/rows.jsonl
     python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors8.jsonl /work/riskauthors/a67/rows.jsonl /work/riskauthors/a68/rows.jsonl
+    python scripts/risk_authors_import.py --eval --out risk_utterances_unseen_authors9.jsonl /work/riskauthors/a73/rows.jsonl /work/riskauthors/a74/rows.jsonl
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ OUT = "risk_utterances_authors.jsonl"
 EVAL_OUT = "risk_utterances_unseen_authors3.jsonl"
 # every evaluation-only author set; training rows are kept apart from all of them (the
 # first one, a4+a5, moved into training in the third round: policies/data/README.md)
-EVAL_FILES = ("risk_utterances_unseen_authors2.jsonl", EVAL_OUT, "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl", "risk_utterances_unseen_authors7.jsonl", "risk_utterances_unseen_authors8.jsonl")
+EVAL_FILES = ("risk_utterances_unseen_authors2.jsonl", EVAL_OUT, "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl", "risk_utterances_unseen_authors7.jsonl", "risk_utterances_unseen_authors8.jsonl", "risk_utterances_unseen_authors9.jsonl")
 _WORD = re.compile(r"[a-z0-9']+")
 
 

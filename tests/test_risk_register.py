@@ -188,8 +188,9 @@ def test_scripted_course_with_the_classifier(monkeypatch):
     # the denial ("No, honestly, I was only joking earlier. I'm not going to do anything.") as
     # risk: the model of 16,048 rows scored it P(risk) ~0.034 (a weak cue at its recall-first
     # 0.03), the model of 17,887 rows read "I'm not going to do anything." as intent at ~0.74,
-    # the shipped model of 19,368 rows at ~0.11 (above its 0.05; docs/risk.md, seventh and eighth
-    # rounds). A classifier reading alone is unconfirmed: it caps
+    # the model of 19,368 rows at ~0.11 (above its 0.05), the shipped model of 20,801 rows reads
+    # the whole denial as intent at ~0.91 from its first sentence ("I was only joking earlier";
+    # docs/risk.md, seventh to ninth rounds). A classifier reading alone is unconfirmed: it caps
     # the turn's level at "moderate" and does not block the walk-back (policies/risk_register.py),
     # so the register comes down all the same; no pattern cue may be active on the denial.
     levels = [t["risk"]["level"] for t in s1[:3]]
