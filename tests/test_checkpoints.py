@@ -52,7 +52,7 @@ def test_compressed_serializer_round_trips_and_reads_plain_blobs() -> None:
 
     from therasim.checkpoint import CompressedSerializer
 
-    s = CompressedSerializer()
+    s = CompressedSerializer(codec="zstd")
     obj = {"transcript": [{"speaker": "client", "text": "I slept badly again " * 40}], "n": 3}
     typ, data = s.dumps_typed(obj)
     assert s.codec == "zstd" and typ == "zs:msgpack" and data[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
@@ -65,8 +65,9 @@ def test_compressed_serializer_round_trips_and_reads_plain_blobs() -> None:
 
 
 def test_zlib_blobs_of_older_runs_stay_readable() -> None:
-    """Runs written before zstd hold ``z:`` (zlib) blobs: still read, by the default
-    serializer too; ``codec="zlib"`` still writes them; the two tags never mix up."""
+    """``z:`` (zlib) blobs, what every therasim reads: the default serializer writes
+    them (byte for byte as the zlib-only one did) and reads zstd too; the two tags
+    never mix up."""
     import zlib
 
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -76,20 +77,36 @@ def test_zlib_blobs_of_older_runs_stay_readable() -> None:
     obj = {"transcript": [{"speaker": "counselor", "text": "What helped last week? " * 30}], "risk": None}
     typ, raw = JsonPlusSerializer().dumps_typed(obj)
     old = ("z:" + typ, zlib.compress(raw, 3))  # byte for byte what the zlib-only serializer wrote
-    assert CompressedSerializer().loads_typed(old) == obj
-    z = CompressedSerializer(codec="zlib")
+    assert CompressedSerializer(codec="zstd").loads_typed(old) == obj
+    z = CompressedSerializer()
     assert z.codec == "zlib" and z.dumps_typed(obj) == old
-    assert z.loads_typed(CompressedSerializer().dumps_typed(obj)) == obj  # and it reads zstd
-    with pytest.raises(ValueError, match=r"codec='lz4'.*'zstd' or 'zlib'"):
+    assert z.loads_typed(CompressedSerializer(codec="zstd").dumps_typed(obj)) == obj  # and it reads zstd
+    with pytest.raises(ValueError, match=r"codec='lz4'.*'zlib' or 'zstd'"):
         CompressedSerializer(codec="lz4")
 
 
 def test_the_checkpoint_codec_variable(monkeypatch) -> None:
     from therasim.checkpoint import CompressedSerializer
+    from therasim.errors import ConfigError
 
-    monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "zlib")
-    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "z:msgpack"
-    assert CompressedSerializer(codec="zstd").codec == "zstd"  # an explicit codec wins
+    monkeypatch.delenv("THERASIM_CHECKPOINT_CODEC", raising=False)
+    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "z:msgpack"  # the default: what every therasim reads
+    monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "zstd")
+    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "zs:msgpack"
+    assert CompressedSerializer(codec="zlib").codec == "zlib"  # an explicit codec wins
     monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "brotli")
-    with pytest.raises(ValueError, match="THERASIM_CHECKPOINT_CODEC='brotli': give zstd"):
+    with pytest.raises(ConfigError, match="THERASIM_CHECKPOINT_CODEC='brotli': give zlib"):
         CompressedSerializer()
+
+
+def test_a_bad_codec_variable_is_refused_before_a_run_directory_is_made(monkeypatch, tmp_path) -> None:
+    """Review of session 14: a bad THERASIM_CHECKPOINT_CODEC made a whole run directory
+    and then failed with a bare ValueError (a traceback from ``therasim run``)."""
+    from therasim.config import RunConfig
+    from therasim.errors import ConfigError
+    from therasim.runner import run
+
+    monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "bogus")
+    with pytest.raises(ConfigError, match="THERASIM_CHECKPOINT_CODEC='bogus'"):
+        run(RunConfig(), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -1,7 +1,7 @@
 """Each side's header is rendered once per course and session while what it is rendered
 from is unchanged (therasim/prompts.py, ``_memo_header``), and the prompts are the same
 bytes as when every call renders its own header: the memo checks its inputs by value
-(type-exact ``marshal`` bytes) at every call, never by identity."""
+(type-exact ``pickle`` bytes) at every call, never by identity."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_inputs_changed_in_place_or_to_an_equal_value_of_another_type_render_ane
     assert "Speak in this style: terse, guarded." in client_header(cview)
 
 
-def test_values_marshal_cannot_write_exactly_are_rendered_per_call():
+def test_values_pickle_cannot_write_are_rendered_per_call():
     prompts._HEADERS.clear()
 
     class Note(str):
@@ -119,8 +119,53 @@ def test_values_marshal_cannot_write_exactly_are_rendered_per_call():
     sim = SimContext()
     h = counselor_header(view, sim)
     assert "PLAN FROM LAST SESSION: plan: behavioural activation" in h
-    assert not prompts._HEADERS  # nothing stored: a str subclass could render differently from an equal str
+    assert not prompts._HEADERS  # nothing stored: a class local to a function cannot be pickled
     view["course_key"] = None
     view["counselor_notes"] = ""
     counselor_header(view, sim)
     assert not prompts._HEADERS  # no course to file it under
+
+
+def test_values_equal_in_bytes_but_not_in_type_render_anew():
+    """Review of session 14: marshal wrote a numpy value (any buffer) as its raw bytes,
+    so np.float64(0.0) then np.int64(0), or a 2-d then a 1-d array, reused the header."""
+    np = pytest.importorskip("numpy")
+    prompts._HEADERS.clear()
+    _, cview = _views()
+    for events in ([np.float64(0.0)], [np.int64(0)], [np.array([[1.0, 2.0]])], [np.array([1.0, 2.0])], [bytearray(b"ab")], [b"ab"]):
+        cview["inner"]["recent_events"] = events
+        memo = client_header(cview)
+        saved = dict(prompts._HEADERS)
+        prompts._HEADERS.clear()
+        assert memo == client_header(cview), events  # what a fresh rendering gives
+        prompts._HEADERS.update(saved)
+
+
+def test_the_header_table_is_safe_from_several_threads():
+    """Review of session 14: evicting from the table while another thread evicted raised
+    'dictionary changed size during iteration' once it was full."""
+    import sys
+    import threading
+
+    prompts._HEADERS.clear()
+    errors: list[BaseException] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def work(t: int) -> None:
+        try:
+            for i in range(3000):
+                prompts._memo_header(("x", (t, i)), (), (i,), lambda: "h")
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:1]
+    assert len(prompts._HEADERS) <= prompts._HEADERS_MAX

@@ -264,12 +264,14 @@ def run(
     workers: Annotated[int, typer.Option("--workers", min=1, help="ray: actors (one core each); --concurrency is per actor")] = 2,
 ) -> None:
     """Run a cohort of courses (or --resume one) and write a run directory."""
+    from therasim._internal.checkpoint import checkpoint_codec
     from therasim.runner import arun_dir, event_loop_factory, run_loop, start_run
 
     try:
         ex = _executor(executor, address, workers)
         if ex is None:
             event_loop_factory()  # a bad THERASIM_EVENT_LOOP is refused before a run directory is made
+            checkpoint_codec()  # and a bad THERASIM_CHECKPOINT_CODEC
         if resume_dir is not None:
             if config is not None or profiles is not None or sample is not None:
                 raise TherasimError("--resume continues a run with its own config and profiles; drop CONFIG, --profiles and --sample")

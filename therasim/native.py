@@ -33,7 +33,7 @@ CHECKPOINT_FORMAT = {
     "file": "checkpoints.sqlite",
     "saver": "langgraph.checkpoint.sqlite tables (written by therasim.checkpoint.GroupCommitSaver, a SqliteSaver run on the event loop; SqliteSaver reads them)",
     "serde": "therasim.checkpoint.CompressedSerializer",
-    "type_tags": "zs:<type> = zstd-compressed, z:<type> = zlib-compressed payload of the JsonPlusSerializer type <type> (runs written before zstd hold z: only)",
+    "type_tags": "z:<type> = zlib-compressed (the default), zs:<type> = zstd-compressed (THERASIM_CHECKPOINT_CODEC=zstd) payload of the JsonPlusSerializer type <type>",
     "threads": {"course": "RUN/CLIENT/course", "session": "RUN/CLIENT/sN", "branch": "RUN/CLIENT/sN@BRANCH"},
 }
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import marshal
+import pickle
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -310,6 +311,7 @@ def client_header(view: Mapping[str, Any]) -> str:
 #: course's next session replaces its entry).
 _HEADERS: dict[tuple[str, Any], tuple[tuple[Any, ...], bytes, str]] = {}
 _HEADERS_MAX = 1024
+_HEADERS_LOCK = threading.Lock()
 
 
 def _memo_header(slot: tuple[str, Any], fixed: tuple[Any, ...], exact: tuple[Any, ...], render: Callable[[], str]) -> str:
@@ -321,26 +323,30 @@ def _memo_header(slot: tuple[str, Any], fixed: tuple[Any, ...], exact: tuple[Any
     "The same inputs" is checked by value every call, never by identity: ``fixed``
     (strings rendered per call from run-level objects: the risk protocol, the
     registered modality and taxonomy) compared with ``==``, and ``exact`` (the
-    state values: intake or profile, goals, memories, notes) by their ``marshal``
+    state values: intake or profile, goals, memories, notes) by their ``pickle``
     bytes, which are equal only for values equal in type and order too (``1``,
-    ``1.0`` and ``True`` differ, as dict order does; each renders differently). So
-    a value changed in place, or replaced by an equal one of another type, renders
-    anew. Values ``marshal`` cannot write exactly (a subclass of ``str`` or ``dict``,
-    an enum, any other object) are not memoised: rendered per call as before."""
+    ``1.0`` and ``True`` differ, as dict order does, and a numpy scalar or array, a
+    ``bytearray`` or a subclass of ``str`` carries its class; each renders
+    differently). So a value changed in place, or replaced by an equal one of
+    another type, renders anew. Values ``pickle`` cannot write (a local class, an
+    open handle) are not memoised: rendered per call as before. Safe from several
+    threads (the table is read and changed under a lock)."""
     if slot[1] is None:
         return render()
-    try:
-        key = marshal.dumps(exact, 2)  # version 2: no back-references or interning marks, so equal values give equal bytes
-    except ValueError:
+    try:  # equal bytes only for values equal in type too; a value referenced twice may only cost a miss
+        key = pickle.dumps(exact, 5)
+    except Exception:  # anything pickle cannot write is rendered per call
         return render()
-    hit = _HEADERS.get(slot)
+    with _HEADERS_LOCK:
+        hit = _HEADERS.get(slot)
     if hit is not None and hit[1] == key and hit[0] == fixed:
         return hit[2]
     text = render()
-    _HEADERS.pop(slot, None)
-    while _HEADERS and len(_HEADERS) >= _HEADERS_MAX:
-        _HEADERS.pop(next(iter(_HEADERS)), None)
-    _HEADERS[slot] = (fixed, key, text)
+    with _HEADERS_LOCK:
+        _HEADERS.pop(slot, None)
+        while _HEADERS and len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.pop(next(iter(_HEADERS)), None)
+        _HEADERS[slot] = (fixed, key, text)
     return text
 
 

@@ -698,6 +698,9 @@ def run(
 ) -> RunResult:
     """Create a run directory and run it to the end (the Python face of `therasim run`)."""
     event_loop_factory()  # a bad THERASIM_EVENT_LOOP is refused before a run directory is made
+    from therasim._internal.checkpoint import checkpoint_codec
+
+    checkpoint_codec()  # and a bad THERASIM_CHECKPOINT_CODEC
     rd, _problems = start_run(config, profiles=profiles, sample=sample, out=out, models=models, session_builder=session_builder)
     return _sync(arun_dir(rd, concurrency=concurrency, progress=progress, models=models, session_builder=session_builder))
 

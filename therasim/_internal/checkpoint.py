@@ -42,6 +42,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from therasim.errors import ConfigError
+
 __all__ = ["CompressedSerializer", "GroupCommitSaver", "check_postgres", "open_checkpointer", "open_postgres_checkpointer", "open_run_checkpointer", "postgres_dsn"]
 
 _TAG = "z:"  # zlib (every therasim version reads it)
@@ -97,27 +99,40 @@ def _zstd() -> _Zstd | None:
         return None
 
 
+def checkpoint_codec() -> str:
+    """The codec of the blobs a run's savers write: ``THERASIM_CHECKPOINT_CODEC``,
+    ``zlib`` (the default: blobs every therasim reads) or ``zstd`` (about half the CPU
+    per blob, the same size; blobs a therasim from before session 14 cannot read, so
+    set it on every machine of a scale-out run and only where every reader is new).
+    A bad value, or ``zstd`` without a zstd module, is a :class:`ConfigError` naming
+    the variable and the fix (``therasim run`` and ``run()`` ask before they make a
+    run directory)."""
+    env = os.environ.get("THERASIM_CHECKPOINT_CODEC", "").strip().lower() or "zlib"
+    if env not in ("zstd", "zlib"):
+        raise ConfigError(f"THERASIM_CHECKPOINT_CODEC={env!r}: give zlib (the default; blobs every therasim reads) or zstd (less CPU; only a therasim from session 14 on reads it)")
+    if env == "zstd" and _zstd() is None:
+        raise ConfigError("THERASIM_CHECKPOINT_CODEC=zstd needs the zstandard package below Python 3.14: pip install zstandard, or unset the variable")
+    return env
+
+
 class CompressedSerializer(JsonPlusSerializer):
-    """JsonPlusSerializer whose payloads are compressed: zstd (type tag ``zs:<type>``)
-    by default, zlib (``z:<type>``) with ``codec="zlib"`` (or, for the savers a run
-    makes, ``THERASIM_CHECKPOINT_CODEC=zlib``) or where no zstd module is
-    installed. Reads both, and uncompressed blobs. zstd compresses a checkpoint blob
-    about as small as zlib at level 3 in under half the CPU (docs/benchmarks.md); a
-    run written with it cannot be read by a therasim from before it (it knows ``z:``
-    only)."""
+    """JsonPlusSerializer whose payloads are compressed: zlib (type tag ``z:<type>``)
+    by default, zstd (``zs:<type>``) with ``codec="zstd"`` (or, for the savers a run
+    makes, ``THERASIM_CHECKPOINT_CODEC=zstd``: :func:`checkpoint_codec`). Reads
+    both, and uncompressed blobs. zstd compresses a checkpoint blob about as small as
+    zlib at level 3 in under half the CPU (docs/benchmarks.md), but a run written
+    with it cannot be read by a therasim from before it (it knows ``z:`` only), so
+    it is not the default."""
 
     def __init__(self, level: int = 3, min_size: int = 256, codec: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         if codec is None:  # a run's savers are made by therasim: the variable picks the codec for them
-            env = os.environ.get("THERASIM_CHECKPOINT_CODEC", "").strip().lower()
-            if env not in ("", "zstd", "zlib"):
-                raise ValueError(f"THERASIM_CHECKPOINT_CODEC={env!r}: give zstd (the default) or zlib (blobs an older therasim can read)")
-            codec = env or None
-        if codec not in (None, "zstd", "zlib"):
-            raise ValueError(f"CompressedSerializer(codec={codec!r}): give 'zstd' or 'zlib' (or None: zstd when installed)")
+            codec = checkpoint_codec()
+        if codec not in ("zstd", "zlib"):
+            raise ValueError(f"CompressedSerializer(codec={codec!r}): give 'zlib' or 'zstd' (or None: THERASIM_CHECKPOINT_CODEC, default zlib)")
         self.level = level
         self.min_size = min_size
-        self._zs = _zstd() if codec in (None, "zstd") else None
+        self._zs = _zstd() if codec == "zstd" else None
         if codec == "zstd" and self._zs is None:
             raise ImportError("CompressedSerializer(codec='zstd') needs the zstandard package below Python 3.14: pip install zstandard")
         self.codec = "zstd" if self._zs is not None else "zlib"
