@@ -38,7 +38,7 @@ from langgraph.runtime import Runtime
 
 from therasim.context import NodeContext, SimContext, as_sim_context
 from therasim.contract import ExchangeContract, NodeFn, NodeSpec, Slot, builtin_contract
-from therasim.errors import TherasimError
+from therasim.errors import ConfigError, TherasimError
 from therasim.graphs.adapters import (
     _coerce,
     _speech_keys,
@@ -361,7 +361,7 @@ def fold_calls_default() -> bool:
         return False
     if v in ("1", "true", "yes", "on"):
         return True
-    raise TherasimError(f"{FOLD_CALLS_ENV}={v!r}: expected 1 (one superstep per exchange, each model call journalled) or 0")
+    raise ConfigError(f"{FOLD_CALLS_ENV}={v!r}: expected 1 (one superstep per exchange, each model call journalled) or 0; or unset it and set course.fold_calls in the run's config")
 
 
 class SessionGraphBuilder(StepsBuilder):

@@ -280,3 +280,31 @@ def test_fold_calls_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FOLD_CALLS_ENV)
     assert _session_builder({"config": {"course": {"preset": "lean", "fold_calls": True}}}).fold_calls
     assert not _session_builder({"config": {"course": {"preset": "lean"}}}).fold_calls  # a manifest from before the setting
+
+
+def test_the_layout_a_run_is_made_in_goes_into_its_manifest(monkeypatch, tmp_path: Path) -> None:
+    """Review of session 14: with THERASIM_FOLD_CALLS=1 and the config unset the manifest
+    said ``fold_calls: null``, so a resume, inspect or replay from a shell without the
+    variable built the default layout (and repeated the interrupted exchange's calls)."""
+    from therasim.config import RunConfig
+    from therasim.errors import ConfigError
+    from therasim.runner import start_run
+    from therasim.traces import _session_builder
+
+    monkeypatch.setenv(FOLD_CALLS_ENV, "1")
+    rd, _ = start_run(RunConfig(), out=tmp_path / "on")
+    man = json.loads((rd.root / "manifest.json").read_text())
+    assert man["config"]["course"]["fold_calls"] is True
+    monkeypatch.delenv(FOLD_CALLS_ENV)
+    assert _session_builder(man).fold_calls  # rebuilt in the run's layout without the variable
+    rd, _ = start_run(RunConfig(), out=tmp_path / "off")
+    assert json.loads((rd.root / "manifest.json").read_text())["config"]["course"]["fold_calls"] is False
+    mine = preset("lean")
+    mine.fold_calls = True
+    rd, _ = start_run(RunConfig(), out=tmp_path / "builder", session_builder=mine)
+    assert json.loads((rd.root / "manifest.json").read_text())["config"]["course"]["fold_calls"] is True
+    monkeypatch.setenv(FOLD_CALLS_ENV, "maybe")
+    with pytest.raises(ConfigError, match="THERASIM_FOLD_CALLS='maybe'") as e:
+        start_run(RunConfig(), out=tmp_path / "bad")
+    assert "course.preset" not in str(e.value)
+    assert not (tmp_path / "bad").exists()

@@ -435,6 +435,16 @@ def _check_writable(path: Path) -> None:
         raise RunDirError(f"output folder {path} is not writable ({e.strerror}); pass --out with a folder you can write to") from None
 
 
+def _fold_calls_now(session_builder: Any) -> bool:
+    """The layout a run without ``course.fold_calls`` is made in: its session
+    builder's, else ``THERASIM_FOLD_CALLS`` (a bad value is a ConfigError naming it)."""
+    if session_builder is not None and hasattr(session_builder, "fold_calls"):
+        return bool(session_builder.fold_calls)
+    from therasim.graphs.builder import fold_calls_default
+
+    return fold_calls_default()
+
+
 def start_run(
     config: RunConfig | str | Path | dict[str, Any] | None = None,
     *,
@@ -455,6 +465,8 @@ def start_run(
     from therasim.profiles import example_profiles
 
     cfg = config if isinstance(config, RunConfig) else load_config(config)
+    if cfg.course.fold_calls is None:  # the layout the run is made in goes into its manifest: a resume, inspect or a Ray worker builds the same one
+        cfg = cfg.model_copy(update={"course": cfg.course.model_copy(update={"fold_calls": _fold_calls_now(session_builder)})})
     check_names(cfg, preset=session_builder is None)  # an unknown modality or taxonomy fails here, not in every course
     problems: list[ProfileError] = []
     if profiles is not None and sample is not None:
