@@ -219,7 +219,7 @@ def test_a_run_killed_under_the_lean_executor_resumes_the_same_under_either(tmp_
 
     ref_dir, _ = start_run(cfg, sample=2, out=tmp_path / "ref")
     reference = finish(ref_dir.root, "pregel")
-    rd, _ = start_run(cfg, sample=2, out=tmp_path / "killed")
+    rd, _ = start_run(cfg.model_copy(update={"course": cfg.course.model_copy(update={"fold_calls": True})}), sample=2, out=tmp_path / "killed")
     pause = tmp_path / "paused"
     proc = subprocess.Popen([sys.executable, target, str(rd.root), "2"], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -230,6 +230,9 @@ def test_a_run_killed_under_the_lean_executor_resumes_the_same_under_either(tmp_
     proc.wait()
     copy = tmp_path / "copy" / rd.root.name
     shutil.copytree(rd.root, copy)
+    man = json.loads((copy / "manifest.json").read_text())  # the copy as a run of the default layout (an older therasim's view)
+    man["config"]["course"]["fold_calls"] = False
+    (copy / "manifest.json").write_text(json.dumps(man))
     for root, executor in ((rd.root, "pregel"), (copy, "lean")):
         assert finish(root, executor) == reference, executor
         resumed = [e for e in read_jsonl(RunDir(root).events) if e.get("event") == "session_resumed"]
@@ -243,8 +246,9 @@ def test_sigkill_between_two_calls_of_a_folded_exchange_repeats_no_finished_call
     exchange finished and was journalled, no checkpoint since the exchange started)
     resumes without calling the model again for any finished call (counted by the
     process), and every session's transcript equals an uninterrupted run's in the default
-    layout. A copy of the killed run finished in the default layout repeats the client's
-    call (its steps do not read the journal) and ends with the same transcripts."""
+    layout. The layout is the manifest's (``course.fold_calls``, recorded when the run is
+    made); a copy of the killed run whose manifest says the default layout repeats the
+    client's call (its steps do not read the journal) and ends with the same transcripts."""
     import shutil
     from collections import Counter
 
@@ -263,7 +267,7 @@ def test_sigkill_between_two_calls_of_a_folded_exchange_repeats_no_finished_call
 
     ref_dir, _ = start_run(cfg, sample=2, out=tmp_path / "ref")
     reference = finish(ref_dir.root, "0", tmp_path / "ref-calls")
-    rd, _ = start_run(cfg, sample=2, out=tmp_path / "killed")
+    rd, _ = start_run(cfg.model_copy(update={"course": cfg.course.model_copy(update={"fold_calls": True})}), sample=2, out=tmp_path / "killed")
     pause, first = tmp_path / "paused", tmp_path / "calls-1"
     penv = {**env, "THERASIM_FOLD_CALLS": "1", "THERASIM_TEST_PAUSE_FILE": str(pause), "THERASIM_TEST_PAUSE_NODE": "counselor", "THERASIM_TEST_CALLS_FILE": str(first)}
     proc = subprocess.Popen([sys.executable, target, str(rd.root), "1"], env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -278,6 +282,9 @@ def test_sigkill_between_two_calls_of_a_folded_exchange_repeats_no_finished_call
     assert before[("client", cid, 1, 2)] == 1 and ("counselor", cid, 1, 2) not in before  # killed between the two calls
     copy = tmp_path / "copy" / rd.root.name
     shutil.copytree(rd.root, copy)
+    man = json.loads((copy / "manifest.json").read_text())  # the copy as a run of the default layout (an older therasim's view)
+    man["config"]["course"]["fold_calls"] = False
+    (copy / "manifest.json").write_text(json.dumps(man))
     assert finish(rd.root, "1", tmp_path / "calls-2") == reference
     every = counted(first, tmp_path / "calls-2")
     assert every == counted(tmp_path / "ref-calls"), "a finished call ran again, or one is missing"
