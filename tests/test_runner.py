@@ -219,7 +219,7 @@ def test_a_run_killed_under_the_lean_executor_resumes_the_same_under_either(tmp_
 
     ref_dir, _ = start_run(cfg, sample=2, out=tmp_path / "ref")
     reference = finish(ref_dir.root, "pregel")
-    rd, _ = start_run(cfg.model_copy(update={"course": cfg.course.model_copy(update={"fold_calls": True})}), sample=2, out=tmp_path / "killed")
+    rd, _ = start_run(cfg, sample=2, out=tmp_path / "killed")
     pause = tmp_path / "paused"
     proc = subprocess.Popen([sys.executable, target, str(rd.root), "2"], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -230,9 +230,6 @@ def test_a_run_killed_under_the_lean_executor_resumes_the_same_under_either(tmp_
     proc.wait()
     copy = tmp_path / "copy" / rd.root.name
     shutil.copytree(rd.root, copy)
-    man = json.loads((copy / "manifest.json").read_text())  # the copy as a run of the default layout (an older therasim's view)
-    man["config"]["course"]["fold_calls"] = False
-    (copy / "manifest.json").write_text(json.dumps(man))
     for root, executor in ((rd.root, "pregel"), (copy, "lean")):
         assert finish(root, executor) == reference, executor
         resumed = [e for e in read_jsonl(RunDir(root).events) if e.get("event") == "session_resumed"]
