@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from graph_helpers import custom_minimal as _custom
+from graph_helpers import strip_latency as _strip
 from langgraph.checkpoint.memory import InMemorySaver
 
 from therasim._internal.checkpoint import open_checkpointer
@@ -29,26 +31,6 @@ from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
 from therasim.testing import FunctionChatModel, SchemaFakeChatModel
 from therasim.traces import _after_turn, _before_turn
-
-
-def _strip(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items() if k != "latency_s"}
-    if isinstance(x, (list, tuple)):
-        return [_strip(v) for v in x]
-    return x
-
-
-def _custom() -> SessionGraphBuilder:
-    """Minimal plus a node of the user's own reached by a conditional edge on odd exchanges."""
-
-    async def noter(view: Any, ctx: Any) -> dict[str, Any]:
-        return {"current": {"noted": {"turns": len(view["transcript"])}}}
-
-    b = preset("minimal").copy()
-    b.add_node("noter", noter, side="counselor", writes=(Slot("noted", turn="counselor"),), after="client")
-    b.add_conditional_edges("client", lambda v: "note" if int(v.get("exchange") or 0) % 2 else "skip", {"note": "noter", "skip": "counselor"})
-    return b
 
 
 def _builder(name: str, fold_calls: bool) -> SessionGraphBuilder:

@@ -12,6 +12,8 @@ import binascii
 from typing import Any
 
 import pytest
+from graph_helpers import custom_minimal as _custom
+from graph_helpers import strip_latency as _strip
 from langchain_core.callbacks import AsyncCallbackHandler
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -30,30 +32,8 @@ def _ctx(turns: int, sessions: int = 1) -> SimContext:
     return SimContext(models=ModelPool({"default": SchemaFakeChatModel()}), course=CourseSpec(max_turns=turns, sessions=sessions))
 
 
-def _custom() -> SessionGraphBuilder:
-    """Minimal plus a counselor-side node of the user's own, reached by a conditional
-    edge on odd exchanges only."""
-
-    async def noter(view: Any, ctx: Any) -> dict[str, Any]:
-        return {"current": {"noted": {"turns": len(view["transcript"])}}}
-
-    b = preset("minimal").copy()
-    b.add_node("noter", noter, side="counselor", writes=(Slot("noted", turn="counselor"),), after="client")
-    b.add_conditional_edges("client", lambda v: "note" if int(v.get("exchange") or 0) % 2 else "skip", {"note": "noter", "skip": "counselor"})
-    return b
-
-
 def _builder(name: str) -> SessionGraphBuilder:
     return _custom() if name == "custom" else preset(name)
-
-
-def _strip(x: Any) -> Any:
-    """Without wall-clock fields."""
-    if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items() if k != "latency_s"}
-    if isinstance(x, (list, tuple)):
-        return [_strip(v) for v in x]
-    return x
 
 
 def _v(version: Any) -> Any:

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from graph_helpers import strip_latency as _strip
 from langchain_core.callbacks import AsyncCallbackHandler
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -39,15 +40,6 @@ async def _run(g: Any, turns: int, callbacks: list[Any] | None = None) -> tuple[
         cfg["callbacks"] = callbacks
     final = await g.ainvoke(initial_session_state(example_profiles()[0]), config=cfg, context=_ctx(turns), durability="sync")
     return final, [s async for s in g.aget_state_history({"configurable": {"thread_id": "t"}})]
-
-
-def _strip(x: Any) -> Any:
-    """Without wall-clock fields."""
-    if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items() if k != "latency_s"}
-    if isinstance(x, (list, tuple)):
-        return [_strip(v) for v in x]
-    return x
 
 
 def _shape(history: list[Any]) -> list[tuple[Any, ...]]:
