@@ -55,7 +55,7 @@ from therasim.memory.base import (
     Where,
     register_memory_backend,
 )
-from therasim.memory.mirror import Mirror, MirrorEntry, match, supported
+from therasim.memory.mirror import Mirror, MirrorEntry, as_stored, match, supported
 
 _match, _supported = match, supported  # old private names (tests compare the mirror with Chroma)
 
@@ -243,6 +243,14 @@ class ChromaMemoryStore:
         self.pending: list[tuple[str, str, list[str], list[str], list[dict[str, Any]], Any]] = []
         self.retried = 0
         self._mirror = Mirror(cache_size)
+        # blocks this store created (their folder did not exist when it opened them) ->
+        # the mirror entries (collection names) it has written in them since: see _load
+        self._born: dict[int | str, set[str]] = {}
+        self._born_lock = threading.Lock()  # held only for a lookup (the loop takes it)
+        # whether entries filled from this store's writes were found equal to Chroma's
+        # own copy (None: not checked yet; False: they were not, so none are filled)
+        self._fill_checked: bool | None = None
+        self.fill_checks = 0  # statistics: reads made to check a filled entry against Chroma
         # collection handles, LRU-bounded: a run of 1e4-1e5 clients keeps only the
         # recently used ones (a course uses its client's two while it runs)
         self._cols: OrderedDict[str, Any] = OrderedDict()
@@ -332,10 +340,14 @@ class ChromaMemoryStore:
             b = self._blocks.get(key)
             if b is None:
                 folder = _block_dir(self._path, self.scope, key)
-                if not create and not os.path.isdir(folder):
+                new = not os.path.isdir(folder)
+                if not create and new:
                     return None  # nothing stored in that block yet
                 b = self._blocks[key] = _Block(_persistent_client(folder, self._settings))
                 self.blocks_opened += 1
+                if new and self.cache:
+                    with self._born_lock:
+                        self._born[key] = set()
             self._blocks.move_to_end(key)
             b.users.add(client_id)
             col = b.cols.get(role)
@@ -359,6 +371,8 @@ class ChromaMemoryStore:
             if len(self._blocks) <= self._open_blocks:
                 break
             self._blocks.pop(key).close()
+            with self._born_lock:
+                self._born.pop(key, None)
             self.blocks_closed += 1
             n += 1
         return n
@@ -366,6 +380,8 @@ class ChromaMemoryStore:
     def close(self) -> None:
         """Close every open block (blocks layout); a later use reopens them."""
         with self._lock:
+            with self._born_lock:
+                self._born.clear()
             while self._blocks:
                 self._blocks.popitem(last=False)[1].close()
                 self.blocks_closed += 1
@@ -611,7 +627,7 @@ class ChromaMemoryStore:
             # Still down after the retry budget: keep the write, flush it later.
             self.pending.append((client_id, role, ids, docs, metas, embeddings))
         if self.cache:
-            self._mirror.upsert(_collection_name(client_id, role, self.scope), ids, docs, metas, embeddings)
+            self._mirror_write(client_id, role, ids, docs, metas, embeddings)
         return ids
 
     async def aadd(self, client_id: str, role: MemoryRole, items: list[dict[str, Any]], embeddings: Any = None) -> list[str]:
@@ -641,7 +657,7 @@ class ChromaMemoryStore:
                 raise
             self.pending.append((client_id, role, ids, docs, metas, embeddings))
         if self.cache:
-            self._mirror.upsert(_collection_name(client_id, role, self.scope), ids, docs, metas, embeddings)
+            self._mirror_write(client_id, role, ids, docs, metas, embeddings)
         return ids
 
     async def _agroup_upsert(self, client_id: str, role: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], embeddings: Any) -> None:
@@ -781,11 +797,44 @@ class ChromaMemoryStore:
         res["ids"] = self._own_ids(res["ids"])
         return res
 
+    def _mirror_write(self, client_id: str, role: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], embeddings: Any) -> None:
+        """The mirror after a write: a mirrored entry gets the items (their vectors as
+        Chroma gives them back, :func:`as_stored`); an entry not mirrored is made from
+        this write when everything stored for the client and role is this store's own
+        writes and this is the first (a block this store created, first written
+        now), so that its first recall needs no read of Chroma."""
+        name = _collection_name(client_id, role, self.scope)
+        vecs = as_stored(embeddings) if embeddings is not None else None
+        if self._mirror.upsert(name, ids, docs, metas, vecs):
+            return
+        first = False
+        if self._layout == "blocks":
+            with self._born_lock:
+                written = self._born.get(self._block_key(client_id))
+                if written is not None:
+                    first = name not in written
+                    written.add(name)
+        if first and vecs is not None and self._fill_checked is not False and len(set(ids)) == len(ids):
+            self._mirror.put(name, ids, docs, metas, vecs, filled=True)
+
+    def _unwritten(self, name: str, client_id: str) -> bool:
+        """Whether nothing can be stored for ``name`` (a collection of ``client_id``):
+        its block was created by this store, which has not written it since."""
+        if self._layout != "blocks" or self._fill_checked is False:
+            return False
+        with self._born_lock:
+            written = self._born.get(self._block_key(client_id))
+            return written is not None and name not in written
+
     def _load(self, client_id: str, role: str) -> MirrorEntry | None:
         name = _collection_name(client_id, role, self.scope)
         entry = self._mirror.get(name)
         if entry is not None:
+            if entry.filled and self._fill_checked is None:
+                return self._check_filled(client_id, role, name, entry)
             return entry
+        if self._unwritten(name, client_id):
+            return self._mirror.put(name, [], [], [], [], filled=True)
         res = self._get(client_id, role, None, ["embeddings", "documents", "metadatas"])
         if res is None:
             # Nothing stored yet: mirror it as empty (this store is the client's only
@@ -793,6 +842,36 @@ class ChromaMemoryStore:
             # client's recalls never ask Chroma again.
             return self._mirror.put(name, [], [], [], [])
         return self._mirror.put(name, res["ids"], res["documents"], res["metadatas"], res["embeddings"])
+
+    def _check_filled(self, client_id: str, role: str, name: str, entry: MirrorEntry) -> MirrorEntry:
+        """The first recall of an entry filled from this store's writes (once per
+        store): read the collection as an unfilled entry would be, and compare. Equal in
+        every id, document, metadata value (and its type) and vector bit: later filled
+        entries are trusted. Otherwise (another Chroma keeping vectors differently)
+        nothing is filled any more, and the entries filled so far load from Chroma."""
+        import numpy as np
+
+        res = self._get(client_id, role, None, ["embeddings", "documents", "metadatas"])
+        self.fill_checks += 1
+        loaded = MirrorEntry()
+        if res is not None and res["ids"]:
+            loaded.upsert(list(res["ids"]), list(res["documents"]), [dict(m or {}) for m in res["metadatas"]], res["embeddings"])
+        with entry.lock:
+            same = (
+                entry.ids == loaded.ids
+                and entry.docs == loaded.docs
+                and [{k: (type(v), v) for k, v in m.items()} for m in entry.metas] == [{k: (type(v), v) for k, v in m.items()} for m in loaded.metas]
+                and entry.mat.shape[0] == loaded.mat.shape[0]
+                and (entry.mat.size == 0 or np.array_equal(entry.mat.view(np.uint32), loaded.mat.view(np.uint32)))
+            )
+        if same:
+            if self._fill_checked is None and loaded.ids:  # an empty one says nothing about vectors
+                self._fill_checked = True
+            entry.filled = False
+            return entry
+        self._fill_checked = False
+        self._mirror.drop_filled()
+        return self._mirror.put(name, loaded.ids, loaded.docs, loaded.metas, res["embeddings"] if res is not None and res["ids"] else [])
 
     def search(self, client_id: str, role: MemoryRole, query: str, k: int = 4, where: Where = None, embedding: Any = None) -> list[dict[str, Any]]:
         """The ``k`` most relevant items (cosine ``score``); ``embedding`` skips

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["OPS", "Mirror", "MirrorEntry", "match", "supported"]
+__all__ = ["OPS", "Mirror", "MirrorEntry", "as_stored", "match", "supported"]
 
 OPS = {
     "$eq": lambda a, b: a == b,
@@ -61,12 +61,41 @@ def match(meta: dict[str, Any], where: dict[str, Any] | None) -> bool:
     return True
 
 
-class MirrorEntry:
-    __slots__ = ("docs", "ids", "lock", "mat", "metas")
+def as_stored(vecs: Any) -> Any:
+    """The vectors as embedded Chroma gives them back (a float32 ``(n, d)`` array), or
+    None when a row has no finite, non-zero norm.
 
-    def __init__(self) -> None:
+    A collection in cosine space keeps each vector normalised (``v * (1 / |v|)``, the
+    squares summed one after another in float32) with its norm, and ``get`` returns the
+    product of the two, which can differ from what was written in the last bit of a
+    component (measured on Chroma 1.5.9: ``tests/test_memory_fill.py`` writes vectors
+    and compares the bits). The recall mirror keeps these values whether it is loaded
+    from Chroma or filled from the store's own writes, so both give bit-identical
+    scores. Every step is one IEEE float32 operation, so this is exact:
+    ``np.cumsum`` adds in order, ``np.sqrt`` and the division are correctly rounded."""
+    import numpy as np
+
+    v = np.asarray(vecs, dtype="float32")
+    if v.ndim != 2:
+        v = v.reshape(len(v), -1)
+    norm = np.sqrt(np.cumsum(v * v, axis=1, dtype="float32")[:, -1]) if v.shape[1] else np.zeros(len(v), dtype="float32")
+    if not (np.all(norm > 0) and np.all(np.isfinite(norm))):
+        return None
+    inv = np.float32(1) / norm
+    return (v * inv[:, None]) * norm[:, None]
+
+
+class MirrorEntry:
+    """One collection's copy. ``filled``: made without reading the store (its items
+    are the store's own writes since the collection was new), see
+    :meth:`therasim.memory.chroma.ChromaMemoryStore.search`."""
+
+    __slots__ = ("docs", "filled", "ids", "lock", "mat", "metas")
+
+    def __init__(self, filled: bool = False) -> None:
         import numpy as np
 
+        self.filled = filled
         self.lock = threading.Lock()
         self.ids: list[str] = []
         self.docs: list[str] = []
@@ -136,8 +165,8 @@ class Mirror:
                 self._d.move_to_end(name)
             return e
 
-    def put(self, name: str, ids: list[str], docs: list[str], metas: list[Any], vecs: Any) -> MirrorEntry:
-        e = MirrorEntry()
+    def put(self, name: str, ids: list[str], docs: list[str], metas: list[Any], vecs: Any, filled: bool = False) -> MirrorEntry:
+        e = MirrorEntry(filled)
         if ids:
             e.upsert(list(ids), list(docs), [dict(m or {}) for m in metas], vecs)
         with self._lock:
@@ -147,13 +176,25 @@ class Mirror:
                 self._d.popitem(last=False)
         return e
 
-    def upsert(self, name: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: Any) -> None:
-        # Only collections already mirrored are updated; others load in full on first search.
+    def upsert(self, name: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], vecs: Any) -> bool:
+        """Update ``name``'s entry if mirrored (others load in full on first search);
+        True if it was. ``vecs`` None drops the entry instead (reloaded when used)."""
         with self._lock:
             e = self._d.get(name)
-            if e is not None:
-                e.upsert(ids, docs, metas, vecs)
+            if e is None:
+                return False
+            if vecs is None:
+                del self._d[name]
+                return False
+            e.upsert(ids, docs, metas, vecs)
+            return True
 
     def drop(self, name: str) -> None:
         with self._lock:
             self._d.pop(name, None)
+
+    def drop_filled(self) -> None:
+        """Drop every entry not loaded from the store (they load on next use)."""
+        with self._lock:
+            for name in [n for n, e in self._d.items() if e.filled]:
+                del self._d[name]
