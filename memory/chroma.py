@@ -819,12 +819,20 @@ class ChromaMemoryStore:
 
     def _unwritten(self, name: str, client_id: str) -> bool:
         """Whether nothing can be stored for ``name`` (a collection of ``client_id``):
-        its block was created by this store, which has not written it since."""
+        its block was created by this store, which has not written it since. If so the
+        client counts as in use of its block (open), as a read would have made it."""
         if self._layout != "blocks" or self._fill_checked is False:
             return False
-        with self._born_lock:
-            written = self._born.get(self._block_key(client_id))
-            return written is not None and name not in written
+        key = self._block_key(client_id)
+        with self._lock:
+            b = self._blocks.get(key)
+            with self._born_lock:
+                written = self._born.get(key)
+                if b is None or written is None or name in written:
+                    return False
+            b.users.add(client_id)
+            self._blocks.move_to_end(key)
+        return True
 
     def _load(self, client_id: str, role: str) -> MirrorEntry | None:
         name = _collection_name(client_id, role, self.scope)

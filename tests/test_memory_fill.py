@@ -102,6 +102,7 @@ def test_a_recall_before_any_write_reads_nothing_and_later_writes_are_seen(tmp_p
     reads = store.reads
     assert store.search("a", "counselor", "sleep") == []
     assert store.reads == reads  # a client of a block this store made, never written: nothing to read
+    assert "a" in store._blocks[0].users  # in use of its block, as a read would have made it (group commit counts them)
     store.add("a", "counselor", [{"text": "sleeps badly after shifts", "kind": "fact", "session": 1}])
     assert store.search("a", "counselor", "sleep", k=1)[0]["text"] == "sleeps badly after shifts"
 
