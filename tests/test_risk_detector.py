@@ -351,8 +351,8 @@ def test_author_rows_are_valid_and_apart_from_the_evaluation_sets():
     sets above 0.6) of a held-out or unseen sentence (every evaluation set)."""
     d = risk_model._data_dir()
     rows = [json.loads(line) for line in (d / "risk_utterances_authors.jsonl").read_text().splitlines() if line.strip()]
-    assert len(rows) >= 20000 and len({r["id"] for r in rows}) == len(rows)
-    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 48), *range(50, 55), *range(57, 61), *range(63, 67))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
+    assert len(rows) >= 21500 and len({r["id"] for r in rows}) == len(rows)
+    assert {r["author"] for r in rows} == {f"a{i}" for i in (*range(1, 13), *range(17, 33), *range(35, 48), *range(50, 55), *range(57, 61), *range(63, 67), *range(69, 73))} and all(r["split"] == "train" and r["text"].strip() for r in rows)
     assert all(risk_model.class_of(r) >= 0 for r in rows)
     evaluation = [_words(json.loads(line)["text"]) for line in (d / "risk_utterances.jsonl").read_text().splitlines() if line.strip() and json.loads(line)["split"] != "train"]
     for name in ("risk_utterances_unseen.jsonl", "risk_utterances_unseen_authors2.jsonl", "risk_utterances_unseen_authors3.jsonl", "risk_utterances_unseen_authors4.jsonl", "risk_utterances_unseen_authors5.jsonl", "risk_utterances_unseen_authors6.jsonl", "risk_utterances_unseen_authors7.jsonl", "risk_utterances_unseen_authors8.jsonl", "risk_utterances_unseen_authors9.jsonl"):
@@ -462,9 +462,9 @@ def test_heldout_figures_per_rung(capsys: pytest.CaptureFixture[str]):
     assert _rate(both, "fp") <= CEILING_FP
 
 
-FLOOR_EXPLICIT = 0.96  # measured 89/91 = 97.8% with the shipped model of 20,801 rows (ninth round, recall-first thresholds 0.06 / 0.06); 89/91 with 19,368 rows (eighth round, 0.05 / 0.04); 90/91 = 98.9% with 17,887 rows (0.04 / 0.04); 89/91 with 16,048 rows at 0.03 / 0.03 (88/91 at its cost-rule 0.10 / 0.02); 90/91 with 14,227 rows, 89/91 with 11,284, 87/91 with 7,665, 88/91 with 4,564 (docs/risk.md)
-FLOOR_PREPARATORY = 0.9  # measured 14/14 with the shipped model of 20,801 rows and with the model of 19,368 rows; 13/14 with the model of 17,887 rows (the miss was a disguised disclosure, read as harm to others); 14/14 with every model before it
-CEILING_FP = 0.09  # measured 5/84 = 6.0% with the shipped model of 20,801 rows; 6/84 = 7.1% with the model of 19,368 rows; 5/84 = 6.0% with the model of 17,887 rows; 9/84 with 16,048 rows at 0.03 / 0.03 (6/84 at its cost-rule thresholds); 7/84 with 14,227 rows, 6/84 with 11,284, 9/84 with 7,665, 5/84 with 4,564
+FLOOR_EXPLICIT = 0.96  # measured 90/91 = 98.9% with the shipped model of 22,251 rows (tenth round, recall-first thresholds 0.04 / 0.04); 89/91 = 97.8% with the model of 20,801 rows (ninth round, recall-first thresholds 0.06 / 0.06); 89/91 with 19,368 rows (eighth round, 0.05 / 0.04); 90/91 = 98.9% with 17,887 rows (0.04 / 0.04); 89/91 with 16,048 rows at 0.03 / 0.03 (88/91 at its cost-rule 0.10 / 0.02); 90/91 with 14,227 rows, 89/91 with 11,284, 87/91 with 7,665, 88/91 with 4,564 (docs/risk.md)
+FLOOR_PREPARATORY = 0.9  # measured 14/14 with the shipped model of 22,251 rows, with the model of 20,801 rows and with the model of 19,368 rows; 13/14 with the model of 17,887 rows (the miss was a disguised disclosure, read as harm to others); 14/14 with every model before it
+CEILING_FP = 0.09  # measured 3/84 = 3.6% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 5/84 = 6.0% with the model of 20,801 rows; 6/84 = 7.1% with the model of 19,368 rows; 5/84 = 6.0% with the model of 17,887 rows; 9/84 with 16,048 rows at 0.03 / 0.03 (6/84 at its cost-rule thresholds); 7/84 with 14,227 rows, 6/84 with 11,284, 9/84 with 7,665, 5/84 with 4,564
 
 
 TARGET_RECALL = 0.98  # issue #14: explicit and preparatory statements recalled
@@ -472,9 +472,13 @@ TARGET_FP = 0.05  # issue #14: benign false positives
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out explicit recall 89/91 = 97.8% (target 98%; a rambling revenge fantasy and a teenager's disclosure of sexual abuse, read as harm to others) "
-                   "with the shipped model of 20,801 rows (recall-first thresholds 0.06 / 0.06), though preparatory recall is 14/14; 89/91 and 14/14 with 19,368 rows, 90/91 and 13/14 with 17,887")
 def test_heldout_recall_target_of_issue_14():
+    """Issue #14's target on the held-out split: explicit and preparatory statements
+    recalled >= 98%. Met with the shipped model of 22,251 rows (tenth round, 0.04 /
+    0.04): explicit 90/91 = 98.9% (the miss: a rambling revenge fantasy, harm to
+    others), preparatory 14/14; one more explicit miss would fail it (docs/risk.md).
+    Until the tenth round this was a strict expected failure (89/91 with the models of
+    19,368 and 20,801 rows)."""
     f = _heldout_figures(True)
     e = f["explicit"]
     assert e[0] / e[1] >= TARGET_RECALL
@@ -482,9 +486,11 @@ def test_heldout_recall_target_of_issue_14():
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="issue #14 target not reached (docs/risk.md): held-out benign false positives 6.0% (5/84; target 5%, i.e. at most 4; figure of speech 2/12, denial, everyday distress "
-                   "and professional 1/12 each) with the shipped model of 20,801 rows (recall-first thresholds 0.06 / 0.06); 6/84 with 19,368 rows, 5/84 with 17,887 rows")
 def test_heldout_false_positive_target_of_issue_14():
+    """Issue #14's target on the held-out split: benign false positives <= 5% (at most 4
+    of 84). Met with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04): 3/84 =
+    3.6% (figure of speech, denial and everyday distress, one each); a strict expected
+    failure until the tenth round (5/84 with 20,801 rows, 6/84 with 19,368)."""
     assert _rate(_heldout_figures(True), "fp") <= TARGET_FP
 
 
@@ -610,8 +616,8 @@ def test_unseen_authors9_figures(capsys: pytest.CaptureFixture[str]):
 
 
 # set before the set was first read (a regression guard, not the targets), as for the sets before it
-AUTHORS9_FLOOR_RECALL = 0.965
-AUTHORS9_CEILING_FP = 0.065
+AUTHORS9_FLOOR_RECALL = 0.965  # measured 357/361 = 98.9% (explicit 340/342 = 99.4%) with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 354/361 = 98.1% (explicit 336/342 = 98.2%) with the model of 20,801 rows (ninth round, 0.06 / 0.06), its first reading
+AUTHORS9_CEILING_FP = 0.065  # measured 18/364 = 4.9% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 12/364 = 3.3% with the model of 20,801 rows (ninth round, 0.06 / 0.06), its first reading
 
 
 @pytest.mark.embedded
@@ -629,8 +635,8 @@ def test_unseen_authors8_figures(capsys: pytest.CaptureFixture[str]):
 
 
 # set before the set was first read (a regression guard, not the targets), as for the sets before it
-AUTHORS8_FLOOR_RECALL = 0.965  # measured 357/361 = 98.9% (explicit 347/351 = 98.9%) with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 360/361 = 99.7% (explicit 350/351) with the model of 19,368 rows (eighth round, 0.05 / 0.04)
-AUTHORS8_CEILING_FP = 0.065  # measured 11/363 = 3.0% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 10/363 = 2.8% with the model of 19,368 rows (eighth round, 0.05 / 0.04)
+AUTHORS8_FLOOR_RECALL = 0.965  # measured 357/361 = 98.9% (explicit 347/351 = 98.9%) with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 357/361 = 98.9% (explicit 347/351 = 98.9%) with the model of 20,801 rows (ninth round, 0.06 / 0.06); 360/361 = 99.7% (explicit 350/351) with the model of 19,368 rows (eighth round, 0.05 / 0.04)
+AUTHORS8_CEILING_FP = 0.065  # measured 13/363 = 3.6% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 11/363 = 3.0% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 10/363 = 2.8% with the model of 19,368 rows (eighth round, 0.05 / 0.04)
 
 
 @pytest.mark.embedded
@@ -648,22 +654,22 @@ def test_unseen_authors7_figures(capsys: pytest.CaptureFixture[str]):
 
 
 # set before the set was first read (a regression guard, not the targets), as for the sets before it
-AUTHORS7_FLOOR_RECALL = 0.965  # measured 345/348 = 99.1% (explicit 339/342 = 99.1%) with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 343/348 = 98.6% (explicit 337/342 = 98.5%) with the model of 19,368 rows (eighth round, 0.05 / 0.04); 342/348 = 98.3% with the model of 17,887 rows (explicit 338/342 = 98.8%)
-AUTHORS7_CEILING_FP = 0.065  # measured 4/351 = 1.1% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 11/351 = 3.1% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 6/351 = 1.7% with the model of 17,887 rows
+AUTHORS7_FLOOR_RECALL = 0.965  # measured 344/348 = 98.9% (explicit 338/342 = 98.8%) with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 345/348 = 99.1% (explicit 339/342 = 99.1%) with the model of 20,801 rows (ninth round, 0.06 / 0.06); 343/348 = 98.6% (explicit 337/342 = 98.5%) with the model of 19,368 rows (eighth round, 0.05 / 0.04); 342/348 = 98.3% with the model of 17,887 rows (explicit 338/342 = 98.8%)
+AUTHORS7_CEILING_FP = 0.065  # measured 9/351 = 2.6% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 4/351 = 1.1% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 11/351 = 3.1% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 6/351 = 1.7% with the model of 17,887 rows
 # set before the set was first read (a regression guard, not the targets); first measured with the model of 16,048 rows (sixth round), then at its recall-first thresholds 0.03 / 0.03, then with the model of 17,887 rows (docs/risk.md)
-AUTHORS6_FLOOR_RECALL = 0.97  # measured 345/347 = 99.4% (explicit 327/329) with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 345/347 = 99.4% (explicit 327/329) with the model of 19,368 rows (eighth round, 0.05 / 0.04); 346/347 = 99.7% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 347/347 at the recall-first thresholds (346/347 = 99.7% at the cost rule's; explicit 329/329 at both)
-AUTHORS6_CEILING_FP = 0.065  # measured 13/359 = 3.6% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 11/359 = 3.1% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 11/359 = 3.1% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 9/359 = 2.5% at the recall-first thresholds (5/359 = 1.4% at the cost rule's)
+AUTHORS6_FLOOR_RECALL = 0.97  # measured 346/347 = 99.7% (explicit 328/329) with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 345/347 = 99.4% (explicit 327/329) with the model of 20,801 rows (ninth round, 0.06 / 0.06); 345/347 = 99.4% (explicit 327/329) with the model of 19,368 rows (eighth round, 0.05 / 0.04); 346/347 = 99.7% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 347/347 at the recall-first thresholds (346/347 = 99.7% at the cost rule's; explicit 329/329 at both)
+AUTHORS6_CEILING_FP = 0.065  # measured 15/359 = 4.2% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 13/359 = 3.6% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 11/359 = 3.1% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 11/359 = 3.1% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 9/359 = 2.5% at the recall-first thresholds (5/359 = 1.4% at the cost rule's)
 # measured with the models of 17,887 rows (seventh round, shipped) and 16,048 rows (sixth round); before them, the models of 14,227 and 11,284 rows
-AUTHORS5_FLOOR_RECALL = 0.97  # measured 339/345 = 98.3% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 344/345 = 99.7% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 343/345 = 99.4% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 339/345 = 98.3% (341/345 = 98.8% with 14,227 rows, before the sixth round)
-AUTHORS5_CEILING_FP = 0.065  # measured 17/384 = 4.4% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 11/384 = 2.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 17/384 = 4.4% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 18/384 = 4.7% at the recall-first thresholds (16/384 = 4.2% at the cost rule's) (20/384 = 5.2% with 14,227 rows)
-AUTHORS4_FLOOR_RECALL = 0.975  # measured 329/333 = 98.8% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 326/333 = 97.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 327/333 = 98.2% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 329/333 = 98.8% (331/333 = 99.4% with 14,227 rows, 328/333 = 98.5% with 11,284 rows, 329/333 with 7,665)
-AUTHORS4_CEILING_FP = 0.065  # measured 16/381 = 4.2% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 12/381 = 3.1% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 19/381 = 5.0% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 17/381 = 4.5% at the recall-first thresholds (13/381 = 3.4% at the cost rule's) (17/381 = 4.5% with 14,227 rows, 20/381 = 5.2% with 11,284 rows, 37/381 with 7,665)
-AUTHORS3_FLOOR_RECALL = 0.965  # measured 347/354 = 98.0% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 346/354 = 97.7% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 343/354 = 96.9% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 345/354 = 97.5% at the recall-first thresholds (344/354 = 97.2% at the cost rule's) (345/354 = 97.5% with 14,227 rows, 344/354 = 97.2% with 11,284 rows, 346/354 with 7,665, 341/354 with 4,564)
-AUTHORS3_CEILING_FP = 0.07  # measured 17/382 = 4.5% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 11/382 = 2.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 10/382 = 2.6% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 14/382 = 3.7% at the recall-first thresholds (11/382 = 2.9% at the cost rule's) (16/382 = 4.2% with 14,227 rows, 9/382 = 2.4% with 11,284 rows, 24/382 with 7,665, 23/382 with 4,564)
-AUTHORS2_FLOOR_RECALL = 0.965  # measured 337/342 = 98.5% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 335/342 = 98.0% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 337/342 = 98.5% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 337/342 = 98.5% at the recall-first thresholds (336/342 = 98.2% at the cost rule's) (335/342 = 98.0% with 14,227 rows, 337/342 = 98.5% with 11,284 rows, 334/342 with 7,665, 328/342 with 4,564, 323/342 with 1,836)
-AUTHORS2_CEILING_FP = 0.065  # measured 17/382 = 4.5% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 11/382 = 2.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 12/382 = 3.1% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 19/382 = 5.0% at the recall-first thresholds (15/382 = 3.9% at the cost rule's) (the same with 14,227 rows; 13/382 = 3.4% with 11,284 rows, 22/382 with 7,665, 21/382 with 4,564 before the explicit-cue rule, 48/382 with 1,836)
-UNSEEN_FLOOR_RECALL = 0.95  # measured 158/162 = 97.5% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 161/162 = 99.4% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 160/162 = 98.8% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 160/162 = 98.8% at the recall-first thresholds (158/162 = 97.5% at the cost rule's) (159/162 with 14,227 and 11,284 rows; 155/162 with 7,665, 151/162 with 4,564)
-UNSEEN_CEILING_FP = 0.10  # measured 4/139 = 2.9% with the shipped model of 20,801 rows (ninth round, 0.06 / 0.06); 7/139 = 5.0% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 9/139 = 6.5% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 7/139 = 5.0% at the recall-first thresholds (6/139 = 4.3% at the cost rule's) (the same with 14,227 and 11,284 rows; 12/139 with 7,665 and 4,564)
+AUTHORS5_FLOOR_RECALL = 0.97  # measured 342/345 = 99.1% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 339/345 = 98.3% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 344/345 = 99.7% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 343/345 = 99.4% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 339/345 = 98.3% (341/345 = 98.8% with 14,227 rows, before the sixth round)
+AUTHORS5_CEILING_FP = 0.065  # measured 14/384 = 3.6% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 17/384 = 4.4% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 11/384 = 2.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 17/384 = 4.4% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 18/384 = 4.7% at the recall-first thresholds (16/384 = 4.2% at the cost rule's) (20/384 = 5.2% with 14,227 rows)
+AUTHORS4_FLOOR_RECALL = 0.975  # measured 330/333 = 99.1% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 329/333 = 98.8% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 326/333 = 97.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 327/333 = 98.2% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 329/333 = 98.8% (331/333 = 99.4% with 14,227 rows, 328/333 = 98.5% with 11,284 rows, 329/333 with 7,665)
+AUTHORS4_CEILING_FP = 0.065  # measured 17/381 = 4.5% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 16/381 = 4.2% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 12/381 = 3.1% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 19/381 = 5.0% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 17/381 = 4.5% at the recall-first thresholds (13/381 = 3.4% at the cost rule's) (17/381 = 4.5% with 14,227 rows, 20/381 = 5.2% with 11,284 rows, 37/381 with 7,665)
+AUTHORS3_FLOOR_RECALL = 0.965  # measured 346/354 = 97.7% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 347/354 = 98.0% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 346/354 = 97.7% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 343/354 = 96.9% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 345/354 = 97.5% at the recall-first thresholds (344/354 = 97.2% at the cost rule's) (345/354 = 97.5% with 14,227 rows, 344/354 = 97.2% with 11,284 rows, 346/354 with 7,665, 341/354 with 4,564)
+AUTHORS3_CEILING_FP = 0.07  # measured 8/382 = 2.1% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 17/382 = 4.5% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 11/382 = 2.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 10/382 = 2.6% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 14/382 = 3.7% at the recall-first thresholds (11/382 = 2.9% at the cost rule's) (16/382 = 4.2% with 14,227 rows, 9/382 = 2.4% with 11,284 rows, 24/382 with 7,665, 23/382 with 4,564)
+AUTHORS2_FLOOR_RECALL = 0.965  # measured 337/342 = 98.5% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 337/342 = 98.5% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 335/342 = 98.0% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 337/342 = 98.5% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 337/342 = 98.5% at the recall-first thresholds (336/342 = 98.2% at the cost rule's) (335/342 = 98.0% with 14,227 rows, 337/342 = 98.5% with 11,284 rows, 334/342 with 7,665, 328/342 with 4,564, 323/342 with 1,836)
+AUTHORS2_CEILING_FP = 0.065  # measured 15/382 = 3.9% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 17/382 = 4.5% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 11/382 = 2.9% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 12/382 = 3.1% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 19/382 = 5.0% at the recall-first thresholds (15/382 = 3.9% at the cost rule's) (the same with 14,227 rows; 13/382 = 3.4% with 11,284 rows, 22/382 with 7,665, 21/382 with 4,564 before the explicit-cue rule, 48/382 with 1,836)
+UNSEEN_FLOOR_RECALL = 0.95  # measured 158/162 = 97.5% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 158/162 = 97.5% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 161/162 = 99.4% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 160/162 = 98.8% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 160/162 = 98.8% at the recall-first thresholds (158/162 = 97.5% at the cost rule's) (159/162 with 14,227 and 11,284 rows; 155/162 with 7,665, 151/162 with 4,564)
+UNSEEN_CEILING_FP = 0.10  # measured 9/139 = 6.5% with the shipped model of 22,251 rows (tenth round, 0.04 / 0.04); 4/139 = 2.9% with the model of 20,801 rows (ninth round, 0.06 / 0.06); 7/139 = 5.0% with the model of 19,368 rows (eighth round, 0.05 / 0.04); 9/139 = 6.5% with the model of 17,887 rows (seventh round, 0.04 / 0.04); with 16,048 rows: 7/139 = 5.0% at the recall-first thresholds (6/139 = 4.3% at the cost rule's) (the same with 14,227 and 11,284 rows; 12/139 with 7,665 and 4,564)
 
 
 @pytest.mark.embedded

