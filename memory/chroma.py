@@ -30,7 +30,11 @@ Chroma is the durable store. Recall is served from a read-through mirror of each
 (client, role) in process memory (a client has ~100 memories: a 384 x 100
 matrix), loaded with one ``get`` on first use and updated after every successful
 write, so a recall is a matrix-vector product instead of a Chroma query (~1-3 ms
-each, more with a ``where`` filter). The mirror is LRU-bounded, and the runner
+each, more with a ``where`` filter). In a block this store created (blocks layout)
+a client's entry is filled from the store's own writes instead, from the first,
+so it is never read from Chroma; the mirror keeps vectors as Chroma gives them back
+(:func:`therasim.memory.mirror.as_stored`), so either way the scores are the same
+bits, and a store checks its first filled entry against Chroma once. The mirror is LRU-bounded, and the runner
 releases a finished course's entries. A course runs in one process, so its
 client's memory is written only there; if several processes write the same
 client's memory, pass ``cache=False``.
