@@ -215,12 +215,15 @@ def fold_nodes(
             seen.update(k for k in u if k in plain)
         return [Command(update=u) for u in reversed(kept) if u]
 
+    member_names = names or tuple(getattr(fn, "__name__", str(i)) for i, fn in enumerate(runs))
+
     if not journal:
 
-        async def run(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any] | list[Any]:
+        async def run(state: dict[str, Any], runtime: Runtime[SimContext], config: RunnableConfig) -> dict[str, Any] | list[Any]:
             updates: list[dict[str, Any]] = []
-            for fn in runs:
-                out = await fn(state, runtime)
+            heard = _listening(config)
+            for i, fn in enumerate(runs):
+                out = await (_member_run(fn, state, runtime, config, member_names[i]) if heard and i else fn(state, runtime))
                 updates.append(out)
                 if out:
                     state = apply(state, out)
@@ -230,7 +233,6 @@ def fold_nodes(
         return run
 
     points = frozenset(journal)
-    member_names = names or tuple(getattr(fn, "__name__", str(i)) for i, fn in enumerate(runs))
 
     async def journalled(state: dict[str, Any], runtime: Runtime[SimContext], config: RunnableConfig) -> dict[str, Any] | list[Any]:
         conf = config.get("configurable") or {}
@@ -247,6 +249,7 @@ def fold_nodes(
                 done = await _read_journal(saver, cp_config, task_id, member_names)
         updates: list[dict[str, Any]] = []
         batch: list[dict[str, Any]] = []
+        heard = _listening(config)
         for i, fn in enumerate(runs):
             if batch and i in points and where is not None:
                 saver, cp_config, task_id = where
@@ -258,7 +261,7 @@ def fold_nodes(
                 if counter is not None:
                     counter.n = int(rec.get("interrupts", counter.n))
             else:
-                out = await fn(state, runtime)
+                out = await (_member_run(fn, state, runtime, config, member_names[i]) if heard and i else fn(state, runtime))
                 if where is not None:
                     batch.append({"member": i, "node": member_names[i], "update": out, "interrupts": counter.n if counter is not None else 0})
             updates.append(out)
@@ -268,6 +271,44 @@ def fold_nodes(
 
     journalled.__name__ = name
     return journalled
+
+
+def _listening(config: RunnableConfig | None) -> bool:
+    """Whether a callback handler listens to this task (a tracer, ``stream_mode="messages"``,
+    callbacks passed in); the lean executor's tasks have none."""
+    cb = None if config is None else config.get("callbacks")
+    if cb is None:
+        return False
+    from langchain_core.callbacks.base import BaseCallbackManager
+
+    return bool(cb.handlers) if isinstance(cb, BaseCallbackManager) else bool(cb)
+
+
+async def _member_run(fn: Callable[..., Awaitable[dict[str, Any]]], state: dict[str, Any], runtime: Runtime[SimContext], config: RunnableConfig, name: str) -> dict[str, Any]:
+    """Run a folded node's member ``name`` (not its first) as a callback run of its own,
+    named after it, with ``langgraph_node`` set to it in the metadata its model calls
+    inherit: a tracer, a callback handler and ``stream_mode="messages"`` see it as the
+    node it is when it runs alone (the counselor's tokens under ``counselor``, not
+    under the exchange's first node). Only when something listens (:func:`_listening`)."""
+    from langchain_core.runnables.config import (
+        get_async_callback_manager_for_config,
+        patch_config,
+        var_child_runnable_config,
+    )
+
+    mine = patch_config(config, run_name=name)
+    mine["metadata"] = {**(config.get("metadata") or {}), "langgraph_node": name}
+    rm = await get_async_callback_manager_for_config(mine).on_chain_start(None, state, name=name)
+    token = var_child_runnable_config.set(patch_config(mine, callbacks=rm.get_child()))
+    try:
+        out = await fn(state, runtime)
+    except BaseException as e:
+        await rm.on_chain_error(e)
+        raise
+    finally:
+        var_child_runnable_config.reset(token)
+    await rm.on_chain_end(out)
+    return out
 
 
 def _journal_target(conf: dict[str, Any]) -> tuple[Any, dict[str, Any], str] | None:
@@ -355,11 +396,12 @@ FOLD_CALLS_ENV = "THERASIM_FOLD_CALLS"
 
 def fold_calls_default() -> bool:
     """Whether new builders fold model calls (:attr:`SessionGraphBuilder.fold_calls`):
-    ``THERASIM_FOLD_CALLS`` (``1``/``0``), off when unset."""
+    ``THERASIM_FOLD_CALLS`` (``1``/``0``), on when unset (one superstep and one
+    checkpoint per exchange; ``0`` for one per model call)."""
     v = os.environ.get(FOLD_CALLS_ENV, "").strip().lower()
-    if v in ("", "0", "false", "no", "off"):
+    if v in ("0", "false", "no", "off"):
         return False
-    if v in ("1", "true", "yes", "on"):
+    if v in ("", "1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{FOLD_CALLS_ENV}={v!r}: expected 1 (one superstep per exchange, each model call journalled) or 0; or unset it and set course.fold_calls in the run's config")
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from therasim.context import NodeContext, clean_utterance
+from therasim.context import NodeContext, clean_utterance, two_words
 from therasim.contract import NodeSpec
 from therasim.errors import StructuredOutputError
 from therasim.nodes._common import last_turn, text_field
@@ -72,7 +72,7 @@ class ClientTurn(BaseModel):
     @classmethod
     def _in_character(cls, v: str) -> str:
         v = clean_utterance(v)
-        if len(re.findall(r"[^\W\d_]{2,}", v)) < 2:
+        if not two_words(v):
             raise ValueError("utterance must be at least two words of speech")
         if _META_TALK.search(v):
             raise ValueError("utterance must be the client's speech, not notes about the format")

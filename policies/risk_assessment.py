@@ -45,8 +45,11 @@ def scan_floor(cues: list[dict[str, Any]]) -> str:
     return floor
 
 
+_NON_WORD = re.compile(r"\W+")
+
+
 def _norm(s: str) -> str:
-    return re.sub(r"\W+", " ", s.lower()).strip()
+    return _NON_WORD.sub(" ", s.lower()).strip()
 
 
 def combine(llm: dict[str, Any] | None, cues: list[dict[str, Any]], ctx: NodeContext, client_text: str = "", carried: str = "none") -> dict[str, Any]:

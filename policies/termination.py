@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -24,4 +25,11 @@ class TerminationRules:
     min_turns_before_closing: int = 2
 
     def is_closing(self, text: str) -> bool:
-        return any(re.search(p, text, re.IGNORECASE) for p in self.closing_phrases)
+        return any(rx.search(text) for rx in _compiled(tuple(self.closing_phrases)))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(phrases: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    """``phrases`` compiled case-insensitively (``re.search(p, text, re.IGNORECASE)``
+    looked each one up in ``re``'s cache on every call)."""
+    return tuple(re.compile(p, re.IGNORECASE) for p in phrases)

@@ -56,10 +56,12 @@ async def _run(b: SessionGraphBuilder, fold: bool, turns: int, session: int = 1,
     return final, g, [s async for s in g.aget_state_history(cfg)]
 
 
+@pytest.mark.parametrize("fold_calls", [False, True])
 @pytest.mark.parametrize(("name", "session"), [("lean", 2), ("full", 1), ("minimal", 1)])
-def test_folded_graph_same_trace_fewer_checkpoints(name: str, session: int) -> None:
+def test_folded_graph_same_trace_fewer_checkpoints(name: str, session: int, fold_calls: bool) -> None:
     turns = 3
     b = preset(name)
+    b.fold_calls = fold_calls
 
     async def go() -> None:
         a, ga, ha = await _run(b, False, turns, session, _Store())
@@ -67,7 +69,11 @@ def test_folded_graph_same_trace_fewer_checkpoints(name: str, session: int) -> N
         assert json.dumps(_strip(a), sort_keys=True) == json.dumps(_strip(f), sort_keys=True)
         if name == "lean":  # memory_recall ran (folded into the client's step) and its items were recorded
             assert a["transcript"][0]["recalled"] and f["transcript"][0]["recalled"] == a["transcript"][0]["recalled"]
-        steps = {"lean": (6, 3), "full": (9, 6), "minimal": (4, 2)}[name]
+        # unfolded: a step per node and record and termination (lean: client, memory_recall,
+        # analyst, counselor, record, termination); folded per call: the model-calling nodes
+        # (record and termination, and memory_recall, join the step before them); one superstep
+        # per exchange: one step, or two in full (its crisis route cuts the exchange after risk_control)
+        steps = {"lean": (6, 1 if fold_calls else 3), "full": (9, 2 if fold_calls else 6), "minimal": (4, 1 if fold_calls else 2)}[name]
         assert (len(ha) - 2, len(hf) - 2) == (steps[0] * turns, steps[1] * turns)  # input and start, then one checkpoint a step
         for t in range(1, turns + 1):  # inspect: the recorded state of each turn is the same
             sa, sf = await _after_turn(ga, "t", t), await _after_turn(gf, "t", t)
@@ -114,16 +120,27 @@ def test_custom_fold_nodes_and_conditionals() -> None:
         return {"current": {"tag": len(view["current"]["client_text"])}}
 
     tag_spec = NodeSpec("tag", tag, "counselor", reads=("client_text",), writes=(Slot("tag"),), fold=True)
-    b = preset("minimal").add(tag_spec, after="client")
+    minimal = preset("minimal")
+    minimal.fold_calls = False  # the per-call layout: only fold nodes join the step before them
+    b = minimal.copy().add(tag_spec, after="client")
     assert b.groups() == [["client", "tag"], ["counselor", "record", "termination"]]
     # after a conditional edge nothing is folded; a route straight to record still works
     c = b.copy().add_conditional_edges("tag", lambda v: "skip" if v["exchange"] % 2 else "talk", {"skip": "record", "talk": "counselor"})
     assert c.groups() == [["client", "tag"], ["counselor", "record", "termination"]]
-    d = preset("minimal").add(tag_spec, after="client").add_conditional_edges("client", lambda v: "t", {"t": "tag", "c": "counselor"})
+    d = minimal.copy().add(tag_spec, after="client").add_conditional_edges("client", lambda v: "t", {"t": "tag", "c": "counselor"})
     assert d.groups() == [["client"], ["tag"], ["counselor", "record", "termination"]]
     # replacing a fold node's function drops the fold (the new one may call a model)
     assert b.copy().replace_node("tag", tag).groups() == [["client"], ["tag"], ["counselor", "record", "termination"]]
     assert b.groups(fold=False) == [[n] for n in ("client", "tag", "counselor", "record", "termination")]
+    # one superstep per exchange (the default): every node joins the one before it, up to a conditional edge
+    one = [x.copy() for x in (b, c, d)]
+    for x in one:
+        x.fold_calls = True
+    assert [x.groups() for x in one] == [
+        [["client", "tag", "counselor", "record", "termination"]],
+        [["client", "tag"], ["counselor", "record", "termination"]],
+        [["client"], ["tag", "counselor", "record", "termination"]],
+    ]
 
     async def go(builder: SessionGraphBuilder) -> list[dict[str, Any]]:
         out = []
@@ -134,13 +151,14 @@ def test_custom_fold_nodes_and_conditionals() -> None:
             assert len(seen) == 4
         return out
 
-    plain, folded = asyncio.run(go(b))
-    assert plain == folded
-    client = {t["exchange"]: len(t["text"]) for t in folded["transcript"] if t["speaker"] == "client"}
-    assert {t["exchange"]: t.get("tag") for t in folded["transcript"] if t["speaker"] == "counselor"} == client
-    plain, folded = asyncio.run(go(c))
-    assert plain == folded
-    assert [t["exchange"] for t in folded["transcript"] if t["speaker"] == "counselor"] == [0, 2]  # odd exchanges skip the counselor
+    for x, y in ((b, c), (one[0], one[1])):  # per call, then one superstep per exchange
+        plain, folded = asyncio.run(go(x))
+        assert plain == folded
+        client = {t["exchange"]: len(t["text"]) for t in folded["transcript"] if t["speaker"] == "client"}
+        assert {t["exchange"]: t.get("tag") for t in folded["transcript"] if t["speaker"] == "counselor"} == client
+        plain, folded = asyncio.run(go(y))
+        assert plain == folded
+        assert [t["exchange"] for t in folded["transcript"] if t["speaker"] == "counselor"] == [0, 2]  # odd exchanges skip the counselor
 
 
 class _WritingStore(_Store):

@@ -249,19 +249,18 @@ def test_fold_calls_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from therasim.traces import _session_builder
 
     monkeypatch.delenv(FOLD_CALLS_ENV, raising=False)
+    assert course_builder(CourseSpec(preset="lean")).session.fold_calls  # the default: one superstep per exchange
+    assert not course_builder(CourseSpec(preset="lean", fold_calls=False)).session.fold_calls
+    mine = preset("minimal")
+    b = course_builder(CourseSpec(fold_calls=False), mine)
+    assert not b.session.fold_calls and mine.fold_calls and b.session.order == mine.order  # the caller's builder is not changed
+    monkeypatch.setenv(FOLD_CALLS_ENV, "0")
     assert not course_builder(CourseSpec(preset="lean")).session.fold_calls
     assert course_builder(CourseSpec(preset="lean", fold_calls=True)).session.fold_calls
-    mine = preset("minimal")
-    b = course_builder(CourseSpec(fold_calls=True), mine)
-    assert b.session.fold_calls and not mine.fold_calls and b.session.order == mine.order  # the caller's builder is not changed
-    monkeypatch.setenv(FOLD_CALLS_ENV, "1")
-    assert course_builder(CourseSpec(preset="lean")).session.fold_calls
-    assert not course_builder(CourseSpec(preset="lean", fold_calls=False)).session.fold_calls
-    man = {"config": {"course": {"preset": "lean", "fold_calls": False}}}
-    assert not _session_builder(man).fold_calls
+    man = {"config": {"course": {"preset": "lean", "fold_calls": True}}}
+    assert _session_builder(man).fold_calls
     monkeypatch.delenv(FOLD_CALLS_ENV)
-    assert _session_builder({"config": {"course": {"preset": "lean", "fold_calls": True}}}).fold_calls
-    assert not _session_builder({"config": {"course": {"preset": "lean"}}}).fold_calls  # a manifest from before the setting
+    assert not _session_builder({"config": {"course": {"preset": "lean", "fold_calls": False}}}).fold_calls
 
 
 def test_the_layout_a_run_is_made_in_goes_into_its_manifest(monkeypatch, tmp_path: Path) -> None:
@@ -279,14 +278,107 @@ def test_the_layout_a_run_is_made_in_goes_into_its_manifest(monkeypatch, tmp_pat
     assert man["config"]["course"]["fold_calls"] is True
     monkeypatch.delenv(FOLD_CALLS_ENV)
     assert _session_builder(man).fold_calls  # rebuilt in the run's layout without the variable
+    rd, _ = start_run(RunConfig(), out=tmp_path / "default")
+    assert json.loads((rd.root / "manifest.json").read_text())["config"]["course"]["fold_calls"] is True
+    monkeypatch.setenv(FOLD_CALLS_ENV, "0")
     rd, _ = start_run(RunConfig(), out=tmp_path / "off")
     assert json.loads((rd.root / "manifest.json").read_text())["config"]["course"]["fold_calls"] is False
+    monkeypatch.delenv(FOLD_CALLS_ENV)
+    assert not _session_builder(json.loads((rd.root / "manifest.json").read_text())).fold_calls
     mine = preset("lean")
-    mine.fold_calls = True
+    mine.fold_calls = False
     rd, _ = start_run(RunConfig(), out=tmp_path / "builder", session_builder=mine)
-    assert json.loads((rd.root / "manifest.json").read_text())["config"]["course"]["fold_calls"] is True
+    assert json.loads((rd.root / "manifest.json").read_text())["config"]["course"]["fold_calls"] is False
     monkeypatch.setenv(FOLD_CALLS_ENV, "maybe")
     with pytest.raises(ConfigError, match="THERASIM_FOLD_CALLS='maybe'") as e:
         start_run(RunConfig(), out=tmp_path / "bad")
     assert "course.preset" not in str(e.value)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_manifest_without_the_layout_reads_as_the_per_call_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run made before ``course.fold_calls`` was recorded (session 14 of #17) was made
+    in the per-call layout: its manifest reads as ``fold_calls: false``, so resume,
+    inspect, replay and fork build that layout and not today's default."""
+    from therasim._internal.rundir import RunDir
+    from therasim.config import RunConfig
+    from therasim.runner import start_run
+    from therasim.traces import _session_builder
+
+    monkeypatch.delenv(FOLD_CALLS_ENV, raising=False)
+    rd, _ = start_run(RunConfig(), out=tmp_path)
+    man = json.loads(rd.manifest_path.read_text())
+    del man["config"]["course"]["fold_calls"]
+    rd.manifest_path.write_text(json.dumps(man))
+    read = RunDir(rd.root).manifest()
+    assert read["config"]["course"]["fold_calls"] is False
+    assert not _session_builder(read).fold_calls and preset("lean").fold_calls
+
+
+class _Heard:
+    """A callback handler: the chain runs it sees, and the ``langgraph_node`` each chat
+    model call carries beside the node its ``therasim:node:`` tag names."""
+
+    def __init__(self) -> None:
+        from langchain_core.callbacks import AsyncCallbackHandler
+
+        heard = self
+
+        class H(AsyncCallbackHandler):
+            async def on_chain_start(self, serialized: Any, inputs: Any, *, name: str | None = None, **kw: Any) -> None:
+                heard.chains.append(str(name))
+
+            async def on_chat_model_start(self, serialized: Any, messages: Any, *, tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kw: Any) -> None:
+                node = next(t.split(":", 2)[2] for t in tags or [] if t.startswith("therasim:node:"))
+                heard.models.append(((metadata or {}).get("langgraph_node"), node))
+
+        self.chains: list[str] = []
+        self.models: list[tuple[Any, str]] = []
+        self.handler = H()
+
+
+@pytest.mark.parametrize("fold_calls", [True, False])
+@pytest.mark.parametrize("name", ["lean", "full"])
+def test_a_listener_sees_each_member_of_a_folded_exchange_as_its_node(name: str, fold_calls: bool) -> None:
+    """With a callback handler (a tracer, ``stream_mode="messages"``) each member of a
+    folded node runs as a callback run named after it, and its model calls carry its
+    own name as ``langgraph_node``: the counselor's call is ``counselor`` in both
+    layouts, not the exchange's first node."""
+    turns = 2
+    h = _Heard()
+    g = _builder(name, fold_calls).compile(checkpointer=InMemorySaver())
+    cfg = {**_cfg(turns), "callbacks": [h.handler]}
+    out = asyncio.run(g.ainvoke(initial_session_state(example_profiles()[0]), cfg, context=_ctx(_Calls(), turns), durability="sync"))
+    assert out["ended"] and h.models
+    assert all(meta == node for meta, node in h.models), h.models
+    nodes = {node for _, node in h.models}
+    assert {"client", "counselor"} <= nodes
+    for node in (*nodes, "record", "termination"):
+        assert node in h.chains, (node, h.chains)
+
+
+@pytest.mark.parametrize("fold_calls", [True, False])
+def test_streamed_speech_names_each_speaker(fold_calls: bool) -> None:
+    """``therasim.streaming.stream_session`` (what ``therasim session --stream`` prints)
+    names the client's and the counselor's speech after each, in both layouts."""
+    from therasim.streaming import stream_session
+
+    turns = 2
+    g = _builder("minimal", fold_calls).compile()
+    ctx = _ctx(_Calls(), turns)
+
+    async def go() -> tuple[list[tuple[str, str]], dict[str, Any]]:
+        pieces: list[tuple[str, str]] = []
+        final: dict[str, Any] = {}
+        async for kind, payload in stream_session(g, initial_session_state(example_profiles()[0]), ctx):
+            if kind == "speech":
+                pieces.append(payload)
+            elif kind == "final":
+                final = payload
+        return pieces, final
+
+    pieces, final = asyncio.run(go())
+    speakers = [n for i, (n, _) in enumerate(pieces) if i == 0 or pieces[i - 1][0] != n]
+    assert speakers == ["client", "counselor"] * turns
+    said = {n: "".join(t for m, t in pieces if m == n) for n in ("client", "counselor")}
+    assert said == {s: "".join(t["text"] for t in final["transcript"] if t["speaker"] == s) for s in ("client", "counselor")}

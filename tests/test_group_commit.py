@@ -9,12 +9,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from therasim.checkpoint import CompressedSerializer, GroupCommitSaver, open_checkpointer
 from therasim.config import CourseSpec
 from therasim.context import SimContext
 from therasim.graphs import preset
+from therasim.graphs.builder import JOURNAL
 from therasim.graphs.session import initial_session_state, run_session
 from therasim.profiles import example_profiles
 from therasim.providers import ModelPool
@@ -55,20 +57,23 @@ def test_group_commit_batches_and_reads_back(tmp_path: Path) -> None:
     asyncio.run(read())
 
 
-def test_each_model_call_starts_after_its_course_previous_step_is_committed(tmp_path: Path) -> None:
-    """Durability and order: when a session's model call starts, every step it has
+@pytest.mark.parametrize("fold_calls", [True, False])
+def test_each_model_call_starts_after_its_course_previous_step_is_committed(tmp_path: Path, fold_calls: bool) -> None:
+    """Durability and order: when a session's model call starts, every call it has
     finished is committed (visible to another connection, as after a kill -9), though
-    other sessions share the transactions."""
+    other sessions share the transactions: per call, as the checkpoint of its step; in
+    one superstep per exchange, as the exchange's checkpoint or a journal row."""
     path = tmp_path / "c.sqlite"
     n, turns = 6, 3
-    seen: list[tuple[str, int, int]] = []  # (thread, calls made before, checkpoints committed)
+    seen: list[tuple[str, int, int]] = []  # (thread, calls made before, checkpoints and journal rows committed)
     made: dict[str, int] = {}
 
     def reply(msgs, kw, info):  # type: ignore[no-untyped-def]
         tid = f"t{info.ids['run_id']}"
         with sqlite3.connect(path) as other:  # another connection sees committed rows only
             (committed,) = other.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (tid,)).fetchone()
-        seen.append((tid, made.get(tid, 0), committed))
+            (journal,) = other.execute("SELECT count(DISTINCT task_id) FROM writes WHERE thread_id = ? AND channel = ?", (tid, JOURNAL)).fetchone()
+        seen.append((tid, made.get(tid, 0), committed + journal))
         made[tid] = made.get(tid, 0) + 1
         if info.node == "client":
             return client_turn_json("I have been sleeping badly and worrying about work.")
@@ -76,7 +81,9 @@ def test_each_model_call_starts_after_its_course_previous_step_is_committed(tmp_
 
     async def run() -> GroupCommitSaver:
         async with open_checkpointer(str(path), group_commit=True) as saver:
-            g = preset("minimal").compile(checkpointer=saver)
+            b = preset("minimal")
+            b.fold_calls = fold_calls
+            g = b.compile(checkpointer=saver)
             ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=reply)}), course=CourseSpec(max_turns=turns))
             await asyncio.gather(*(run_session(g, initial_session_state(example_profiles()[0], run_id=str(i)), ctx, thread_id=f"t{i}") for i in range(n)))
             return saver
@@ -84,7 +91,11 @@ def test_each_model_call_starts_after_its_course_previous_step_is_committed(tmp_
     saver = asyncio.run(run())
     assert len(seen) == n * 2 * turns and saver.commits < saver.statements
     for _tid, before, committed in seen:
-        # the input checkpoint, then one per finished step (one model call each)
+        # the input checkpoint, then one per finished call: per call, the checkpoint of its
+        # step; folded, an exchange's client call is journalled before its counselor call
+        # starts and the exchange's checkpoint holds the counselor's (exchange e: the
+        # client's call after 1 + e checkpoints and e journal rows, the counselor's after
+        # those and the client's journal row)
         assert committed >= before + 1, (before, committed)
 
 

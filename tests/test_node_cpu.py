@@ -461,3 +461,106 @@ def test_a_node_call_asks_whether_to_go_direct_once(monkeypatch) -> None:
     assert asked[0] == 1 and len(sent) == 2 and sent[0]["response_format"]["type"] == "json_schema"
     asyncio.run(ctx.text("counselor", msgs))
     assert asked[0] == 2 and len(sent) == 3 and sent[2]["messages"] == [{"role": "user", "content": "x"}]
+
+
+def _risk_corpus() -> list[str]:
+    """Every sentence-like string literal of the risk tests (cues, denials, hyperbole,
+    third person, quotes, abuse) plus generated replies: texts with and without cues."""
+    import ast
+
+    texts: set[str] = set()
+    for name in ("test_risk_scan.py", "test_risk_detector.py", "test_risk_register.py"):
+        tree = ast.parse((Path(__file__).parent / name).read_text(encoding="utf-8"))
+        texts |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and " " in n.value and len(n.value) < 400}
+    rng = random.Random(11)
+    texts |= {_text(rng, odd=i % 5 == 0) for i in range(400)}
+    return sorted(texts)
+
+
+def test_pattern_scan_alternation_finds_what_the_patterns_find(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-alternation test that skips the per-pattern loop: the same cues as the
+    loop over every text (the reference: an alternation that always matches), and it
+    finds nothing exactly where no pattern finds anything."""
+    from therasim.policies import risk
+
+    texts = _risk_corpus()
+    fast = [risk.pattern_scan(t) for t in texts]
+    assert all(rx.groups == 0 for _, _, rx in risk._COMPILED)  # nothing the alternation would renumber
+    any_cue = risk._ANY_CUE
+    monkeypatch.setattr(risk, "_ANY_CUE", re.compile(""))
+    slow = [risk.pattern_scan(t) for t in texts]
+    assert fast == slow
+    for t, cues in zip(texts, slow, strict=True):
+        assert (any_cue.search(t) is None) == (not any(rx.search(t) for _, _, rx in risk._COMPILED))
+        assert bool(cues) == any(rx.search(t) for _, _, rx in risk._COMPILED)
+    hits = sum(1 for c in slow if c)
+    assert hits > 50 and len(texts) - hits > 100, hits
+
+
+def test_pattern_scan_alternation_is_built_from_the_patterns() -> None:
+    from therasim.policies import risk
+
+    assert risk._ANY_CUE.pattern == "|".join(f"(?:{p})" for _, _, p in risk._PATTERNS)
+    assert risk._ANY_CUE.flags == risk._COMPILED[0][2].flags and len({rx.flags for _, _, rx in risk._COMPILED}) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "a", "ok", "ok then", "  hi  ", "I 2 u", "x y z", "well, okay", "42 43", "a_b cd", "élan vital", "один", "word", "do it", "_ab_ cd", "ab\ncd", "a1 b2 cd"],
+)
+def test_two_words_is_the_findall_count(text: str) -> None:
+    from therasim.context import two_words
+
+    assert two_words(text) == (len(re.findall(r"[^\W\d_]{2,}", text)) >= 2)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "{", '{"a": }', "nothing here", "```json\n{bad}\n```", '{"a": 1 {"b": 2}', '{"a": NaN', "[1, 2"])
+def test_parse_json_text_fails_as_json_did(text: str) -> None:
+    """Invalid replies fail with json's own error (message and position), the text the
+    retry and the repair turn quote."""
+    import json
+
+    from therasim.structured import parse_json_text
+
+    def reference(t: str) -> Any:
+        t = t.strip()
+        try:
+            return json.loads(t, strict=False)
+        except json.JSONDecodeError:
+            pass
+        m = re.search(r"```(?:json)?\s*(.*?)```", t, re.S)
+        if m:
+            try:
+                return json.loads(m.group(1), strict=False)
+            except json.JSONDecodeError:
+                pass
+        start, end = t.find("{"), t.rfind("}")
+        if start != -1 and end > start:
+            return json.loads(t[start : end + 1], strict=False)
+        raise json.JSONDecodeError("no JSON object found", t, 0)
+
+    with pytest.raises(json.JSONDecodeError) as want:
+        reference(text)
+    with pytest.raises(json.JSONDecodeError) as got:
+        parse_json_text(text)
+    assert (got.value.msg, got.value.pos, got.value.doc) == (want.value.msg, want.value.pos, want.value.doc)
+
+
+def test_closing_phrases_compiled_once_match_as_searched() -> None:
+    from therasim.policies.termination import TerminationRules
+
+    rules = TerminationRules()
+    listed = TerminationRules(closing_phrases=[r"\bsee ya\b", r"\bCHEERS\b"])  # type: ignore[arg-type]
+    for t in ["See you next week!", "until next time", "Goodbye", "bye", "That's all for today.", "let's end the session", "see ya", "cheers then", "nothing", ""]:
+        assert rules.is_closing(t) == any(re.search(p, t, re.IGNORECASE) for p in rules.closing_phrases)
+        assert listed.is_closing(t) == any(re.search(p, t, re.IGNORECASE) for p in listed.closing_phrases)
+
+
+def test_client_readable_slot_fields_in_the_client_transcript() -> None:
+    """A slot declared readable by the client shows its recorded field in the client's
+    transcript (worked out once per contract now)."""
+    from therasim.contract import ExchangeContract, NodeSpec, Slot
+
+    c = ExchangeContract([NodeSpec("labeller", side="counselor", writes=(Slot("move_label", frozenset({"client", "counselor"}), "counselor"),))])
+    turns = [{"speaker": "client", "text": "hi there"}, {"speaker": "counselor", "text": "hello", "move_label": "reflection", "plan": "x"}, {"speaker": "counselor", "text": "ok", "move_label": None}]
+    assert c.transcript_for("client", turns) == [{"speaker": "client", "text": "hi there"}, {"speaker": "counselor", "text": "hello", "move_label": "reflection"}, {"speaker": "counselor", "text": "ok"}]

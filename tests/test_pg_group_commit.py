@@ -140,17 +140,20 @@ def _reply(msgs, kw):  # type: ignore[no-untyped-def]
 
 
 @needs_pg
-def test_sessions_share_transactions_and_each_call_follows_its_commit(pg: Any) -> None:
+@pytest.mark.parametrize("fold_calls", [True, False])
+def test_sessions_share_transactions_and_each_call_follows_its_commit(pg: Any, fold_calls: bool) -> None:
     """Six sessions on one group-committing saver: when a session's model call
-    starts, every step it finished is visible to another connection (as after a
-    kill -9); transactions carried several courses' rows; the stock saver reads
-    back the same final states."""
+    starts, every call it finished is visible to another connection (as after a
+    kill -9: per call, its step's checkpoint; in one superstep per exchange, the
+    exchange's checkpoint or a journal row); transactions carried several courses'
+    rows; the stock saver reads back the same final states."""
     import psycopg
 
     from therasim.checkpoint import open_postgres_checkpointer
     from therasim.config import CourseSpec
     from therasim.context import SimContext
     from therasim.graphs import preset
+    from therasim.graphs.builder import JOURNAL
     from therasim.graphs.session import initial_session_state
     from therasim.profiles import example_profiles
     from therasim.providers import ModelPool
@@ -164,13 +167,16 @@ def test_sessions_share_transactions_and_each_call_follows_its_commit(pg: Any) -
     def reply(msgs, kw, info):  # type: ignore[no-untyped-def]
         tid = f"{run}/{info.ids['run_id']}"
         (committed,) = other.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (tid,)).fetchone()  # type: ignore[misc]
-        seen.append((made.get(tid, 0), committed))
+        (journal,) = other.execute("SELECT count(DISTINCT task_id) FROM checkpoint_writes WHERE thread_id = %s AND channel = %s", (tid, JOURNAL)).fetchone()  # type: ignore[misc]
+        seen.append((made.get(tid, 0), committed + journal))
         made[tid] = made.get(tid, 0) + 1
         return _reply(msgs, kw)
 
     async def go(group_commit: bool) -> tuple[Any, list[dict[str, Any]]]:
         async with open_postgres_checkpointer(pg.dsn, group_commit=group_commit) as saver:
-            g = preset("minimal").compile(checkpointer=saver)
+            b = preset("minimal")
+            b.fold_calls = fold_calls
+            g = b.compile(checkpointer=saver)
             ctx = SimContext(models=ModelPool({"default": FunctionChatModel(fn=reply)}), course=CourseSpec(max_turns=turns))
             cfgs = [{"recursion_limit": 100, "configurable": {"thread_id": f"{run}/{i}"}} for i in range(n)]
             # durability "sync", as a run's sessions (graphs/course.py)
@@ -189,7 +195,8 @@ def test_sessions_share_transactions_and_each_call_follows_its_commit(pg: Any) -
         assert hasattr(saver, "group") and saver.group.commits < saver.group.statements
         assert len(seen) == n * 2 * turns and all(len(o["transcript"]) == 2 * turns for o in outs)
         # from a session's second call on: its input checkpoint and one per finished
-        # step (LangGraph does not wait for the input checkpoint before the first step)
+        # call, a checkpoint or a journal row (LangGraph does not wait for the input
+        # checkpoint before the first step)
         assert all(committed >= before + 1 for before, committed in seen if before >= 1), seen
         assert sum(1 for before, _ in seen if before >= 1) == n * (2 * turns - 1)
         asyncio.run(read_back(outs))

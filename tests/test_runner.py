@@ -293,6 +293,56 @@ def test_sigkill_between_two_calls_of_a_folded_exchange_repeats_no_finished_call
     assert len(reference) == 4 and all(len(turns) == 8 for _, turns in reference)
 
 
+def test_a_run_from_before_the_layout_was_recorded_resumes_in_its_own_layout(tmp_path):
+    """A run made before ``course.fold_calls`` went into manifests (the per-call layout,
+    the manifest without the key), killed with SIGKILL mid-session, finishes in its own
+    layout under today's default (one superstep per exchange): every session thread has
+    one checkpoint per call (minimal: input, start, then the client's and the counselor's
+    step of each exchange: 2 + 2 x 4, where one superstep per exchange would make 2 + 4),
+    the interrupted session resumed from its checkpoint, and the transcripts equal an
+    uninterrupted run's made in the default layout."""
+    import sqlite3
+    from collections import Counter
+
+    cfg = RunConfig.model_validate({**CFG, "course": {"preset": "minimal", "sessions": 2, "max_turns": 4}, "memory": {"embedding": "hash"}})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("THERASIM_EXECUTOR", None)
+    env.pop("THERASIM_FOLD_CALLS", None)
+    target = str(Path(__file__).parent / "_run_target.py")
+
+    def finish(root: Path) -> list[Any]:
+        proc = subprocess.run([sys.executable, target, str(root), "1"], env=env, capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        return sorted(((r["client_id"], r["session"]), [(t["speaker"], t["text"]) for t in r["turns"]]) for r in RunDir(root).records())
+
+    def checkpoints(root: Path) -> Counter:
+        with sqlite3.connect(root / "checkpoints.sqlite") as c:
+            return Counter(dict(c.execute("SELECT thread_id, count(*) FROM checkpoints WHERE checkpoint_ns = '' AND thread_id NOT LIKE '%/course' GROUP BY thread_id").fetchall()))
+
+    ref_dir, _ = start_run(cfg, sample=2, out=tmp_path / "ref")
+    assert ref_dir.manifest()["config"]["course"]["fold_calls"] is True  # today's default
+    reference = finish(ref_dir.root)
+    assert set(checkpoints(ref_dir.root).values()) == {2 + 4}
+    rd, _ = start_run(cfg.model_copy(update={"course": cfg.course.model_copy(update={"fold_calls": False})}), sample=2, out=tmp_path / "old")
+    pause = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, target, str(rd.root), "1"], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not pause.exists():
+        time.sleep(0.02)
+    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    man = json.loads(rd.manifest_path.read_text())
+    del man["config"]["course"]["fold_calls"]  # the killed run as an older therasim left it
+    rd.manifest_path.write_text(json.dumps(man))
+    assert finish(rd.root) == reference
+    resumed = [e for e in read_jsonl(rd.events) if e.get("event") == "session_resumed"]
+    assert any(int(e.get("exchange") or 0) == 2 for e in resumed)
+    counts = checkpoints(rd.root)
+    assert len(counts) == 4 and set(counts.values()) == {2 + 2 * 4}, counts
+    assert len(reference) == 4 and all(len(turns) == 8 for _, turns in reference)
+
+
 def test_fork_and_replay_from_a_turn_of_a_run_made_with_one_superstep_per_exchange(tmp_path, monkeypatch):
     """A run made with ``THERASIM_FOLD_CALLS=1`` (one checkpoint per exchange): turn_state,
     replay and fork from turn 2 find the checkpoint before that turn, and their branches

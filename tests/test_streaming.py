@@ -147,7 +147,8 @@ def test_course_streamed_with_subgraphs_shows_its_sessions(stub_url):
     from therasim.graphs import CourseGraphBuilder, initial_course_state
     from therasim.profiles import example_profiles
 
-    g = CourseGraphBuilder("minimal").without("memory", "events", "planner", "summaries").compile()
+    cb = CourseGraphBuilder("minimal").without("memory", "events", "planner", "summaries")
+    g = cb.compile()
     ctx = _ctx(stub_url, memory=False, events=False, planner=False)
     state = initial_course_state(example_profiles()[0], sessions=2)
 
@@ -162,7 +163,12 @@ def test_course_streamed_with_subgraphs_shows_its_sessions(stub_url):
     assert session_ns, "no session parts in a course streamed with subgraphs=True"
     speech = [(ns, p) for ns, mode, p in sub if mode == "messages" and "therasim:speech" in (p[1].get("tags") or [])]
     assert len({ns[0] for ns, _ in speech}) == 2  # both sessions, each under its own task namespace
-    assert any(mode == "updates" and "counselor" in p for ns, mode, p in sub if ns)
+    # an exchange's updates: LangGraph's one chunk per superstep, the folded node's writes in
+    # order under its first node (one superstep per exchange: the client's; per call: the
+    # counselor's, with record and termination folded into it), the turns recorded among them
+    head = "client" if cb.session.fold_calls else "counselor"
+    chunks = [p[head] for ns, mode, p in sub if ns and mode == "updates" and head in p]
+    assert any(isinstance(c, list) and any("transcript" in w for w in c) for c in chunks), chunks[:2]
     assert any(mode == "custom" and p.get("event") == "exchange" for ns, mode, p in sub if ns)
     # without subgraphs, the course's own parts only
     assert all(mode != "messages" or p[1].get("langgraph_node") in ("measures", "closing_measures", "summarise_counselor", "summarise_client", "session_measures") for mode, p in flat)

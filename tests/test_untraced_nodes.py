@@ -47,9 +47,11 @@ def _shape(history: list[Any]) -> list[tuple[Any, ...]]:
     return [(_strip(s.values), s.next, s.metadata.get("step"), s.metadata.get("source"), sorted(s.config["configurable"]), [t.name for t in s.tasks]) for s in history]
 
 
+@pytest.mark.parametrize("fold_calls", ["1", "0"])  # one superstep per exchange (the default), per model call
 @pytest.mark.parametrize("name", ["lean", "full", "minimal"])
-def test_untraced_nodes_same_states_and_checkpoints(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_untraced_nodes_same_states_and_checkpoints(name: str, fold_calls: str, monkeypatch: pytest.MonkeyPatch) -> None:
     turns = 2
+    monkeypatch.setenv("THERASIM_FOLD_CALLS", fold_calls)
     quiet = preset(name).compile(checkpointer=InMemorySaver())
     monkeypatch.setenv("THERASIM_TRACED_NODES", "1")
     traced = preset(name).compile(checkpointer=InMemorySaver())
@@ -61,14 +63,16 @@ def test_untraced_nodes_same_states_and_checkpoints(name: str, monkeypatch: pyte
     assert _shape(ha) == _shape(hb)
 
 
-def test_a_callback_handler_still_sees_every_node() -> None:
+@pytest.mark.parametrize("fold_calls", ["1", "0"])
+def test_a_callback_handler_still_sees_every_node(fold_calls: str, monkeypatch: pytest.MonkeyPatch) -> None:
     turns = 1
+    monkeypatch.setenv("THERASIM_FOLD_CALLS", fold_calls)
     quiet, traced = preset("lean").compile(checkpointer=InMemorySaver()), None
     h = _Chains()
     final, _ = asyncio.run(_run(quiet, turns, callbacks=[h]))
     assert final["ended"]
-    for node in ("client", "analyst", "counselor"):
-        assert node in h.started, h.started  # the traced sequence ran: the handler saw the node
+    for node in ("client", "memory_recall", "analyst", "counselor", "record", "termination"):
+        assert node in h.started, h.started  # the traced sequence ran: the handler saw the node (a folded member as its own run)
     del traced
 
 

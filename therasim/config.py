@@ -255,7 +255,8 @@ class CourseSpec(_Strict):
     fold_calls: bool | None = Field(
         None,
         description="One superstep (one checkpoint) per exchange, each model call's result journalled before the next call "
-        "(docs/architecture.md, 'One superstep per exchange'). None: THERASIM_FOLD_CALLS (off when unset).",
+        "(docs/architecture.md, 'One superstep per exchange'); false: one superstep and checkpoint per model call (a fork from "
+        "inside an exchange needs it). None: THERASIM_FOLD_CALLS (on when unset); the run's manifest records the layout it was made in.",
     )
     measures_mode: Literal["whole", "blocks", "item"] = Field(
         "whole", description="How the client answers the questionnaires: one call for all (whole), one per instrument (blocks), one per item (item)."
@@ -424,7 +425,7 @@ course:
   planner: true              # course planner between sessions
   memory: true               # cross-session memory in Chroma
   max_draft_revisions: 1     # risk review rewrites of an unsafe counselor draft
-  # fold_calls: true         # one checkpoint per exchange, each model call journalled (default: THERASIM_FOLD_CALLS, off)
+  # fold_calls: false        # one checkpoint per model call (default true: one per exchange, each call journalled; THERASIM_FOLD_CALLS)
   # probes: [{session: 2, turn: 3, kind: passive_ideation}]  # planted risk probes (therasim eval)
 
 memory:

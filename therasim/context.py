@@ -152,6 +152,16 @@ def clean_utterance(text: str) -> str:
     return text.replace("(the session is just starting)", "").strip()
 
 
+_SPEECH_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def two_words(text: str) -> bool:
+    r"""Whether ``text`` holds at least two words of two or more letters
+    (``len(re.findall(r"[^\W\d_]{2,}", text)) >= 2``, stopping at the second)."""
+    found = _SPEECH_WORD.finditer(text)
+    return next(found, None) is not None and next(found, None) is not None
+
+
 def derive_seed(*parts: object) -> int:
     h = hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=4)
     return int.from_bytes(h.digest(), "big") & 0x7FFFFFFF
@@ -267,7 +277,7 @@ class NodeContext:
                 with self._calling(role, "text"):
                     raw, stats = await agenerate_text(prepared(model, lambda: self.tags(role, "text")), messages, seed=self.seed(len(self.calls), attempt), stats=stats, **self._kw(model, max_tokens))  # type: ignore[arg-type]
                 text = clean_utterance(raw) if speech else raw.strip()
-                if not speech or len(re.findall(r"[^\W\d_]{2,}", text)) >= 2:
+                if not speech or two_words(text):
                     break
                 stats.errors.append(f"no usable speech in reply: {raw[:80]!r}")
         except Exception as e:

@@ -252,6 +252,8 @@ class ExchangeContract:
                     )
         self._current_for = {side: frozenset(k for k, s in self.slots.items() if side in (s.readers or ())) for side in ("client", "counselor")}
         self._hidden_turn_fields = frozenset(s.name for s in self.slots.values() if s.record and "counselor" not in (s.readers or ()) and not s.speech)
+        # the recorded fields of slots declared readable by the client (none built in)
+        self._client_turn_fields = tuple(s.name for s in self.slots.values() if s.record and not s.speech and "client" in (s.readers or ()))
 
     # views -------------------------------------------------------------------
     def current_for(self, side: Side) -> frozenset[str]:
@@ -264,7 +266,7 @@ class ExchangeContract:
         if side == "client":
             # plus the recorded fields of slots declared readable by the client (e.g. the
             # counselor move labels its appraisal reads); no built-in slot is
-            shown = [s.name for s in self.slots.values() if s.record and not s.speech and "client" in (s.readers or ())]
+            shown = self._client_turn_fields
             if not shown:
                 return [{"speaker": t["speaker"], "text": t["text"]} for t in turns]
             return [{"speaker": t["speaker"], "text": t["text"], **{k: t[k] for k in shown if t.get(k) is not None}} for t in turns]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import pickle
 import threading
 from collections.abc import Callable, Mapping
@@ -379,9 +380,9 @@ def _by_identity(objs: tuple[Any, ...], make: Callable[[], T]) -> T:
     from; all frozen). Every header rebuilt its fixed part per call before; a newly
     registered object under the same name is a new key. The entry holds the objects,
     so their ids are not reused while it lives; a handful of entries per run."""
-    key = tuple(o if isinstance(o, str) else id(o) for o in objs)
+    key = tuple(map(id, objs))  # every object, a name string too, is compared by identity below
     hit = _STATIC.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], objs, strict=True)):
+    if hit is not None and all(map(operator.is_, hit[0], objs)):
         return hit[1]  # type: ignore[no-any-return]
     if len(_STATIC) >= 256:
         _STATIC.clear()

@@ -424,6 +424,9 @@ def make_chat_model(spec: ModelSpec | BaseChatModel, *, course_key: str | None =
     return OpenAICompatChatModel(spec=spec, base_url=order[0], urls=order, therasim_dialect=spec.dialect, breakers=breakers)
 
 
+_WIRE_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}  # LangChain message type -> chat.completions role
+
+
 class OpenAICompatChatModel(_ProviderChatModel):
     """An OpenAI-compatible server (vLLM). Calls, async and sync, go through
     :class:`therasim._internal.http.HttpChatClient` (raw aiohttp, one session per event loop,
@@ -465,7 +468,7 @@ class OpenAICompatChatModel(_ProviderChatModel):
 
     def _body(self, messages: list[BaseMessage], stop: list[str] | None, kw: dict[str, Any]) -> dict[str, Any]:
         s = self.spec.sampling
-        roles = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+        roles = _WIRE_ROLES
         body: dict[str, Any] = {
             "model": self.spec.model,
             "messages": [{"role": roles.get(m.type, "user"), "content": m.content if isinstance(m.content, str) else json.dumps(m.content)} for m in messages],

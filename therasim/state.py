@@ -158,7 +158,7 @@ def make_view(state: Mapping[str, Any], side: Side, node: str, contract: Exchang
     data["current"] = {k: v for k, v in cur.items() if k in readable}
     # The client hears only what was said: no analyst outputs, plans or notes.
     data["transcript"] = c.transcript_for(side, state.get("transcript", []))
-    hidden = frozenset(set(state.keys()) - set(data.keys()))
+    hidden = frozenset(state.keys() - data.keys())
     return View(data, side, node, hidden)
 
 
@@ -231,5 +231,5 @@ def make_course_view(state: Mapping[str, Any], side: Side, node: str) -> View:
             "risk_notes": last.get("risk_notes") or "",  # the counselor's own clinical record
             "transcript": shown,
         }
-    hidden = frozenset(set(state.keys()) - set(data.keys()))
+    hidden = frozenset(state.keys() - data.keys())
     return View(data, side, node, hidden)

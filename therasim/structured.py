@@ -147,24 +147,31 @@ def response_format_for(schema_model: type[BaseModel], dialect: StructuredDialec
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+# ``json.loads(s, strict=False)`` is ``JSONDecoder(strict=False).decode(s)`` for a str,
+# with the decoder (its scanner and memo) built on every call; one does for all.
+_DECODER = json.JSONDecoder(strict=False)
+
+
+def _loads(s: str) -> Any:
+    return _DECODER.decode(s) if type(s) is str else json.loads(s, strict=False)
 
 
 def parse_json_text(text: str) -> Any:
     """Parse JSON from model text: plain, fenced in ```json, or the outermost {...}."""
     t = text.strip()
     try:
-        return json.loads(t, strict=False)
+        return _loads(t)
     except json.JSONDecodeError:
         pass
     m = _FENCE.search(t)
     if m:
         try:
-            return json.loads(m.group(1), strict=False)
+            return _loads(m.group(1))
         except json.JSONDecodeError:
             pass
     start, end = t.find("{"), t.rfind("}")
     if start != -1 and end > start:
-        return json.loads(t[start : end + 1], strict=False)
+        return _loads(t[start : end + 1])
     raise json.JSONDecodeError("no JSON object found", t, 0)
 
 

@@ -111,12 +111,16 @@ class CircuitBreaker:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def available(self) -> bool:
+        if self.opened_at is None:  # closed: no lock needed to read one field
+            return True
         with self._lock:
             if self.opened_at is None:
                 return True
             return time.monotonic() - self.opened_at >= self.cooldown_s
 
     def success(self) -> None:
+        if self.failures == 0 and self.opened_at is None:  # nothing to reset (the common case)
+            return
         with self._lock:
             self.failures = 0
             self.opened_at = None
@@ -194,6 +198,7 @@ class HttpChatClient:
         # the lean HTTP/1.1 client (therasim._internal.http1) unless THERASIM_HTTP_CLIENT=aiohttp
         self.lean = os.environ.get("THERASIM_HTTP_CLIENT", "").strip().lower() != "aiohttp"
         self._targets: dict[str, Any] = {}
+        self._breaker_of: dict[str, CircuitBreaker] = {}  # the breakers' own objects, looked up once per URL
         self._redacted_urls: dict[str, str] = {}
 
     def _session(self) -> Any:
@@ -229,9 +234,15 @@ class HttpChatClient:
         elif not s.closed:
             await s.close()
 
+    def _breaker(self, url: str) -> CircuitBreaker:
+        b = self._breaker_of.get(url)
+        if b is None:
+            b = self._breaker_of[url] = self.breakers[url]
+        return b
+
     def _pick(self) -> str:
         for u in self.urls:
-            if self.breakers[u].available():
+            if self._breaker(u).available():
                 return u
         return self.urls[0]  # all open: keep trying the preferred one (it may have recovered)
 
@@ -284,7 +295,11 @@ class HttpChatClient:
             t = self._targets.get(url)
             if t is None:
                 t = self._targets[url] = Target(url)
-            status, headers, raw = await self._session().post(t, "/chat/completions", payload, self.timeout_s, fresh)
+            loop = asyncio.get_running_loop()
+            pool = self._sessions.get(loop)
+            if pool is None:
+                pool = self._session()
+            status, headers, raw = await pool.post(t, "/chat/completions", payload, self.timeout_s, fresh, loop)
             return status, headers.get("retry-after"), raw
         u = self._chat_urls.get(url)
         if u is None:
@@ -312,7 +327,7 @@ class HttpChatClient:
                     choice = data["choices"][0]["message"]
                     if not isinstance(choice.get("content"), (str, type(None))):
                         raise ValueError("message.content is not text")
-                    self.breakers[url].success()
+                    self._breaker(url).success()
                     return data, {"attempts": n + 1 + stale, "retries": n + stale, "errors": [redact_text(x) for x in errors] if errors else [], "url": self._redacted(url)}
                 if ra:
                     try:
@@ -322,7 +337,7 @@ class HttpChatClient:
                 kind = f"http_{status}"
                 detail = raw[:200].decode("utf-8", "replace")
             except self._tls_errors() as e:  # a configuration error: retrying cannot help
-                self.breakers[url].failure()
+                self._breaker(url).failure()
                 raise ProviderError(tls_message(url, e), kind="tls", attempts=n + 1 + stale, url=redact_url(url)) from None
             except asyncio.TimeoutError:
                 kind, detail = "timeout", f"no reply within {self.timeout_s:g} s"
@@ -339,7 +354,7 @@ class HttpChatClient:
                 kind, detail = "malformed", f"{type(e).__name__}: {e}"[:200]
             errors.append(f"{kind}: {detail}")
             retryable = kind in ("timeout", "connection", "malformed") or (status in _RETRY_STATUS)
-            if self.breakers[url].failure() and len(self.urls) > 1:
+            if self._breaker(url).failure() and len(self.urls) > 1:
                 errors.append(f"circuit opened for {redact_url(url)}; moving to another replica")
             elapsed = time.monotonic() - t0
             why = "not retryable" if not retryable else self.policy.give_up(n, elapsed)

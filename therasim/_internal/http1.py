@@ -45,7 +45,6 @@ import ssl
 import time
 import zlib
 from functools import lru_cache
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 __all__ = ["Http1Pool", "ResponseError", "StaleConnectionError", "Target", "check_ca_bundle", "tls_context"]
@@ -144,6 +143,7 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[tuple[int, dict[str, str], bytes]] | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.deadline = 0.0  # loop time by which the current reply must be complete
         self.received = False  # any byte of the current reply (for the error message)
         self._reset()
 
@@ -343,7 +343,8 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
     def send(self, data: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, dict[str, str], bytes]]:
-        self._reset()
+        if self.status is not None or self.body:  # else already reset (a new connection, or by the last reply's _finish)
+            self._reset()
         self.buf.clear()
         self.received = False
         self.waiter = w = loop.create_future()
@@ -367,6 +368,10 @@ class Http1Pool:
         self._heads: dict[tuple[Target, str], bytes] = {}  # the Target itself (identity hash, kept alive): an id can be reused
         self._ssl = ssl_context  # None: the system's CAs (tls_context()), made at the first https connection
         self.connections = 0  # opened (statistics)
+        # one timer for all requests in flight, armed at the earliest deadline of a busy
+        # connection (:meth:`_sweep`), instead of a timer made and cancelled per request
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def _head(self, t: Target, path: str) -> bytes:
         key = (t, path)
@@ -396,26 +401,29 @@ class Http1Pool:
             c.close()
         return None
 
-    async def post(self, t: Target, path: str, body: bytes, timeout: float, fresh: bool = False) -> tuple[int, dict[str, str], bytes]:
+    async def post(
+        self, t: Target, path: str, body: bytes, timeout: float, fresh: bool = False, loop: asyncio.AbstractEventLoop | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         """POST ``body`` (JSON) to ``t``'s ``path``; the whole reply within ``timeout`` s.
         A kept-alive connection that ends before any byte of the reply raises
         :class:`StaleConnectionError`; ``fresh``: open a new connection (for
-        sending such a request again)."""
-        loop = asyncio.get_running_loop()
+        sending such a request again). ``loop``: the running loop, when the caller
+        already has it."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         data = self._head(t, path) + b"%d\r\n\r\n" % len(body) + body
         conn = None if fresh else self._reuse(t)
         reused = conn is not None
         if conn is None:
             conn = await self._connect(t, max(deadline - loop.time(), 0.001))
+        conn.deadline = deadline
         self._busy.add(conn)
         try:
             fut = conn.send(data, loop)
-            timer = loop.call_at(deadline, _expire, fut)
-            try:
-                status, headers, raw = await fut
-            finally:
-                timer.cancel()
+            if self._timer is None or deadline < self._timer_at:
+                self._arm(loop, deadline)
+            status, headers, raw = await fut
         except ResponseError as e:
             conn.abort()
             if reused and not conn.received:
@@ -432,7 +440,35 @@ class Http1Pool:
             self._idle.setdefault(t.key, []).append(conn)
         return status, headers, raw
 
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The pool's timer: every busy connection whose deadline has come gets a
+        ``TimeoutError`` (its request is then aborted by :meth:`post`); the timer is
+        armed again at the earliest deadline left. With one timeout for all requests
+        it fires about once per timeout, looking at the requests in flight."""
+        self._timer = None
+        now = loop.time()
+        nxt: float | None = None
+        for c in self._busy:
+            w = c.waiter
+            if w is None or w.done():
+                continue
+            if c.deadline <= now + 0.001:  # the loop's timers have millisecond resolution
+                w.set_exception(TimeoutError())
+            elif nxt is None or c.deadline < nxt:
+                nxt = c.deadline
+        if nxt is not None:
+            self._arm(loop, nxt)
+
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for conns in self._idle.values():
             for c in conns:
                 c.close()
@@ -495,7 +531,3 @@ def _content_length(value: str) -> int:
             return int(v)
     raise ResponseError(f"bad Content-Length {value[:40]!r}")
 
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())

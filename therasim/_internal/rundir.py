@@ -367,6 +367,12 @@ class RunDir:
             bad = ["cohort.ids"]
         if bad:
             raise RunDirError(f"{self.manifest_path}: the manifest lacks {', '.join(bad)} (edited by hand?); the run directory is damaged")
+        course = m["config"].get("course")
+        if isinstance(course, dict) and "fold_calls" not in course:
+            # made before the layout was recorded (session 14 of #17): every such run has
+            # the per-node layout, so a resume, inspect, replay or fork builds that one
+            # and not today's default (one superstep per exchange)
+            m["config"]["course"] = {**course, "fold_calls": False}
         return m
 
     def records(self) -> list[dict[str, Any]]:
