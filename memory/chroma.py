@@ -93,6 +93,17 @@ GATHER_WRITERS = 8
 #: persisting the index more often changes nothing about what survives a kill.
 HNSW_SYNC = 100
 
+#: Held by every call into embedded Chroma, process-wide: one such call runs at a time.
+#: Chroma 1.x's Rust bindings keep the GIL through a write (chroma-core/chroma#3873
+#: released it for reads only; #7692 reports other calls that keep it), and take their
+#: own locks inside; two memory threads in Chroma at once can each hold what the other
+#: needs (one holds the GIL and waits on a Rust lock, the other holds that lock and
+#: waits for the GIL): a run of 256 courses in flight stopped that way for 12 minutes
+#: (docs/benchmarks.md, "Issue #17, session 16 (loop)"). A thread waiting here releases
+#: the GIL, and nothing is called into Chroma while another call is inside it. Calls to
+#: a Chroma server (``chroma run``) are not serialised.
+EMBEDDED_CHROMA_LOCK = threading.RLock()
+
 
 def _env_int(name: str, default: int, low: int) -> int:
     raw = os.environ.get(name, "").strip()
@@ -156,7 +167,8 @@ class _Block:
         self.users: set[str] = set()
 
     def close(self) -> None:
-        self.client.close()
+        with EMBEDDED_CHROMA_LOCK:
+            self.client.close()
 
 
 class _Batch:
@@ -278,6 +290,9 @@ class ChromaMemoryStore:
         self.reads = 0  # statistics: Chroma reads (get) of a client's items (mirror loads, list)
         self.hnsw_sync = _hnsw_sync()  # new collections' hnsw:sync_threshold (HNSW_SYNC)
         self.layout = layout
+        # embedded Chroma's calls one at a time in the process (EMBEDDED_CHROMA_LOCK);
+        # None for a Chroma server's HTTP client
+        self._serial: Any = EMBEDDED_CHROMA_LOCK if path is not None or _embedded(client) else None
 
     @property
     def client(self) -> Any:
@@ -419,6 +434,14 @@ class ChromaMemoryStore:
     def retry_budget_s(self, value: float) -> None:
         self.retry = memory_retry_policy(value)
 
+    def _in_chroma(self, fn: Any, /, *args: Any, **kw: Any) -> Any:
+        """``fn(*args, **kw)``, a call into Chroma: for embedded Chroma one at a time in
+        the process (:data:`EMBEDDED_CHROMA_LOCK`); a Chroma server's client calls freely."""
+        if self._serial is None:
+            return fn(*args, **kw)
+        with self._serial:
+            return fn(*args, **kw)
+
     def _count_retry(self, e: BaseException) -> None:
         self.retried += 1
 
@@ -449,7 +472,7 @@ class ChromaMemoryStore:
         return own if w is None else {"$and": [own, w]}
 
     def _upsert(self, client_id: str, role: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], embeddings: Any) -> None:
-        self._retry(lambda: self._col(client_id, role).upsert(ids=self._stored_ids(client_id, ids), documents=docs, metadatas=metas, embeddings=embeddings))
+        self._retry(lambda: self._in_chroma(self._col(client_id, role).upsert, ids=self._stored_ids(client_id, ids), documents=docs, metadatas=metas, embeddings=embeddings))
 
     def _group_upsert(self, client_id: str, role: str, ids: list[str], docs: list[str], metas: list[dict[str, Any]], embeddings: Any) -> None:
         """:meth:`_upsert`, with the writes of other clients to the same collection
@@ -507,7 +530,7 @@ class ChromaMemoryStore:
                 import numpy as np
 
                 embs = np.concatenate([np.asarray(e, dtype="float32").reshape(len(n), -1) for e, n in zip(b.embs, b.parts, strict=True)])
-                self._retry(lambda: b.col.upsert(ids=b.ids, documents=b.docs, metadatas=b.metas, embeddings=embs))
+                self._retry(lambda: self._in_chroma(b.col.upsert, ids=b.ids, documents=b.docs, metadatas=b.metas, embeddings=embs))
                 self.upserts += 1
             except BaseException as e:
                 b.error = e
@@ -585,9 +608,9 @@ class ChromaMemoryStore:
         ``create_with`` if missing, or (``create_with`` None) None when it does not exist
         (nothing stored yet); a transient (connection) error is raised."""
         if create_with is not None:
-            return client.get_or_create_collection(name, embedding_function=self.embedding, metadata=create_with)
+            return self._in_chroma(client.get_or_create_collection, name, embedding_function=self.embedding, metadata=create_with)
         try:
-            return client.get_collection(name, embedding_function=self.embedding)
+            return self._in_chroma(client.get_collection, name, embedding_function=self.embedding)
         except Exception as e:
             if _transient(e):
                 raise
@@ -739,7 +762,7 @@ class ChromaMemoryStore:
                 import numpy as np
 
                 embs = np.concatenate([np.asarray(e, dtype="float32").reshape(len(n), -1) for e, n in zip(b.embs, b.parts, strict=True)])
-                await run_memory(self._retry, lambda: b.col.upsert(ids=b.ids, documents=b.docs, metadatas=b.metas, embeddings=embs))
+                await run_memory(self._retry, lambda: self._in_chroma(b.col.upsert, ids=b.ids, documents=b.docs, metadatas=b.metas, embeddings=embs))
                 self.upserts += 1
                 b.stored = True
             except BaseException as e:
@@ -797,7 +820,7 @@ class ChromaMemoryStore:
         if col is None:
             return None
         self.reads += 1
-        res = dict(self._retry(lambda: col.get(where=self._client_where(client_id, where), include=include)))
+        res = dict(self._retry(lambda: self._in_chroma(col.get, where=self._client_where(client_id, where), include=include)))
         res["ids"] = self._own_ids(res["ids"])
         return res
 
@@ -905,15 +928,15 @@ class ChromaMemoryStore:
         # passes, fewer than asked when fewer do.
         m = k + 8
         if not self._shared:
-            n = self._retry(col.count)
+            n = self._retry(lambda: self._in_chroma(col.count))
             if n == 0:
                 return []
             m = min(m, n)
         cw = self._client_where(client_id, where)
         if embedding is not None:
-            res = self._retry(lambda: col.query(query_embeddings=[embedding], n_results=m, where=cw))
+            res = self._retry(lambda: self._in_chroma(col.query, query_embeddings=[embedding], n_results=m, where=cw))
         else:
-            res = self._retry(lambda: col.query(query_texts=[query], n_results=m, where=cw))
+            res = self._retry(lambda: self._in_chroma(col.query, query_texts=[query], n_results=m, where=cw))
         out = []
         for mid, doc, meta, dist in zip(self._own_ids(res["ids"][0]), res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
             out.append({"id": mid, "text": doc, **(meta or {}), "score": round(1.0 - float(dist), 4)})
@@ -956,7 +979,7 @@ class ChromaMemoryStore:
                     if col is not None:
                         col.delete(where={"client_id": client_id})
                 else:
-                    self.client.delete_collection(_collection_name(client_id, role, self.scope))
+                    self._in_chroma(self.client.delete_collection, _collection_name(client_id, role, self.scope))
             except Exception:  # not there: nothing to delete
                 pass
         self.release(client_id)  # the block's use taken above
@@ -1052,7 +1075,21 @@ def _persistent_client(path: str, settings: Any) -> Any:
     test) would fail "already exists with different settings"."""
     import chromadb
 
-    return chromadb.PersistentClient(path=path, settings=settings.model_copy())
+    with EMBEDDED_CHROMA_LOCK:
+        return chromadb.PersistentClient(path=path, settings=settings.model_copy())
+
+
+def _embedded(client: Any) -> bool:
+    """Whether ``client`` runs Chroma in this process (anything but a server's HTTP
+    client; a client that does not say is taken as embedded: serialising it only costs
+    overlap)."""
+    if client is None:
+        return True
+    try:
+        impl = str(client.get_settings().chroma_api_impl)
+    except Exception:
+        return True
+    return not impl.endswith("FastAPI")
 
 
 def _open_chroma(spec: Any, default_path: str | None, scope: str | None) -> ChromaMemoryStore:
