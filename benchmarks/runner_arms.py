@@ -11,8 +11,10 @@ switches, minor faults and collector pauses per call. Needs a running stub:
 An arm is ``LOOP[:OPTION/OPTION...]``: LOOP ``asyncio`` or ``uvloop`` (the loop the
 cohort runs on); options ``nofresh`` (on a tree with ``ChromaMemoryStore.fresh``, session 13's
 first increment, since reverted: that method a no-op), ``gc=A,B,C`` (collector thresholds set
-before the run; the runner keeps the first at 20,000 or more) and ``fold=0`` / ``fold=1`` (the
-layout the run is made in: ``THERASIM_FOLD_CALLS`` while it starts, pinned in its manifest).
+before the run; the runner keeps the first at 20,000 or more), ``fold=0`` / ``fold=1`` (the
+layout the run is made in: ``THERASIM_FOLD_CALLS`` while it starts, pinned in its manifest) and
+``codec=zlib`` / ``codec=zstd`` (the checkpoint blobs' codec: ``THERASIM_CHECKPOINT_CODEC``
+while it starts, recorded in its manifest and kept by the run).
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
     if "nofresh" in opts and real_fresh is not None:
         ChromaMemoryStore.fresh = lambda self, cid: None  # type: ignore[method-assign]
     old = gc.get_threshold()
-    old_fold = os.environ.get("THERASIM_FOLD_CALLS")
+    old_env = {k: os.environ.get(k) for k in ("THERASIM_FOLD_CALLS", "THERASIM_CHECKPOINT_CODEC")}
     for o in opts:
         if o.startswith("gc="):
             gc.set_threshold(*map(int, o[3:].split(",")))
         if o.startswith("fold="):  # the layout the run is made in (pinned in its manifest by start_run)
             os.environ["THERASIM_FOLD_CALLS"] = o[5:]
+        if o.startswith("codec="):  # the checkpoint codec the run is made with (recorded in its manifest)
+            os.environ["THERASIM_CHECKPOINT_CODEC"] = o[6:]
     factory: Any = asyncio.new_event_loop
     if loop_name == "uvloop":
         import uvloop
@@ -66,10 +70,11 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
         c, t, ru = time.process_time() - c0, time.thread_time() - t0, resource.getrusage(resource.RUSAGE_SELF)
     finally:
         gc.set_threshold(*old)
-        if old_fold is None:
-            os.environ.pop("THERASIM_FOLD_CALLS", None)
-        else:
-            os.environ["THERASIM_FOLD_CALLS"] = old_fold
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if real_fresh is not None:
             ChromaMemoryStore.fresh = real_fresh  # type: ignore[method-assign]
     calls = max(int(_get(url + "/metrics")["requests"]) - r0, 1)

@@ -8,6 +8,7 @@ the figures, so read them as shares and orders of magnitude.
 
     python benchmarks/step_pieces.py --courses 16 --fold 1 --json out.json
     python benchmarks/step_pieces.py --courses 16 --fold 0
+    THERASIM_CHECKPOINT_CODEC=zlib python benchmarks/step_pieces.py --courses 16
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def install() -> None:
     saver.get_tuple = timed("saver.get_tuple", saver.get_tuple)
     ck.CompressedSerializer.dumps_typed = timed("  serde.dumps_typed (msgpack + zlib)", ck.CompressedSerializer.dumps_typed)
     jp.JsonPlusSerializer.dumps_typed = timed("    msgpack (JsonPlusSerializer.dumps_typed)", jp.JsonPlusSerializer.dumps_typed)
+    if hasattr(ck, "_Zstd"):  # zstd blobs (the default since session 16; THERASIM_CHECKPOINT_CODEC picks)
+        ck._Zstd.compress = timed("    zstd compress", ck._Zstd.compress)
 
     class _Z:
         def __getattr__(self, k: str) -> Any:
@@ -163,13 +166,13 @@ def main() -> None:
         total = tt() - t0
     n = max(calls[0], 1)
     rows = [{"piece": k, "us_per_call": 1e6 * T[k] / n, "share": T[k] / total, "per_call": N[k] / n} for k in sorted(T, key=lambda k: -T[k])]
-    print(f"THERASIM_FOLD_CALLS={os.environ.get('THERASIM_FOLD_CALLS', '')!r}: {n} model calls, thread CPU {1e6 * total / n:.0f} us per call (timers included); commits {stats['commits'] / n:.2f}, statements {stats['statements'] / n:.2f} per call")
+    print(f"THERASIM_FOLD_CALLS={os.environ.get('THERASIM_FOLD_CALLS', '')!r} THERASIM_CHECKPOINT_CODEC={os.environ.get('THERASIM_CHECKPOINT_CODEC', '')!r}: {n} model calls, thread CPU {1e6 * total / n:.0f} us per call (timers included); commits {stats['commits'] / n:.2f}, statements {stats['statements'] / n:.2f} per call")
     print("| piece | us per model call | share | times per call |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r['piece']} | {r['us_per_call']:.0f} | {100 * r['share']:.1f}% | {r['per_call']:.2f} |")
     if a.json:
-        Path(a.json).write_text(json.dumps({"fold_calls": os.environ.get("THERASIM_FOLD_CALLS"), "calls": n, "us_per_call": 1e6 * total / n, **{k: v / n for k, v in stats.items()}, "pieces": rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"fold_calls": os.environ.get("THERASIM_FOLD_CALLS"), "codec": os.environ.get("THERASIM_CHECKPOINT_CODEC") or "default", "calls": n, "us_per_call": 1e6 * total / n, **{k: v / n for k, v in stats.items()}, "pieces": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ def test_compressed_serializer_round_trips_and_reads_plain_blobs() -> None:
 
 
 def test_zlib_blobs_of_older_runs_stay_readable() -> None:
-    """``z:`` (zlib) blobs, what every therasim reads: the default serializer writes
-    them (byte for byte as the zlib-only one did) and reads zstd too; the two tags
-    never mix up."""
+    """``z:`` (zlib) blobs, what every therasim reads (and the default before session 16
+    of #17): ``codec="zlib"`` writes them byte for byte as the zlib-only serializer did,
+    the default (zstd) one reads them; the two tags never mix up."""
     import zlib
 
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -78,10 +78,11 @@ def test_zlib_blobs_of_older_runs_stay_readable() -> None:
     typ, raw = JsonPlusSerializer().dumps_typed(obj)
     old = ("z:" + typ, zlib.compress(raw, 3))  # byte for byte what the zlib-only serializer wrote
     assert CompressedSerializer(codec="zstd").loads_typed(old) == obj
-    z = CompressedSerializer()
+    assert CompressedSerializer().loads_typed(old) == obj  # the default reads them
+    z = CompressedSerializer(codec="zlib")
     assert z.codec == "zlib" and z.dumps_typed(obj) == old
     assert z.loads_typed(CompressedSerializer(codec="zstd").dumps_typed(obj)) == obj  # and it reads zstd
-    with pytest.raises(ValueError, match=r"codec='lz4'.*'zlib' or 'zstd'"):
+    with pytest.raises(ValueError, match=r"codec='lz4'.*'zstd' or 'zlib'"):
         CompressedSerializer(codec="lz4")
 
 
@@ -90,12 +91,12 @@ def test_the_checkpoint_codec_variable(monkeypatch) -> None:
     from therasim.errors import ConfigError
 
     monkeypatch.delenv("THERASIM_CHECKPOINT_CODEC", raising=False)
-    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "z:msgpack"  # the default: what every therasim reads
-    monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "zstd")
-    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "zs:msgpack"
-    assert CompressedSerializer(codec="zlib").codec == "zlib"  # an explicit codec wins
+    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "zs:msgpack"  # the default since session 16 of #17
+    monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "zlib")
+    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "z:msgpack"  # what every therasim reads
+    assert CompressedSerializer(codec="zstd").codec == "zstd"  # an explicit codec wins
     monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "brotli")
-    with pytest.raises(ConfigError, match="THERASIM_CHECKPOINT_CODEC='brotli': give zlib"):
+    with pytest.raises(ConfigError, match="THERASIM_CHECKPOINT_CODEC='brotli': give zstd"):
         CompressedSerializer()
 
 

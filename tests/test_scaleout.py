@@ -268,7 +268,7 @@ def test_postgres_restart_mid_run_is_survived(svc: dict[str, Any], tmp_path: Pat
 
         with psycopg.connect(pg.dsn) as c:
             types = dict(c.execute("select type, count(*) from checkpoint_blobs where thread_id like %s group by type", (f"{res.run_id}/%",)).fetchall())
-        assert any(k.startswith("z:") for k in types), types  # compressed blobs (zlib, the default)
+        assert any(k.startswith("zs:") for k in types), types  # compressed blobs (zstd, the default since session 16 of #17)
     finally:
         slow.close()
 

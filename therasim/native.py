@@ -22,25 +22,38 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from therasim._internal.checkpoint import CompressedSerializer
+from therasim._internal.checkpoint import CompressedSerializer, run_codec
 from therasim._internal.rundir import RunDir
 from therasim.errors import RunDirError
 
-__all__ = ["CHECKPOINT_FORMAT", "OpenRun", "RunSaver", "open_run", "run_serde"]
+__all__ = ["CHECKPOINT_FORMAT", "OpenRun", "RunSaver", "checkpoint_format", "open_run", "run_serde"]
 
 # What the manifest records under "checkpoint" (and docs/langgraph.md explains).
 CHECKPOINT_FORMAT = {
     "file": "checkpoints.sqlite",
     "saver": "langgraph.checkpoint.sqlite tables (written by therasim.checkpoint.GroupCommitSaver, a SqliteSaver run on the event loop; SqliteSaver reads them)",
     "serde": "therasim.checkpoint.CompressedSerializer",
-    "type_tags": "z:<type> = zlib-compressed (the default), zs:<type> = zstd-compressed (THERASIM_CHECKPOINT_CODEC=zstd) payload of the JsonPlusSerializer type <type>",
+    "type_tags": "zs:<type> = zstd-compressed (the default since session 16 of #17), z:<type> = zlib-compressed (the default before; THERASIM_CHECKPOINT_CODEC=zlib) payload of the JsonPlusSerializer type <type>",
     "threads": {"course": "RUN/CLIENT/course", "session": "RUN/CLIENT/sN", "branch": "RUN/CLIENT/sN@BRANCH"},
 }
 
 
+def checkpoint_format() -> dict[str, Any]:
+    """What a new run's manifest records under ``checkpoint``: :data:`CHECKPOINT_FORMAT`
+    and ``codec``, the codec its blobs are written with (``zstd`` or ``zlib``:
+    ``THERASIM_CHECKPOINT_CODEC``, default zstd), kept on resume, fork and replay. A
+    manifest without ``codec`` is a run from before it was recorded (zlib)."""
+    from therasim._internal.checkpoint import checkpoint_codec
+
+    return {**CHECKPOINT_FORMAT, "codec": checkpoint_codec()}
+
+
 def run_serde() -> CompressedSerializer:
-    """The serializer a run's checkpoints are written with; pass it as ``serde=`` to any
-    LangGraph saver that should read them (``SqliteSaver(conn, serde=run_serde())``)."""
+    """A serializer that reads every run's checkpoints (zstd, zlib or plain blobs, in any
+    mix); pass it as ``serde=`` to any LangGraph saver that should read them
+    (``SqliteSaver(conn, serde=run_serde())``). It writes the default codec
+    (``THERASIM_CHECKPOINT_CODEC``, zstd); ``CompressedSerializer(codec=...)`` with the
+    manifest's ``checkpoint.codec`` writes what the run writes."""
     return CompressedSerializer()
 
 
@@ -48,8 +61,8 @@ class RunSaver(SqliteSaver):
     """``SqliteSaver`` with therasim's serializer whose async methods also work
     (each runs the sync method in a worker thread)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(conn, serde=run_serde())
+    def __init__(self, conn: sqlite3.Connection, codec: str | None = None) -> None:
+        super().__init__(conn, serde=CompressedSerializer(codec=codec))
 
     async def aget_tuple(self, config: Any) -> Any:
         return await asyncio.to_thread(self.get_tuple, config)
@@ -91,7 +104,7 @@ class OpenRun:
         self._models = models
         self._context: Any = None
         self._conn = sqlite3.connect(str(self.run_dir.checkpoints), check_same_thread=False)
-        self.checkpointer = RunSaver(self._conn)
+        self.checkpointer = RunSaver(self._conn, codec=run_codec(self.run_dir.root))  # what the run writes (its manifest's codec)
         self.course_builder = course_builder(self.config.course, session_builder)
         self.session_builder = self.course_builder.session
         recorded = ((self.manifest.get("graph") or {}).get("course") or {}).get("session") or {}

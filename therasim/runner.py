@@ -102,7 +102,7 @@ def _versions() -> dict[str, str | None]:
 def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[ClientProfile], source: str, models: Any = None) -> dict[str, Any]:
     """Everything needed to reproduce a run, and nothing secret (API keys are only
     named by their environment variable)."""
-    from therasim.native import CHECKPOINT_FORMAT
+    from therasim.native import checkpoint_format
     from therasim.prompts import PROMPTS
     from therasim.providers import ModelPool
 
@@ -121,7 +121,7 @@ def manifest_for(cfg: RunConfig, run_id: str, course: Any, profiles: list[Client
         "seed": cfg.seed,
         "seeds": {"profiles": cfg.seed, "events": cfg.seed, "calls": "derived: blake2b(seed, client, session, exchange, node, call)"},
         "prompts": {name: p.sha for name, p in sorted(PROMPTS.items())},
-        "checkpoint": CHECKPOINT_FORMAT,
+        "checkpoint": checkpoint_format(),  # with the codec the run writes (kept on resume)
         "graph": {
             "course": course.describe(),
             "session_hash": course.session.fingerprint(),

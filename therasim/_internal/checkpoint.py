@@ -44,10 +44,11 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from therasim.errors import ConfigError
 
-__all__ = ["CompressedSerializer", "GroupCommitSaver", "check_postgres", "open_checkpointer", "open_postgres_checkpointer", "open_run_checkpointer", "postgres_dsn"]
+__all__ = ["CODECS", "CompressedSerializer", "GroupCommitSaver", "check_postgres", "checkpoint_codec", "open_checkpointer", "open_postgres_checkpointer", "open_run_checkpointer", "postgres_dsn", "run_codec"]
 
-_TAG = "z:"  # zlib (every therasim version reads it)
-_ZTAG = "zs:"  # zstd (written since session 14 of #17; older therasim versions cannot read it)
+_TAG = "z:"  # zlib (every therasim version reads it; the default before session 16 of #17)
+_ZTAG = "zs:"  # zstd (read since session 14 of #17, the default since session 16; older therasim versions cannot read it)
+CODECS = ("zstd", "zlib")
 
 
 class _Zstd:
@@ -100,36 +101,70 @@ def _zstd() -> _Zstd | None:
 
 
 def checkpoint_codec() -> str:
-    """The codec of the blobs a run's savers write: ``THERASIM_CHECKPOINT_CODEC``,
-    ``zlib`` (the default: blobs every therasim reads) or ``zstd`` (about half the CPU
-    per blob, the same size; blobs a therasim from before session 14 cannot read, so
-    set it on every machine of a scale-out run and only where every reader is new).
-    A bad value, or ``zstd`` without a zstd module, is a :class:`ConfigError` naming
-    the variable and the fix (``therasim run`` and ``run()`` ask before they make a
-    run directory)."""
-    env = os.environ.get("THERASIM_CHECKPOINT_CODEC", "").strip().lower() or "zlib"
-    if env not in ("zstd", "zlib"):
-        raise ConfigError(f"THERASIM_CHECKPOINT_CODEC={env!r}: give zlib (the default; blobs every therasim reads) or zstd (less CPU; only a therasim from session 14 on reads it)")
+    """The codec of the blobs a new run's savers write: ``THERASIM_CHECKPOINT_CODEC``,
+    ``zstd`` (the default since session 16 of #17: under half the CPU per blob of zlib,
+    the same size; blobs a therasim from before session 14 cannot read) or ``zlib``
+    (blobs every therasim reads; the default before). Without the variable and
+    without a zstd module (Python below 3.14 without the ``zstandard`` package, a
+    declared dependency there), ``zlib``. A bad value, or ``zstd`` asked for without
+    a zstd module, is a :class:`ConfigError` naming the variable and the fix
+    (``therasim run`` and ``run()`` ask before they make a run directory). A run
+    records its codec in its manifest and keeps it on resume: :func:`run_codec`."""
+    env = os.environ.get("THERASIM_CHECKPOINT_CODEC", "").strip().lower()
+    if not env:
+        return "zstd" if _zstd() is not None else "zlib"
+    if env not in CODECS:
+        raise ConfigError(f"THERASIM_CHECKPOINT_CODEC={env!r}: give zstd (the default; less CPU; only a therasim from session 14 on reads it) or zlib (blobs every therasim reads)")
     if env == "zstd" and _zstd() is None:
-        raise ConfigError("THERASIM_CHECKPOINT_CODEC=zstd needs the zstandard package below Python 3.14: pip install zstandard, or unset the variable")
+        raise ConfigError("THERASIM_CHECKPOINT_CODEC=zstd needs the zstandard package below Python 3.14: pip install zstandard, or set THERASIM_CHECKPOINT_CODEC=zlib")
     return env
 
 
+def run_codec(run_root: Any) -> str | None:
+    """The codec a run's checkpoints are written with, from the run's
+    ``manifest.json`` (``checkpoint.codec``), so a resumed, forked or replayed run
+    keeps writing the blobs its makers read: ``zlib`` for a run whose manifest names
+    no codec (made by a therasim from before session 16, whose default was zlib);
+    None when ``run_root`` holds no manifest (the caller's default then,
+    :func:`checkpoint_codec`). A codec this therasim does not know is a
+    :class:`therasim.errors.RunDirError` naming the field."""
+    from pathlib import Path
+
+    from therasim.errors import RunDirError
+
+    path = Path(run_root) / "manifest.json"
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # an unreadable manifest is reported by RunDir.manifest(), which every caller reads first
+    ck = man.get("checkpoint") if isinstance(man, dict) else None
+    codec = ck.get("codec") if isinstance(ck, dict) else None
+    if codec is None:
+        return "zlib"
+    if codec not in CODECS:
+        raise RunDirError(f"{path}: checkpoint.codec {codec!r} is not one this therasim writes (zstd, zlib); open the run with the therasim that made it")
+    if codec == "zstd" and _zstd() is None:
+        raise RunDirError(f"{path}: the run's checkpoints are zstd-compressed (checkpoint.codec); install the zstandard package to open it: pip install zstandard")
+    return str(codec)
+
+
 class CompressedSerializer(JsonPlusSerializer):
-    """JsonPlusSerializer whose payloads are compressed: zlib (type tag ``z:<type>``)
-    by default, zstd (``zs:<type>``) with ``codec="zstd"`` (or, for the savers a run
-    makes, ``THERASIM_CHECKPOINT_CODEC=zstd``: :func:`checkpoint_codec`). Reads
-    both, and uncompressed blobs. zstd compresses a checkpoint blob about as small as
-    zlib at level 3 in under half the CPU (docs/benchmarks.md), but a run written
-    with it cannot be read by a therasim from before it (it knows ``z:`` only), so
-    it is not the default."""
+    """JsonPlusSerializer whose payloads are compressed: zstd (type tag ``zs:<type>``)
+    or zlib (``z:<type>``), as ``codec`` says (None: :func:`checkpoint_codec`, the
+    variable ``THERASIM_CHECKPOINT_CODEC``, default zstd). Reads both, in any mix,
+    and uncompressed blobs. zstd compresses a checkpoint blob about as small as zlib
+    at level 3 in under half the CPU (docs/benchmarks.md, sessions 14 and 16); a
+    therasim from before session 14 knows ``z:`` only and cannot read ``zs:`` blobs
+    (it fails with ``Unknown serialization type: zs:msgpack``)."""
 
     def __init__(self, level: int = 3, min_size: int = 256, codec: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         if codec is None:  # a run's savers are made by therasim: the variable picks the codec for them
             codec = checkpoint_codec()
         if codec not in ("zstd", "zlib"):
-            raise ValueError(f"CompressedSerializer(codec={codec!r}): give 'zlib' or 'zstd' (or None: THERASIM_CHECKPOINT_CODEC, default zlib)")
+            raise ValueError(f"CompressedSerializer(codec={codec!r}): give 'zstd' or 'zlib' (or None: THERASIM_CHECKPOINT_CODEC, default zstd)")
         self.level = level
         self.min_size = min_size
         self._zs = _zstd() if codec == "zstd" else None
@@ -257,8 +292,9 @@ def _group_commit_default() -> bool:
 
 
 @asynccontextmanager
-async def open_checkpointer(path: str, *, group_commit: bool | None = None, readonly: bool = False) -> AsyncIterator[Any]:
-    """A checkpointer on ``path`` with :class:`CompressedSerializer`: a
+async def open_checkpointer(path: str, *, group_commit: bool | None = None, readonly: bool = False, codec: str | None = None) -> AsyncIterator[Any]:
+    """A checkpointer on ``path`` with :class:`CompressedSerializer` (writing
+    ``codec``; None: :func:`checkpoint_codec`; it reads every codec): a
     :class:`GroupCommitSaver` (default), or LangGraph's stock AsyncSqliteSaver with
     ``group_commit=False`` (or ``THERASIM_GROUP_COMMIT=0``).
 
@@ -290,7 +326,7 @@ async def open_checkpointer(path: str, *, group_commit: bool | None = None, read
                     sconn.execute(pragma)
             except sqlite3.DatabaseError as e:
                 raise damaged(e) from None
-            gsaver = GroupCommitSaver(sconn, serde=CompressedSerializer())
+            gsaver = GroupCommitSaver(sconn, serde=CompressedSerializer(codec=codec))
             try:
                 yield gsaver
             finally:
@@ -315,7 +351,7 @@ async def open_checkpointer(path: str, *, group_commit: bool | None = None, read
                 await conn.execute(pragma)
         except sqlite3.DatabaseError as e:
             raise damaged(e) from None
-        saver = AsyncSqliteSaver(conn, serde=CompressedSerializer())
+        saver = AsyncSqliteSaver(conn, serde=CompressedSerializer(codec=codec))
         if readonly:
             saver.is_setup = True  # no CREATE TABLE on a read-only file
         yield saver
@@ -393,7 +429,7 @@ def _retrying_saver_class() -> Any:
 
 
 @asynccontextmanager
-async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: float = 60.0, setup: bool = True, group_commit: bool | None = None) -> AsyncIterator[Any]:
+async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: float = 60.0, setup: bool = True, group_commit: bool | None = None, codec: str | None = None) -> AsyncIterator[Any]:
     """LangGraph's Postgres saver (pooled, retrying, :class:`CompressedSerializer`),
     group-committing (:mod:`therasim._internal.checkpoint_pg`) unless ``group_commit``
     is False or ``THERASIM_GROUP_COMMIT=0``. ``setup`` creates or migrates its
@@ -424,7 +460,7 @@ async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: f
     )
     await pool.open(wait=False)
     try:
-        saver = cls(pool, serde=CompressedSerializer())  # type: ignore[arg-type]
+        saver = cls(pool, serde=CompressedSerializer(codec=codec))  # type: ignore[arg-type]
         saver.retry_s = retry_s
         if setup:
             await saver._retry(saver.setup)
@@ -440,12 +476,18 @@ async def open_postgres_checkpointer(dsn: str, *, pool_size: int = 8, retry_s: f
 @asynccontextmanager
 async def open_run_checkpointer(spec: Any, sqlite_path: str, *, setup: bool = True, readonly: bool = False) -> AsyncIterator[Any]:
     """The checkpointer a run's ``checkpointer`` config names: SQLite at ``sqlite_path``
-    (default; ``readonly`` opens it for reading only) or the shared Postgres database."""
+    (default; ``readonly`` opens it for reading only) or the shared Postgres database.
+    It writes the codec the run's manifest (beside ``sqlite_path``) records
+    (:func:`run_codec`: a run keeps its blobs' codec on resume, fork and replay) and
+    reads every codec."""
+    from pathlib import Path
+
+    codec = run_codec(Path(sqlite_path).parent) if sqlite_path and sqlite_path != ":memory:" else None
     if spec is None or spec.backend == "sqlite":
-        async with open_checkpointer(sqlite_path, readonly=readonly) as saver:
+        async with open_checkpointer(sqlite_path, readonly=readonly, codec=codec) as saver:
             yield saver
         return
-    async with open_postgres_checkpointer(postgres_dsn(spec), pool_size=spec.pool_size, retry_s=spec.retry_s, setup=setup) as saver:
+    async with open_postgres_checkpointer(postgres_dsn(spec), pool_size=spec.pool_size, retry_s=spec.retry_s, setup=setup, codec=codec) as saver:
         yield saver
 
 
