@@ -13,6 +13,22 @@ from therasim.runner import arun_dir, run_loop
 from therasim.testing import FunctionChatModel, client_turn_json
 
 
+def kill_at_pause(root, exchanges, env, pause, why=""):
+    """Run this script on the run folder ``root`` (``exchanges`` before its pause) with
+    ``env`` and the pause file ``pause``; once it writes that file (it has paused where
+    the test asked), kill it with SIGKILL, as a crash would."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, __file__, str(root), str(exchanges)], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not pause.exists():
+        time.sleep(0.02)
+    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else why
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def reply(messages, kw):
     """``reply_now`` after 30 ms (a model call that takes a while: the kill test's)."""
     time.sleep(0.03)

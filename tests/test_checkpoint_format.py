@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from therasim.runner import run, start_run
 from therasim.testing import FunctionChatModel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _run_target import reply
+from _run_target import kill_at_pause, reply
 
 CFG = {"course": {"preset": "minimal", "sessions": 2, "max_turns": 4}, "memory": {"embedding": "hash"}, "seed": 3}
 
@@ -96,13 +94,7 @@ def test_a_run_in_the_older_zlib_format_resumes_after_sigkill_and_is_inspected_r
     assert man["checkpoint"].pop("codec") == "zlib"
     rd.manifest_path.write_text(json.dumps(man))  # an older manifest: no codec recorded
     pause = tmp_path / "paused"
-    proc = subprocess.Popen([sys.executable, target, str(rd.root), "2"], env={**env, "THERASIM_CHECKPOINT_CODEC": "zlib", "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not pause.exists():
-        time.sleep(0.02)
-    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_pause(rd.root, 2, {**env, "THERASIM_CHECKPOINT_CODEC": "zlib"}, pause)
     assert _tags(rd.root) == {"z", "plain"}  # what an older therasim wrote
     assert finish(rd.root, {}) == reference  # this therasim, its default (zstd) in force
     assert any(int(e.get("exchange") or 0) >= 2 for e in map(json.loads, rd.events.read_text().splitlines()) if e.get("event") == "session_resumed")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -275,15 +274,11 @@ def test_run_on_postgres_checkpoints_killed_mid_session_resumes(pg: Any, tmp_pat
         rd, _ = start_run(cfg, sample=2, out=tmp_path)
     finally:
         del os.environ["THERASIM_GC_TEST_DSN"]
+    from _run_target import kill_at_pause  # type: ignore[import-not-found]
+
     target = str(Path(__file__).parent / "_run_target.py")
     pause = tmp_path / "paused"
-    proc = subprocess.Popen([sys.executable, target, str(rd.root), "2"], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not pause.exists():
-        time.sleep(0.02)
-    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else "the run never reached exchange 2"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_pause(rd.root, 2, env, pause, "the run never reached exchange 2")
     done = subprocess.run([sys.executable, target, str(rd.root), "2"], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     recs = rd.records()

@@ -21,7 +21,7 @@ from therasim.runner import resume, run, start_run
 from therasim.testing import FunctionChatModel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _run_target import reply
+from _run_target import kill_at_pause, reply
 
 CFG = {"course": {"preset": "minimal", "sessions": 2, "max_turns": 3}, "memory": {"embedding": "minilm"}, "seed": 3}
 
@@ -221,13 +221,7 @@ def test_a_run_killed_under_the_lean_executor_resumes_the_same_under_either(tmp_
     reference = finish(ref_dir.root, "pregel")
     rd, _ = start_run(cfg, sample=2, out=tmp_path / "killed")
     pause = tmp_path / "paused"
-    proc = subprocess.Popen([sys.executable, target, str(rd.root), "2"], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not pause.exists():
-        time.sleep(0.02)
-    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_pause(rd.root, 2, env, pause)
     copy = tmp_path / "copy" / rd.root.name
     shutil.copytree(rd.root, copy)
     for root, executor in ((rd.root, "pregel"), (copy, "lean")):
@@ -267,13 +261,7 @@ def test_sigkill_between_two_calls_of_a_folded_exchange_repeats_no_finished_call
     rd, _ = start_run(cfg.model_copy(update={"course": cfg.course.model_copy(update={"fold_calls": True})}), sample=2, out=tmp_path / "killed")
     pause, first = tmp_path / "paused", tmp_path / "calls-1"
     penv = {**env, "THERASIM_FOLD_CALLS": "1", "THERASIM_TEST_PAUSE_FILE": str(pause), "THERASIM_TEST_PAUSE_NODE": "counselor", "THERASIM_TEST_CALLS_FILE": str(first)}
-    proc = subprocess.Popen([sys.executable, target, str(rd.root), "1"], env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not pause.exists():
-        time.sleep(0.02)
-    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_pause(rd.root, 1, penv, pause)
     before = counted(first)
     (cid,) = {c for node, c, s, ex in before if node == "client" and ex == 2}
     assert before[("client", cid, 1, 2)] == 1 and ("counselor", cid, 1, 2) not in before  # killed between the two calls
@@ -325,13 +313,7 @@ def test_a_run_from_before_the_layout_was_recorded_resumes_in_its_own_layout(tmp
     assert set(checkpoints(ref_dir.root).values()) == {2 + 4}
     rd, _ = start_run(cfg.model_copy(update={"course": cfg.course.model_copy(update={"fold_calls": False})}), sample=2, out=tmp_path / "old")
     pause = tmp_path / "paused"
-    proc = subprocess.Popen([sys.executable, target, str(rd.root), "1"], env={**env, "THERASIM_TEST_PAUSE_FILE": str(pause)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not pause.exists():
-        time.sleep(0.02)
-    assert pause.exists(), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_pause(rd.root, 1, env, pause)
     man = json.loads(rd.manifest_path.read_text())
     del man["config"]["course"]["fold_calls"]  # the killed run as an older therasim left it
     rd.manifest_path.write_text(json.dumps(man))
