@@ -286,7 +286,7 @@ def _saves_submit(submit: Any, saver: Any) -> Any:
     ``aput``/``aput_writes`` keeps its own)."""
     from therasim._internal.checkpoint import GroupCommitSaver
 
-    executor = getattr(submit, "__self__", None)
+    executor: Any = getattr(submit, "__self__", None)
     if (
         type(saver) is not GroupCommitSaver
         or "aput" in vars(saver)
@@ -317,7 +317,7 @@ class _Saves:
     tasks: waited for on exit, a failure re-raised. Holds no reference to the loop (a
     cycle through it kept finished loops alive: session 13)."""
 
-    __slots__ = ("submit", "tasks", "saver", "aloop")
+    __slots__ = ("aloop", "saver", "submit", "tasks")
 
     def __init__(self, submit: Any, tasks: dict[Any, Any], saver: Any) -> None:
         self.submit = submit
@@ -330,13 +330,17 @@ class _Saves:
             func = getattr(fn, "__func__", None)
             if func is _SAVE_FUNCS[0] and len(args) == 6:
                 prev, delta = args[0], args[1]
-                if (prev is None or _ok(prev)) and not any(f.done() and not _ok(f) for f in delta):
+                if (prev is None or not prev.done() or _ok(prev)) and not any(f.done() and not _ok(f) for f in delta):
                     pending = [f for f in delta if not f.done()]
-                    if not pending:
+                    if prev is not None and prev.done():
+                        prev = None
+                    if not pending and prev is None:
                         return self._defer(self.saver.put_rows, (args[2], args[3], args[4]))
-                    return self._after(pending, (args[2], args[3], args[4]))
-            elif func is _SAVE_FUNCS[1] and getattr(fn, "__self__", None) is self.saver:
-                return self._defer(self.saver.put_write_rows, args)
+                    return self._after(pending, prev, (args[2], args[3], args[4]))
+            elif func is _SAVE_FUNCS[1]:
+                write = self.saver.put_write_rows
+                if getattr(fn, "__self__", None) is self.saver:
+                    return self._defer(write, args)
         return self.submit(fn, *args, **kwargs)
 
     def _defer(self, write: Any, args: tuple[Any, ...]) -> asyncio.Future[None]:
@@ -346,25 +350,28 @@ class _Saves:
         return fut
 
 
-    def _after(self, pending: list[Any], args: tuple[Any, ...]) -> asyncio.Future[None]:
+    def _after(self, pending: list[Any], prev: Any, args: tuple[Any, ...]) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = self.aloop.create_future()
         self.tasks[fut] = (False, True)
-        waiter = _AfterWrites(self.tasks, fut, self.saver.put_rows, args, len(pending))
+        waiter = _AfterWrites(self.tasks, fut, self.saver.put_rows, args, len(pending) + (prev is not None), prev)
         for f in pending:
             f.add_done_callback(waiter)
+        if prev is not None:
+            prev.add_done_callback(waiter)
         return fut
 
 
 class _AfterWrites:
-    """A checkpoint's save waiting for its step's delta-channel writes to commit
-    (LangGraph's ``gather`` in ``_checkpointer_put_after_previous``): the first write
-    that fails fails it with that error, one cancelled cancels it, and when all have
-    committed its statement runs."""
+    """A checkpoint's save waiting, as LangGraph's ``_checkpointer_put_after_previous``
+    waits, for its step's delta-channel writes to commit (a ``gather``: the first
+    that fails fails it with that error, one cancelled cancels it) and then for the
+    previous checkpoint's save (its error, or its cancellation, is this one's); when
+    all of them have succeeded its statement runs."""
 
-    __slots__ = ("tasks", "fut", "write", "args", "left")
+    __slots__ = ("args", "fut", "left", "prev", "tasks", "write")
 
-    def __init__(self, tasks: dict[Any, Any], fut: asyncio.Future[None], write: Any, args: tuple[Any, ...], left: int) -> None:
-        self.tasks, self.fut, self.write, self.args, self.left = tasks, fut, write, args, left
+    def __init__(self, tasks: dict[Any, Any], fut: asyncio.Future[None], write: Any, args: tuple[Any, ...], left: int, prev: Any) -> None:
+        self.tasks, self.fut, self.write, self.args, self.left, self.prev = tasks, fut, write, args, left, prev
 
     def __call__(self, child: asyncio.Future[Any]) -> None:
         fut = self.fut
@@ -372,16 +379,25 @@ class _AfterWrites:
             if fut.cancelled():
                 self.tasks.pop(fut, None)
             return
-        if child.cancelled():
+        if child is not self.prev:
+            if child.cancelled():
+                self.tasks.pop(fut, None)
+                fut.cancel()
+                return
+            exc = child.exception()
+            if exc is not None:
+                fut.set_exception(exc)
+                return
+        self.left -= 1
+        if self.left:
+            return
+        prev = self.prev
+        if prev is not None and prev.cancelled():
             self.tasks.pop(fut, None)
             fut.cancel()
-            return
-        exc = child.exception()
-        if exc is not None:
+        elif prev is not None and (exc := prev.exception()) is not None:
             fut.set_exception(exc)
-            return
-        self.left -= 1
-        if self.left == 0:
+        else:
             _run_save(self.tasks, fut, self.write, self.args)
 
 
