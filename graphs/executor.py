@@ -461,6 +461,22 @@ def _lean_tasks(loop: Any) -> dict[str, Any]:
 _PREPARE: list[Any] = []
 
 
+def _local_read(scratchpad: Any, channels: Any, managed: Any, task: Any, select: Any, fresh: bool = False) -> Any:
+    """A lean task's ``CONFIG_KEY_READ``: LangGraph's ``local_read`` (what a router
+    reads: the state with its own task's writes applied when ``fresh``). With
+    ``fresh`` LangGraph copies every channel of the graph and applies the task's
+    writes to each, then reads the selected ones; here only the selected channels are
+    handed to it, so only they are copied: the same values (the other copies were
+    never read), the same errors. ``tests/test_lean_executor.py`` compares the two."""
+    if fresh:
+        keys = (select,) if isinstance(select, str) else select
+        channels = {k: channels[k] for k in keys if k in channels}
+    return _LG_LOCAL_READ(scratchpad, channels, managed, task, select, fresh)
+
+
+_LG_LOCAL_READ: Any = None  # LangGraph's local_read, bound by _lean_preparation
+
+
 def _lean_preparation() -> Any:
     """:func:`_lean_tasks`'s body, with LangGraph's names bound once (a function-level
     import per step cost more than the preparation saved)."""
@@ -500,6 +516,9 @@ def _lean_preparation() -> Any:
     )
     from langgraph.runtime import DEFAULT_RUNTIME, ExecutionInfo
     from langgraph.types import PregelExecutableTask
+
+    global _LG_LOCAL_READ
+    _LG_LOCAL_READ = local_read
 
     def prepare(loop: Any) -> dict[str, Any]:
         checkpoint = loop.checkpoint
@@ -595,7 +614,7 @@ def _lean_preparation() -> Any:
                     **conf,
                     CONFIG_KEY_TASK_ID: task_id,
                     CONFIG_KEY_SEND: writes.extend,
-                    CONFIG_KEY_READ: partial(local_read, scratchpad, channels, managed, PregelTaskWrites(path, name, writes, triggers)),
+                    CONFIG_KEY_READ: partial(_local_read, scratchpad, channels, managed, PregelTaskWrites(path, name, writes, triggers)),
                     CONFIG_KEY_READ_STATE: None,
                     CONFIG_KEY_CHECKPOINTER: saver,
                     CONFIG_KEY_CHECKPOINT_MAP: dict(cp_map),

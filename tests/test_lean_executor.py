@@ -296,7 +296,10 @@ def _same_task(a: Any, b: Any) -> None:
         if k == CONFIG_KEY_SEND:
             assert x.__self__ is a.writes and y.__self__ is b.writes and x.__name__ == y.__name__ == "extend"
         elif k == CONFIG_KEY_READ:
-            assert x.func is y.func and x.args[1] is y.args[1] and x.args[2] is y.args[2]
+            from langgraph.pregel._algo import local_read
+
+            # the lean read: LangGraph's, copying only the selected channels (test_lean_reads_are_langgraphs)
+            assert x.func is executor._local_read and y.func is local_read and x.args[1] is y.args[1] and x.args[2] is y.args[2]
             wa, wb = x.args[3], y.args[3]
             assert (wa.path, wa.name, wa.triggers) == (wb.path, wb.name, wb.triggers) and wa.writes is a.writes and wb.writes is b.writes
             assert x.args[0] is ka[CONFIG_KEY_SCRATCHPAD]
@@ -515,3 +518,36 @@ def test_a_failed_save_fails_the_lean_saves_as_langgraphs(tmp_path: Any, monkeyp
     assert isinstance(a, TypeError) and isinstance(b, TypeError) and str(a) == str(b) == "unserialisable (test)"
     assert log_a == log_b
     assert _history(saver_a, preset("lean").compile(checkpointer=saver_a), "t") == _history(saver_b, preset("lean").compile(checkpointer=saver_b), "t")
+
+
+def test_lean_reads_are_langgraphs(monkeypatch: pytest.MonkeyPatch, fold_calls: bool) -> None:
+    """Every read a lean task makes (a router's, with its node's writes applied) returns
+    what LangGraph's ``local_read`` returns on the same channels and writes, and a
+    missing channel fails both the same way."""
+    from langgraph.pregel._algo import local_read
+
+    lean = executor._local_read
+    reads: list[Any] = []
+
+    def checked(scratchpad: Any, channels: Any, managed: Any, task: Any, select: Any, fresh: bool = False) -> Any:
+        ref = local_read(scratchpad, channels, managed, task, select, fresh)
+        mine = lean(scratchpad, channels, managed, task, select, fresh)
+        assert mine == ref
+        reads.append((select, fresh))
+        if fresh:
+            for bad in ("no_such_channel", ["ended", "no_such_channel"]):
+                with pytest.raises(KeyError) as a:
+                    local_read(scratchpad, channels, managed, task, bad, fresh)
+                with pytest.raises(KeyError) as b:
+                    lean(scratchpad, channels, managed, task, bad, fresh)
+                assert a.value.args == b.value.args
+            ended = [c for c, _ in task.writes if c in channels][:1]
+            if ended:  # a str select, and every channel
+                assert lean(scratchpad, channels, managed, task, ended[0], True) == local_read(scratchpad, channels, managed, task, ended[0], True)
+                assert lean(scratchpad, channels, managed, task, list(channels), True) == local_read(scratchpad, channels, managed, task, list(channels), True)
+        return mine
+
+    monkeypatch.setattr(executor, "_local_read", checked)
+    for name in ("lean", "custom"):
+        _session(name, lean=True)
+    assert any(fresh for _, fresh in reads)
