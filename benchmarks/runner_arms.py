@@ -14,7 +14,10 @@ first increment, since reverted: that method a no-op), ``gc=A,B,C`` (collector t
 before the run; the runner keeps the first at 20,000 or more), ``fold=0`` / ``fold=1`` (the
 layout the run is made in: ``THERASIM_FOLD_CALLS`` while it starts, pinned in its manifest) and
 ``codec=zlib`` / ``codec=zstd`` (the checkpoint blobs' codec: ``THERASIM_CHECKPOINT_CODEC``
-while it starts, recorded in its manifest and kept by the run).
+while it starts, recorded in its manifest and kept by the run); ``saves=tasks`` (on a tree with
+``graphs.executor._Saves``, session 17: the lean loop's checkpoint and write saves submitted as
+LangGraph submits them, an asyncio task each) and ``read=langgraph`` (on a tree with
+``graphs.executor._local_read``: a router's fresh read copies every channel, as LangGraph's does).
 """
 
 from __future__ import annotations
@@ -46,6 +49,16 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
     real_fresh = getattr(ChromaMemoryStore, "fresh", None)
     if "nofresh" in opts and real_fresh is not None:
         ChromaMemoryStore.fresh = lambda self, cid: None  # type: ignore[method-assign]
+    import therasim.graphs.executor as ex
+
+    real_saves = getattr(ex, "_saves_submit", None)
+    if "saves=tasks" in opts and real_saves is not None:
+        ex._saves_submit = lambda submit, saver: submit
+    real_read = getattr(ex, "_local_read", None)
+    if "read=langgraph" in opts and real_read is not None:
+        from langgraph.pregel._algo import local_read
+
+        ex._local_read = local_read
     old = gc.get_threshold()
     old_env = {k: os.environ.get(k) for k in ("THERASIM_FOLD_CALLS", "THERASIM_CHECKPOINT_CODEC")}
     for o in opts:
@@ -77,6 +90,10 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
                 os.environ[k] = v
         if real_fresh is not None:
             ChromaMemoryStore.fresh = real_fresh  # type: ignore[method-assign]
+        if real_saves is not None:
+            ex._saves_submit = real_saves
+        if real_read is not None:
+            ex._local_read = real_read
     calls = max(int(_get(url + "/metrics")["requests"]) - r0, 1)
     if len(out.completed) != n:
         raise SystemExit(f"arm {arm}: {len(out.completed)} of {n} courses completed: {out.failed}")

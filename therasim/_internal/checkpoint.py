@@ -255,22 +255,34 @@ class GroupCommitSaver(SqliteSaver):
             loop.call_soon(self._commit)
         return self._batch
 
-    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+    def put_rows(self, config: Any, checkpoint: Any, metadata: Any) -> asyncio.Future[None]:
+        """:meth:`aput`'s statement, executed now; the future of the commit that holds
+        it (shared by the whole batch: a waiter must not cancel it). The lean
+        executor's checkpoint saves call this (``graphs/executor.py``)."""
         cfg = config["configurable"]
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = _meta_json(get_checkpoint_metadata(config, metadata))
-        await asyncio.shield(self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)]))
-        return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
+        return self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)])
 
-    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+    def put_write_rows(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> asyncio.Future[None]:
+        """:meth:`aput_writes`'s statement, executed now; the commit's future, as
+        :meth:`put_rows`."""
         cfg = config["configurable"]
         verb = "REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "IGNORE"
         rows = [
             (str(cfg["thread_id"]), str(cfg["checkpoint_ns"]), str(cfg["checkpoint_id"]), task_id, task_path, WRITES_IDX_MAP.get(ch, i), ch, *self.serde.dumps_typed(v))
             for i, (ch, v) in enumerate(writes)
         ]
+        return self._write(_WRITES.format(verb=verb), rows)
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        cfg = config["configurable"]
+        await asyncio.shield(self.put_rows(config, checkpoint, metadata))
+        return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
+
+    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
         # shielded: the batch's future is every writer's; a cancelled writer must not cancel it for the others
-        await asyncio.shield(self._write(_WRITES.format(verb=verb), rows))
+        await asyncio.shield(self.put_write_rows(config, writes, task_id, task_path))
 
     async def aget_tuple(self, config: Any) -> Any:
         return self.get_tuple(config)
