@@ -56,7 +56,7 @@ def capture(courses: int) -> dict[str, Any]:
         return w0(self, sql, rows)
 
     def commit(self: Any) -> None:
-        if self._batch is not None:
+        if self._waiters is not None:
             ops.append(None)
         c0(self)
 

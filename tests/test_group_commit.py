@@ -143,10 +143,11 @@ def test_writes_of_one_loop_iteration_share_one_commit(tmp_path: Path) -> None:
             saver.setup()
             sql = "INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value) VALUES (?, '', 'c', 't', '', 0, 'x', 'json', x'00')"
             a, b = saver._write(sql, [("a",)]), saver._write(sql, [("b",)])
-            assert a is b and not a.done()  # one batch, not committed before the loop turns
+            assert a is not b and not a.done() and not b.done()  # a future per writer, none committed before the loop turns
             await a
+            assert b.done() and saver.commits == 1  # one commit resolved both
             c = saver._write(sql, [("c",)])
-            assert c is not a
+            assert not c.done()
             await c
             assert (saver.commits, saver.statements) == (2, 3)
 
@@ -154,7 +155,7 @@ def test_writes_of_one_loop_iteration_share_one_commit(tmp_path: Path) -> None:
 
 
 def test_a_cancelled_writer_does_not_cancel_the_others_of_its_batch(tmp_path: Path) -> None:
-    """Writers of one transaction share one future: cancelling one (its course was
+    """Writers of one transaction share one commit: cancelling one (its course was
     cancelled) must leave the others to return once the batch is committed."""
     path = tmp_path / "c.sqlite"
 
