@@ -14,10 +14,14 @@ first increment, since reverted: that method a no-op), ``gc=A,B,C`` (collector t
 before the run; the runner keeps the first at 20,000 or more), ``fold=0`` / ``fold=1`` (the
 layout the run is made in: ``THERASIM_FOLD_CALLS`` while it starts, pinned in its manifest) and
 ``codec=zlib`` / ``codec=zstd`` (the checkpoint blobs' codec: ``THERASIM_CHECKPOINT_CODEC``
-while it starts, recorded in its manifest and kept by the run), ``ck=LEVEL,MIN_SIZE,PAGE_SIZE``
-(the zstd level, the smallest blob compressed and a new checkpoint file's page size the run
-is made with: ``ck=3,256,4096`` is what session 16 of #17 wrote, the defaults since session 17
-are 1,512,16384) and ``mem=0`` (the cohort without memory, ``course.memory: false``).
+while it starts, recorded in its manifest and kept by the run); ``saves=tasks`` (on a tree with
+``graphs.executor._Saves``, session 17: the lean loop's checkpoint and write saves submitted as
+LangGraph submits them, an asyncio task each), ``read=langgraph`` (on a tree with
+``graphs.executor._local_read``: a router's fresh read copies every channel, as LangGraph's does),
+``ck=LEVEL,MIN_SIZE,PAGE_SIZE`` (the zstd level, the smallest blob compressed and a new
+checkpoint file's page size the run is made with: ``ck=3,256,4096`` is what session 16 of #17
+wrote, the defaults since session 17 are 1,512,16384) and ``mem=0`` (the cohort without memory,
+``course.memory: false``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,16 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
     real_fresh = getattr(ChromaMemoryStore, "fresh", None)
     if "nofresh" in opts and real_fresh is not None:
         ChromaMemoryStore.fresh = lambda self, cid: None  # type: ignore[method-assign]
+    import therasim.graphs.executor as ex
+
+    real_saves = getattr(ex, "_saves_submit", None)
+    if "saves=tasks" in opts and real_saves is not None:
+        ex._saves_submit = lambda submit, saver: submit
+    real_read = getattr(ex, "_local_read", None)
+    if "read=langgraph" in opts and real_read is not None:
+        from langgraph.pregel._algo import local_read
+
+        ex._local_read = local_read
     old = gc.get_threshold()
     old_ck = (ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE, ck.PAGE_SIZE)
     memory = "mem=0" not in opts
@@ -86,6 +100,10 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
                 os.environ[k] = v
         if real_fresh is not None:
             ChromaMemoryStore.fresh = real_fresh  # type: ignore[method-assign]
+        if real_saves is not None:
+            ex._saves_submit = real_saves
+        if real_read is not None:
+            ex._local_read = real_read
     calls = max(int(_get(url + "/metrics")["requests"]) - r0, 1)
     if len(out.completed) != n:
         raise SystemExit(f"arm {arm}: {len(out.completed)} of {n} courses completed: {out.failed}")

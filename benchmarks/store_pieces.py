@@ -56,20 +56,20 @@ def capture(courses: int) -> dict[str, Any]:
     ckpts: list[Any] = []
     raw: list[bytes] = []
     calls = [0]
-    w0, c0, p0, d0 = ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.aput, JsonPlusSerializer.dumps_typed
+    w0, c0, p0, d0 = ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.put_rows, JsonPlusSerializer.dumps_typed
 
     def write(self: Any, sql: str, rows: Any) -> Any:
         ops.append((sql, rows))
         return w0(self, sql, rows)
 
     def commit(self: Any) -> None:
-        if self._waiters is not None:
+        if self._batch is not None:
             ops.append(None)
         c0(self)
 
-    async def aput(self: Any, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+    def put_rows(self: Any, config: Any, checkpoint: Any, metadata: Any) -> Any:  # aput's statement, and the lean executor's saves
         ckpts.append(checkpoint)
-        return await p0(self, config, checkpoint, metadata, new_versions)
+        return p0(self, config, checkpoint, metadata)
 
     def dumps(self: Any, obj: Any) -> Any:
         t, d = d0(self, obj)
@@ -87,13 +87,13 @@ def capture(courses: int) -> dict[str, Any]:
             g = CourseGraphBuilder("lean").compile(checkpointer=saver)
             await asyncio.gather(*(run_course(g, initial_course_state(p, run_id="p", sessions=2), ctx, thread_id=f"p/{p.id}/course") for p in sample_profiles(courses, seed=1)))
 
-    ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.aput = write, commit, aput  # type: ignore[method-assign]
+    ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.put_rows = write, commit, put_rows  # type: ignore[method-assign]
     JsonPlusSerializer.dumps_typed = dumps  # type: ignore[method-assign]
     try:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         asyncio.run(go())
     finally:
-        ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.aput = w0, c0, p0  # type: ignore[method-assign]
+        ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.put_rows = w0, c0, p0  # type: ignore[method-assign]
         JsonPlusSerializer.dumps_typed = d0  # type: ignore[method-assign]
     return {"calls": calls[0], "ops": ops, "ckpts": ckpts, "raw": raw}
 

@@ -34,6 +34,7 @@ import asyncio
 import binascii
 import os
 from collections import deque
+from functools import partial
 from typing import Any
 
 __all__ = ["EXECUTOR_ENV", "ainvoke", "executor_name", "lean_reason", "mark_lean"]
@@ -256,6 +257,15 @@ def _lean_loop_class() -> type:
 
     class LeanPregelLoop(AsyncPregelLoop):
         _lean_run: tuple[Any, ...] | None = None
+        _lean_submit: Any = None
+
+        @property  # type: ignore[override]
+        def submit(self) -> Any:
+            return self._lean_submit
+
+        @submit.setter
+        def submit(self, submit: Any) -> None:  # LangGraph sets it on entering the loop
+            self._lean_submit = _saves_submit(submit, self.checkpointer)
 
         def _prepare_tasks_and_emit_checkpoint(self) -> None:
             tasks = self.channels.get(TASKS)
@@ -263,8 +273,174 @@ def _lean_loop_class() -> type:
                 return super()._prepare_tasks_and_emit_checkpoint()  # type: ignore[no-any-return]
             self.tasks = _lean_tasks(self)
 
+    global _SAVE_FUNCS
+    _SAVE_FUNCS = _save_funcs()
     _LOOP.append(LeanPregelLoop)
     return LeanPregelLoop
+
+
+def _saves_submit(submit: Any, saver: Any) -> Any:
+    """The loop's ``submit`` (its background executor's), with the checkpoint and
+    write saves on therasim's SQLite group-commit saver run as :class:`_Saves` runs
+    them; ``submit`` itself for any other saver (a subclass or a patched
+    ``aput``/``aput_writes`` keeps its own)."""
+    from therasim._internal.checkpoint import GroupCommitSaver
+
+    executor: Any = getattr(submit, "__self__", None)
+    if (
+        type(saver) is not GroupCommitSaver
+        or "aput" in vars(saver)
+        or "aput_writes" in vars(saver)
+        or getattr(executor, "semaphore", True) is not None
+        or not isinstance(getattr(executor, "tasks", None), dict)
+    ):
+        return submit
+    return _Saves(submit, executor.tasks, saver)
+
+
+class _Saves:
+    """A lean loop's ``submit``: LangGraph's background executor's, except for the
+    two saves a step makes on the group-commit saver, which it runs without a task.
+
+    LangGraph submits each task's writes (``aput_writes``) and each checkpoint
+    (``_checkpointer_put_after_previous``: wait for the step's delta-channel writes and
+    the previous checkpoint's save, then ``aput``) as an asyncio task, whose first
+    step runs on the next loop iteration, in submission order; each ``aput`` /
+    ``aput_writes`` executes its statement at once and then waits, shielded, for the
+    group commit. Here the same statement runs from a callback scheduled the same way
+    (``call_soon``: the same iteration, the same order among the loop's saves and any
+    task LangGraph schedules), and the future handed back is settled by the commit:
+    the same rows, in the same order and transactions, without the task, its context
+    switch, the shield and the executor's done callback. A checkpoint whose previous
+    save or delta writes are not done, or failed, is submitted as LangGraph would (it
+    waits, or fails, in LangGraph's own code). The futures are the executor's like its
+    tasks: waited for on exit, a failure re-raised. Holds no reference to the loop (a
+    cycle through it kept finished loops alive: session 13)."""
+
+    __slots__ = ("aloop", "saver", "submit", "tasks")
+
+    def __init__(self, submit: Any, tasks: dict[Any, Any], saver: Any) -> None:
+        self.submit = submit
+        self.tasks = tasks
+        self.saver = saver
+        self.aloop = asyncio.get_running_loop()
+
+    def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs:
+            func = getattr(fn, "__func__", None)
+            if func is _SAVE_FUNCS[0] and len(args) == 6:
+                prev, delta = args[0], args[1]
+                if (prev is None or not prev.done() or _ok(prev)) and not any(f.done() and not _ok(f) for f in delta):
+                    pending = [f for f in delta if not f.done()]
+                    if prev is not None and prev.done():
+                        prev = None
+                    if not pending and prev is None:
+                        return self._defer(self.saver.put_rows, (args[2], args[3], args[4]))
+                    return self._after(pending, prev, (args[2], args[3], args[4]))
+            elif func is _SAVE_FUNCS[1]:
+                write = self.saver.put_write_rows
+                if getattr(fn, "__self__", None) is self.saver:
+                    return self._defer(write, args)
+        return self.submit(fn, *args, **kwargs)
+
+    def _defer(self, write: Any, args: tuple[Any, ...]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self.aloop.create_future()
+        self.tasks[fut] = (False, True)  # as the executor registers a task: waited for, re-raised
+        self.aloop.call_soon(_run_save, self.tasks, fut, write, args)
+        return fut
+
+
+    def _after(self, pending: list[Any], prev: Any, args: tuple[Any, ...]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self.aloop.create_future()
+        self.tasks[fut] = (False, True)
+        waiter = _AfterWrites(self.tasks, fut, self.saver.put_rows, args, len(pending) + (prev is not None), prev)
+        for f in pending:
+            f.add_done_callback(waiter)
+        if prev is not None:
+            prev.add_done_callback(waiter)
+        return fut
+
+
+class _AfterWrites:
+    """A checkpoint's save waiting, as LangGraph's ``_checkpointer_put_after_previous``
+    waits, for its step's delta-channel writes to commit (a ``gather``: the first
+    that fails fails it with that error, one cancelled cancels it) and then for the
+    previous checkpoint's save (its error, or its cancellation, is this one's); when
+    all of them have succeeded its statement runs."""
+
+    __slots__ = ("args", "fut", "left", "prev", "tasks", "write")
+
+    def __init__(self, tasks: dict[Any, Any], fut: asyncio.Future[None], write: Any, args: tuple[Any, ...], left: int, prev: Any) -> None:
+        self.tasks, self.fut, self.write, self.args, self.left, self.prev = tasks, fut, write, args, left, prev
+
+    def __call__(self, child: asyncio.Future[Any]) -> None:
+        fut = self.fut
+        if fut.done():  # failed by an earlier write, or its waiter was cancelled
+            if fut.cancelled():
+                self.tasks.pop(fut, None)
+            return
+        if child is not self.prev:
+            if child.cancelled():
+                self.tasks.pop(fut, None)
+                fut.cancel()
+                return
+            exc = child.exception()
+            if exc is not None:
+                fut.set_exception(exc)
+                return
+        self.left -= 1
+        if self.left:
+            return
+        prev = self.prev
+        if prev is not None and prev.cancelled():
+            self.tasks.pop(fut, None)
+            fut.cancel()
+        elif prev is not None and (exc := prev.exception()) is not None:
+            fut.set_exception(exc)
+        else:
+            _run_save(self.tasks, fut, self.write, self.args)
+
+
+def _ok(fut: Any) -> bool:
+    return bool(fut.done() and not fut.cancelled() and fut.exception() is None)
+
+
+def _run_save(tasks: dict[Any, Any], fut: asyncio.Future[None], write: Any, args: tuple[Any, ...]) -> None:
+    if fut.done():  # cancelled before it ran: a task cancelled before its first step runs nothing
+        tasks.pop(fut, None)
+        return
+    try:
+        batch = write(*args)
+    except BaseException as exc:  # as the task would fail (kept in ``tasks``: re-raised on exit)
+        fut.set_exception(exc)
+        if not isinstance(exc, Exception):
+            raise
+        return
+    batch.add_done_callback(partial(_settle, tasks, fut))
+
+
+def _settle(tasks: dict[Any, Any], fut: asyncio.Future[None], batch: asyncio.Future[None]) -> None:
+    if fut.done():  # its waiter was cancelled; the commit went on for the others
+        tasks.pop(fut, None)
+    elif batch.cancelled():
+        tasks.pop(fut, None)
+        fut.cancel()
+    elif (exc := batch.exception()) is not None:
+        fut.set_exception(exc)
+    else:
+        tasks.pop(fut, None)
+        fut.set_result(None)
+
+
+def _save_funcs() -> tuple[Any, Any]:
+    from langgraph.pregel._loop import AsyncPregelLoop
+
+    from therasim._internal.checkpoint import GroupCommitSaver
+
+    return (AsyncPregelLoop._checkpointer_put_after_previous, GroupCommitSaver.aput_writes)
+
+
+_SAVE_FUNCS: tuple[Any, Any] = (None, None)
 
 
 def _lean_tasks(loop: Any) -> dict[str, Any]:
@@ -283,6 +459,22 @@ def _lean_tasks(loop: Any) -> dict[str, Any]:
 
 
 _PREPARE: list[Any] = []
+
+
+def _local_read(scratchpad: Any, channels: Any, managed: Any, task: Any, select: Any, fresh: bool = False) -> Any:
+    """A lean task's ``CONFIG_KEY_READ``: LangGraph's ``local_read`` (what a router
+    reads: the state with its own task's writes applied when ``fresh``). With
+    ``fresh`` LangGraph copies every channel of the graph and applies the task's
+    writes to each, then reads the selected ones; here only the selected channels are
+    handed to it, so only they are copied: the same values (the other copies were
+    never read), the same errors. ``tests/test_lean_executor.py`` compares the two."""
+    if fresh:
+        keys = (select,) if isinstance(select, str) else select
+        channels = {k: channels[k] for k in keys if k in channels}
+    return _LG_LOCAL_READ(scratchpad, channels, managed, task, select, fresh)
+
+
+_LG_LOCAL_READ: Any = None  # LangGraph's local_read, bound by _lean_preparation
 
 
 def _lean_preparation() -> Any:
@@ -324,6 +516,9 @@ def _lean_preparation() -> Any:
     )
     from langgraph.runtime import DEFAULT_RUNTIME, ExecutionInfo
     from langgraph.types import PregelExecutableTask
+
+    global _LG_LOCAL_READ
+    _LG_LOCAL_READ = local_read
 
     def prepare(loop: Any) -> dict[str, Any]:
         checkpoint = loop.checkpoint
@@ -419,7 +614,7 @@ def _lean_preparation() -> Any:
                     **conf,
                     CONFIG_KEY_TASK_ID: task_id,
                     CONFIG_KEY_SEND: writes.extend,
-                    CONFIG_KEY_READ: partial(local_read, scratchpad, channels, managed, PregelTaskWrites(path, name, writes, triggers)),
+                    CONFIG_KEY_READ: partial(_local_read, scratchpad, channels, managed, PregelTaskWrites(path, name, writes, triggers)),
                     CONFIG_KEY_READ_STATE: None,
                     CONFIG_KEY_CHECKPOINTER: saver,
                     CONFIG_KEY_CHECKPOINT_MAP: dict(cp_map),

@@ -296,7 +296,10 @@ def _same_task(a: Any, b: Any) -> None:
         if k == CONFIG_KEY_SEND:
             assert x.__self__ is a.writes and y.__self__ is b.writes and x.__name__ == y.__name__ == "extend"
         elif k == CONFIG_KEY_READ:
-            assert x.func is y.func and x.args[1] is y.args[1] and x.args[2] is y.args[2]
+            from langgraph.pregel._algo import local_read
+
+            # the lean read: LangGraph's, copying only the selected channels (test_lean_reads_are_langgraphs)
+            assert x.func is executor._local_read and y.func is local_read and x.args[1] is y.args[1] and x.args[2] is y.args[2]
             wa, wb = x.args[3], y.args[3]
             assert (wa.path, wa.name, wa.triggers) == (wb.path, wb.name, wb.triggers) and wa.writes is a.writes and wb.writes is b.writes
             assert x.args[0] is ka[CONFIG_KEY_SCRATCHPAD]
@@ -406,3 +409,145 @@ def test_a_finished_lean_run_leaves_no_cyclic_garbage(tmp_path: Any, monkeypatch
         gc.enable()
     assert committed and len(loops) == 1
     assert alive == 0, "the finished run's loop is only reachable through a reference cycle"
+
+
+def _sqlite_saver(path: Any, fail_at: int = 0) -> Any:
+    """The run's SQLite group-commit saver, logging its statements and commits in order
+    (``("C",)`` a checkpoint, ``("W", task_path, channels)`` a task's writes, ``"|"`` a
+    commit); ``fail_at``: its n-th serialisation fails."""
+    import sqlite3
+
+    from therasim._internal.checkpoint import CompressedSerializer, GroupCommitSaver
+
+    class Serde(CompressedSerializer):
+        n = 0
+
+        def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+            Serde.n += 1
+            if Serde.n == fail_at:
+                raise TypeError("unserialisable (test)")
+            return super().dumps_typed(obj)
+
+    saver = GroupCommitSaver(sqlite3.connect(str(path), check_same_thread=False), serde=Serde())
+    log: list[Any] = []
+    write, commit = saver._write, saver._commit
+
+    def logged_write(sql: str, rows: list[tuple[Any, ...]]) -> Any:
+        log.append(("C",) if "checkpoints" in sql else ("W", rows[0][4], tuple(r[6] for r in rows)))
+        return write(sql, rows)
+
+    def logged_commit() -> None:
+        if saver._batch is not None:
+            log.append("|")
+        commit()
+
+    saver._write, saver._commit = logged_write, logged_commit  # type: ignore[method-assign]
+    saver.log = log  # type: ignore[attr-defined]
+    return saver
+
+
+def _sqlite_session(path: Any, tasks: bool, fail_at: int = 0) -> tuple[Any, list[Any], list[str], Any]:
+    """A lean session on the group-commit saver; ``tasks``: its saves submitted as
+    LangGraph submits them (an asyncio task each) instead of the lean loop's.
+    Returns the outcome (final state or error), the statement log, the names of the
+    tasks created during the run, and the saver."""
+    saver = _sqlite_saver(path, fail_at)
+    g = preset("lean").compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": session_recursion_limit(3)}
+    created: list[str] = []
+
+    async def go() -> Any:
+        loop = asyncio.get_running_loop()
+        make = loop.create_task
+
+        def counted(coro: Any, **kw: Any) -> Any:
+            created.append(getattr(coro, "__qualname__", ""))
+            return make(coro, **kw)
+
+        loop.create_task = counted  # type: ignore[method-assign]
+        try:
+            return await executor.ainvoke(g, initial_session_state(example_profiles()[0]), cfg, context=_ctx(3), durability="sync")
+        except Exception as exc:
+            return exc
+        finally:
+            await asyncio.sleep(0)
+
+    if tasks:
+        orig = executor._saves_submit
+        executor._saves_submit = lambda submit, saver: submit  # type: ignore[assignment]
+        try:
+            out = asyncio.run(go())
+        finally:
+            executor._saves_submit = orig  # type: ignore[assignment]
+    else:
+        out = asyncio.run(go())
+    return out, saver.log, created, saver
+
+
+def test_lean_saves_on_group_commit_are_langgraphs_without_tasks(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the run's SQLite group-commit saver the lean loop's checkpoint and write saves
+    (``executor._Saves``) make the statements LangGraph's save tasks make, in the same
+    order and the same transactions, and the same stored history, without a task per
+    save; the history equals Pregel's."""
+    monkeypatch.setenv(executor.EXECUTOR_ENV, "lean")
+    a, log_a, made_a, saver_a = _sqlite_session(tmp_path / "a.sqlite", tasks=True)
+    b, log_b, made_b, saver_b = _sqlite_session(tmp_path / "b.sqlite", tasks=False)
+    assert _strip(a) == _strip(b) and len(b["transcript"]) == 6
+    assert log_a == log_b and log_b.count("|") >= 2 and log_b.count(("C",)) >= 5
+    saves = ("AsyncPregelLoop._checkpointer_put_after_previous", "GroupCommitSaver.aput_writes")
+    assert sum(n in saves for n in made_a) >= log_a.count(("C",))  # LangGraph's way: a task per save
+    assert not any(n in saves for n in made_b)
+    hb = _history(saver_b, preset("lean").compile(checkpointer=saver_b), "t")
+    assert _history(saver_a, preset("lean").compile(checkpointer=saver_a), "t") == hb
+    monkeypatch.setenv(executor.EXECUTOR_ENV, "pregel")
+    saver_p = _sqlite_saver(tmp_path / "p.sqlite")
+    gp = preset("lean").compile(checkpointer=saver_p)
+    cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": session_recursion_limit(3)}
+    asyncio.run(gp.ainvoke(initial_session_state(example_profiles()[0]), cfg, context=_ctx(3), durability="sync"))
+    assert _history(saver_p, gp, "t") == hb
+
+
+@pytest.mark.parametrize("fail_at", [1, 10, 19, 28, 33])  # checkpoints and task writes, first and later steps
+def test_a_failed_save_fails_the_lean_saves_as_langgraphs(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, fail_at: int) -> None:
+    """A save that cannot be serialised (a checkpoint's or a task's writes) fails the run
+    with the same error, after the same statements and commits, leaving the same stored
+    history, whether the saves are LangGraph's tasks or the lean loop's."""
+    monkeypatch.setenv(executor.EXECUTOR_ENV, "lean")
+    a, log_a, _, saver_a = _sqlite_session(tmp_path / "a.sqlite", tasks=True, fail_at=fail_at)
+    b, log_b, _, saver_b = _sqlite_session(tmp_path / "b.sqlite", tasks=False, fail_at=fail_at)
+    assert isinstance(a, TypeError) and isinstance(b, TypeError) and str(a) == str(b) == "unserialisable (test)"
+    assert log_a == log_b
+    assert _history(saver_a, preset("lean").compile(checkpointer=saver_a), "t") == _history(saver_b, preset("lean").compile(checkpointer=saver_b), "t")
+
+
+def test_lean_reads_are_langgraphs(monkeypatch: pytest.MonkeyPatch, fold_calls: bool) -> None:
+    """Every read a lean task makes (a router's, with its node's writes applied) returns
+    what LangGraph's ``local_read`` returns on the same channels and writes, and a
+    missing channel fails both the same way."""
+    from langgraph.pregel._algo import local_read
+
+    lean = executor._local_read
+    reads: list[Any] = []
+
+    def checked(scratchpad: Any, channels: Any, managed: Any, task: Any, select: Any, fresh: bool = False) -> Any:
+        ref = local_read(scratchpad, channels, managed, task, select, fresh)
+        mine = lean(scratchpad, channels, managed, task, select, fresh)
+        assert mine == ref
+        reads.append((select, fresh))
+        if fresh:
+            for bad in ("no_such_channel", ["ended", "no_such_channel"]):
+                with pytest.raises(KeyError) as a:
+                    local_read(scratchpad, channels, managed, task, bad, fresh)
+                with pytest.raises(KeyError) as b:
+                    lean(scratchpad, channels, managed, task, bad, fresh)
+                assert a.value.args == b.value.args
+            ended = [c for c, _ in task.writes if c in channels][:1]
+            if ended:  # a str select, and every channel
+                assert lean(scratchpad, channels, managed, task, ended[0], True) == local_read(scratchpad, channels, managed, task, ended[0], True)
+                assert lean(scratchpad, channels, managed, task, list(channels), True) == local_read(scratchpad, channels, managed, task, list(channels), True)
+        return mine
+
+    monkeypatch.setattr(executor, "_local_read", checked)
+    for name in ("lean", "custom"):
+        _session(name, lean=True)
+    assert any(fresh for _, fresh in reads)

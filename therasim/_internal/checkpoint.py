@@ -236,15 +236,17 @@ class GroupCommitSaver(SqliteSaver):
 
     def __init__(self, conn: sqlite3.Connection, *, serde: Any = None) -> None:
         super().__init__(conn, serde=serde)
-        # the writers of the open transaction, one future each (a cancelled writer
-        # cancels only its own): every one is resolved by the commit that holds its rows
-        self._waiters: list[asyncio.Future[None]] | None = None
+        self._batch: asyncio.Future[None] | None = None  # the open transaction's commit (shared)
+        # the open transaction's awaiting writers (aput, aput_writes), a future each: a
+        # cancelled writer cancels only its own wait, the commit settles them all
+        self._waiters: list[asyncio.Future[None]] = []
         self.commits = 0  # transactions committed (statistics)
         self.statements = 0  # checkpoint and write batches they carried
 
     def _commit(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        if waiters is None:
+        fut, self._batch = self._batch, None
+        waiters, self._waiters = self._waiters, []
+        if fut is None:
             return
         try:
             with self.lock:
@@ -252,50 +254,65 @@ class GroupCommitSaver(SqliteSaver):
         except BaseException as e:  # every writer of the failed transaction sees the error
             with contextlib.suppress(Exception):
                 self.conn.rollback()
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_exception(e)
+            for f in (fut, *waiters):
+                if not f.done():
+                    f.set_exception(e)
             if not isinstance(e, Exception):
                 raise
         else:
             self.commits += 1
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            for f in (fut, *waiters):
+                if not f.done():
+                    f.set_result(None)
 
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> asyncio.Future[None]:
-        """Execute ``rows`` in the open transaction; a future of this writer's own,
-        resolved by the commit that holds them (scheduled by the iteration's first
-        write). Awaited directly: cancelling it leaves the others of the batch alone
-        (cheaper than a shield around one shared future: session 17 of #17)."""
         self.setup()
         with self.lock:
             self.conn.executemany(sql, rows)
         self.statements += 1
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        waiters = self._waiters
-        if waiters is None:
-            self._waiters = [fut]
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
             loop.call_soon(self._commit)
-        else:
-            waiters.append(fut)
+        return self._batch
+
+    def _wait(self) -> asyncio.Future[None]:
+        """A future of the calling writer's own, settled by the commit of the open batch
+        (the one its rows just went into): awaited instead of ``asyncio.shield`` around
+        the batch's future, which costs an outer future and two done callbacks per
+        writer (session 17 of #17). Cancelling it leaves the batch and its other
+        writers alone."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
         return fut
 
-    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+    def put_rows(self, config: Any, checkpoint: Any, metadata: Any) -> asyncio.Future[None]:
+        """:meth:`aput`'s statement, executed now; the future of the commit that holds
+        it (shared by the whole batch: a waiter must not cancel it). The lean
+        executor's checkpoint saves call this (``graphs/executor.py``)."""
         cfg = config["configurable"]
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = _meta_json(get_checkpoint_metadata(config, metadata))
-        await self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)])
-        return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
+        return self._write(_PUT, [(str(cfg["thread_id"]), cfg["checkpoint_ns"], checkpoint["id"], cfg.get("checkpoint_id"), type_, blob, meta)])
 
-    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+    def put_write_rows(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> asyncio.Future[None]:
+        """:meth:`aput_writes`'s statement, executed now; the commit's future, as
+        :meth:`put_rows`."""
         cfg = config["configurable"]
         verb = "REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "IGNORE"
         key = (str(cfg["thread_id"]), str(cfg["checkpoint_ns"]), str(cfg["checkpoint_id"]), task_id, task_path)
         dumps, idx = self.serde.dumps_typed, WRITES_IDX_MAP.get
-        rows = [(*key, idx(ch, i), ch, *dumps(v)) for i, (ch, v) in enumerate(writes)]
-        await self._write(_WRITES.format(verb=verb), rows)
+        return self._write(_WRITES.format(verb=verb), [(*key, idx(ch, i), ch, *dumps(v)) for i, (ch, v) in enumerate(writes)])
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        cfg = config["configurable"]
+        self.put_rows(config, checkpoint, metadata)
+        await self._wait()
+        return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
+
+    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        self.put_write_rows(config, writes, task_id, task_path)
+        await self._wait()
 
     async def aget_tuple(self, config: Any) -> Any:
         return self.get_tuple(config)
