@@ -16,8 +16,12 @@ layout the run is made in: ``THERASIM_FOLD_CALLS`` while it starts, pinned in it
 ``codec=zlib`` / ``codec=zstd`` (the checkpoint blobs' codec: ``THERASIM_CHECKPOINT_CODEC``
 while it starts, recorded in its manifest and kept by the run); ``saves=tasks`` (on a tree with
 ``graphs.executor._Saves``, session 17: the lean loop's checkpoint and write saves submitted as
-LangGraph submits them, an asyncio task each) and ``read=langgraph`` (on a tree with
-``graphs.executor._local_read``: a router's fresh read copies every channel, as LangGraph's does).
+LangGraph submits them, an asyncio task each), ``read=langgraph`` (on a tree with
+``graphs.executor._local_read``: a router's fresh read copies every channel, as LangGraph's does),
+``ck=LEVEL,MIN_SIZE,PAGE_SIZE`` (the zstd level, the smallest blob compressed and a new
+checkpoint file's page size the run is made with: ``ck=3,256,4096`` is what session 16 of #17
+wrote, the defaults since session 17 are 1,512,16384) and ``mem=0`` (the cohort without memory,
+``course.memory: false``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import cohort_scaling as cs  # the cohort's config and warm-up
 
 
 def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int], root: Path, pauses: list[float]) -> dict[str, float]:
+    from therasim._internal import checkpoint as ck
     from therasim.memory.chroma import ChromaMemoryStore
     from therasim.runner import arun_dir, start_run
     from therasim.tools.bench import _get
@@ -60,6 +65,8 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
 
         ex._local_read = local_read
     old = gc.get_threshold()
+    old_ck = (ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE, ck.PAGE_SIZE)
+    memory = "mem=0" not in opts
     old_env = {k: os.environ.get(k) for k in ("THERASIM_FOLD_CALLS", "THERASIM_CHECKPOINT_CODEC")}
     for o in opts:
         if o.startswith("gc="):
@@ -68,13 +75,15 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
             os.environ["THERASIM_FOLD_CALLS"] = o[5:]
         if o.startswith("codec="):  # the checkpoint codec the run is made with (recorded in its manifest)
             os.environ["THERASIM_CHECKPOINT_CODEC"] = o[6:]
+        if o.startswith("ck="):  # zstd level, smallest blob compressed, a new checkpoint file's page size
+            ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE, ck.PAGE_SIZE = map(int, o[3:].split(","))
     factory: Any = asyncio.new_event_loop
     if loop_name == "uvloop":
         import uvloop
 
         factory = uvloop.new_event_loop
     try:
-        rd, _ = start_run(cs._config(url, conc, True, shape), sample=n, out=root, run_id=tag)
+        rd, _ = start_run(cs._config(url, conc, memory, shape), sample=n, out=root, run_id=tag)
         r0 = int(_get(url + "/metrics")["requests"])
         del pauses[:]
         c0, t0, ru0 = time.process_time(), time.thread_time(), resource.getrusage(resource.RUSAGE_SELF)
@@ -83,6 +92,7 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
         c, t, ru = time.process_time() - c0, time.thread_time() - t0, resource.getrusage(resource.RUSAGE_SELF)
     finally:
         gc.set_threshold(*old)
+        ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE, ck.PAGE_SIZE = old_ck
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)

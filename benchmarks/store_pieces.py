@@ -2,17 +2,23 @@
 lean courses on a schema-faithful fake model (SQLite group commit, the default layout
 of the tree), then replayed in one process with the variants alternated, thread CPU:
 
-1. compression of the blobs the saver compressed (256 B and up): zlib level 3 (the
-   default before session 16 of #17), zstd levels 3 (the default since), 1, -1, -3;
+1. compression of the blobs the saver is given (msgpack, before compression), each
+   arm compressing those of its threshold and up: zlib level 3 from 256 B (the default
+   before session 16 of #17), zstd level 3 from 256 B (session 16's default), level 1
+   from 512 B (the default since session 17), and others;
 2. SQLite: the captured statements and commits replayed into a fresh database with
-   the run's settings (WAL, ``synchronous=NORMAL``) and with one setting changed:
-   a 64 MB page cache, ``wal_autocheckpoint=10000``, 16 KB pages, ``mmap_size``, or
-   one ``executemany`` per statement kind per commit (the rows of every writer of
-   the transaction together);
+   the settings before session 17 (4 KB pages, WAL, ``synchronous=NORMAL``) and with
+   one setting changed: ``wal_autocheckpoint=10000``, 8 or 16 KB pages, one
+   ``executemany`` per statement kind per commit (the rows of every writer of the
+   transaction together), LangGraph's tables made ``WITHOUT ROWID``; ``--prefill N``
+   writes N renamed copies first (a database late in a cohort N + 1 times as large),
+   ``--commit-every K`` commits every K statements (a real run's rate, not the
+   lockstep harness's);
 3. the checkpoint blob with LangGraph's string channel versions (what SqliteSaver's
    ``get_next_version`` writes: 32 digits and a random fraction) against integers.
 
     python benchmarks/store_pieces.py --courses 64 --rounds 3 --json out.json
+    python benchmarks/store_pieces.py --courses 64 --rounds 4 --prefill 15 --commit-every 13
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -49,7 +56,7 @@ def capture(courses: int) -> dict[str, Any]:
     ckpts: list[Any] = []
     raw: list[bytes] = []
     calls = [0]
-    w0, c0, p0, d0 = ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.aput, JsonPlusSerializer.dumps_typed
+    w0, c0, p0, d0 = ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.put_rows, JsonPlusSerializer.dumps_typed
 
     def write(self: Any, sql: str, rows: Any) -> Any:
         ops.append((sql, rows))
@@ -60,9 +67,9 @@ def capture(courses: int) -> dict[str, Any]:
             ops.append(None)
         c0(self)
 
-    async def aput(self: Any, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+    def put_rows(self: Any, config: Any, checkpoint: Any, metadata: Any) -> Any:  # aput's statement, and the lean executor's saves
         ckpts.append(checkpoint)
-        return await p0(self, config, checkpoint, metadata, new_versions)
+        return p0(self, config, checkpoint, metadata)
 
     def dumps(self: Any, obj: Any) -> Any:
         t, d = d0(self, obj)
@@ -80,13 +87,13 @@ def capture(courses: int) -> dict[str, Any]:
             g = CourseGraphBuilder("lean").compile(checkpointer=saver)
             await asyncio.gather(*(run_course(g, initial_course_state(p, run_id="p", sessions=2), ctx, thread_id=f"p/{p.id}/course") for p in sample_profiles(courses, seed=1)))
 
-    ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.aput = write, commit, aput  # type: ignore[method-assign]
+    ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.put_rows = write, commit, put_rows  # type: ignore[method-assign]
     JsonPlusSerializer.dumps_typed = dumps  # type: ignore[method-assign]
     try:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         asyncio.run(go())
     finally:
-        ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.aput = w0, c0, p0  # type: ignore[method-assign]
+        ck.GroupCommitSaver._write, ck.GroupCommitSaver._commit, ck.GroupCommitSaver.put_rows = w0, c0, p0  # type: ignore[method-assign]
         JsonPlusSerializer.dumps_typed = d0  # type: ignore[method-assign]
     return {"calls": calls[0], "ops": ops, "ckpts": ckpts, "raw": raw}
 
@@ -94,40 +101,74 @@ def capture(courses: int) -> dict[str, Any]:
 def compression(cap: dict[str, Any], rounds: int) -> list[dict[str, Any]]:
     import zstandard
 
-    blobs = [b for b in cap["raw"] if len(b) >= 256]
+    raw = cap["raw"]
     n = cap["calls"]
-    arms: dict[str, Any] = {"zlib 3": lambda b: zlib.compress(b, 3)}
-    for lv in (3, 1, -1, -3):
-        arms[f"zstd {lv}"] = zstandard.ZstdCompressor(level=lv).compress
+    arms: dict[str, tuple[Any, int]] = {"zlib 3 from 256 B": (lambda b: zlib.compress(b, 3), 256)}
+    for lv, least in ((3, 256), (3, 512), (1, 256), (1, 512), (1, 1024), (-1, 256), (-3, 256)):
+        arms[f"zstd {lv} from {least} B"] = (zstandard.ZstdCompressor(level=lv).compress, least)
     cpu: dict[str, list[float]] = defaultdict(list)
     for _ in range(rounds):
-        for name, f in arms.items():
+        for name, (f, least) in arms.items():
+            blobs = [b for b in raw if len(b) >= least]
             t0 = tt()
             for b in blobs:
                 f(b)
             cpu[name].append(1e6 * (tt() - t0) / n)
-    return [{"codec": k, "us_per_call": statistics.median(v), "bytes_per_call": sum(len(f(b)) for b in blobs) / n, "raw_bytes_per_call": sum(map(len, blobs)) / n, "blobs_per_call": len(blobs) / n} for k, f in arms.items() for v in [cpu[k]]]
+    return [
+        {"codec": k, "us_per_call": statistics.median(cpu[k]), "bytes_per_call": sum(len(f(b)) if len(b) >= least else len(b) for b in raw) / n, "raw_bytes_per_call": sum(map(len, raw)) / n, "blobs_per_call": sum(len(b) >= least for b in raw) / n}
+        for k, (f, least) in arms.items()
+    ]
 
 
-def sqlite_replay(cap: dict[str, Any], rounds: int) -> list[dict[str, Any]]:
+_WITHOUT_ROWID = (
+    "CREATE TABLE checkpoints (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL DEFAULT '', checkpoint_id TEXT NOT NULL, parent_checkpoint_id TEXT, type TEXT, checkpoint BLOB, metadata BLOB, PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)) WITHOUT ROWID",
+    "CREATE TABLE writes (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL DEFAULT '', checkpoint_id TEXT NOT NULL, task_id TEXT NOT NULL, task_path TEXT NOT NULL DEFAULT '', idx INTEGER NOT NULL, channel TEXT NOT NULL, type TEXT, value BLOB, PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)) WITHOUT ROWID",
+)
+
+
+def sqlite_replay(cap: dict[str, Any], rounds: int, prefill: int = 0, commit_every: int = 0) -> list[dict[str, Any]]:
+    """The captured statements replayed per variant (alternated, order reversed every
+    other round). ``prefill``: copies of the capture (thread ids renamed) written first,
+    untimed, so the timed copy lands in a database as large as a run ``prefill`` + 1
+    times the cohort's; ``commit_every``: a commit every that many statements instead of
+    the capture's (a real run at 64 in flight commits ~0.16 times per call, this lockstep
+    harness ~0.03)."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    ops, n = cap["ops"], cap["calls"]
+    n = cap["calls"]
+    ops = cap["ops"]
+    if commit_every:
+        stmts = [o for o in ops if o is not None]
+        ops = []
+        for i, o in enumerate(stmts, 1):
+            ops.append(o)
+            if i % commit_every == 0:
+                ops.append(None)
     variants: dict[str, dict[str, Any]] = {
-        "the run's settings (WAL, synchronous=NORMAL)": {},
-        "cache_size=-65536": {"pragmas": ("PRAGMA cache_size=-65536",)},
+        "the run's settings before session 17 (4 KB pages, WAL, synchronous=NORMAL)": {},
         "wal_autocheckpoint=10000": {"pragmas": ("PRAGMA wal_autocheckpoint=10000",)},
-        "page_size=16384": {"pre": ("PRAGMA page_size=16384",)},
-        "mmap_size=256 MB": {"pragmas": ("PRAGMA mmap_size=268435456",)},
+        "page_size=8192": {"pre": ("PRAGMA page_size=8192",)},
+        "page_size=16384 (the default since session 17)": {"pre": ("PRAGMA page_size=16384",)},
+        "page_size=16384, wal_autocheckpoint=10000": {"pre": ("PRAGMA page_size=16384",), "pragmas": ("PRAGMA wal_autocheckpoint=10000",)},
         "one executemany per kind per commit": {"group": True},
+        "page_size=16384, one executemany per kind per commit": {"pre": ("PRAGMA page_size=16384",), "group": True},
+        "WITHOUT ROWID tables, page_size=16384": {"pre": ("PRAGMA page_size=16384", *_WITHOUT_ROWID)},
     }
 
     def once(pragmas: tuple[str, ...] = (), pre: tuple[str, ...] = (), group: bool = False) -> tuple[float, float, int]:
-        path = os.path.join(tempfile.mkdtemp(), "c.sqlite")
+        folder = tempfile.mkdtemp()
+        path = os.path.join(folder, "c.sqlite")
         con = sqlite3.connect(path, check_same_thread=False)
         for q in (*pre, "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", *pragmas):
             con.execute(q)
         SqliteSaver(con).setup()
+        for k in range(prefill):
+            for op in ops:
+                if op is None:
+                    con.commit()
+                else:
+                    con.executemany(op[0], [(f"{k}:{r[0]}", *r[1:]) for r in op[1]])
+        con.commit()
         te = tc = 0.0
         pend: dict[str, list[Any]] = defaultdict(list)
         for op in ops:
@@ -147,11 +188,13 @@ def sqlite_replay(cap: dict[str, Any], rounds: int) -> list[dict[str, Any]]:
                 te += tt() - t0
         con.commit()
         con.close()
-        return 1e6 * te / n, 1e6 * tc / n, os.path.getsize(path)
+        size = os.path.getsize(path)
+        shutil.rmtree(folder)
+        return 1e6 * te / n, 1e6 * tc / n, size
 
     res: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
-    for _ in range(rounds):
-        for k, v in variants.items():
+    for i in range(rounds):
+        for k, v in variants.items() if i % 2 == 0 else reversed(variants.items()):
             res[k].append(once(**v))
     return [
         {"variant": k, "executemany_us_per_call": statistics.median(x[0] for x in v), "commit_us_per_call": statistics.median(x[1] for x in v), "total_us_per_call": statistics.median(x[0] + x[1] for x in v), "db_bytes": v[0][2]}
@@ -187,15 +230,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--courses", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prefill", type=int, default=0, help="SQLite: copies of the capture written before the timed one (a larger database)")
+    ap.add_argument("--commit-every", type=int, default=0, help="SQLite: a commit every N statements (default: the capture's)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     cap = capture(a.courses)
     n = cap["calls"]
     print(f"{a.courses} lean courses x 2 sessions x 4 turns: {n} model calls, {sum(o is not None for o in cap['ops']) / n:.2f} statements and {sum(o is None for o in cap['ops']) / n:.2f} commits per call; medians of {a.rounds} rounds")
-    out = {"courses": a.courses, "calls": n, "compression": compression(cap, a.rounds), "sqlite": sqlite_replay(cap, a.rounds), "versions": versions(cap, a.rounds)}
-    print("| codec | us per call | bytes per call (of raw) |\n|---|---|---|")
+    out = {"courses": a.courses, "calls": n, "prefill": a.prefill, "commit_every": a.commit_every, "compression": compression(cap, a.rounds), "sqlite": sqlite_replay(cap, a.rounds, a.prefill, a.commit_every), "versions": versions(cap, a.rounds)}
+    print("| codec | blobs compressed per call | us per call | bytes stored per call (of raw) |\n|---|---|---|---|")
     for r in out["compression"]:
-        print(f"| {r['codec']} | {r['us_per_call']:.1f} | {r['bytes_per_call']:.0f} ({r['raw_bytes_per_call']:.0f}) |")
+        print(f"| {r['codec']} | {r['blobs_per_call']:.2f} | {r['us_per_call']:.1f} | {r['bytes_per_call']:.0f} ({r['raw_bytes_per_call']:.0f}) |")
     print("| SQLite variant | executemany us/call | commit us/call | total | database bytes |\n|---|---|---|---|---|")
     for r in out["sqlite"]:
         print(f"| {r['variant']} | {r['executemany_us_per_call']:.1f} | {r['commit_us_per_call']:.1f} | {r['total_us_per_call']:.1f} | {r['db_bytes']:,} |")

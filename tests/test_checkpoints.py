@@ -86,12 +86,68 @@ def test_zlib_blobs_of_older_runs_stay_readable() -> None:
         CompressedSerializer(codec="lz4")
 
 
+def test_zstd_level_and_threshold_defaults_read_every_earlier_blob() -> None:
+    """Since session 17 of #17 zstd blobs are written at level 1 from 512 bytes (level 3
+    from 256 before): a blob under 512 bytes is plain msgpack (what every therasim reads),
+    a larger one a zstd frame; blobs of the earlier level and threshold read back the same,
+    and zlib keeps level 3 from 256 bytes byte for byte."""
+    import zlib
+
+    import zstandard
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from therasim._internal import checkpoint as ck
+    from therasim.checkpoint import CompressedSerializer
+
+    s = CompressedSerializer(codec="zstd")
+    assert (s.level, s.min_size) == (ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE) == (1, 512)
+    mid = {"t": "a counselor's question " * 17}  # 400-odd bytes of msgpack
+    typ, raw = JsonPlusSerializer().dumps_typed(mid)
+    assert 256 <= len(raw) < 512
+    assert s.dumps_typed(mid) == (typ, raw)  # stored plain now
+    big = {"t": "a counselor's question " * 40}
+    btyp, braw = JsonPlusSerializer().dumps_typed(big)
+    out = s.dumps_typed(big)
+    assert out[0] == "zs:" + btyp and out[1] == zstandard.ZstdCompressor(level=1).compress(braw)
+    for old in (("zs:" + typ, zstandard.ZstdCompressor(level=3).compress(raw)), ("zs:" + btyp, zstandard.ZstdCompressor(level=3).compress(braw))):
+        assert s.loads_typed(old) in (mid, big)  # session 16's level-3 blobs, under 512 bytes too
+    z = CompressedSerializer(codec="zlib")
+    assert (z.level, z.min_size) == (3, 256) and z.dumps_typed(mid) == ("z:" + typ, zlib.compress(raw, 3))
+    assert CompressedSerializer(codec="zstd", level=3, min_size=256).dumps_typed(mid)[0] == "zs:" + typ  # explicit values win
+
+
+def test_a_new_checkpoint_file_has_16k_pages_an_older_file_keeps_its_own(tmp_path: Path) -> None:
+    """A new checkpoint file is made with 16 KB pages (session 17 of #17), by the group
+    commit saver and the stock one; a file made before, with SQLite's default 4 KB pages,
+    keeps them and is read and written as before."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from therasim.checkpoint import CompressedSerializer, open_checkpointer
+
+    cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "c1"}}
+
+    async def write(path: Path, group: bool) -> None:
+        async with open_checkpointer(str(path), group_commit=group) as saver:
+            await saver.aput_writes(cfg, [("x", {"n": "v" * 2000})], "task")
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as con:  # what an earlier release made: 4 KB pages, WAL, the tables
+        con.execute("PRAGMA journal_mode=WAL")
+        SqliteSaver(con).setup()
+    for path, group in ((tmp_path / "new.sqlite", True), (tmp_path / "stock.sqlite", False), (old, True)):
+        asyncio.run(write(path, group))
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA page_size").fetchone()[0] == (4096 if path == old else 16384)
+            rows = con.execute("SELECT channel, type, value FROM writes").fetchall()
+        assert len(rows) == 1 and rows[0][0] == "x" and CompressedSerializer().loads_typed(rows[0][1:]) == {"n": "v" * 2000}
+
+
 def test_the_checkpoint_codec_variable(monkeypatch) -> None:
     from therasim.checkpoint import CompressedSerializer
     from therasim.errors import ConfigError
 
     monkeypatch.delenv("THERASIM_CHECKPOINT_CODEC", raising=False)
-    assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "zs:msgpack"  # the default since session 16 of #17
+    assert CompressedSerializer().dumps_typed({"t": "x" * 600})[0] == "zs:msgpack"  # the default since session 16 of #17
     monkeypatch.setenv("THERASIM_CHECKPOINT_CODEC", "zlib")
     assert CompressedSerializer().dumps_typed({"t": "x" * 400})[0] == "z:msgpack"  # what every therasim reads
     assert CompressedSerializer(codec="zstd").codec == "zstd"  # an explicit codec wins

@@ -154,8 +154,9 @@ def test_writes_of_one_loop_iteration_share_one_commit(tmp_path: Path) -> None:
 
 
 def test_a_cancelled_writer_does_not_cancel_the_others_of_its_batch(tmp_path: Path) -> None:
-    """Writers of one transaction share one future: cancelling one (its course was
-    cancelled) must leave the others to return once the batch is committed."""
+    """Writers of one transaction share one commit (each awaits a future of its own,
+    settled by it): cancelling one (its course was cancelled) must leave the others to
+    return once the batch is committed, and the batch's shared future alone."""
     path = tmp_path / "c.sqlite"
 
     def cfg(t: str) -> dict[str, Any]:
@@ -166,8 +167,12 @@ def test_a_cancelled_writer_does_not_cancel_the_others_of_its_batch(tmp_path: Pa
             saver.setup()
             tasks = [asyncio.ensure_future(saver.aput_writes(cfg(f"t{i}"), [("x", i)], "task")) for i in range(3)]
             await asyncio.sleep(0)  # all three wrote and wait for the same commit
+            batch = saver._batch  # what the lean executor's saves wait on (put_rows / put_write_rows)
+            assert batch is not None and not batch.done()
             tasks[1].cancel()
-            return await asyncio.gather(*tasks, return_exceptions=True)
+            outs = await asyncio.gather(*tasks, return_exceptions=True)
+            assert batch.done() and not batch.cancelled() and batch.result() is None
+            return outs
 
     outs = asyncio.run(run())
     assert outs[0] is None and outs[2] is None and isinstance(outs[1], asyncio.CancelledError)

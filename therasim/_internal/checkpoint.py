@@ -49,6 +49,13 @@ __all__ = ["CODECS", "CompressedSerializer", "GroupCommitSaver", "check_postgres
 _TAG = "z:"  # zlib (every therasim version reads it; the default before session 16 of #17)
 _ZTAG = "zs:"  # zstd (read since session 14 of #17, the default since session 16; older therasim versions cannot read it)
 CODECS = ("zstd", "zlib")
+#: zstd's level and the smallest blob it compresses (session 17 of #17: level 1 from 512 B;
+#: level 3 from 256 B before). A zstd frame does not depend on the level for reading.
+ZSTD_LEVEL, ZSTD_MIN_SIZE = 1, 512
+ZLIB_LEVEL, ZLIB_MIN_SIZE = 3, 256
+#: the page size of a new checkpoint file (session 17 of #17: 16 KB, SQLite's default 4 KB
+#: before; an existing file keeps its own). Every SQLite reads every page size.
+PAGE_SIZE = 16384
 
 
 class _Zstd:
@@ -157,16 +164,24 @@ class CompressedSerializer(JsonPlusSerializer):
     and uncompressed blobs. zstd compresses a checkpoint blob about as small as zlib
     at level 3 in under half the CPU (docs/benchmarks.md, sessions 14 and 16); a
     therasim from before session 14 knows ``z:`` only and cannot read ``zs:`` blobs
-    (it fails with ``Unknown serialization type: zs:msgpack``)."""
+    (it fails with ``Unknown serialization type: zs:msgpack``).
 
-    def __init__(self, level: int = 3, min_size: int = 256, codec: str | None = None, **kw: Any) -> None:
+    ``level`` and ``min_size`` (blobs smaller are stored uncompressed; every reader
+    takes them) default per codec: zstd level :data:`ZSTD_LEVEL` from
+    :data:`ZSTD_MIN_SIZE` bytes, zlib level 3 from 256 bytes. Neither is recorded in
+    a blob (a reader needs neither), so changing them changes no format."""
+
+    def __init__(self, level: int | None = None, min_size: int | None = None, codec: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         if codec is None:  # a run's savers are made by therasim: the variable picks the codec for them
             codec = checkpoint_codec()
         if codec not in ("zstd", "zlib"):
             raise ValueError(f"CompressedSerializer(codec={codec!r}): give 'zstd' or 'zlib' (or None: THERASIM_CHECKPOINT_CODEC, default zstd)")
-        self.level = level
-        self.min_size = min_size
+        zstd = codec == "zstd"
+        # defaults (session 17 of #17): zstd level 1 from 512 B (a third less compression
+        # CPU per call than level 3 from 256 B; ~5% more blob bytes), zlib as before
+        self.level = (ZSTD_LEVEL if zstd else ZLIB_LEVEL) if level is None else level
+        self.min_size = (ZSTD_MIN_SIZE if zstd else ZLIB_MIN_SIZE) if min_size is None else min_size
         self._zs = _zstd() if codec == "zstd" else None
         if codec == "zstd" and self._zs is None:
             raise ImportError("CompressedSerializer(codec='zstd') needs the zstandard package below Python 3.14: pip install zstandard")
@@ -221,12 +236,16 @@ class GroupCommitSaver(SqliteSaver):
 
     def __init__(self, conn: sqlite3.Connection, *, serde: Any = None) -> None:
         super().__init__(conn, serde=serde)
-        self._batch: asyncio.Future[None] | None = None
+        self._batch: asyncio.Future[None] | None = None  # the open transaction's commit (shared)
+        # the open transaction's awaiting writers (aput, aput_writes), a future each: a
+        # cancelled writer cancels only its own wait, the commit settles them all
+        self._waiters: list[asyncio.Future[None]] = []
         self.commits = 0  # transactions committed (statistics)
         self.statements = 0  # checkpoint and write batches they carried
 
     def _commit(self) -> None:
         fut, self._batch = self._batch, None
+        waiters, self._waiters = self._waiters, []
         if fut is None:
             return
         try:
@@ -235,14 +254,16 @@ class GroupCommitSaver(SqliteSaver):
         except BaseException as e:  # every writer of the failed transaction sees the error
             with contextlib.suppress(Exception):
                 self.conn.rollback()
-            if not fut.done():
-                fut.set_exception(e)
+            for f in (fut, *waiters):
+                if not f.done():
+                    f.set_exception(e)
             if not isinstance(e, Exception):
                 raise
         else:
             self.commits += 1
-            if not fut.done():
-                fut.set_result(None)
+            for f in (fut, *waiters):
+                if not f.done():
+                    f.set_result(None)
 
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> asyncio.Future[None]:
         self.setup()
@@ -254,6 +275,16 @@ class GroupCommitSaver(SqliteSaver):
             self._batch = loop.create_future()
             loop.call_soon(self._commit)
         return self._batch
+
+    def _wait(self) -> asyncio.Future[None]:
+        """A future of the calling writer's own, settled by the commit of the open batch
+        (the one its rows just went into): awaited instead of ``asyncio.shield`` around
+        the batch's future, which costs an outer future and two done callbacks per
+        writer (session 17 of #17). Cancelling it leaves the batch and its other
+        writers alone."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
 
     def put_rows(self, config: Any, checkpoint: Any, metadata: Any) -> asyncio.Future[None]:
         """:meth:`aput`'s statement, executed now; the future of the commit that holds
@@ -269,20 +300,19 @@ class GroupCommitSaver(SqliteSaver):
         :meth:`put_rows`."""
         cfg = config["configurable"]
         verb = "REPLACE" if all(w[0] in WRITES_IDX_MAP for w in writes) else "IGNORE"
-        rows = [
-            (str(cfg["thread_id"]), str(cfg["checkpoint_ns"]), str(cfg["checkpoint_id"]), task_id, task_path, WRITES_IDX_MAP.get(ch, i), ch, *self.serde.dumps_typed(v))
-            for i, (ch, v) in enumerate(writes)
-        ]
-        return self._write(_WRITES.format(verb=verb), rows)
+        key = (str(cfg["thread_id"]), str(cfg["checkpoint_ns"]), str(cfg["checkpoint_id"]), task_id, task_path)
+        dumps, idx = self.serde.dumps_typed, WRITES_IDX_MAP.get
+        return self._write(_WRITES.format(verb=verb), [(*key, idx(ch, i), ch, *dumps(v)) for i, (ch, v) in enumerate(writes)])
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
         cfg = config["configurable"]
-        await asyncio.shield(self.put_rows(config, checkpoint, metadata))
+        self.put_rows(config, checkpoint, metadata)
+        await self._wait()
         return {"configurable": {"thread_id": cfg["thread_id"], "checkpoint_ns": cfg["checkpoint_ns"], "checkpoint_id": checkpoint["id"]}}
 
     async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        # shielded: the batch's future is every writer's; a cancelled writer must not cancel it for the others
-        await asyncio.shield(self.put_write_rows(config, writes, task_id, task_path))
+        self.put_write_rows(config, writes, task_id, task_path)
+        await self._wait()
 
     async def aget_tuple(self, config: Any) -> Any:
         return self.get_tuple(config)
@@ -326,7 +356,8 @@ async def open_checkpointer(path: str, *, group_commit: bool | None = None, read
 
     # WAL with synchronous=NORMAL: a committed checkpoint survives the process being
     # killed (the OS has it); only an OS crash could lose the last few commits.
-    pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+    # page_size first: it takes effect on a new file only (before WAL and the tables)
+    pragmas = (f"PRAGMA page_size={PAGE_SIZE}", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
     if group_commit and not readonly:
         try:
             sconn = sqlite3.connect(path, check_same_thread=False)
