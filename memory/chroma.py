@@ -80,9 +80,14 @@ BLOCK_SIZE = 256
 OPEN_BLOCKS = 2
 #: the longest a memory write waits for other clients' writes to share its upsert
 #: (``THERASIM_MEMORY_GATHER_MS``; 0 turns gathering off), and the writers a batch
-#: waits for at most (see :meth:`ChromaMemoryStore.gather_wait`)
+#: waits for at most (``THERASIM_MEMORY_GATHER_WRITERS``; see
+#: :meth:`ChromaMemoryStore.gather_wait`). 64, not 8 as before: an embedded upsert's
+#: CPU is mostly what it re-reads and commits per call, not per item, so a 64-course
+#: run's 2,576 items took 14 upserts instead of 35-47 and its Chroma threads' CPU per
+#: model call fell by about a quarter, with no longer wall time (docs/benchmarks.md,
+#: "Issue #17, session 17 (mem)"); a write still waits at most ``GATHER_S``.
 GATHER_S = 0.5
-GATHER_WRITERS = 8
+GATHER_WRITERS = 64
 #: new collections' ``hnsw:sync_threshold`` (``THERASIM_CHROMA_HNSW_SYNC``; Chroma's
 #: default is 1000). Embedded Chroma persists a collection's HNSW index (and only then
 #: advances the log position it purges up to) every this many written items, and an
@@ -130,6 +135,10 @@ def _gather_s() -> float:
         return max(float(raw), 0.0) / 1000
     except ValueError:
         raise TherasimError(f"THERASIM_MEMORY_GATHER_MS={raw!r}: give milliseconds (a number, 0 turns gathering off)") from None
+
+
+def _gather_writers() -> int:
+    return _env_int("THERASIM_MEMORY_GATHER_WRITERS", GATHER_WRITERS, 1)
 
 
 def run_layout(backend: str) -> str:
@@ -286,6 +295,7 @@ class ChromaMemoryStore:
         # different clients), for gather_wait
         self._arrivals: dict[tuple[int, str], tuple[float, str, float]] = {}
         self.gather_s = _gather_s()
+        self.gather_writers = _gather_writers()  # GATHER_WRITERS
         self.upserts = 0  # statistics: Chroma upserts the grouped writes took
         self.reads = 0  # statistics: Chroma reads (get) of a client's items (mirror loads, list)
         self.hnsw_sync = _hnsw_sync()  # new collections' hnsw:sync_threshold (HNSW_SYNC)
@@ -496,7 +506,7 @@ class ChromaMemoryStore:
             others = self._clients_in_use(client_id)
             if others is not None and others <= 1:
                 wait = 0.0  # no other client of the block in flight: nobody to wait for
-            enough = GATHER_WRITERS if others is None else max(min(GATHER_WRITERS, others), 1)
+            enough = self.gather_writers if others is None else max(min(self.gather_writers, others), 1)
             while True:
                 b = self._open_batch.get(key)
                 owner = b is None
@@ -570,7 +580,7 @@ class ChromaMemoryStore:
         while other clients' writes are expected: the mean gap between writes of
         different clients to the collection (a moving average; one client's own writes
         never count, so a lone course never waits) gives the wait for
-        ``GATHER_WRITERS - 1`` more, capped at :attr:`gather_s`; nothing waits when even
+        :attr:`gather_writers` ``- 1`` more (:data:`GATHER_WRITERS`), capped at :attr:`gather_s`; nothing waits when even
         one more is not expected within it. In the blocks layout a batch also goes as
         soon as every client of the block in flight has joined it, and nothing waits
         when no other client of the block is in flight. The writers still return only once the
@@ -588,7 +598,7 @@ class ChromaMemoryStore:
         self._arrivals[key] = (now, client_id, gap)
         if self.gather_s <= 0 or gap >= self.gather_s:
             return 0.0
-        return min(self.gather_s, (GATHER_WRITERS - 1) * gap)
+        return min(self.gather_s, (self.gather_writers - 1) * gap)
 
     def flush(self) -> int:
         """Write buffered items (after an outage); returns how many batches are still pending."""
@@ -636,6 +646,31 @@ class ChromaMemoryStore:
                 while len(self._cols) > self._handles:
                     self._cols.popitem(last=False)
             return col
+
+    def _held_col(self, client_id: str, role: str) -> Any:
+        """What :meth:`_col` returns when it needs no call into Chroma: the collection
+        handle this store already holds (the client's use of its block recorded as
+        :meth:`_col` records it); None when it holds none or another thread holds
+        ``_lock`` (never waits: the event loop calls this)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._layout == "blocks":
+                key = self._block_key(client_id)
+                b = self._blocks.get(key)
+                col = b.cols.get(role) if b is not None else None
+                if col is not None:
+                    assert b is not None
+                    self._blocks.move_to_end(key)
+                    b.users.add(client_id)
+                return col
+            name = _shared_name(role, self.scope) if self._shared else _collection_name(client_id, role, self.scope)
+            col = self._cols.get(name)
+            if col is not None:
+                self._cols.move_to_end(name)
+            return col
+        finally:
+            self._lock.release()
 
     def add(self, client_id: str, role: MemoryRole, items: list[dict[str, Any]], embeddings: list[Any] | None = None) -> list[str]:
         """Store items; ``embeddings`` (one vector per item) skips the embedding function."""
@@ -697,7 +732,12 @@ class ChromaMemoryStore:
 
         from therasim.memory.pool import run_memory
 
-        col = await run_memory(self._retry, lambda: self._col(client_id, role))  # the client's use of its block starts here
+        # the client's use of its block starts here; a handle this store holds is taken
+        # on the loop (no Chroma call), anything else (opening a block or a collection)
+        # on the memory pool
+        col = self._held_col(client_id, role)
+        if col is None:
+            col = await run_memory(self._retry, lambda: self._col(client_id, role))
         loop = asyncio.get_running_loop()
         key = (id(loop), id(col), role)
         stored = self._stored_ids(client_id, ids)
@@ -709,7 +749,7 @@ class ChromaMemoryStore:
         others = None if self._layout != "blocks" else (len(blk.users) if blk is not None else 0)
         if others is not None and others <= 1:
             wait = 0.0  # no other client of the block in flight: nobody to wait for
-        enough = GATHER_WRITERS if others is None else max(min(GATHER_WRITERS, others), 1)
+        enough = self.gather_writers if others is None else max(min(self.gather_writers, others), 1)
         while True:
             b = self._abatches.get(key)
             if b is None:

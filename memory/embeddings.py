@@ -105,6 +105,21 @@ class OpenAIEmbedding(MiniLMEmbedding):
         return [np.asarray(d.embedding, dtype="float32") for d in out.data]
 
 
+_BUCKETS: dict[str, int] = {}
+_BUCKETS_MAX = 1 << 16
+
+
+def _hash_bucket(word: str) -> int:
+    """``word``'s dimension in :class:`HashEmbedding` (md5 of the word, mod 64),
+    remembered for the most recent words (a bench's courses repeat a small vocabulary)."""
+    b = _BUCKETS.get(word)
+    if b is None:
+        if len(_BUCKETS) >= _BUCKETS_MAX:
+            _BUCKETS.clear()
+        b = _BUCKETS[word] = int(hashlib.md5(word.encode()).hexdigest(), 16) % 64
+    return b
+
+
 class HashEmbedding:
     """A tiny deterministic bag-of-words embedding (64 dims) for fast Chroma tests.
     Not a real embedding: use MiniLM (the default) for anything but tests."""
@@ -132,14 +147,13 @@ class HashEmbedding:
     def __call__(self, input: list[str]) -> list[Any]:
         import numpy as np
 
-        out = []
-        for text in input:
-            v = np.zeros(64, dtype="float32")
-            for w in text.lower().split():
-                v[int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
-            n = float(np.linalg.norm(v)) or 1.0
-            out.append(v / n)
-        return out
+        # each word counted in its bucket (small whole numbers, exact in float32), one
+        # row per text, each row scaled to unit length (its own norm, as one row alone)
+        n = len(input)
+        flat = [i * 64 + _hash_bucket(w) for i, text in enumerate(input) for w in text.lower().split()]
+        counts = np.bincount(flat, minlength=64 * n).astype("float32").reshape(n, 64) if flat else np.zeros((n, 64), dtype="float32")
+        norms = np.array([float(np.linalg.norm(v)) or 1.0 for v in counts], dtype="float32")
+        return list(counts / norms[:, None])
 
     def embed_query(self, input: list[str]) -> list[Any]:
         return self(input)

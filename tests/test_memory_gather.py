@@ -35,15 +35,59 @@ def test_a_lone_course_never_waits(tmp_path: Path) -> None:
 
 def test_the_wait_follows_the_gap_between_clients_writes(tmp_path: Path) -> None:
     s = _store(tmp_path)
+    s.gather_writers = 8
     assert s.gather_wait(KEY, "c1", 10.0) == 0.0  # nothing known yet
     # c2 10 ms after c1: the mean gap is 10 ms, so 7 more writers take ~70 ms
-    assert s.gather_wait(KEY, "c2", 10.01) == pytest.approx((GATHER_WRITERS - 1) * 0.01)
+    assert s.gather_wait(KEY, "c2", 10.01) == pytest.approx(7 * 0.01)
     # then a 1 s gap: the moving average 0.8 * 0.01 + 0.2 * 1.0 = 0.208 s, the wait capped at 0.5 s
     assert s.gather_wait(KEY, "c3", 11.01) == pytest.approx(0.5)
     # sparse writes (a mean gap longer than the cap): no more expected in time, no wait
     assert s.gather_wait(KEY, "c4", 13.01) == 0.0
     # another collection keeps its own estimate
     assert s.gather_wait((2, "client"), "c5", 13.02) == 0.0
+
+
+def test_a_batch_waits_for_up_to_64_writers_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default expects up to ``GATHER_WRITERS`` (64) writers: a 5 ms gap between
+    clients' writes gives 63 x 5 ms; a 10 ms gap hits the 500 ms cap.
+    ``THERASIM_MEMORY_GATHER_WRITERS`` sets it (8: the value before session 17)."""
+    assert GATHER_WRITERS == 64
+    s = _store(tmp_path)
+    assert s.gather_writers == 64
+    s.gather_wait(KEY, "c1", 10.0)
+    assert s.gather_wait(KEY, "c2", 10.005) == pytest.approx(63 * 0.005)
+    assert s.gather_wait((2, "client"), "c1", 20.0) == 0.0
+    assert s.gather_wait((2, "client"), "c2", 20.01) == pytest.approx(0.5)
+    monkeypatch.setenv("THERASIM_MEMORY_GATHER_WRITERS", "8")
+    assert _store(tmp_path / "b").gather_writers == 8
+    monkeypatch.setenv("THERASIM_MEMORY_GATHER_WRITERS", "0")
+    with pytest.raises(TherasimError, match="THERASIM_MEMORY_GATHER_WRITERS"):
+        _store(tmp_path / "c")
+
+
+def test_sixteen_writers_in_flight_share_one_upsert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sixteen clients of a block in flight, their writes 30 ms apart: with other
+    clients' writes expected the first waits and all sixteen share one upsert (the
+    sixteenth, the last client in flight, sends it). With eight writers at most, as
+    before, they took two upserts of eight."""
+    ids = [f"c{i:02d}" for i in range(16)]
+    store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
+    store.gather_s = 30.0
+    key = (id(store._col(ids[0], "counselor")), "counselor")
+    store.gather_wait(key, "x1", time.monotonic() - 0.4)
+    store.gather_wait(key, "x2", time.monotonic() - 0.2)
+    for cid in ids:
+        store.search(cid, "counselor", "sleep")  # sixteen courses in flight
+    threads = [threading.Thread(target=store.add, args=(cid, "counselor", [{"text": f"{cid} sleeps badly", "kind": "fact", "session": 1}]), kwargs={"embeddings": store.embed([f"{cid} sleeps badly"])}) for cid in ids]
+    for t in threads:
+        t.start()
+        time.sleep(0.03)
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert calls == [16] and store.upserts == 1
+    for cid in ids:
+        assert [x["text"] for x in store.list(cid, "counselor")] == [f"{cid} sleeps badly"]
 
 
 def test_gathering_off_and_a_bad_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,9 +107,10 @@ def _eight_clients_expected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     flight (each recalled at its session's start), writes of other clients seen 200 ms
     apart, so a first batch waits 7 x ~0.2 s for seven more, far longer than eight
     writes 30 ms apart take to arrive (~0.2 s): the eighth sends it."""
-    ids = [f"c{i}" for i in range(GATHER_WRITERS)]
+    ids = [f"c{i}" for i in range(8)]
     store, calls = slow_upsert_block_store(str(tmp_path / "m"), ids, monkeypatch, 0.0)
     store.gather_s = 30.0
+    store.gather_writers = 8  # eight at most (the default, 64, would also send at the eighth: every client in flight joined)
     key = (id(store._col(ids[0], "counselor")), "counselor")
     store.gather_wait(key, "x1", time.monotonic() - 0.4)
     store.gather_wait(key, "x2", time.monotonic() - 0.2)
@@ -93,7 +138,7 @@ def test_writers_arriving_one_by_one_share_one_upsert(tmp_path: Path, monkeypatc
         time.sleep(0.03)
     for t in threads:
         t.join(60)
-    assert calls == [GATHER_WRITERS]  # one upsert of eight items
+    assert calls == [8]  # one upsert of eight items
     assert store.upserts == 1
     for cid in ids:
         assert len(done[cid]) == 1
@@ -160,7 +205,7 @@ def test_writers_on_the_loop_share_one_upsert_and_hold_no_thread_while_waiting(t
         return {cid: await t for cid, t in tasks.items()}
 
     done = asyncio.run(go())
-    assert calls == [GATHER_WRITERS]
+    assert calls == [8]
     assert store.upserts == 1
     assert max(most) <= 1  # seven writers waiting for the eighth, none of them on a thread
     for cid in ids:
@@ -223,3 +268,47 @@ def test_a_bad_item_on_the_loop_fails_only_its_writer(tmp_path: Path, monkeypatc
     assert calls[0] == 1 and sorted(calls[1:]) == [1, 1]  # the batch could not be sent whole: each writer sent its own part
     assert [x["text"] for x in store.list("a", "counselor")] == ["a fine"]
     assert store.list("b", "counselor") == []
+
+
+def test_a_write_on_the_loop_takes_a_held_collection_without_a_memory_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aadd`` needs its collection's handle: the first write of a block opens it on the
+    memory pool; a later write finds the handle this store holds on the loop, so only
+    its upsert runs on the pool (one memory-thread call per write, not two). The
+    client's use of its block is recorded either way (a released client's next write
+    keeps its block open), and a held ``_lock`` sends the lookup to the pool."""
+    import asyncio
+
+    from therasim.memory.pool import memory_pool
+
+    store = _store(tmp_path, gather_s=0.0)
+    store.assign_blocks(["a", "b"], 4)
+    real_submit = memory_pool().submit
+    submitted: list[str] = []
+
+    def counting_submit(fn: Any, *a: Any) -> Any:
+        submitted.append(getattr(fn, "args", ("",))[0].__class__.__name__)
+        return real_submit(fn, *a)
+
+    monkeypatch.setattr(memory_pool(), "submit", counting_submit)
+
+    async def write(cid: str, text: str) -> list[str]:
+        return await store.aadd(cid, "counselor", [{"text": text, "kind": "fact", "session": 1}], embeddings=store.embed([text]))
+
+    asyncio.run(write("a", "a sleeps badly"))
+    assert len(submitted) == 2  # the block opened, then the upsert
+    submitted.clear()
+    asyncio.run(write("a", "a walks daily"))
+    assert len(submitted) == 1  # the upsert only
+    store.release("a")
+    assert "a" not in store._blocks[0].users
+    submitted.clear()
+    asyncio.run(write("a", "a reads at night"))
+    assert len(submitted) == 1 and "a" in store._blocks[0].users
+    with store._lock:  # another thread inside _col: the loop does not wait for it
+        assert store._held_col("a", "counselor") is None
+    submitted.clear()
+    asyncio.run(write("b", "b sleeps well"))  # b's first write, its block held: on the loop too
+    assert len(submitted) == 1 and store._blocks[0].users == {"a", "b"}
+    assert [x["text"] for x in store.list("a", "counselor")] == ["a sleeps badly", "a walks daily", "a reads at night"]
+    assert store.upserts == 4
+    store.close()
