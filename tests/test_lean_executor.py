@@ -551,3 +551,47 @@ def test_lean_reads_are_langgraphs(monkeypatch: pytest.MonkeyPatch, fold_calls: 
     for name in ("lean", "custom"):
         _session(name, lean=True)
     assert any(fresh for _, fresh in reads)
+
+
+@pytest.mark.parametrize("cancel_at", [1, 3, 5])
+def test_a_cancelled_lean_session_leaves_the_others_and_resumes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, cancel_at: int) -> None:
+    """Two lean sessions share the group-commit saver (and its commits); one is
+    cancelled at its ``cancel_at``-th save. The other finishes with the transcript of
+    a session run alone, and the cancelled one, resumed, finishes with it too."""
+    from therasim._internal.checkpoint import GroupCommitSaver
+
+    monkeypatch.setenv(executor.EXECUTOR_ENV, "lean")
+    ref, _, _, _ = _sqlite_session(tmp_path / "ref.sqlite", tasks=False)
+    saver = _sqlite_saver(tmp_path / "x.sqlite")
+    g = preset("lean").compile(checkpointer=saver)
+
+    def cfg(t: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": t}, "recursion_limit": session_recursion_limit(3)}
+
+    saves = {"n": 0}
+    victim: list[asyncio.Task[Any]] = []
+    put = GroupCommitSaver.put_rows
+
+    def counting(self: Any, config: Any, *a: Any) -> Any:
+        if config["configurable"]["thread_id"] == "a":
+            saves["n"] += 1
+            if saves["n"] == cancel_at:
+                victim[0].cancel()
+        return put(self, config, *a)
+
+    monkeypatch.setattr(GroupCommitSaver, "put_rows", counting)
+
+    async def go() -> Any:
+        a = asyncio.ensure_future(executor.ainvoke(g, initial_session_state(example_profiles()[0]), cfg("a"), context=_ctx(3), durability="sync"))
+        victim.append(a)
+        b = await executor.ainvoke(g, initial_session_state(example_profiles()[0]), cfg("b"), context=_ctx(3), durability="sync")
+        with pytest.raises(asyncio.CancelledError):
+            await a
+        await asyncio.sleep(0)
+        return b
+
+    b = asyncio.run(go())
+    assert saves["n"] >= cancel_at
+    assert _strip(b) == _strip(ref)
+    resumed = asyncio.run(executor.ainvoke(g, None, cfg("a"), context=_ctx(3), durability="sync"))
+    assert [(t["speaker"], t["text"]) for t in resumed["transcript"]] == [(t["speaker"], t["text"]) for t in ref["transcript"]]
