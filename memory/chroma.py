@@ -81,13 +81,13 @@ OPEN_BLOCKS = 2
 #: the longest a memory write waits for other clients' writes to share its upsert
 #: (``THERASIM_MEMORY_GATHER_MS``; 0 turns gathering off), and the writers a batch
 #: waits for at most (``THERASIM_MEMORY_GATHER_WRITERS``; see
-#: :meth:`ChromaMemoryStore.gather_wait`). 64, not 8 as before: an embedded upsert's
-#: CPU is mostly what it re-reads and commits per call, not per item, so a 64-course
-#: run's 2,576 items took 14 upserts instead of 35-47 and its Chroma threads' CPU per
-#: model call fell by about a quarter, with no longer wall time (docs/benchmarks.md,
-#: "Issue #17, session 17 (mem)"); a write still waits at most ``GATHER_S``.
+#: :meth:`ChromaMemoryStore.gather_wait`). 64 took a 64-course run's 2,576 items in
+#: 14-16 upserts instead of 38-39, but its CPU per model call did not measurably
+#: change (docs/benchmarks.md, "Issue #17, session 17 (mem)"), so 8 stays the default:
+#: fewer writers to wait for keeps a write's wait short once a long run's courses are
+#: out of step; a write waits at most ``GATHER_S`` either way.
 GATHER_S = 0.5
-GATHER_WRITERS = 64
+GATHER_WRITERS = 8
 #: new collections' ``hnsw:sync_threshold`` (``THERASIM_CHROMA_HNSW_SYNC``; Chroma's
 #: default is 1000). Embedded Chroma persists a collection's HNSW index (and only then
 #: advances the log position it purges up to) every this many written items, and an
