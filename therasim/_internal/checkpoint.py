@@ -257,6 +257,10 @@ class GroupCommitSaver(SqliteSaver):
             for f in (fut, *waiters):
                 if not f.done():
                     f.set_exception(e)
+            # the shared future may have no awaiter (aput / aput_writes wait on their own):
+            # its error is each writer's, so asyncio must not log it as never retrieved
+            if not fut.cancelled():
+                fut.exception()
             if not isinstance(e, Exception):
                 raise
         else:
