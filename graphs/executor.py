@@ -349,7 +349,6 @@ class _Saves:
         self.aloop.call_soon(_run_save, self.tasks, fut, write, args)
         return fut
 
-
     def _after(self, pending: list[Any], prev: Any, args: tuple[Any, ...]) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = self.aloop.create_future()
         self.tasks[fut] = (False, True)

@@ -626,12 +626,17 @@ class ChromaMemoryStore:
                 raise
             return None
 
+    def _col_name(self, client_id: str, role: str) -> str:
+        """The name of the collection holding ``client_id``'s ``role`` memories (shared and
+        per-client layouts; a block names its own)."""
+        return _shared_name(role, self.scope) if self._shared else _collection_name(client_id, role, self.scope)
+
     def _col(self, client_id: str, role: str, create: bool = True) -> Any:
         if role not in ("counselor", "client"):
             raise TherasimError(f"memory role must be 'counselor' or 'client', got {role!r}")
         if self._layout == "blocks":
             return self._block_col(client_id, role, create)
-        name = _shared_name(role, self.scope) if self._shared else _collection_name(client_id, role, self.scope)
+        name = self._col_name(client_id, role)
         with self._lock:
             col = self._cols.get(name)
             if col is not None:
@@ -664,7 +669,7 @@ class ChromaMemoryStore:
                     self._blocks.move_to_end(key)
                     b.users.add(client_id)
                 return col
-            name = _shared_name(role, self.scope) if self._shared else _collection_name(client_id, role, self.scope)
+            name = self._col_name(client_id, role)
             col = self._cols.get(name)
             if col is not None:
                 self._cols.move_to_end(name)

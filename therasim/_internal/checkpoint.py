@@ -175,7 +175,7 @@ class CompressedSerializer(JsonPlusSerializer):
         super().__init__(**kw)
         if codec is None:  # a run's savers are made by therasim: the variable picks the codec for them
             codec = checkpoint_codec()
-        if codec not in ("zstd", "zlib"):
+        if codec not in CODECS:
             raise ValueError(f"CompressedSerializer(codec={codec!r}): give 'zstd' or 'zlib' (or None: THERASIM_CHECKPOINT_CODEC, default zstd)")
         zstd = codec == "zstd"
         # defaults (session 17 of #17): zstd level 1 from 512 B (a third less compression
