@@ -17,7 +17,7 @@ from therasim.context import NodeContext
 from therasim.contract import NodeSpec
 from therasim.state import View
 
-__all__ = ["SPEC", "memory_recall", "recall", "remember", "salient_quotes"]
+__all__ = ["SPEC", "client_note", "counselor_note", "memory_recall", "recall", "remember", "salient_quotes"]
 
 _KEEP = ("id", "text", "session", "kind", "score")
 
@@ -83,6 +83,37 @@ def salient_quotes(turns: list[dict[str, Any]], n: int = 3) -> list[str]:
     return [t["text"].strip()[:300] for _, t in sorted(ranked, key=lambda it: it[0])]
 
 
+def _sentence(text: str) -> str:
+    t = str(text).strip()
+    return t if not t or t[-1] in ".!?\"')" else t + "."
+
+
+def counselor_note(session: int, s: dict[str, Any]) -> str:
+    """The counselor's note of a session as one memory: themes, progress, risk, plan
+    and homework, the parts of one summary (a progress note), stored and recalled
+    together. Each stored item costs embedded Chroma ~0.5 ms of CPU (its log, full-text
+    and vector indexes), so one note instead of four items per session cut the
+    memory layer's CPU by about half (docs/benchmarks.md, "Issue #17, session 18
+    (integrator)"). Facts and the client's salient quotes stay items of their own,
+    found again one by one by relevance."""
+    themes = ", ".join(s.get("themes") or [])
+    parts = [f"Session {session} note:" + (f" themes {themes}." if themes else ""), _sentence(s.get("progress", ""))]
+    parts.append(f"Risk (peak {s.get('risk_peak', 'none')}): {_sentence(s.get('risk', ''))}")
+    parts.append(f"Plan: {_sentence(s.get('plan', ''))}")
+    if str(s.get("homework") or "").strip():
+        parts.append(f"Homework set: {_sentence(s['homework'])}")
+    return " ".join(p for p in parts if p)
+
+
+def client_note(session: int, r: dict[str, Any]) -> str:
+    """The client's recollection of a session as one memory, in their words: what
+    they remember, how they felt after it, their homework (see :func:`counselor_note`)."""
+    parts = [f"Session {session}: {_sentence(r.get('remembers', ''))}", f"How I felt after it: {_sentence(r.get('feels', ''))}"]
+    if str(r.get("homework") or "").strip():
+        parts.append(f"My homework: {_sentence(r['homework'])}")
+    return " ".join(parts)
+
+
 def _mid(course_key: str, role: str, session: int, kind: str, i: int) -> str:
     # Ids from position, not text: a step re-run after a resume overwrites, never duplicates.
     return hashlib.sha1(f"{course_key}|{role}|{session}|{kind}|{i}".encode()).hexdigest()[:24]
@@ -105,12 +136,8 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
     for s in summaries:
         if s.get("error"):
             continue
-        c_items.append({"text": f"Session {session}: themes {', '.join(s['themes'])}. {s['progress']}", "kind": "summary"})
+        c_items.append({"text": counselor_note(session, s), "kind": "summary"})
         c_items += [{"text": f, "kind": "fact"} for f in s.get("facts") or [] if f.strip()]
-        if s.get("homework", "").strip():
-            c_items.append({"text": f"Homework set in session {session}: {s['homework']}", "kind": "homework"})
-        c_items.append({"text": f"Risk in session {session} (peak {s.get('risk_peak', 'none')}): {s['risk']}", "kind": "risk"})
-        c_items.append({"text": f"Plan after session {session}: {s['plan']}", "kind": "plan"})
     # What the client said, in their words: kept even when a summary is invalid, and
     # found again by relevance when the client returns to a theme.
     c_items += [{"text": f'Client in session {session}: "{q}"', "kind": "fact"} for q in salient_quotes((view.get("last") or {}).get("transcript") or [])]
@@ -118,10 +145,7 @@ async def remember(view: View, ctx: NodeContext) -> dict[str, Any]:
     for r in recollections:
         if r.get("error"):
             continue
-        cl_items.append({"text": f"Session {session}: {r['remembers']}", "kind": "summary"})
-        cl_items.append({"text": f"How I felt after session {session}: {r['feels']}", "kind": "fact"})
-        if r.get("homework", "").strip():
-            cl_items.append({"text": f"My homework from session {session}: {r['homework']}", "kind": "homework"})
+        cl_items.append({"text": client_note(session, r), "kind": "summary"})
     cl_items += list((view.get("pending") or {}).get("client_memory_writes") or [])
     written: dict[str, list[str]] = {}
     # One embedding batch for the session's writes of both roles (then one upsert per role).

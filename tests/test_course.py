@@ -68,8 +68,15 @@ def test_course_runs_every_step_and_files_one_record_per_session(store):
     items = recs[2]["recall"]["counselor"]["items"]
     assert items and all(i["session"] == 1 and isinstance(i["score"], float) for i in items)
     # memory kinds land in the right role's collection
-    kinds = {m["kind"] for m in store.list(out["client_id"], "counselor")}
-    assert {"summary", "risk", "plan"} <= kinds
+    counselor = store.list(out["client_id"], "counselor")
+    assert {m["kind"] for m in counselor} <= {"summary", "fact"}
+    # one note per session, holding the summary's risk and plan (nodes.recall.counselor_note)
+    for r in recs:
+        (note,) = [m for m in counselor if m["kind"] == "summary" and m["session"] == r["session"]]
+        assert note["text"].startswith(f"Session {r['session']} note:") and f"Plan: {r['summary']['plan'].strip()}" in note["text"]
+        assert f"Risk (peak {r['summary'].get('risk_peak', 'none')}): {r['summary']['risk'].strip()}" in note["text"]
+    client = store.list(out["client_id"], "client")
+    assert sorted(m["session"] for m in client if m["kind"] == "summary") == [1, 2, 3]
     assert any(m["kind"] == "event" for m in store.list(out["client_id"], "client"))
 
 
