@@ -94,6 +94,33 @@ def test_appraisal_fast_path_gives_the_case_insensitive_result(odd: bool) -> Non
     assert has_risk_cue("\u017fuicidal thoughts") and not has_risk_cue("suicidal".replace("s", "z"))
 
 
+def test_boundary_search_gives_the_plain_search() -> None:
+    """The lexicons' presence test after a separator (appraisal._AfterBoundary) finds a
+    phrase exactly where the plain ``\\b`` search does: at the text's start, after
+    any non-word character (space, punctuation, newline, quote, hyphen), never after
+    a letter, digit or underscore; and every pattern qualifies for it."""
+    assert set(appraisal._PRESENT) == set(MOVE_LEXICON)
+    for p in (*(p for ps in MOVE_LEXICON.values() for p in ps), *RISK_CUES):
+        assert appraisal._word_led(p), p
+    for p in (r"\bs?uicid", r"\b(?:a?|b)c", r"\b(?:ab|c)?d", r"\b.x", r"\b(?:ab|(?:c))d", r"\b(?<=a)b", r"\b(?:|a)b", r"\b^ab"):
+        assert not appraisal._word_led(p), p  # a match could start elsewhere: the plain search
+    risk = appraisal._AfterBoundary(RISK_CUES)  # the risk cues qualify too (has_risk_cue keeps its one search)
+    rng = random.Random(11)
+    glue = ["", " ", "\n", ".", ",", "'", '"', "-", "(", ")", "_", "3", "x", "?", "!", "/", ":", "\t", "  "]
+    phrases = [p.lower() for p in PHRASES]
+    for _ in range(3000):
+        words = [*phrases, "the week", "and", "i"]
+        parts = [rng.choice(words) for _ in range(rng.randint(1, 5))]
+        text = "".join(rng.choice(glue) + part for part in parts) + rng.choice(glue)
+        seps = set(text) - appraisal._WORD_LOWER
+        for move, ps in MOVE_LEXICON.items():
+            want = any(re.search(p, text) for p in ps)
+            assert appraisal._PRESENT[move](text, seps) is want, (move, text)
+        assert risk(text, seps) is any(re.search(p, text) for p in RISK_CUES), text
+    assert appraisal._PRESENT["safety_check"]("suicide", set()) and not appraisal._PRESENT["safety_check"]("x_suicide", {"_"} - appraisal._WORD_LOWER)
+    assert appraisal._PRESENT["exploration"]("(tell me more)", {"(", ")"}) and not appraisal._PRESENT["exploration"]("3tell me more", {" "})
+
+
 def test_transcript_projection_is_the_filtered_copy() -> None:
     """Each side's transcript: the same keys in the same order as the filtering it
     replaced, and fresh dicts (a node changing its view leaves the state alone)."""

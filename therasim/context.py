@@ -106,13 +106,47 @@ class SimContext:
         mode, to LangGraph's stream (each event is a dict with an ``event`` key)."""
         if self.on_event is not None:
             self.on_event(event)
+        get_writer = _GET_WRITER[0] if _GET_WRITER else _stream_writer_getter()
         try:
-            from langgraph.config import get_stream_writer
-
-            writer = get_stream_writer()
+            writer = get_writer()
         except RuntimeError:  # not inside a graph run
             return
-        writer(dict(event))
+        try:
+            silent = _SILENT[writer]
+        except KeyError:
+            silent = _silent(writer)
+        except TypeError:  # an unhashable callable
+            silent = False
+        if not silent:  # a writer that drops what it gets needs no copy of it
+            writer(dict(event))
+
+
+# LangGraph's ``get_stream_writer``, imported on the first event (it was imported per
+# event), and for each stream writer seen whether it drops what it is given (a function
+# whose code is ``return None``: LangGraph's runtime without the ``custom`` stream
+# mode, the lean executor's)
+_GET_WRITER: list[Callable[[], Callable[[Any], None]]] = []
+_SILENT: dict[Any, bool] = {}
+
+
+def _stream_writer_getter() -> Callable[[], Callable[[Any], None]]:
+    from langgraph.config import get_stream_writer
+
+    _GET_WRITER.append(get_stream_writer)
+    return get_stream_writer
+
+
+def _drops(_: Any) -> None:
+    return None
+
+
+def _silent(writer: Any) -> bool:
+    code = getattr(writer, "__code__", None)
+    silent = type(writer).__name__ == "function" and code is not None and code.co_code == _drops.__code__.co_code and code.co_consts == _drops.__code__.co_consts
+    if len(_SILENT) >= 256:  # per-run writers (closures) come and go
+        _SILENT.clear()
+    _SILENT[writer] = silent
+    return silent
 
 
 def as_sim_context(ctx: Any) -> SimContext:
@@ -262,7 +296,8 @@ class NodeContext:
         if error:
             rec["error"] = error
         self.calls.append(rec)
-        self.sim.emit({"event": "node_call", **{k: self.ids.get(k) for k in ("run_id", "client_id", "session", "exchange")}, **rec, "ts": time.time()})
+        ids = self.ids
+        self.sim.emit({"event": "node_call", "run_id": ids.get("run_id"), "client_id": ids.get("client_id"), "session": ids.get("session"), "exchange": ids.get("exchange"), **rec, "ts": time.time()})
 
     async def text(self, role: Role, messages: list[BaseMessage], *, max_tokens: int | None = None) -> str:
         """Free-text generation by the model of ``role``."""
