@@ -20,8 +20,13 @@ LangGraph submits them, an asyncio task each), ``read=langgraph`` (on a tree wit
 ``graphs.executor._local_read``: a router's fresh read copies every channel, as LangGraph's does),
 ``ck=LEVEL,MIN_SIZE,PAGE_SIZE`` (the zstd level, the smallest blob compressed and a new
 checkpoint file's page size the run is made with: ``ck=3,256,4096`` is what session 16 of #17
-wrote, the defaults since session 17 are 1,512,16384) and ``mem=0`` (the cohort without memory,
-``course.memory: false``).
+wrote, the defaults since session 17 are 1,512,16384), ``mem=0`` (the cohort without memory,
+``course.memory: false``), ``files=0`` (on a tree with ``rundir._ENCODERS``, session 18: the
+run files' records encoded by ``json.dumps`` each, the event log's stamps by a ``datetime``
+each, as before) and ``ser=0`` (on a tree with ``checkpoint._MSGPACK``, session 18: the
+checkpoint serializer through ``JsonPlusSerializer.dumps_typed``, as before). ``--timers``: the
+loop thread's CPU in the store's pieces (the event log, the JSONL writers, the checkpoint
+statements and commits) per call, timed (:func:`_timers`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,63 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cohort_scaling as cs  # the cohort's config and warm-up
+
+#: ``--timers``: the loop thread's CPU in the store's pieces, by piece (seconds, reset per run)
+PIECES: dict[str, float] = {}
+
+
+def _timers() -> None:
+    """Wrap the store's pieces in thread-CPU timers (``time.thread_time``, ~1 us a pair,
+    inside the figures): the event log's ``EventLogFile.log``, the JSONL writers'
+    ``JsonlWriter.write`` (transcripts, course status, prompt log), the durable write's
+    statements ``GroupCommitSaver.put_rows`` / ``put_write_rows`` (serialisation and
+    SQLite) and its ``_commit``. Not nested: each is timed once."""
+    from therasim import runner
+    from therasim._internal import checkpoint as ck
+    from therasim._internal import rundir
+
+    tt = time.thread_time
+
+    def wrap(owner: Any, name: str, key: str) -> None:
+        fn = getattr(owner, name)
+        PIECES[key] = 0.0
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            t = tt()
+            try:
+                return fn(*a, **kw)
+            finally:
+                PIECES[key] += tt() - t
+
+        setattr(owner, name, timed)
+
+    wrap(runner.EventLogFile, "log", "events_us")
+    wrap(rundir.JsonlWriter, "write", "jsonl_us")
+    wrap(ck.GroupCommitSaver, "put_rows", "put_rows_us")
+    wrap(ck.GroupCommitSaver, "put_write_rows", "put_write_rows_us")
+    wrap(ck.GroupCommitSaver, "_commit", "commit_us")
+
+
+def _dumps_typed_before(self: Any, obj: Any) -> tuple[str, bytes]:
+    """``CompressedSerializer.dumps_typed`` as it was before session 18 (through
+    ``JsonPlusSerializer.dumps_typed``)."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from therasim._internal import checkpoint as ck
+
+    typ, data = JsonPlusSerializer.dumps_typed(self, obj)
+    if len(data) < self.min_size or typ.startswith((ck._TAG, ck._ZTAG)):
+        return typ, data
+    if self._zs is not None:
+        return ck._ZTAG + typ, self._zs.compress(data, self.level)
+    return ck._TAG + typ, ck.zlib.compress(data, self.level)
+
+
+def _iso_now_datetime() -> str:
+    """The event log's stamp as ``rundir.iso_now`` made it before session 18 (a datetime each)."""
+    import datetime
+
+    return datetime.datetime.now(tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int], root: Path, pauses: list[float]) -> dict[str, float]:
@@ -64,6 +126,16 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
         from langgraph.pregel._algo import local_read
 
         ex._local_read = local_read
+    import therasim.runner as runner_mod
+    from therasim._internal import rundir
+
+    real_files = (getattr(rundir, "_ENCODERS", None), runner_mod.iso_now)
+    if "files=0" in opts and real_files[0] is not None:
+        rundir._ENCODERS = None
+        runner_mod.iso_now = _iso_now_datetime
+    real_dumps = ck.CompressedSerializer.dumps_typed
+    if "ser=0" in opts and hasattr(ck, "_MSGPACK"):
+        ck.CompressedSerializer.dumps_typed = _dumps_typed_before  # type: ignore[method-assign]
     old = gc.get_threshold()
     old_ck = (ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE, ck.PAGE_SIZE)
     memory = "mem=0" not in opts
@@ -86,6 +158,7 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
         rd, _ = start_run(cs._config(url, conc, memory, shape), sample=n, out=root, run_id=tag)
         r0 = int(_get(url + "/metrics")["requests"])
         del pauses[:]
+        PIECES.update(dict.fromkeys(PIECES, 0.0))
         c0, t0, ru0 = time.process_time(), time.thread_time(), resource.getrusage(resource.RUSAGE_SELF)
         with asyncio.Runner(loop_factory=factory) as r:
             out = r.run(arun_dir(rd, concurrency=conc))
@@ -104,6 +177,9 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
             ex._saves_submit = real_saves
         if real_read is not None:
             ex._local_read = real_read
+        if real_files[0] is not None:
+            rundir._ENCODERS, runner_mod.iso_now = real_files
+        ck.CompressedSerializer.dumps_typed = real_dumps  # type: ignore[method-assign]
     calls = max(int(_get(url + "/metrics")["requests"]) - r0, 1)
     if len(out.completed) != n:
         raise SystemExit(f"arm {arm}: {len(out.completed)} of {n} courses completed: {out.failed}")
@@ -118,6 +194,7 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
         "gc_ms_per_call": 1000 * sum(pauses) / calls,
         "gc_max_ms": 1000 * max(pauses, default=0.0),
         "load": os.getloadavg()[0],
+        **{k: 1e6 * v / calls for k, v in PIECES.items()},
     }
 
 
@@ -130,8 +207,11 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--arms", default="asyncio;uvloop", help="';'-separated arms, the first is the baseline")
+    ap.add_argument("--timers", action="store_true", help="the store's pieces in thread-CPU timers (us per call each; see _timers)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    if a.timers:
+        _timers()
     arms = a.arms.split(";")
     shape = (a.sessions, a.turns)
     root = Path(tempfile.mkdtemp(prefix="runner-arms-"))
@@ -154,12 +234,22 @@ def main() -> None:
             print(arm, i, json.dumps({k: round(v, 4) for k, v in runs[arm][-1].items()}), flush=True)
     med = {arm: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for arm, rs in runs.items()}
     print(f"\n{a.courses} courses x {a.sessions} sessions x {a.turns} turns, {a.concurrency or a.courses} in flight, {a.rounds} rounds alternated; medians")
-    print("| arm | CPU ms/call | loop thread ms/call | kernel ms/call | voluntary switches/call | collector ms/call | CPU vs first arm, per round |")
-    print("|---|---|---|---|---|---|---|")
+    print("| arm | CPU ms/call | loop thread ms/call | kernel ms/call | voluntary switches/call | collector ms/call | CPU vs first arm, per round | loop thread vs first arm, per round |")
+    print("|---|---|---|---|---|---|---|---|")
     for arm in arms:
         m = med[arm]
         ratios = ", ".join(f"{x['cpu_ms_per_call'] / y['cpu_ms_per_call']:.3f}" for x, y in zip(runs[arm], runs[arms[0]], strict=True))
-        print(f"| {arm} | {m['cpu_ms_per_call']:.3f} | {m['loop_thread_ms_per_call']:.3f} | {m['sys_ms_per_call']:.3f} | {m['voluntary_switches_per_call']:.2f} | {m['gc_ms_per_call']:.3f} | {ratios} |")
+        loop_ratios = ", ".join(f"{x['loop_thread_ms_per_call'] / y['loop_thread_ms_per_call']:.3f}" for x, y in zip(runs[arm], runs[arms[0]], strict=True))
+        print(f"| {arm} | {m['cpu_ms_per_call']:.3f} | {m['loop_thread_ms_per_call']:.3f} | {m['sys_ms_per_call']:.3f} | {m['voluntary_switches_per_call']:.2f} | {m['gc_ms_per_call']:.3f} | {ratios} | {loop_ratios} |")
+    if PIECES:
+        keys = list(PIECES)
+        print(f"\n| arm | {' | '.join(k.removesuffix('_us') + ' us/call' for k in keys)} | their sum |")
+        print("|---|" + "---|" * (len(keys) + 1))
+        for arm in arms:
+            m = med[arm]
+            tot = statistics.median(sum(r[k] for k in keys) for r in runs[arm])
+            base = statistics.median(sum(r[k] for k in keys) for r in runs[arms[0]])
+            print(f"| {arm} | {' | '.join(f'{m[k]:.1f} ({m[k] / med[arms[0]][k]:.2f})' for k in keys)} | {tot:.1f} ({tot / base:.3f}) |")
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "runs": runs, "medians": med}, indent=1))
 

@@ -116,6 +116,54 @@ def test_zstd_level_and_threshold_defaults_read_every_earlier_blob() -> None:
     assert CompressedSerializer(codec="zstd", level=3, min_size=256).dumps_typed(mid)[0] == "zs:" + typ  # explicit values win
 
 
+def test_the_direct_msgpack_path_writes_what_jsonplus_writes() -> None:
+    """CompressedSerializer calls LangGraph's msgpack encoder directly (session 18 of #17):
+    for every kind of value (None, bytes, text, numbers, containers, a pydantic model, a
+    LangGraph Send, a datetime) the blob is what JsonPlusSerializer.dumps_typed writes,
+    then compressed as before; what msgpack refuses goes JsonPlusSerializer's way (its
+    pickle fallback when asked for, else its error)."""
+    import datetime
+    import threading
+    import zlib
+
+    import zstandard
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.types import Send
+    from pydantic import BaseModel
+
+    from therasim._internal import checkpoint as ck
+    from therasim.checkpoint import CompressedSerializer
+
+    class Note(BaseModel):
+        text: str
+        score: float
+
+    assert ck._MSGPACK is not None  # this langgraph: the direct path is what is tested
+    values = [None, b"raw", bytearray(b"raw"), "text", 7, 2.5, True, [1, "a"], {"k": {"n": [None]}},
+              {"long": "what helped last week? " * 60}, Note(text="n" * 700, score=0.5), Send("client", {"x": 1}),
+              datetime.datetime(2026, 11, 28, 10, 0, tzinfo=datetime.timezone.utc), {1: "int key"}]
+    base = JsonPlusSerializer()
+    for codec in ("zstd", "zlib"):
+        s = CompressedSerializer(codec=codec)
+        for v in values:
+            typ, raw = base.dumps_typed(v)
+            if len(raw) < s.min_size:
+                want = (typ, raw)
+            elif codec == "zstd":
+                want = ("zs:" + typ, zstandard.ZstdCompressor(level=s.level).compress(raw))
+            else:
+                want = ("z:" + typ, zlib.compress(raw, s.level))
+            assert s.dumps_typed(v) == want, v
+            assert s.loads_typed(s.dumps_typed(v)) == base.loads_typed((typ, raw))
+    lock = {"a lock": threading.Lock()}  # msgpack refuses it
+    with pytest.raises(TypeError):
+        base.dumps_typed(lock)
+    with pytest.raises(TypeError):
+        CompressedSerializer().dumps_typed(lock)
+    pickled = JsonPlusSerializer(pickle_fallback=True).dumps_typed({"v": 2.5 + 1j})  # msgpack refuses a complex
+    assert pickled[0] == "pickle" and CompressedSerializer(pickle_fallback=True).dumps_typed({"v": 2.5 + 1j}) == pickled
+
+
 def test_a_new_checkpoint_file_has_16k_pages_an_older_file_keeps_its_own(tmp_path: Path) -> None:
     """A new checkpoint file is made with 16 KB pages (session 17 of #17), by the group
     commit saver and the stock one; a file made before, with SQLite's default 4 KB pages,

@@ -32,3 +32,62 @@ def test_text_records_are_byte_identical_to_dumps_strict(tmp_path: Path) -> None
         dumps_text_line(recs[2])
     with pytest.raises(UnicodeEncodeError):
         (dumps_strict(recs[2]) + "\n").encode("utf-8")
+
+
+class _Str:
+    def __str__(self) -> str:
+        return "as str"
+
+
+class _IntSub(int):
+    pass
+
+
+_RECORDS = [
+    {"run_id": "r", "client_id": "c1", "session": 1, "exchange": None, "node": "measures", "attempts": 1, "latency_s": 0.022, "errors": [], "repairs": [], "event": "node_call", "timestamp": "2026-11-28T10:06:21.143033Z"},
+    {"text": 'quote " back \\ nl \n tab \t ctl \x01 del \x7f é 中文 \U0001f642 \u2028', "t": (1, (2, [3])), "f": [0.1, 1e16, -3e-7, 1e-5, 2.5, -0.0, 1e308]},
+    {"big": 10**30, "neg": -(2**70), "b": [True, False, None], "sub": _IntSub(7), "obj": _Str(), "path": Path("/tmp/x"), "set": {1}},
+    {1: "int key", 2.5: "float key", False: "bool key", None: "none key", "nested": {3: [{"x": {}}]}},
+    {"nan": float("nan"), "inf": [float("-inf")], "deep": {"x": float("nan")}},
+    {},
+]
+
+
+@pytest.mark.parametrize("seps", [None, (",", ":")])
+def test_dumps_strict_writes_what_json_dumps_writes(seps: tuple[str, str] | None) -> None:
+    """The cached C encoders (session 18 of #17) write json.dumps' bytes for every record,
+    NaN and the other fallbacks included; what json.dumps refuses, dumps_strict refuses alike."""
+    from therasim._internal import rundir
+
+    assert rundir._ENCODERS is not None  # CPython's json has its C encoder: the fast path is tested
+    kw = {} if seps is None else {"separators": seps}
+    for r in _RECORDS:
+        if r.get("nan") is not None:
+            want = json.dumps(rundir._finite(r), default=str, ensure_ascii=False, allow_nan=False, **kw)
+            assert '"nan"' in want
+        else:
+            want = json.dumps(r, default=str, ensure_ascii=False, allow_nan=False, **kw)
+        assert dumps_strict(r, **kw) == want
+    assert dumps_strict({"a": 1}, indent=2) == '{\n  "a": 1\n}'  # other arguments: json.dumps itself
+    assert dumps_strict([1, {"a": 2}], **kw) == json.dumps([1, {"a": 2}], **kw)
+    with pytest.raises(TypeError):
+        dumps_strict({(1, 2): "tuple key"}, **kw)
+    circular: dict[str, object] = {}
+    circular["self"] = circular
+    with pytest.raises((ValueError, RecursionError)):
+        dumps_strict(circular, **kw)
+
+
+def test_iso_now_formats_each_instant_as_datetime_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """iso_now's per-second cache: the date and time of the instant given, microseconds
+    only when not zero (datetime.isoformat's rule), across second and day boundaries."""
+    import datetime
+    import time
+
+    from therasim._internal import rundir
+
+    base = 1_795_910_399 * 10**9  # 23:59:59 UTC
+    for ns in (base, base + 999_999_999, base + 10**9, base + 10**9 + 1_000, base + 10**9 + 999, base + 86_400 * 10**9 + 123_456_789, base):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        dt = datetime.datetime.fromtimestamp(ns // 10**9, datetime.timezone.utc) + datetime.timedelta(microseconds=ns % 10**9 // 1000)
+        assert rundir.iso_now() == dt.isoformat().replace("+00:00", "Z")

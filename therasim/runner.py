@@ -213,8 +213,8 @@ class _Progress:
         stats = f"sessions {self.sessions}/{self.sessions_total}  turns {self.turns}  {self.tokens / el:,.0f} tok/s  errors {self.errors}  retries {self.retries}"
         self._bar.update(self._task, completed=self.courses, stats=stats)
 
-    def event(self, e: dict[str, Any]) -> None:
-        kind = e.get("event")
+    def event(self, kind: str, e: dict[str, Any]) -> None:
+        """Count event ``kind`` (its fields ``e``)."""
         if kind == "node_call":
             self.tokens += int(e.get("input_tokens") or 0) + int(e.get("output_tokens") or 0)
             self.retries += int(e.get("retries") or 0)
@@ -599,7 +599,7 @@ async def _arun_dir_locked(
         e = dict(e)
         name = e.pop("event", "event")
         e.pop("ts", None)
-        prog.event({"event": name, **e})
+        prog.event(name, e)
         try:
             ev_file.log(name, e)
             if name != "node_call":  # lifecycle events (exchange, session, course) go out at once; per-call records are buffered

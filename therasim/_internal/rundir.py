@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,59 @@ def _finite(obj: Any) -> Any:
 
 
 def dumps_strict(obj: Any, **kw: Any) -> str:
-    """``json.dumps`` that never writes NaN or Infinity."""
+    """``json.dumps`` that never writes NaN or Infinity.
+
+    A dict with the default or the compact separators (the event log's and the JSONL
+    writers' records) goes to a C encoder made once (:func:`_strict_encoders`): the
+    same bytes as ``json.dumps`` without its per-call Python (argument checks, a
+    ``JSONEncoder`` and its C encoder made for every record; session 18 of #17).
+    Anything that encoder fails on (NaN, a circular reference, a key JSON has no
+    form for) goes the ``json.dumps`` way, whose result or error it then is."""
+    if type(obj) is dict and _ENCODERS is not None and (not kw or (len(kw) == 1 and kw.get("separators") == _COMPACT)):
+        try:
+            return "".join(_ENCODERS[bool(kw)](obj, 0))
+        except Exception:
+            pass  # the json.dumps way below: its output, or its error
     try:
         return json.dumps(obj, default=str, ensure_ascii=False, allow_nan=False, **kw)
     except ValueError:
         return json.dumps(_finite(obj), default=str, ensure_ascii=False, allow_nan=False, **kw)
+
+
+_COMPACT = (",", ":")
+
+
+def _strict_encoders() -> tuple[Any, Any] | None:
+    """C encoders (``json.encoder.c_make_encoder``) for :func:`dumps_strict`, for
+    json's default separators and for the compact ones (``(",", ":")``): made as
+    ``JSONEncoder.iterencode`` makes one per call for ``json.dumps(obj,
+    default=str, ensure_ascii=False, allow_nan=False)``, but without the circular
+    reference check (its markers dict would be shared by every caller and thread; a
+    circular record fails with RecursionError and is retried the ``json.dumps`` way,
+    which raises what it always did). None (``json.dumps`` every time) when this
+    Python has no C encoder, or one that does not take these arguments or does not
+    write what ``json.dumps`` writes for a probe record."""
+    import json.encoder as je
+
+    make = getattr(je, "c_make_encoder", None)
+    if make is None:
+        return None
+    probe = {"a": [1, 2.5, None, True, "x\u00e9\n\u2028", {"b": ()}], "c": -3e-7, "p": Path("p"), 4: "k"}
+    out = []
+    try:
+        for seps in (None, _COMPACT):
+            item, key = seps or (", ", ": ")
+            enc = make(None, str, je.encode_basestring, None, key, item, False, False, False)
+            want = json.dumps(probe, default=str, ensure_ascii=False, allow_nan=False, separators=seps)
+            if "".join(enc(probe, 0)) != want:
+                return None
+            out.append(enc)
+    except Exception:
+        return None
+    return out[0], out[1]
+
+
+_ENCODERS = _strict_encoders()
 
 
 def event_line(name: str, fields: dict[str, Any], timestamp: str) -> str:
@@ -141,9 +190,22 @@ def event_line(name: str, fields: dict[str, Any], timestamp: str) -> str:
     return line + "\n"
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last second iso_now formatted, and its text
+
+
 def iso_now() -> str:
-    """The current UTC time as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it."""
-    return datetime.datetime.now(tz=datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    """The current UTC time as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``datetime.now(timezone.utc).isoformat()`` with ``Z``: microseconds only when not
+    zero). The date and time of day are formatted once per second (session 18 of #17:
+    the datetime and its isoformat were ~1 us per event line)."""
+    global _SECOND
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    last, text = _SECOND
+    if sec != last:
+        text = datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).replace(tzinfo=None).isoformat()
+        _SECOND = (sec, text)
+    us = ns // 1000
+    return f"{text}.{us:06d}Z" if us else text + "Z"
 
 
 def dumps_text_line(obj: Any) -> bytes:
