@@ -173,6 +173,10 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
     for o in opts:
         if o.startswith("gc="):
             gc.set_threshold(*map(int, o[3:].split(",")))
+        if o.startswith("env="):  # NAME=VALUE set while the run starts and runs
+            k, _, v = o[4:].partition("=")
+            old_env.setdefault(k, os.environ.get(k))
+            os.environ[k] = v
         if o.startswith("fold="):  # the layout the run is made in (pinned in its manifest by start_run)
             os.environ["THERASIM_FOLD_CALLS"] = o[5:]
         if o.startswith("codec="):  # the checkpoint codec the run is made with (recorded in its manifest)

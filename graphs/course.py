@@ -144,6 +144,7 @@ def _parent_stream() -> tuple[Any, tuple[str, ...]] | None:
         from langgraph._internal._constants import (
             CONFIG_KEY_CHECKPOINT_NS,
             CONFIG_KEY_STREAM,
+            NS_END,
             NS_SEP,
         )
         from langgraph.config import get_config
@@ -154,8 +155,11 @@ def _parent_stream() -> tuple[Any, tuple[str, ...]] | None:
     stream = conf.get(CONFIG_KEY_STREAM)
     if stream is None or not getattr(stream, "modes", None):
         return None
-    ns = str(conf.get(CONFIG_KEY_CHECKPOINT_NS) or "session")
-    return stream, tuple(ns.split(NS_SEP))
+    parts = str(conf.get(CONFIG_KEY_CHECKPOINT_NS) or "session").split(NS_SEP)
+    node, sep, task_id = parts[-1].partition(NS_END)
+    if node != "session":  # the session step folded into an earlier step's task: named as the session still
+        parts[-1] = f"session{sep}{task_id}"
+    return stream, tuple(parts)
 
 
 async def _streamed(graph: Any, inp: Any, cfg: dict[str, Any], sim: SimContext, forward: tuple[Any, tuple[str, ...]], **kw: Any) -> dict[str, Any]:
@@ -357,12 +361,28 @@ class CourseGraphBuilder(StepsBuilder):
                     self.remove_step(n)
         return self
 
+    @property
+    def fold_calls(self) -> bool:
+        """Whether model-calling steps fold too: the session builder's
+        :attr:`~therasim.graphs.builder.SessionGraphBuilder.fold_calls` (the run's
+        ``course.fold_calls``), so a run's course and sessions share one layout."""
+        return bool(self.session.fold_calls)
+
     def groups(self, fold: bool | None = None) -> list[list[str]]:
         """The course steps as the compiled graph runs them, one list per superstep
         (as :meth:`SessionGraphBuilder.groups`): ``recall``, ``remember`` and
-        ``finish`` join the step before them unless that step routes conditionally."""
-        foldable = {n for n in self.order if n in self.nodes and self.nodes[n].fold} | {"finish"}
-        return fold_groups([*self.order, "finish"], foldable, {"events"}, self.fold if fold is None else fold)
+        ``finish`` join the step before them unless that step routes conditionally;
+        with :attr:`fold_calls` every step does (the session and the model-calling
+        steps too), so a course iteration is two supersteps: ``events`` (it routes
+        a no-show or dropout to ``finish``) and the rest."""
+        chain = [*self.order, "finish"]
+        foldable = set(chain) if self.fold_calls else {n for n in self.order if n in self.nodes and self.nodes[n].fold} | {"finish"}
+        return fold_groups(chain, foldable, {"events"}, self.fold if fold is None else fold)
+
+    def _calls(self, name: str) -> bool:
+        """Whether step ``name`` may call a model (the session step runs the session
+        graph): what a folded step's journal is written before."""
+        return name != "finish" and not (name in self.nodes and self.nodes[name].fold)
 
     def build(self, checkpointer: Any = None, *, fold: bool | None = None) -> StateGraph:
         session_graph = self.session.compile(checkpointer=checkpointer)
@@ -371,10 +391,21 @@ class CourseGraphBuilder(StepsBuilder):
         for name in self.order:
             runs[name] = _session_step(session_graph, self.branch) if name == "session" else wrap_node(self.steps[name], make_course_view)
         chain = [*self.order, "finish"]
-        heads = {grp[0]: grp for grp in self.groups(fold)}
+        groups = self.groups(fold)
+        heads = {grp[0]: grp for grp in groups}
+        calls = self.fold_calls and (self.fold if fold is None else fold)
+        if calls:
+            # as in the session graph: every step is the rest of its group from there on
+            # (a checkpoint of a run made in the per-step layout that waits at a step
+            # runs the rest of the iteration as one step), each model call journalled
+            heads = {grp[i]: grp[i:] for grp in groups for i in range(len(grp))}
         for name in chain:  # folded steps stay on their own too (as in the session graph)
             grp = heads.get(name)
-            g.add_node(name, runs[name] if grp is None or len(grp) == 1 else fold_nodes(name, [runs[n] for n in grp], g.channels))
+            if grp is None or len(grp) == 1:
+                g.add_node(name, runs[name])
+                continue
+            points = tuple(i for i, n in enumerate(grp) if i and calls and self._calls(n))
+            g.add_node(name, fold_nodes(name, [runs[n] for n in grp], g.channels, points, tuple(grp)))
         g.add_edge(START, chain[0])
         for name in chain:
             grp = heads.get(name)

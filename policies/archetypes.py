@@ -45,4 +45,5 @@ ARCHETYPES: dict[str, Archetype] = {r[0]: Archetype(*r) for r in _ROWS}
 
 
 def archetype(name: str | None) -> Archetype:
-    return ARCHETYPES.get(name or "", Archetype(name or "unspecified", "speaks plainly"))
+    found = ARCHETYPES.get(name or "")  # the default is made only when it is needed (it was made per call)
+    return found if found is not None else Archetype(name or "unspecified", "speaks plainly")

@@ -67,21 +67,39 @@ def expected_changes(moves: Mapping[str, float], inner: Mapping[str, Any], arche
     """``{variable: (expected change, [(move, contribution), ...])}`` for one appraisal."""
     arch = archetype(archetype_name)
     alliance_scale = 0.5 + float(inner.get("alliance", 4)) / 10.0
-    out: dict[str, tuple[float, list[tuple[str, float]]]] = {}
-    for v in VARIABLES:
-        parts: list[tuple[str, float]] = []
-        for move, strength in moves.items():
-            c = EFFECTS.get(move, {}).get(v, 0.0) * float(strength)
+    # each move's effects once (the variables in VARIABLES' order, moves in the
+    # appraisal's order within each: what a loop over variables, then moves, gives)
+    found: dict[str, list[tuple[str, float]]] = {v: [] for v in VARIABLES}
+    for move, strength in moves.items():
+        s = float(strength)
+        effects = EFFECTS.get(move)
+        if not effects:
+            continue
+        for v, w in effects.items():
+            parts = found.get(v)
+            if parts is None:
+                continue
+            c = w * s
             if not c:
                 continue
             if (v in SYMPTOMS and c < 0) or (v == "self_efficacy" and c > 0):
                 c *= alliance_scale
-            if v in ("alliance", "wish_to_continue"):
+            if v in _RELATIONAL:
                 c *= arch.alliance_gain if c > 0 else arch.rupture_sensitivity
             parts.append((move, round(c, 4)))
-        parts.sort(key=lambda p: -abs(p[1]))
+    out: dict[str, tuple[float, list[tuple[str, float]]]] = {}
+    for v, parts in found.items():
+        if len(parts) > 1:
+            parts.sort(key=_by_size)
         out[v] = (round(sum(c for _, c in parts), 4), parts)
     return out
+
+
+_RELATIONAL = frozenset(("alliance", "wish_to_continue"))
+
+
+def _by_size(p: tuple[str, float]) -> float:
+    return -abs(p[1])
 
 
 def update_inner(

@@ -175,12 +175,20 @@ class _WritingStore(_Store):
         return [it["id"] for it in items]
 
 
-def test_folded_course_same_records_and_memory_writes() -> None:
+@pytest.mark.parametrize("fold_calls", [False, True])
+def test_folded_course_same_records_and_memory_writes(fold_calls: bool) -> None:
+    """A course folded (``recall``, ``remember``, ``finish``; with ``fold_calls`` every
+    step after ``events``, each model call journalled) files the unfolded course's
+    records and writes the same memories, in fewer checkpoints."""
     from therasim.graphs.course import course_builder, initial_course_state, run_course
 
-    spec = CourseSpec(preset="lean", sessions=2, max_turns=2)
+    spec = CourseSpec(preset="lean", sessions=2, max_turns=2, fold_calls=fold_calls)
     c = course_builder(spec)
-    assert c.groups()[1:3] == [["measures", "recall"], ["session"]] and c.groups()[-1] == ["closing_measures", "finish"]
+    assert c.fold_calls is fold_calls
+    if fold_calls:
+        assert c.groups() == [["events"], [*c.order[1:], "finish"]]
+    else:
+        assert c.groups()[1:3] == [["measures", "recall"], ["session"]] and c.groups()[-1] == ["closing_measures", "finish"]
     assert c.groups(fold=False) == [[n] for n in (*c.order, "finish")]
 
     async def go(fold: bool) -> tuple[dict[str, Any], list[Any], int]:
@@ -197,4 +205,6 @@ def test_folded_course_same_records_and_memory_writes() -> None:
     assert json.dumps(_strip(a), sort_keys=True, default=str) == json.dumps(_strip(f), sort_keys=True, default=str)
     assert wa == wf and wa  # the same memories written
     assert [r["session"] for r in f["records"]] == [1, 2] and f["records"][1]["recall"]
-    assert sa - sf == 3 * 2  # recall, remember and finish folded, in each of the two sessions
+    # recall, remember and finish folded in each of the two sessions; with fold_calls
+    # each iteration is two steps (events, the rest) instead of eleven
+    assert sa - sf == (9 if fold_calls else 3) * 2

@@ -354,7 +354,7 @@ def test_lean_task_preparation_on_a_course_and_a_resume(monkeypatch: pytest.Monk
     saver = InMemorySaver()
     g = CourseGraphBuilder("lean").without("memory").compile(checkpointer=saver)
     asyncio.run(run_course(g, initial_course_state(example_profiles()[0], sessions=2), _ctx(2, 2), thread_id="r/maria/course"))
-    assert len(steps) > 20
+    assert len(steps) > (12 if fold_calls else 20)  # with fold_calls a course iteration is two steps
     steps.clear()
     saver = InMemorySaver()
     sg = preset("lean").compile(checkpointer=saver)

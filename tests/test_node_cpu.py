@@ -121,6 +121,43 @@ def test_boundary_search_gives_the_plain_search() -> None:
     assert appraisal._PRESENT["exploration"]("(tell me more)", {"(", ")"}) and not appraisal._PRESENT["exploration"]("3tell me more", {" "})
 
 
+def test_expected_changes_are_the_per_variable_loop() -> None:
+    """The dynamics' expected changes, walked move by move, equal the loop over
+    variables, then moves (values, types, order, ties); the archetype's default is
+    still a fresh record for an unknown name."""
+    from therasim.policies import dynamics
+    from therasim.policies.archetypes import ARCHETYPES, archetype
+
+    def reference(moves: dict[str, Any], inner: dict[str, Any], name: str | None) -> dict[str, Any]:
+        arch = archetype(name)
+        scale = 0.5 + float(inner.get("alliance", 4)) / 10.0
+        out: dict[str, Any] = {}
+        for v in dynamics.VARIABLES:
+            parts = []
+            for move, strength in moves.items():
+                c = dynamics.EFFECTS.get(move, {}).get(v, 0.0) * float(strength)
+                if not c:
+                    continue
+                if (v in dynamics.SYMPTOMS and c < 0) or (v == "self_efficacy" and c > 0):
+                    c *= scale
+                if v in ("alliance", "wish_to_continue"):
+                    c *= arch.alliance_gain if c > 0 else arch.rupture_sensitivity
+                parts.append((move, round(c, 4)))
+            parts.sort(key=lambda p: -abs(p[1]))
+            out[v] = (round(sum(c for _, c in parts), 4), parts)
+        return out
+
+    rng = random.Random(5)
+    names = [*dynamics.EFFECTS, "not_a_move"]
+    for _ in range(4000):
+        moves = {m: rng.choice([0, 0.0, 0.5, 1.0, 0.25, 1, 0.333, True]) for m in rng.sample(names, rng.randint(0, len(names)))}
+        inner = {"alliance": rng.choice([0, 3.3, 4, 5, 7.25, 10, "6"])} if rng.random() < 0.9 else {}
+        name = rng.choice([None, "", *ARCHETYPES, "nobody"])
+        assert repr(dynamics.expected_changes(moves, inner, name)) == repr(reference(moves, inner, name)), (moves, inner, name)
+    assert archetype("nobody") == archetype("nobody") and archetype("nobody") is not archetype("nobody")
+    assert archetype(None).name == "unspecified" and archetype("sceptic") is ARCHETYPES["sceptic"]
+
+
 def test_transcript_projection_is_the_filtered_copy() -> None:
     """Each side's transcript: the same keys in the same order as the filtering it
     replaced, and fresh dicts (a node changing its view leaves the state alone)."""

@@ -254,8 +254,8 @@ class CourseSpec(_Strict):
     max_draft_revisions: int = Field(1, ge=0, le=5)
     fold_calls: bool | None = Field(
         None,
-        description="One superstep (one checkpoint) per exchange, each model call's result journalled before the next call "
-        "(docs/architecture.md, 'One superstep per exchange'); false: one superstep and checkpoint per model call (a fork from "
+        description="One superstep (one checkpoint) per exchange, and two per course iteration, each model call's result journalled before the next call "
+        "(docs/architecture.md, 'One superstep per exchange'); false: one superstep and checkpoint per model call and per course step (a fork from "
         "inside an exchange needs it). None: THERASIM_FOLD_CALLS (on when unset); the run's manifest records the layout it was made in.",
     )
     measures_mode: Literal["whole", "blocks", "item"] = Field(
