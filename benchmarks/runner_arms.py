@@ -20,7 +20,9 @@ LangGraph submits them, an asyncio task each), ``read=langgraph`` (on a tree wit
 ``graphs.executor._local_read``: a router's fresh read copies every channel, as LangGraph's does),
 ``ck=LEVEL,MIN_SIZE,PAGE_SIZE`` (the zstd level, the smallest blob compressed and a new
 checkpoint file's page size the run is made with: ``ck=3,256,4096`` is what session 16 of #17
-wrote, the defaults since session 17 are 1,512,16384), ``mem=0`` (the cohort without memory,
+wrote, the defaults since session 17 are 1,512,16384), ``coursefold=0`` (the course graph one
+superstep per step whatever the layout, as before session 18 of #17), ``env=NAME=VALUE``
+(an environment variable while the run starts and runs), ``mem=0`` (the cohort without memory,
 ``course.memory: false``), ``files=0`` (on a tree with ``rundir._ENCODERS``, session 18: the
 run files' records encoded by ``json.dumps`` each, the event log's stamps by a ``datetime``
 each, as before), ``ser=0`` (on a tree with ``checkpoint._MSGPACK``, session 18: the
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -169,10 +172,17 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
     old = gc.get_threshold()
     old_ck = (ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE, ck.PAGE_SIZE)
     memory = "mem=0" not in opts
+    restore: list[Any] = []
     old_env = {k: os.environ.get(k) for k in ("THERASIM_FOLD_CALLS", "THERASIM_CHECKPOINT_CODEC")}
     for o in opts:
         if o.startswith("gc="):
             gc.set_threshold(*map(int, o[3:].split(",")))
+        if o == "coursefold=0":  # the course graph per step (session 18's exec change off; sessions as the run's layout)
+            from therasim.graphs.course import CourseGraphBuilder
+
+            saved_prop = CourseGraphBuilder.__dict__["fold_calls"]
+            CourseGraphBuilder.fold_calls = property(lambda self: False)  # type: ignore[method-assign,assignment]
+            restore.append(functools.partial(setattr, CourseGraphBuilder, "fold_calls", saved_prop))
         if o.startswith("env="):  # NAME=VALUE set while the run starts and runs
             k, _, v = o[4:].partition("=")
             old_env.setdefault(k, os.environ.get(k))
@@ -198,6 +208,8 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
             out = r.run(arun_dir(rd, concurrency=conc))
         c, t, ru = time.process_time() - c0, time.thread_time() - t0, resource.getrusage(resource.RUSAGE_SELF)
     finally:
+        for undo in restore:
+            undo()
         gc.set_threshold(*old)
         ck.ZSTD_LEVEL, ck.ZSTD_MIN_SIZE, ck.PAGE_SIZE = old_ck
         for k, v in old_env.items():
