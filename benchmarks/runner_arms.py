@@ -23,8 +23,10 @@ checkpoint file's page size the run is made with: ``ck=3,256,4096`` is what sess
 wrote, the defaults since session 17 are 1,512,16384), ``mem=0`` (the cohort without memory,
 ``course.memory: false``), ``files=0`` (on a tree with ``rundir._ENCODERS``, session 18: the
 run files' records encoded by ``json.dumps`` each, the event log's stamps by a ``datetime``
-each, as before) and ``ser=0`` (on a tree with ``checkpoint._MSGPACK``, session 18: the
-checkpoint serializer through ``JsonPlusSerializer.dumps_typed``, as before). ``--timers``: the
+each, as before), ``ser=0`` (on a tree with ``checkpoint._MSGPACK``, session 18: the
+checkpoint serializer through ``JsonPlusSerializer.dumps_typed``, as before) and ``records=0`` (on
+a tree with ``records._EXPORTS``, session 18: a transcript turn's export as before, the slots'
+sets per turn and ``json.dumps`` per ``extra`` field). ``--timers``: the
 loop thread's CPU in the store's pieces (the event log, the JSONL writers, the checkpoint
 statements and commits) per call, timed (:func:`_timers`).
 """
@@ -53,7 +55,8 @@ PIECES: dict[str, float] = {}
 
 def _timers() -> None:
     """Wrap the store's pieces in thread-CPU timers (``time.thread_time``, ~1 us a pair,
-    inside the figures): the event log's ``EventLogFile.log``, the JSONL writers'
+    inside the figures): the transcript records' ``dataset_record``, the event log's
+    ``EventLogFile.log``, the JSONL writers'
     ``JsonlWriter.write`` (transcripts, course status, prompt log), the durable write's
     statements ``GroupCommitSaver.put_rows`` / ``put_write_rows`` (serialisation and
     SQLite) and its ``_commit``. Not nested: each is timed once."""
@@ -76,6 +79,7 @@ def _timers() -> None:
 
         setattr(owner, name, timed)
 
+    wrap(runner, "dataset_record", "dataset_record_us")
     wrap(runner.EventLogFile, "log", "events_us")
     wrap(rundir.JsonlWriter, "write", "jsonl_us")
     wrap(ck.GroupCommitSaver, "put_rows", "put_rows_us")
@@ -96,6 +100,27 @@ def _dumps_typed_before(self: Any, obj: Any) -> tuple[str, bytes]:
     if self._zs is not None:
         return ck._ZTAG + typ, self._zs.compress(data, self.level)
     return ck._TAG + typ, ck.zlib.compress(data, self.level)
+
+
+def _export_turn_before(t: Any, contract: Any = None) -> dict[str, Any]:
+    """``records.export_turn`` as it was before session 18 (the slots' sets per turn,
+    ``json.dumps`` per ``extra`` field)."""
+    from therasim.contract import BUILTIN_SLOTS, TURN_CORE
+
+    calls = t.get("calls") or {}
+    out: dict[str, Any] = {k: t.get(k) for k in ("index", "exchange", "speaker", "text")}
+    for s in BUILTIN_SLOTS.values():
+        if callable(s.export):
+            out[s.name] = s.export(t.get(s.name))
+    out["n_calls"] = sum(len(v) for v in calls.values())
+    out["call_errors"] = sum(1 for v in calls.values() for c in v if c.get("error"))
+    builtin = {s.name for s in BUILTIN_SLOTS.values()} | set(TURN_CORE)
+    if contract is not None:
+        builtin |= {s.name for s in contract.slots.values() if s.export is None}
+    extra = {k: json.dumps(v, default=str, ensure_ascii=False) for k, v in t.items() if k not in builtin}
+    if extra:
+        out["extra"] = extra
+    return out
 
 
 def _iso_now_datetime() -> str:
@@ -133,6 +158,11 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
     if "files=0" in opts and real_files[0] is not None:
         rundir._ENCODERS = None
         runner_mod.iso_now = _iso_now_datetime
+    from therasim import records
+
+    real_export = records.export_turn
+    if "records=0" in opts and hasattr(records, "_EXPORTS"):
+        records.export_turn = _export_turn_before
     real_dumps = ck.CompressedSerializer.dumps_typed
     if "ser=0" in opts and hasattr(ck, "_MSGPACK"):
         ck.CompressedSerializer.dumps_typed = _dumps_typed_before  # type: ignore[method-assign]
@@ -184,6 +214,7 @@ def once(arm: str, tag: str, url: str, n: int, conc: int, shape: tuple[int, int]
         if real_files[0] is not None:
             rundir._ENCODERS, runner_mod.iso_now = real_files
         ck.CompressedSerializer.dumps_typed = real_dumps  # type: ignore[method-assign]
+        records.export_turn = real_export
     calls = max(int(_get(url + "/metrics")["requests"]) - r0, 1)
     if len(out.completed) != n:
         raise SystemExit(f"arm {arm}: {len(out.completed)} of {n} courses completed: {out.failed}")

@@ -91,3 +91,54 @@ def test_iso_now_formats_each_instant_as_datetime_does(monkeypatch: pytest.Monke
         monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
         dt = datetime.datetime.fromtimestamp(ns // 10**9, datetime.timezone.utc) + datetime.timedelta(microseconds=ns % 10**9 // 1000)
         assert rundir.iso_now() == dt.isoformat().replace("+00:00", "Z")
+
+
+def test_dumps_loose_writes_what_json_dumps_writes() -> None:
+    """The dataset export's JSON-string fields (a turn's ``extra``) through a C encoder made
+    once (session 18 of #17): json.dumps(v, default=str, ensure_ascii=False)'s text for every
+    value, NaN as NaN; what json.dumps refuses is refused alike."""
+    from therasim._internal import rundir
+    from therasim._internal.rundir import dumps_loose
+
+    assert rundir._LOOSE is not None
+    values: list[object] = [*_RECORDS, "text é \U0001f642 \x01", 3, -2.5, float("nan"), float("inf"), None, True, [1, (2, "x")], Path("/p"), _Str(), 10**40]
+    for v in values:
+        assert dumps_loose(v) == json.dumps(v, default=str, ensure_ascii=False), v
+    with pytest.raises(TypeError):
+        dumps_loose({(1, 2): "tuple key"})
+    circular: list[object] = []
+    circular.append(circular)
+    with pytest.raises((ValueError, RecursionError)):
+        dumps_loose(circular)
+
+
+def test_export_turn_is_what_it_was() -> None:
+    """export_turn with the built-in slots' projections and the ``extra`` set made once
+    (session 18 of #17): the same fields, order and JSON strings as computed per turn."""
+    from therasim.contract import BUILTIN_SLOTS, TURN_CORE, ExchangeContract
+    from therasim.records import export_turn
+
+    def before(t: dict[str, object], contract: ExchangeContract | None = None) -> dict[str, object]:
+        calls: dict[str, list[dict[str, object]]] = t.get("calls") or {}  # type: ignore[assignment]
+        out: dict[str, object] = {k: t.get(k) for k in ("index", "exchange", "speaker", "text")}
+        for s in BUILTIN_SLOTS.values():
+            if callable(s.export):
+                out[s.name] = s.export(t.get(s.name))
+        out["n_calls"] = sum(len(v) for v in calls.values())
+        out["call_errors"] = sum(1 for v in calls.values() for c in v if c.get("error"))
+        builtin = {s.name for s in BUILTIN_SLOTS.values()} | set(TURN_CORE)
+        if contract is not None:
+            builtin |= {s.name for s in contract.slots.values() if s.export is None}
+        extra = {k: json.dumps(v, default=str, ensure_ascii=False) for k, v in t.items() if k not in builtin}
+        if extra:
+            out["extra"] = extra
+        return out
+
+    turns: list[dict[str, object]] = [
+        {"index": 0, "exchange": 0, "speaker": "client", "text": "hi", "emotion": {"main": "sad", "intensity": 0.5, "other": 1}, "risk": None,
+         "calls": {"client": [{"error": None}, {"error": "x"}]}, "custom": {"score": float("nan"), "why": "é"}, "tags": ("a", Path("/p"))},
+        {"index": 1, "exchange": 0, "speaker": "counselor", "text": "hello", "strategy": {"stage": 1, "strategy": "reflect"}, "calls": {}},
+        {},
+    ]
+    for t in turns:
+        assert export_turn(t) == before(t) and list(export_turn(t)) == list(before(t))

@@ -8,9 +8,17 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from therasim._internal.rundir import dumps_loose
 from therasim.contract import BUILTIN_SLOTS, TURN_CORE, ExchangeContract
 
 __all__ = ["dataset_record", "export_turn"]
+
+
+#: the built-in slots' exported fields, in declaration order (name, projection), and the
+#: fields a turn's ``extra`` leaves out: fixed when the contract module is imported
+#: (its slots are frozen), so made once, not per turn (session 18 of #17)
+_EXPORTS = tuple((s.name, s.export) for s in BUILTIN_SLOTS.values() if callable(s.export))
+_BUILTIN = frozenset({s.name for s in BUILTIN_SLOTS.values()} | set(TURN_CORE))
 
 
 def export_turn(t: Mapping[str, Any], contract: ExchangeContract | None = None) -> dict[str, Any]:
@@ -19,15 +27,14 @@ def export_turn(t: Mapping[str, Any], contract: ExchangeContract | None = None) 
     nodes go in ``extra`` as JSON strings (so the columns stay fixed)."""
     calls = t.get("calls") or {}
     out: dict[str, Any] = {k: t.get(k) for k in ("index", "exchange", "speaker", "text")}
-    for s in BUILTIN_SLOTS.values():
-        if callable(s.export):
-            out[s.name] = s.export(t.get(s.name))
+    for name, export in _EXPORTS:
+        out[name] = export(t.get(name))  # type: ignore[operator]
     out["n_calls"] = sum(len(v) for v in calls.values())
     out["call_errors"] = sum(1 for v in calls.values() for c in v if c.get("error"))
-    builtin = {s.name for s in BUILTIN_SLOTS.values()} | set(TURN_CORE)
+    builtin: frozenset[str] | set[str] = _BUILTIN
     if contract is not None:
-        builtin |= {s.name for s in contract.slots.values() if s.export is None}
-    extra = {k: json.dumps(v, default=str, ensure_ascii=False) for k, v in t.items() if k not in builtin}
+        builtin = _BUILTIN | {s.name for s in contract.slots.values() if s.export is None}
+    extra = {k: dumps_loose(v) for k, v in t.items() if k not in builtin}
     if extra:
         out["extra"] = extra
     return out

@@ -33,7 +33,7 @@ from typing import Any
 from therasim._version import RUN_FORMAT_VERSION, __version__
 from therasim.errors import RunDirError
 
-__all__ = ["JsonlWriter", "RunDir", "RunLock", "atomic_write_json", "check_session_graph", "dumps_strict", "read_jsonl", "repair_jsonl"]
+__all__ = ["JsonlWriter", "RunDir", "RunLock", "atomic_write_json", "check_session_graph", "dumps_loose", "dumps_strict", "read_jsonl", "repair_jsonl"]
 
 
 class RunLock:
@@ -166,6 +166,41 @@ def _strict_encoders() -> tuple[Any, Any] | None:
 
 
 _ENCODERS = _strict_encoders()
+
+
+def _loose_encoder() -> Any:
+    """A C encoder writing what ``json.dumps(obj, default=str, ensure_ascii=False)``
+    writes (NaN as ``NaN``), made once and checked on a probe as :func:`_strict_encoders`
+    are; None when this Python has none that does."""
+    import json.encoder as je
+
+    make = getattr(je, "c_make_encoder", None)
+    if make is None:
+        return None
+    probe = [{"a": [1, 2.5, float("nan"), None, True, "x\u00e9\n", {"b": ()}], 4: Path("p")}, "s", 3, -1e300 * 1e10]
+    try:
+        enc = make(None, str, je.encode_basestring, None, ": ", ", ", False, False, True)
+        if any("".join(enc(p, 0)) != json.dumps(p, default=str, ensure_ascii=False) for p in probe):
+            return None
+    except Exception:
+        return None
+    return enc
+
+
+_LOOSE = _loose_encoder()
+
+
+def dumps_loose(obj: Any) -> str:
+    """``json.dumps(obj, default=str, ensure_ascii=False)`` (NaN written as ``NaN``: the
+    dataset export's JSON-string fields, as they always were), through a C encoder made
+    once (session 18 of #17); what it fails on goes the ``json.dumps`` way, whose result
+    or error it then is."""
+    if _LOOSE is not None:
+        try:
+            return "".join(_LOOSE(obj, 0))
+        except Exception:
+            pass
+    return json.dumps(obj, default=str, ensure_ascii=False)
 
 
 def event_line(name: str, fields: dict[str, Any], timestamp: str) -> str:
