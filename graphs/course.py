@@ -21,7 +21,7 @@ import contextlib
 import contextvars
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypedDict
 
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.graph import END, START, StateGraph
@@ -176,6 +176,17 @@ async def _streamed(graph: Any, inp: Any, cfg: dict[str, Any], sim: SimContext, 
     return dict(final)
 
 
+async def _has_checkpoint(saver: Any, config: Any) -> bool:
+    """Whether the thread of ``config`` has a checkpoint: a new thread (a new session
+    or course) needs no state snapshot, which LangGraph builds from the channels even
+    when there is none. True for a saver this cannot ask (its snapshot decides)."""
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    if not isinstance(saver, BaseCheckpointSaver):
+        return True
+    return await saver.aget_tuple(config) is not None
+
+
 def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def session(state: dict[str, Any], runtime: Runtime[SimContext]) -> dict[str, Any]:
         sim = as_sim_context(runtime.context)
@@ -192,6 +203,8 @@ def _session_step(session_graph: Any, branch: str | None) -> Callable[..., Await
 
         async def go() -> dict[str, Any]:
             if session_graph.checkpointer is not None:
+                if not await _has_checkpoint(session_graph.checkpointer, cfg):  # a new session
+                    return await run_graph(_session_input(state), durability=DURABILITY)
                 snap = await session_graph.aget_state(cfg)
                 # Interrupted: continue from the checkpoint. A step whose writes were saved
                 # but whose checkpoint was not has tasks but an empty ``next``.
@@ -286,6 +299,32 @@ def _finish(view: View, ctx: NodeContext) -> dict[str, Any]:
     if not done:
         out["session"] = n + 1
     return out
+
+
+class _Done(TypedDict, total=False):
+    """What the course's loop router reads (LangGraph reads a conditional edge's input
+    by its function's annotation: this one channel, not a copy of the whole state)."""
+
+    done: bool
+
+
+class _Pending(TypedDict, total=False):
+    """What the router after ``events`` reads: the iteration's scratch."""
+
+    pending: dict[str, Any]
+
+
+def _course_done(state: _Done) -> str:
+    return END if state.get("done") else "__next__"
+
+
+def _skip_to_finish(after: str) -> Callable[[_Pending], str]:
+    """The router after ``events``: a no-show or dropout goes to ``finish``, else to ``after``."""
+
+    def skip_or_next(state: _Pending) -> str:
+        return "finish" if (state.get("pending") or {}).get("skipped") else after
+
+    return skip_or_next
 
 
 class CourseGraphBuilder(StepsBuilder):
@@ -411,12 +450,12 @@ class CourseGraphBuilder(StepsBuilder):
             grp = heads.get(name)
             like = grp[-1] if grp is not None else name
             if like == "finish":
-                g.add_conditional_edges(name, router(lambda s: END if s.get("done") else "__next__"), {END: END, "__next__": chain[0]})
+                g.add_conditional_edges(name, router(_course_done), {END: END, "__next__": chain[0]})
                 continue
             b = chain[chain.index(like) + 1]
             if like == "events":
                 # A no-show or dropout skips the session and everything around it.
-                g.add_conditional_edges(name, router(lambda s, _b=b: "finish" if (s.get("pending") or {}).get("skipped") else _b), sorted({b, "finish"}))
+                g.add_conditional_edges(name, router(_skip_to_finish(b)), sorted({b, "finish"}))
             else:
                 g.add_edge(name, b)
         return g
@@ -502,7 +541,7 @@ async def run_course(graph: Any, state: dict[str, Any] | None, context: SimConte
     config: dict[str, Any] = {"recursion_limit": course_recursion_limit(n, _node_count(graph) + 2)}
     if thread_id is not None:
         config["configurable"] = {"thread_id": thread_id}
-        if graph.checkpointer is not None:
+        if graph.checkpointer is not None and await _has_checkpoint(graph.checkpointer, config):
             snap = await graph.aget_state(config)
             if snap.values:
                 if not snap.next and not snap.tasks:  # finished

@@ -131,3 +131,33 @@ def test_a_course_made_in_one_layout_continues_in_the_other(made: bool, resumed:
             assert m.calls == ref.calls
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("fold_calls", [False, True])
+def test_the_course_routers_read_one_channel_and_skip_a_no_show(fold_calls: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The course's two routers read one channel each (``done``, ``pending``: the routers'
+    annotations), not a copy of the whole course state, and still route: a no-show drawn
+    before session 2 files a skipped record and the course goes on to session 3."""
+    from therasim.graphs import CourseGraphBuilder
+
+    selects: list[Any] = []
+    real = executor._local_read
+
+    def spy(scratchpad: Any, channels: Any, managed: Any, task: Any, select: Any, fresh: bool = False) -> Any:
+        if fresh:
+            selects.append(select)
+        return real(scratchpad, channels, managed, task, select, fresh)
+
+    monkeypatch.setattr(executor, "_local_read", spy)
+
+    async def no_show(view: Any, ctx: Any) -> dict[str, Any]:
+        return {"pending": {"skipped": "no_show"}} if int(view["session"]) == 2 else {}
+
+    c = CourseGraphBuilder("lean").without("memory").replace_step("events", no_show, side="client")
+    c.session.fold_calls = fold_calls
+    spec = CourseSpec(preset="lean", sessions=3, max_turns=TURNS, fold_calls=fold_calls, memory=False)
+    ctx = SimContext(models=ModelPool({"default": SchemaFakeChatModel()}), course=spec)
+    final = asyncio.run(run_course(c.compile(checkpointer=InMemorySaver()), initial_course_state(example_profiles()[0], run_id="r", sessions=3), ctx, thread_id="r/c/course"))
+    assert [(r["session"], r["end_reason"] == "no_show") for r in final["records"]] == [(1, False), (2, True), (3, False)]
+    assert ["done"] in selects and ["pending"] in selects
+    assert all(s in (["done"], ["pending"], ["ended"]) for s in selects), selects  # the session's loop router reads `ended`
