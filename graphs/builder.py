@@ -355,6 +355,33 @@ def fold_groups(chain: list[str], foldable: set[str], conditional: set[str], fol
     return out
 
 
+def add_grouped_nodes(
+    g: StateGraph,
+    names: list[str],
+    runs: dict[str, Any],
+    groups: list[list[str]],
+    calls: bool,
+    makes_calls: Callable[[str], bool],
+) -> dict[str, list[str]]:
+    """Add ``names`` to ``g``, a group of several steps as one node (:func:`fold_nodes`);
+    returns each node's group. With ``calls`` (``fold_calls``) every step is also the
+    rest of its group from there on (a conditional edge into the middle of a group, or
+    a checkpoint that waits there, runs the rest as one step), and the results before
+    each step that ``makes_calls`` are journalled. Shared by the session and course
+    builders."""
+    heads = {grp[0]: grp for grp in groups}
+    if calls:
+        heads = {grp[i]: grp[i:] for grp in groups for i in range(len(grp))}
+    for name in names:  # folded steps stay on their own too
+        grp = heads.get(name)
+        if grp is None or len(grp) == 1:
+            g.add_node(name, runs[name])
+            continue
+        points = tuple(i for i, n in enumerate(grp) if i and calls and makes_calls(n))
+        g.add_node(name, fold_nodes(name, [runs[n] for n in grp], g.channels, points, tuple(grp)))
+    return heads
+
+
 def describe_specs(specs: dict[str, NodeSpec]) -> dict[str, dict[str, Any]]:
     """Side, model role, function name and contract of each node (for manifests and describe())."""
     return {n: s.describe() for n, s in specs.items()}
@@ -554,19 +581,7 @@ class SessionGraphBuilder(StepsBuilder):
         groups = self.groups(fold)
         g: StateGraph = StateGraph(SessionState, context_schema=SimContext)  # type: ignore[arg-type]
         runs = {name: wrap_node(spec, view_fn, contract) for name, spec in specs.items()}
-        heads = {grp[0]: grp for grp in groups}
-        if self.fold_calls and (self.fold if fold is None else fold):
-            # every node is the rest of its group from there on (a conditional edge into
-            # the middle of a group, or a checkpoint that waits there, runs the rest as
-            # one step), its model calls journalled
-            heads = {grp[i]: grp[i:] for grp in groups for i in range(len(grp))}
-        for name in specs:
-            grp = heads.get(name)
-            if grp is None or len(grp) == 1:
-                g.add_node(name, runs[name])
-                continue
-            points = tuple(i for i, n in enumerate(grp) if i and self.fold_calls and self._calls(n))
-            g.add_node(name, fold_nodes(name, [runs[n] for n in grp], g.channels, points, tuple(grp)))
+        heads = add_grouped_nodes(g, list(specs), runs, groups, self.fold_calls and (self.fold if fold is None else fold), self._calls)
         chain = [*self.order, "record", "termination"]
 
         def wire(src: str, like: str) -> None:

@@ -36,9 +36,9 @@ from therasim.graphs.builder import (
     NodeFn,
     NodeSpec,
     SessionGraphBuilder,
+    add_grouped_nodes,
     describe_specs,
     fold_groups,
-    fold_nodes,
     router,
     untraced,
     wrap_node,
@@ -430,21 +430,9 @@ class CourseGraphBuilder(StepsBuilder):
         for name in self.order:
             runs[name] = _session_step(session_graph, self.branch) if name == "session" else wrap_node(self.steps[name], make_course_view)
         chain = [*self.order, "finish"]
-        groups = self.groups(fold)
-        heads = {grp[0]: grp for grp in groups}
-        calls = self.fold_calls and (self.fold if fold is None else fold)
-        if calls:
-            # as in the session graph: every step is the rest of its group from there on
-            # (a checkpoint of a run made in the per-step layout that waits at a step
-            # runs the rest of the iteration as one step), each model call journalled
-            heads = {grp[i]: grp[i:] for grp in groups for i in range(len(grp))}
-        for name in chain:  # folded steps stay on their own too (as in the session graph)
-            grp = heads.get(name)
-            if grp is None or len(grp) == 1:
-                g.add_node(name, runs[name])
-                continue
-            points = tuple(i for i, n in enumerate(grp) if i and calls and self._calls(n))
-            g.add_node(name, fold_nodes(name, [runs[n] for n in grp], g.channels, points, tuple(grp)))
+        # as in the session graph (a checkpoint of a run made in the per-step layout that
+        # waits at a step runs the rest of the iteration as one step)
+        heads = add_grouped_nodes(g, chain, runs, self.groups(fold), self.fold_calls and (self.fold if fold is None else fold), self._calls)
         g.add_edge(START, chain[0])
         for name in chain:
             grp = heads.get(name)

@@ -198,11 +198,7 @@ class CompressedSerializer(JsonPlusSerializer):
                 data = _MSGPACK(obj)
             except _MsgpackEncodeError:
                 return self._compressed(*super().dumps_typed(obj))
-            if len(data) < self.min_size:
-                return "msgpack", data
-            if self._zs is not None:
-                return "zs:msgpack", self._zs.compress(data, self.level)
-            return "z:msgpack", zlib.compress(data, self.level)
+            return self._compressed("msgpack", data)
         return self._compressed(*super().dumps_typed(obj))
 
     def _compressed(self, typ: str, data: bytes) -> tuple[str, bytes]:

@@ -26,7 +26,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,59 +135,47 @@ def dumps_strict(obj: Any, **kw: Any) -> str:
 _COMPACT = (",", ":")
 
 
-def _strict_encoders() -> tuple[Any, Any] | None:
-    """C encoders (``json.encoder.c_make_encoder``) for :func:`dumps_strict`, for
-    json's default separators and for the compact ones (``(",", ":")``): made as
-    ``JSONEncoder.iterencode`` makes one per call for ``json.dumps(obj,
-    default=str, ensure_ascii=False, allow_nan=False)``, but without the circular
-    reference check (its markers dict would be shared by every caller and thread; a
-    circular record fails with RecursionError and is retried the ``json.dumps`` way,
-    which raises what it always did). None (``json.dumps`` every time) when this
-    Python has no C encoder, or one that does not take these arguments or does not
-    write what ``json.dumps`` writes for a probe record."""
+def _c_encoder(key_sep: str, item_sep: str, allow_nan: bool, probes: list[Any], want: Callable[[Any], str]) -> Any:
+    """A C encoder (``json.encoder.c_make_encoder``) made once, as ``JSONEncoder.iterencode``
+    makes one per call for ``json.dumps(obj, default=str, ensure_ascii=False, ...)``,
+    but without the circular reference check (its markers dict would be shared by
+    every caller and thread; a circular record fails with RecursionError and its
+    caller retries the ``json.dumps`` way, which raises what it always did). None
+    (``json.dumps`` every time) when this Python has no C encoder, or one that does
+    not take these arguments or does not write ``want(p)`` for each probe ``p``."""
     import json.encoder as je
 
     make = getattr(je, "c_make_encoder", None)
     if make is None:
         return None
-    probe = {"a": [1, 2.5, None, True, "x\u00e9\n\u2028", {"b": ()}], "c": -3e-7, "p": Path("p"), 4: "k"}
-    out = []
     try:
-        for seps in (None, _COMPACT):
-            item, key = seps or (", ", ": ")
-            enc = make(None, str, je.encode_basestring, None, key, item, False, False, False)
-            want = json.dumps(probe, default=str, ensure_ascii=False, allow_nan=False, separators=seps)
-            if "".join(enc(probe, 0)) != want:
-                return None
-            out.append(enc)
-    except Exception:
-        return None
-    return out[0], out[1]
-
-
-_ENCODERS = _strict_encoders()
-
-
-def _loose_encoder() -> Any:
-    """A C encoder writing what ``json.dumps(obj, default=str, ensure_ascii=False)``
-    writes (NaN as ``NaN``), made once and checked on a probe as :func:`_strict_encoders`
-    are; None when this Python has none that does."""
-    import json.encoder as je
-
-    make = getattr(je, "c_make_encoder", None)
-    if make is None:
-        return None
-    probe = [{"a": [1, 2.5, float("nan"), None, True, "x\u00e9\n", {"b": ()}], 4: Path("p")}, "s", 3, -1e300 * 1e10]
-    try:
-        enc = make(None, str, je.encode_basestring, None, ": ", ", ", False, False, True)
-        if any("".join(enc(p, 0)) != json.dumps(p, default=str, ensure_ascii=False) for p in probe):
+        enc = make(None, str, je.encode_basestring, None, key_sep, item_sep, False, False, allow_nan)
+        if any("".join(enc(p, 0)) != want(p) for p in probes):
             return None
     except Exception:
         return None
     return enc
 
 
-_LOOSE = _loose_encoder()
+def _strict_encoders() -> tuple[Any, Any] | None:
+    """:func:`dumps_strict`'s encoders (:func:`_c_encoder`) for json's default
+    separators and for the compact ones (``(",", ":")``), or None."""
+    probe = [{"a": [1, 2.5, None, True, "x\u00e9\n\u2028", {"b": ()}], "c": -3e-7, "p": Path("p"), 4: "k"}]
+    default = _c_encoder(": ", ", ", False, probe, lambda p: json.dumps(p, default=str, ensure_ascii=False, allow_nan=False))
+    compact = _c_encoder(":", ",", False, probe, lambda p: json.dumps(p, default=str, ensure_ascii=False, allow_nan=False, separators=_COMPACT))
+    return (default, compact) if default is not None and compact is not None else None
+
+
+_ENCODERS = _strict_encoders()
+#: :func:`dumps_loose`'s encoder: what ``json.dumps(obj, default=str, ensure_ascii=False)``
+#: writes (NaN as ``NaN``), or None
+_LOOSE = _c_encoder(
+    ": ",
+    ", ",
+    True,
+    [{"a": [1, 2.5, float("nan"), None, True, "x\u00e9\n", {"b": ()}], 4: Path("p")}, "s", 3, -1e300 * 1e10],
+    lambda p: json.dumps(p, default=str, ensure_ascii=False),
+)
 
 
 def dumps_loose(obj: Any) -> str:
